@@ -1,0 +1,1 @@
+"""Inference engines, each behind the Backend interface in base.py."""

@@ -1,0 +1,86 @@
+"""The one interface every inference engine implements, and the shapes that cross it.
+
+Messages and chunks follow the OpenAI chat schema so the remote backend and the HTTP API
+stay thin. A backend is a plain generator of chunks; the manager owns threads, locks and
+timing, so a new engine is one small class.
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Sampling settings; temperature 0 means greedy decoding."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    max_new_tokens: int = 512
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """New text only; the last chunk of a reply carries finish_reason and usage."""
+
+    text: str
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+class BackendError(Exception):
+    """A failure whose message is fit to show a person as it is."""
+
+
+class Backend(ABC):
+    """One loaded (or loadable) model on one engine."""
+
+    @abstractmethod
+    def load(self, progress: ProgressCallback | None = None) -> None: ...
+
+    @abstractmethod
+    def unload(self) -> None: ...
+
+    @abstractmethod
+    def stream_chat(
+        self, messages: Sequence[Message], params: GenParams, cancel: threading.Event
+    ) -> Iterator[Chunk]:
+        """Yield new text as it is decoded; check `cancel` between tokens."""
+
+    @abstractmethod
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens the prompt for these messages takes, with the chat template applied."""
+
+    @abstractmethod
+    def memory_estimate(self) -> int:
+        """Bytes the model will take once loaded, known before loading."""

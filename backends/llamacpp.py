@@ -1,0 +1,262 @@
+"""GGUF models through llama-cpp-python: the default engine on CPU.
+
+Decoding is our own loop over `Llama.generate`, so cancellation is checked before every
+token is computed, usage is counted exactly, and the chat template is the one in the GGUF
+metadata (or the entry's override), rendered in the sandbox.
+"""
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from backends.base import (
+    Backend,
+    BackendError,
+    Chunk,
+    GenParams,
+    Message,
+    ProgressCallback,
+    Usage,
+)
+from backends.chat_template import ChatTemplate
+from backends.stops import StopStringFilter
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+# Llama() takes no argument for weight buffer types, so loads patch its defaults briefly.
+_DEFAULT_PARAMS_PATCH = threading.Lock()
+
+
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return any(line.startswith("flags") and " amx_int8" in line for line in info)
+    except OSError:
+        return False
+
+
+@contextmanager
+def _plain_cpu_weight_buffers():
+    """Keep llama.cpp off its AMX weight buffers while a model loads.
+
+    With llama-cpp-python 0.3.36 built natively on an AMX CPU (Sapphire Rapids and later),
+    decoding any batch of two or more tokens through AMX-repacked weights segfaults; plain
+    CPU buffers are correct, at about half the single-token speed.
+    """
+    from llama_cpp import llama_cpp as lib
+
+    with _DEFAULT_PARAMS_PATCH:
+        original = lib.llama_model_default_params
+
+        def without_extra_buffers():
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        lib.llama_model_default_params = without_extra_buffers
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = original
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: llama.cpp gains nothing from SMT siblings."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    cores: set[tuple[str, str]] = set()
+    try:
+        cpu = phys = core = None
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "processor":
+                    cpu = int(value)
+                elif key == "physical id":
+                    phys = value
+                elif key == "core id":
+                    core = value
+                elif not key and cpu is not None:
+                    if core is not None and (not allowed or cpu in allowed):
+                        cores.add((phys or "0", core))
+                    cpu = phys = core = None
+            if cpu is not None and core is not None and (not allowed or cpu in allowed):
+                cores.add((phys or "0", core))
+    except OSError:
+        pass
+    return len(cores) or len(allowed) or os.cpu_count() or 1
+
+
+class LlamaCppBackend(Backend):
+    """One GGUF file with one llama.cpp context; not thread-safe, the manager serialises it."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        context_length: int = 2048,
+        chat_template: str | None = None,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.context_length = context_length
+        self.n_threads = n_threads or physical_cores()
+        self.n_gpu_layers = n_gpu_layers
+        self._template_override = chat_template
+        self._llm = None
+        self._template: ChatTemplate | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    def load(self, progress: ProgressCallback | None = None) -> None:
+        if self._llm is not None:
+            return
+        report = progress or (lambda fraction, step: None)
+        report(0.0, "reading")
+        _check_gguf(self.model_path)
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise BackendError(
+                "llama-cpp-python is not installed: pip install -r requirements.txt"
+            ) from exc
+        try:
+            with _plain_cpu_weight_buffers() if cpu_has_amx() else _no_patch():
+                llm = Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=self.context_length,
+                    n_threads=self.n_threads,
+                    n_gpu_layers=self.n_gpu_layers,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        report(0.8, "reading chat template")
+        source = self._template_override or llm.metadata.get("tokenizer.chat_template")
+        if not source:
+            llm.close()
+            raise BackendError(
+                f"{self.model_path.name} has no chat template in its metadata: "
+                "set chat_template in models.yaml"
+            )
+        self._template = ChatTemplate(
+            source,
+            bos_token=_token_text(llm, llm.token_bos()),
+            eos_token=_token_text(llm, llm.token_eos()),
+        )
+        self._llm = llm
+        report(1.0, "ready")
+        log.info("loaded %s with %d threads", self.model_path.name, self.n_threads)
+
+    def unload(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+        self._llm = None
+        self._template = None
+
+    def memory_estimate(self) -> int:
+        # Weights are mapped as stored; the KV cache is estimated by the manager later.
+        return self.model_path.stat().st_size if self.model_path.exists() else 0
+
+    # -- prompting ---------------------------------------------------------------------
+    def render_prompt(self, messages: Sequence[Message]) -> str:
+        return self._require_template().render(messages, add_generation_prompt=True)
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self._tokenize(self.render_prompt(messages)))
+
+    def _tokenize(self, prompt: str) -> list[int]:
+        llm = self._require_llm()
+        bos = self._require_template().bos_token
+        add_bos = llm._model.add_bos_token() and not (bos and prompt.startswith(bos))
+        return llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+    # -- generation --------------------------------------------------------------------
+    def stream_chat(
+        self, messages: Sequence[Message], params: GenParams, cancel: threading.Event
+    ) -> Iterator[Chunk]:
+        llm = self._require_llm()
+        import llama_cpp
+
+        prompt_tokens = self._tokenize(self.render_prompt(messages))
+        room = self.context_length - len(prompt_tokens)
+        if room <= 0:
+            raise BackendError(
+                f"the prompt takes {len(prompt_tokens)} tokens but the model's context "
+                f"holds {self.context_length}: shorten the conversation"
+            )
+        max_new = min(params.max_new_tokens, room)
+        llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
+        tokens = llm.generate(
+            prompt_tokens,
+            temp=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            min_p=0.0,
+            repeat_penalty=params.repetition_penalty,
+        )
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopStringFilter(params.stop)
+        generated = 0
+        finish = "length"
+        try:
+            while generated < max_new:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                token = next(tokens)
+                if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                    finish = "stop"
+                    break
+                generated += 1
+                text = stops.feed(decoder.decode(llm.detokenize([token])))
+                if text:
+                    yield Chunk(text)
+                if stops.stopped:
+                    finish = "stop"
+                    break
+        finally:
+            tokens.close()
+        tail = "" if stops.stopped else stops.feed(decoder.decode(b"", final=True)) + stops.flush()
+        usage = Usage(prompt_tokens=len(prompt_tokens), completion_tokens=generated)
+        yield Chunk(tail, finish_reason=finish, usage=usage)
+
+    def _require_llm(self):
+        if self._llm is None:
+            raise BackendError(f"{self.model_path.name} is not loaded")
+        return self._llm
+
+    def _require_template(self) -> ChatTemplate:
+        if self._template is None:
+            raise BackendError(f"{self.model_path.name} is not loaded")
+        return self._template
+
+
+@contextmanager
+def _no_patch():
+    yield
+
+
+def _token_text(llm, token_id: int) -> str:
+    if token_id < 0:
+        return ""
+    return llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+
+def _check_gguf(path: Path) -> None:
+    """Fail with a plain reason before llama.cpp sees a file that is not a GGUF model."""
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except FileNotFoundError as exc:
+        raise BackendError(f"model file not found: {path}") from exc
+    except OSError as exc:
+        raise BackendError(f"cannot read model file {path}: {exc}") from exc
+    if magic != GGUF_MAGIC:
+        raise BackendError(f"{path} is not a GGUF file (it starts with {magic!r})")

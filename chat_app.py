@@ -1,0 +1,119 @@
+"""Local Chat: open models on this machine, in the browser or in one shot from a terminal.
+
+    python chat_app.py                         # the chat page on http://127.0.0.1:7860
+    python chat_app.py --prompt "Hello"        # one reply on stdout, no server
+    python chat_app.py --list-models           # what models.yaml offers, and its state
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from backends.base import GenParams
+from chatcore.config import ConfigError, load_registry
+from chatcore.factory import make_backend
+from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
+from chatcore.oneshot import run_prompt
+
+DEFAULT_MODELS = Path(__file__).resolve().parent / "models.yaml"
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Chat with open models on this machine, in the browser or the terminal.")
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS, metavar="PATH",
+                        help="the model registry to read (default: models.yaml beside this file)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to serve on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    parser.add_argument("--model", metavar="ID",
+                        help="model selected on start, or used by --prompt (default: the first)")
+    parser.add_argument("--offline", action="store_true",
+                        help="never touch the network: Hugging Face libraries run offline")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="let entries with a 'repo' download missing files from the Hub")
+    parser.add_argument("--no-browser", action="store_true",
+                        help="do not open the page in a browser on start")
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging detail")
+    parser.add_argument("--list-models", action="store_true",
+                        help="print every model entry with its backend and state, then exit")
+    oneshot = parser.add_argument_group("one-shot mode (no server)")
+    oneshot.add_argument("--prompt", help="send this one message and stream the reply to stdout")
+    oneshot.add_argument("--system", help="system prompt for --prompt")
+    oneshot.add_argument("--temperature", type=float, help="sampling temperature; 0 is greedy")
+    oneshot.add_argument("--max-new-tokens", type=int, help="longest reply, in tokens")
+    oneshot.add_argument("--seed", type=int, help="random seed, for repeatable sampling")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if args.offline and args.allow_download:
+        return _fail("--offline and --allow-download contradict each other", EXIT_USAGE)
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        registry = load_registry(args.models)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    for broken in registry.broken:
+        print(f"warning: {broken.reason}", file=sys.stderr)
+    manager = ModelManager(
+        registry, lambda entry: make_backend(entry, allow_download=args.allow_download),
+        allow_download=args.allow_download)
+
+    if args.list_models:
+        for status in manager.statuses():
+            reason = f"  ({status.reason})" if status.reason else ""
+            print(f"{status.id:32} {status.backend:10} {status.state.value:15} "
+                  f"{status.name}{reason}")
+        return 0
+    model_id = args.model or registry.entries[0].id
+    try:
+        entry = manager.entry(model_id)
+    except (UnknownModel, ModelUnavailable) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if args.prompt is not None:
+        return _one_shot(manager, args, entry.defaults, model_id)
+
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from chatui.app import serve  # gradio is slow to import: only when serving
+
+    serve(manager, model_id, args.host, args.port, open_browser=not args.no_browser)
+    return 0
+
+
+def _one_shot(manager: ModelManager, args: argparse.Namespace, defaults, model_id: str) -> int:
+    params = GenParams(
+        temperature=defaults.temperature if args.temperature is None else args.temperature,
+        top_p=defaults.top_p,
+        top_k=defaults.top_k,
+        max_new_tokens=args.max_new_tokens or defaults.max_new_tokens,
+        repetition_penalty=defaults.repetition_penalty,
+        seed=defaults.seed if args.seed is None else args.seed,
+    )
+    try:
+        run_prompt(manager, model_id, args.prompt, args.system, params)
+    except (ModelUnavailable, UnknownModel) as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except Exception as exc:  # noqa: BLE001 - BackendError and anything else: one line
+        return _fail(str(exc), EXIT_FAILED)
+    finally:
+        manager.unload_all()
+    return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The UI-free core: model registry, model sources, the manager that runs generations."""

