@@ -14,7 +14,7 @@ from pathlib import Path
 
 from backends.base import GenParams
 from chatcore.config import ConfigError, load_registry
-from chatcore.factory import make_backend
+from chatcore.factory import default_cache_dir, make_backend
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.oneshot import run_prompt
 
@@ -65,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     for broken in registry.broken:
         print(f"warning: {broken.reason}", file=sys.stderr)
+    cache_dir = default_cache_dir()
     manager = ModelManager(
-        registry, lambda entry: make_backend(entry, allow_download=args.allow_download),
+        registry,
+        lambda entry: make_backend(entry, allow_download=args.allow_download, cache_dir=cache_dir),
         allow_download=args.allow_download)
 
     if args.list_models:
         for status in manager.statuses():
             reason = f"  ({status.reason})" if status.reason else ""
-            print(f"{status.id:32} {status.backend:10} {status.state.value:15} "
+            print(f"{status.id:32} {status.backend:13} {status.state.value:15} "
                   f"{status.name}{reason}")
         return 0
     model_id = args.model or registry.entries[0].id

@@ -1,11 +1,13 @@
 """Chat templates rendered the way Hugging Face renders them, in a sandbox.
 
 Templates come from model files a person downloaded, so they run in Jinja's immutable
-sandbox: a template can format text, not touch the process.
+sandbox: a template can format text, not touch the process. Models that ship no template
+(Falcon) take a named fallback from models.yaml; each fallback knows its stop strings.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from jinja2 import TemplateError
@@ -14,10 +16,60 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from backends.base import BackendError, Message
 
 
+@dataclass(frozen=True)
+class NamedTemplate:
+    source: str
+    stop_strings: tuple[str, ...]
+
+
+_SYSTEM_FIRST = (
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] %}{% set turns = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
+)
+
+NAMED_TEMPLATES: dict[str, NamedTemplate] = {
+    "chatml": NamedTemplate(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+        ("<|im_end|>",),
+    ),
+    "llama2": NamedTemplate(
+        _SYSTEM_FIRST
+        + "{% for m in turns %}{% if m['role'] == 'user' %}{{ bos_token }}[INST] "
+        "{% if loop.first and system %}<<SYS>>\n{{ system }}\n<</SYS>>\n\n{% endif %}"
+        "{{ m['content'] }} [/INST]{% else %} {{ m['content'] }} {{ eos_token }}{% endif %}"
+        "{% endfor %}",
+        ("</s>",),
+    ),
+    "mistral": NamedTemplate(
+        _SYSTEM_FIRST
+        + "{{ bos_token }}{% for m in turns %}{% if m['role'] == 'user' %}[INST] "
+        "{% if loop.first and system %}{{ system }}\n\n{% endif %}{{ m['content'] }} [/INST]"
+        "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}",
+        ("</s>",),
+    ),
+    "falcon": NamedTemplate(
+        _SYSTEM_FIRST
+        + "{% if system %}{{ system }}\n\n{% endif %}{% for m in turns %}"
+        "{% if m['role'] == 'user' %}User: {{ m['content'] }}\n"
+        "{% else %}Falcon: {{ m['content'] }}\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}Falcon:{% endif %}",
+        ("\nUser:", "<|endoftext|>"),
+    ),
+    "zephyr": NamedTemplate(
+        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n"
+        "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}",
+        ("</s>",),
+    ),
+}
+
+
 class ChatTemplate:
     """A compiled chat template with the special tokens it refers to."""
 
-    def __init__(self, source: str, bos_token: str = "", eos_token: str = "") -> None:
+    def __init__(self, source: str, bos_token: str = "", eos_token: str = "",
+                 stop_strings: Sequence[str] = (), origin: str = "") -> None:
         env = ImmutableSandboxedEnvironment(
             trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
         )
@@ -30,6 +82,24 @@ class ChatTemplate:
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
+        self.stop_strings = tuple(stop_strings)
+        self.origin = origin
+
+    @classmethod
+    def choose(cls, override: str | None, shipped: str | None, *, bos_token: str,
+               eos_token: str, model_name: str) -> ChatTemplate:
+        """The entry's override (a fallback name or inline Jinja), else the model's own."""
+        if override in NAMED_TEMPLATES:
+            named = NAMED_TEMPLATES[override]
+            return cls(named.source, bos_token, eos_token, named.stop_strings,
+                       origin=f"fallback {override}")
+        if override:
+            return cls(override, bos_token, eos_token, origin="models.yaml")
+        if shipped:
+            return cls(shipped, bos_token, eos_token, origin="model")
+        raise BackendError(
+            f"{model_name} has no chat template: set chat_template in models.yaml to one of "
+            f"{', '.join(NAMED_TEMPLATES)} or an inline Jinja template")
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         try:

@@ -138,18 +138,15 @@ class LlamaCppBackend(Backend):
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
         report(0.8, "reading chat template")
-        source = self._template_override or llm.metadata.get("tokenizer.chat_template")
-        if not source:
+        try:
+            self._template = ChatTemplate.choose(
+                self._template_override, llm.metadata.get("tokenizer.chat_template"),
+                bos_token=_token_text(llm, llm.token_bos()),
+                eos_token=_token_text(llm, llm.token_eos()),
+                model_name=self.model_path.name)
+        except BackendError:
             llm.close()
-            raise BackendError(
-                f"{self.model_path.name} has no chat template in its metadata: "
-                "set chat_template in models.yaml"
-            )
-        self._template = ChatTemplate(
-            source,
-            bos_token=_token_text(llm, llm.token_bos()),
-            eos_token=_token_text(llm, llm.token_eos()),
-        )
+            raise
         self._llm = llm
         report(1.0, "ready")
         log.info("loaded %s with %d threads", self.model_path.name, self.n_threads)
@@ -202,7 +199,7 @@ class LlamaCppBackend(Backend):
             repeat_penalty=params.repetition_penalty,
         )
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopStringFilter(params.stop)
+        stops = StopStringFilter((*params.stop, *self._require_template().stop_strings))
         generated = 0
         finish = "length"
         try:

@@ -13,7 +13,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-BackendName = Literal["llamacpp"]
+BackendName = Literal["llamacpp", "transformers"]
+BACKENDS = ("llamacpp", "transformers")
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
+# Fields that only the transformers engine understands, with their "not set" values.
+TRANSFORMERS_ONLY = {"quantization": "none", "dtype": "auto", "device": "auto",
+                     "max_memory": None, "trust_remote_code": False}
 
 
 class ConfigError(Exception):
@@ -31,6 +36,21 @@ class GenerationDefaults(BaseModel):
     max_new_tokens: int = Field(512, ge=1)
     repetition_penalty: float = Field(1.0, gt=0.0)
     seed: int | None = Field(None, ge=0)
+
+
+class Quantization(BaseModel):
+    """bitsandbytes settings: 8-bit is LLM.int8; 4-bit is nf4 or fp4."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bits: Literal[4, 8]
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    @property
+    def label(self) -> str:
+        return f"{self.bits}bit" if self.bits == 8 else f"4bit {self.quant_type}"
 
 
 class ModelEntry(BaseModel):
@@ -52,6 +72,11 @@ class ModelEntry(BaseModel):
     description: str = ""
     n_gpu_layers: int = Field(0, ge=-1)
     n_threads: int | None = Field(None, ge=1)
+    quantization: Literal["none", "8bit", "4bit"] | Quantization = "none"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
+    max_memory: dict[str | int, str] | None = None
+    trust_remote_code: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
@@ -72,9 +97,30 @@ class ModelEntry(BaseModel):
             )
         if self.backend == "llamacpp" and self.repo and not self.file:
             raise ValueError("a llamacpp entry with 'repo' needs 'file': the GGUF file name")
+        if self.backend == "llamacpp":
+            for name, unset in TRANSFORMERS_ONLY.items():
+                if getattr(self, name) != unset:
+                    raise ValueError(f"'{name}' applies to backend transformers only")
+        if self.backend == "transformers" and (self.n_gpu_layers or self.n_threads):
+            raise ValueError("'n_gpu_layers' and 'n_threads' apply to backend llamacpp only; "
+                             "use 'device' for transformers")
+        if isinstance(self.quantization, str) and self.quantization != "none":
+            self.quantization = Quantization(bits=4 if self.quantization == "4bit" else 8)
         if not self.name:
             self.name = self.id
         return self
+
+    @property
+    def quantization_spec(self) -> Quantization | None:
+        return self.quantization if isinstance(self.quantization, Quantization) else None
+
+    @property
+    def settings_label(self) -> str:
+        """Backend, quantization and device, as shown beside the name in the dropdown."""
+        if self.backend != "transformers":
+            return self.backend
+        spec = self.quantization_spec
+        return f"transformers · {spec.label if spec else self.dtype} · {self.device}"
 
     @property
     def source_text(self) -> str:
@@ -168,22 +214,35 @@ def _entry_problem(raw: object, valid: list[ModelEntry], path: Path) -> str | No
     try:
         entry = ModelEntry.model_validate(raw)
     except ValidationError as exc:
-        return _describe(exc.errors()[0])
+        return _describe(_most_specific(exc.errors()))
     duplicate = next((e for e in valid if e.id == entry.id), None)
     if duplicate is not None:
         return f"field 'id': duplicate id {entry.id!r}, already used by an earlier entry"
     return None
 
 
+def _most_specific(errors: list) -> dict:
+    """For a field that takes a word or a mapping, report the branch the person wrote."""
+    field = errors[0].get("loc", ())[:1]
+    candidates = [e for e in errors if e.get("loc", ())[:1] == field
+                  and e.get("type") != "model_type"
+                  and not (e.get("type") == "literal_error" and isinstance(e.get("input"), dict))]
+    return candidates[0] if candidates else errors[0]
+
+
 def _describe(error: dict) -> str:
-    location = ".".join(str(part) for part in error.get("loc", ()))
+    # Union members appear in pydantic's location as tags; a person never wrote them.
+    parts = [str(p) for p in error.get("loc", ())
+             if not str(p).startswith("literal[") and not str(p)[:1].isupper()]
+    location = ".".join(parts)
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         return f"field {location!r}: unknown field (check the spelling)"
     if kind == "missing":
         return f"field {location!r}: required field is missing"
     if kind == "literal_error" and location == "backend":
-        return f"field 'backend': unknown backend {error.get('input')!r}; valid: llamacpp"
+        return (f"field 'backend': unknown backend {error.get('input')!r}; "
+                f"valid: {', '.join(BACKENDS)}")
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     if not location:
         return message

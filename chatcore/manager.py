@@ -99,6 +99,12 @@ class ModelManager:
                 return ModelStatus(entry.id, entry.name, entry.backend, ModelState.FAILED, str(exc))
         return ModelStatus(entry.id, entry.name, entry.backend, ModelState.AVAILABLE)
 
+    def placement(self, model_id: str) -> str:
+        """Where a loaded model's weights ended up ("cpu", "cuda:0, cpu"), or ""."""
+        with self._lock:
+            backend = self._backends.get(model_id)
+        return getattr(backend, "placement", "") if backend is not None else ""
+
     def entry(self, model_id: str) -> ModelEntry:
         entry = self.registry.get(model_id)
         if entry is None:

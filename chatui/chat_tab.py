@@ -45,11 +45,17 @@ class ChatControls:
 
 
 def model_choices(manager: ModelManager) -> list[tuple[str, str]]:
-    return [(_choice_label(s), s.id) for s in manager.statuses()]
+    return [(_choice_label(manager, s), s.id) for s in manager.statuses()]
 
 
-def _choice_label(status: ModelStatus) -> str:
-    return status.name if status.usable else f"{status.name} ({status.state.value})"
+def _choice_label(manager: ModelManager, status: ModelStatus) -> str:
+    label = status.name
+    entry = manager.registry.get(status.id)
+    if entry is not None and entry.backend == "transformers":
+        label += f" [{entry.settings_label}]"
+        if entry.trust_remote_code:
+            label += " ⚠ remote code"
+    return label if status.usable else f"{label} ({status.state.value})"
 
 
 def model_info(manager: ModelManager, model_id: str | None) -> str:
@@ -60,8 +66,12 @@ def model_info(manager: ModelManager, model_id: str | None) -> str:
     except (UnknownModel, ModelUnavailable) as exc:
         return f"⚠️ {exc}"
     status = manager.status(model_id)
-    lines = [f"**{entry.name}** · `{entry.backend}` · context {entry.context_length} tokens"
-             f" · {status.state.value}"]
+    lines = [f"**{entry.name}** · `{entry.settings_label}` · context {entry.context_length}"
+             f" tokens · {status.state.value}"]
+    if placement := manager.placement(model_id):
+        lines.append(f"Loaded on: {placement}")
+    if entry.trust_remote_code:
+        lines.append("⚠️ trust_remote_code: this model runs Python code from its repository.")
     if status.reason:
         lines.append(f"⚠️ {status.reason}")
     if entry.description:
@@ -113,6 +123,8 @@ def build_chat_tab(manager: ModelManager, initial_model: str) -> ChatControls:
         regenerate.click(handlers.regenerate, [controls.turns, *controls.params], outputs,
                          api_name="regenerate"),
     ]
+    for reply in replies:  # the panel then shows where the model was loaded
+        reply.then(handlers.describe_model, [model], [info], api_name=False, queue=False)
     stop.click(handlers.stop, None, None, api_name="stop", queue=False)
     # Clearing ends the running reply too, so its last update cannot bring the chat back.
     clear.click(handlers.clear, None, [chatbot, controls.turns], api_name="clear",
@@ -166,6 +178,9 @@ class ChatHandlers:
     def clear(self, request: gr.Request) -> tuple[list, list]:
         self.manager.cancel(_session_key(request))
         return [], []
+
+    def describe_model(self, model_id: str) -> str:
+        return model_info(self.manager, model_id)
 
     def select_model(self, model_id: str) -> tuple:
         try:

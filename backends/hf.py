@@ -1,0 +1,364 @@
+"""Hugging Face checkpoints through transformers, quantized by bitsandbytes, placed by accelerate.
+
+`generate` runs in a worker thread feeding a `TextIteratorStreamer`; a `StoppingCriteria`
+bound to the cancel event ends `generate` itself on Stop, the worker's exception reaches
+the reader as a `BackendError`, and the worker is joined before the reply ends.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty
+
+from backends.base import (
+    Backend,
+    BackendError,
+    Chunk,
+    GenParams,
+    Message,
+    ProgressCallback,
+    Usage,
+)
+from backends.chat_template import ChatTemplate
+from backends.stops import StopStringFilter
+
+log = logging.getLogger(__name__)
+
+TOKEN_TIMEOUT_S = 120.0
+# Model classes are patched only while a model is built; loads that patch take turns.
+_CLASS_PATCH = threading.Lock()
+
+
+@dataclass(frozen=True)
+class HFSettings:
+    """How to load: from models.yaml, translated to transformers' words by the backend."""
+
+    quant_bits: int | None = None  # None, 4 or 8
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "auto"
+    dtype: str = "auto"
+    device: str = "auto"
+    max_memory: dict | None = None
+    trust_remote_code: bool = False
+
+
+class TransformersBackend(Backend):
+    def __init__(self, source: Path, settings: HFSettings, context_length: int = 2048,
+                 chat_template: str | None = None, cache_dir: Path | None = None) -> None:
+        """`source` is a checkpoint directory or a GGUF file (loaded dequantized)."""
+        self.source = Path(source)
+        self.settings = settings
+        self.context_length = context_length
+        self._template_override = chat_template
+        self._cache_dir = cache_dir
+        self._model = None
+        self._tokenizer = None
+        self._template: ChatTemplate | None = None
+        self.placement = ""
+
+    # -- lifecycle -------------------------------------------------------------------
+    def load(self, progress: ProgressCallback | None = None) -> None:
+        if self._model is not None:
+            return
+        report = progress or (lambda fraction, step: None)
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise BackendError("transformers is not installed: pip install -r requirements.txt") from exc
+        if not self.source.exists():
+            raise BackendError(f"model not found: {self.source}")
+        is_gguf = self.source.is_file()
+        device = self._device(torch)
+        report(0.0, "reading")
+        try:
+            if is_gguf and self.settings.quant_bits:
+                directory, gguf_file = self._dequantized_copy(report), None
+            elif is_gguf:
+                directory, gguf_file = self.source.parent, self.source.name
+                report(0.1, "dequantizing")
+            else:
+                directory, gguf_file = self.source, None
+            tokenizer = AutoTokenizer.from_pretrained(
+                directory, gguf_file=gguf_file, trust_remote_code=self.settings.trust_remote_code)
+            if self.settings.quant_bits:
+                report(0.5, "quantizing")
+            quantizing_falcon = (self.settings.quant_bits is not None and gguf_file is None
+                                 and _model_type(directory) == "falcon")
+            with _falcon_linears_as_plain_linears() if quantizing_falcon else nullcontext():
+                model = AutoModelForCausalLM.from_pretrained(
+                    directory, gguf_file=gguf_file, dtype=self._dtype(torch, device),
+                    device_map=self._device_map(device), max_memory=self._max_memory(),
+                    quantization_config=self._quantization_config(torch, device),
+                    trust_remote_code=self.settings.trust_remote_code)
+        except BackendError:
+            raise
+        except (OSError, ValueError, RuntimeError, KeyError, ImportError) as exc:
+            raise BackendError(f"transformers could not load {self.source}: {exc}") from exc
+        model.eval()
+        report(0.9, "reading chat template")
+        self._template = ChatTemplate.choose(
+            self._template_override, getattr(tokenizer, "chat_template", None),
+            bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
+            model_name=self.source.name)
+        self._model, self._tokenizer = model, tokenizer
+        self.placement = _placement(model)
+        report(1.0, "ready")
+        log.info("loaded %s on %s", self.source.name, self.placement)
+
+    def unload(self) -> None:
+        self._model = None
+        self._tokenizer = None
+        self._template = None
+        self.placement = ""
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def memory_estimate(self) -> int:
+        if self.source.is_file():
+            return self.source.stat().st_size
+        return sum(p.stat().st_size for p in self.source.glob("*.safetensors"))
+
+    def memory_footprint(self) -> int:
+        """Bytes the loaded weights take, as transformers counts them."""
+        return int(self._require_model().get_memory_footprint())
+
+    # -- prompting ---------------------------------------------------------------------
+    def render_prompt(self, messages: Sequence[Message]) -> str:
+        return self._require_template().render(messages, add_generation_prompt=True)
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self._encode(self.render_prompt(messages))["input_ids"][0])
+
+    def _encode(self, prompt: str):
+        # The template already holds the special tokens the model expects.
+        return self._require_tokenizer()(prompt, return_tensors="pt", add_special_tokens=False)
+
+    # -- generation --------------------------------------------------------------------
+    def stream_chat(self, messages: Sequence[Message], params: GenParams,
+                    cancel: threading.Event) -> Iterator[Chunk]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        model, tokenizer = self._require_model(), self._require_tokenizer()
+        inputs = self._encode(self.render_prompt(messages)).to(model.device)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        room = self.context_length - prompt_tokens
+        if room <= 0:
+            raise BackendError(
+                f"the prompt takes {prompt_tokens} tokens but the model's context holds "
+                f"{self.context_length}: shorten the conversation")
+        max_new = min(params.max_new_tokens, room)
+        halt = threading.Event()  # set by Stop, by a stop string, or by a reader that left
+        seen = {"length": prompt_tokens, "last": None}
+
+        class Halt(StoppingCriteria):
+            """Runs after every new token: counts it and ends generate on Stop."""
+
+            def __call__(self, input_ids, scores, **kwargs):
+                seen["length"], seen["last"] = int(input_ids.shape[1]), int(input_ids[0, -1])
+                return cancel.is_set() or halt.is_set()
+
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                        timeout=TOKEN_TIMEOUT_S)
+        eos_ids = self._eos_ids()
+        sampling = params.temperature > 0
+        kwargs = dict(**inputs, streamer=streamer, max_new_tokens=max_new,
+                      do_sample=sampling, repetition_penalty=params.repetition_penalty,
+                      stopping_criteria=StoppingCriteriaList([Halt()]),
+                      eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id or eos_ids[0])
+        if sampling:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p,
+                          top_k=params.top_k or None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                with torch.inference_mode():
+                    model.generate(**kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=work, name="hf-generate", daemon=True)
+        worker.start()
+        stops = StopStringFilter((*params.stop, *self._require_template().stop_strings))
+        try:
+            for text in streamer:
+                shown = stops.feed(text)
+                if shown:
+                    yield Chunk(shown)
+                if stops.stopped:
+                    halt.set()
+                    break
+        except Empty:
+            halt.set()
+            raise BackendError(f"no token for {TOKEN_TIMEOUT_S:.0f} s: generation stalled") from None
+        finally:
+            halt.set()
+            worker.join()
+        if failure:
+            raise BackendError(f"generation failed: {type(failure[0]).__name__}: {failure[0]}")
+        tail = "" if stops.stopped else stops.flush()
+        generated = seen["length"] - prompt_tokens
+        ended_on_eos = seen["last"] in eos_ids
+        if cancel.is_set():
+            finish = "cancelled"
+        elif stops.stopped or generated < max_new:
+            finish = "stop"
+        else:
+            finish = "length"
+        # Like llama.cpp, the end-of-sequence token is not counted as reply text.
+        completion = generated - (1 if ended_on_eos and finish == "stop" else 0)
+        yield Chunk(tail, finish_reason=finish,
+                    usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion))
+
+    # -- helpers -----------------------------------------------------------------------
+    def _eos_ids(self) -> list[int]:
+        model, tokenizer = self._require_model(), self._require_tokenizer()
+        configured = model.generation_config.eos_token_id
+        ids = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+        for text in (tokenizer.eos_token, *self._require_template().stop_strings):
+            token = tokenizer.convert_tokens_to_ids(text) if text else None
+            if isinstance(token, int) and token != tokenizer.unk_token_id:
+                ids.append(token)
+        return [i for i in dict.fromkeys(ids) if i is not None]
+
+    def _device(self, torch) -> str:
+        device = self.settings.device
+        if device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendError(f"device {device!r} asked for, but no CUDA GPU is available")
+        return device
+
+    def _device_map(self, device: str):
+        if self.settings.device == "auto" and device == "cuda":
+            return "auto"  # accelerate spreads layers over GPUs, then CPU, by max_memory
+        return {"": device}
+
+    def _max_memory(self) -> dict | None:
+        if not self.settings.max_memory:
+            return None
+        return {int(k) if str(k).isdigit() else k: v for k, v in self.settings.max_memory.items()}
+
+    def _dtype(self, torch, device: str):
+        named = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if self.settings.dtype in named:
+            return named[self.settings.dtype]
+        return torch.float32 if device == "cpu" else torch.bfloat16
+
+    def _quantization_config(self, torch, device: str):
+        if not self.settings.quant_bits:
+            return None
+        from transformers import BitsAndBytesConfig
+
+        if self.settings.quant_bits == 8:
+            return BitsAndBytesConfig(load_in_8bit=True)
+        compute = self.settings.compute_dtype
+        compute_dtype = self._dtype(torch, device) if compute == "auto" else getattr(torch, compute)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=self.settings.quant_type,
+                                  bnb_4bit_use_double_quant=self.settings.double_quant,
+                                  bnb_4bit_compute_dtype=compute_dtype)
+
+    def _dequantized_copy(self, report: ProgressCallback) -> Path:
+        """The GGUF's weights as a safetensors checkpoint, made once and cached.
+
+        transformers will not quantize straight from a GGUF, so the dequantized model is
+        rebuilt from its config, saved, and quantized from there on every later load.
+        """
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        stat = self.source.stat()
+        if self._cache_dir is None:
+            raise BackendError("quantizing a GGUF needs a cache directory")
+        target = self._cache_dir / f"{self.source.stem}-{stat.st_size}-{stat.st_mtime_ns}"
+        if (target / "config.json").exists():
+            return target
+        report(0.1, "dequantizing")
+        parent, name = self.source.parent, self.source.name
+        loaded = AutoModelForCausalLM.from_pretrained(parent, gguf_file=name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(parent, gguf_file=name)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(loaded.state_dict(), strict=False)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        plain.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.rename(target)
+        log.info("cached dequantized %s in %s", name, target)
+        return target
+
+    def _require_model(self):
+        if self._model is None:
+            raise BackendError(f"{self.source.name} is not loaded")
+        return self._model
+
+    def _require_tokenizer(self):
+        if self._tokenizer is None:
+            raise BackendError(f"{self.source.name} is not loaded")
+        return self._tokenizer
+
+    def _require_template(self) -> ChatTemplate:
+        if self._template is None:
+            raise BackendError(f"{self.source.name} is not loaded")
+        return self._template
+
+
+def _model_type(directory: Path) -> str:
+    try:
+        return json.loads((Path(directory) / "config.json").read_text()).get("model_type", "")
+    except (OSError, ValueError):
+        return ""
+
+
+@contextmanager
+def _falcon_linears_as_plain_linears():
+    """Let bitsandbytes see Falcon's layers.
+
+    transformers 5.24 swaps in quantized layers only where `type(module) is nn.Linear`;
+    Falcon builds `FalconLinear`, an `nn.Linear` with the same arithmetic, so an 8-bit or
+    4-bit Falcon would silently stay unquantized. Building it from plain `nn.Linear` fixes
+    that; the patch lasts only while the model is constructed.
+    """
+    from torch import nn
+    from transformers.models.falcon import modeling_falcon
+
+    with _CLASS_PATCH:
+        original = modeling_falcon.FalconLinear
+        modeling_falcon.FalconLinear = nn.Linear
+        try:
+            yield
+        finally:
+            modeling_falcon.FalconLinear = original
+
+
+def _placement(model) -> str:
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        devices = sorted({str(d) for d in device_map.values()})
+        return ", ".join(devices)
+    return str(model.device)
