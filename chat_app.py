@@ -16,6 +16,7 @@ from backends.base import GenParams
 from chatcore.config import ConfigError, load_registry
 from chatcore.factory import default_cache_dir, make_backend
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
+from chatcore.memory import MemoryBudget
 from chatcore.oneshot import run_prompt
 
 DEFAULT_MODELS = Path(__file__).resolve().parent / "models.yaml"
@@ -36,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="never touch the network: Hugging Face libraries run offline")
     parser.add_argument("--allow-download", action="store_true",
                         help="let entries with a 'repo' download missing files from the Hub")
+    parser.add_argument("--max-memory", metavar="SIZE",
+                        help="memory the models may take: 12GB for RAM, or cpu=12GB,cuda:0=20GB "
+                             "(default: 75%% of the RAM free at start, 90%% of free GPU memory)")
     parser.add_argument("--no-browser", action="store_true",
                         help="do not open the page in a browser on start")
     parser.add_argument("--log-level", default="WARNING",
@@ -63,13 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         registry = load_registry(args.models)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    try:
+        budget = MemoryBudget.parse(args.max_memory)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     for broken in registry.broken:
         print(f"warning: {broken.reason}", file=sys.stderr)
     cache_dir = default_cache_dir()
     manager = ModelManager(
         registry,
         lambda entry: make_backend(entry, allow_download=args.allow_download, cache_dir=cache_dir),
-        allow_download=args.allow_download)
+        budget=budget, allow_download=args.allow_download)
 
     if args.list_models:
         for status in manager.statuses():

@@ -83,4 +83,8 @@ class Backend(ABC):
 
     @abstractmethod
     def memory_estimate(self) -> int:
-        """Bytes the model will take once loaded, known before loading."""
+        """Bytes the model will take on `memory_device()` once loaded, known before loading."""
+
+    def memory_device(self) -> str:
+        """Where the estimate is charged: "cpu" (RAM) or "cuda:N"."""
+        return "cpu"

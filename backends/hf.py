@@ -130,9 +130,37 @@ class TransformersBackend(Backend):
             pass
 
     def memory_estimate(self) -> int:
-        if self.source.is_file():
-            return self.source.stat().st_size
-        return sum(p.stat().st_size for p in self.source.glob("*.safetensors"))
+        from chatcore.memory import PlannerError, checkpoint_shape, gguf_shape, transformers_estimate
+
+        if not self.source.exists():
+            raise BackendError(f"model not found: {self.source}")
+        try:
+            if self.source.is_file():
+                shape = gguf_shape(self.source)
+                # Dequantizing reads the GGUF; quantizing reads the fp32 conversion.
+                source_bytes = (shape.n_params * 4 if self.settings.quant_bits
+                                else self.source.stat().st_size)
+            else:
+                shape = checkpoint_shape(self.source)
+                source_bytes = sum(p.stat().st_size for p in self.source.glob("*.safetensors"))
+        except PlannerError as exc:
+            raise BackendError(str(exc)) from exc
+        dtype_bytes = 4 if self._dtype_name() == "float32" else 2
+        return transformers_estimate(shape, self.context_length, dtype_bytes,
+                                     self.settings.quant_bits, source_bytes).total
+
+    def memory_device(self) -> str:
+        device = self.settings.device
+        if device == "cpu":
+            return "cpu"
+        if device.startswith("cuda:"):
+            return device
+        return "cuda:0" if _cuda_available() else "cpu"
+
+    def _dtype_name(self) -> str:
+        if self.settings.dtype != "auto":
+            return self.settings.dtype
+        return "float32" if self.memory_device() == "cpu" else "bfloat16"
 
     def memory_footprint(self) -> int:
         """Bytes the loaded weights take, as transformers counts them."""
@@ -262,9 +290,8 @@ class TransformersBackend(Backend):
         return {int(k) if str(k).isdigit() else k: v for k, v in self.settings.max_memory.items()}
 
     def _dtype(self, torch, device: str):
-        named = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-        if self.settings.dtype in named:
-            return named[self.settings.dtype]
+        if self.settings.dtype != "auto":
+            return getattr(torch, self.settings.dtype)
         return torch.float32 if device == "cpu" else torch.bfloat16
 
     def _quantization_config(self, torch, device: str):
@@ -326,6 +353,15 @@ class TransformersBackend(Backend):
         if self._template is None:
             raise BackendError(f"{self.source.name} is not loaded")
         return self._template
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
 
 
 def _model_type(directory: Path) -> str:

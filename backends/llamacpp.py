@@ -158,8 +158,13 @@ class LlamaCppBackend(Backend):
         self._template = None
 
     def memory_estimate(self) -> int:
-        # Weights are mapped as stored; the KV cache is estimated by the manager later.
-        return self.model_path.stat().st_size if self.model_path.exists() else 0
+        from chatcore.memory import PlannerError, llamacpp_estimate
+
+        _check_gguf(self.model_path)
+        try:
+            return llamacpp_estimate(self.model_path, self.context_length).total
+        except PlannerError as exc:
+            raise BackendError(str(exc)) from exc
 
     # -- prompting ---------------------------------------------------------------------
     def render_prompt(self, messages: Sequence[Message]) -> str:

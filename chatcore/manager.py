@@ -1,8 +1,9 @@
 """The model manager: the only owner of backend instances.
 
-It loads a model on first use, runs each generation in a worker thread that it joins, lets
-one generation at a time use a model (llama.cpp contexts are not thread-safe), and keeps
-the cancel events that Stop buttons and disconnects set.
+It loads a model on first use within a memory budget, evicting the least recently used idle
+models to make room; lets one generation at a time use a model, in arrival order (llama.cpp
+contexts are not thread-safe); runs each generation in a worker thread that it joins; and
+keeps the cancel events that Stop buttons and disconnects set.
 """
 from __future__ import annotations
 
@@ -16,11 +17,19 @@ from dataclasses import dataclass
 
 from backends.base import Backend, BackendError, Chunk, GenParams, Message, ProgressCallback
 from chatcore.config import ModelEntry, ModelRegistry
+from chatcore.fair_queue import FairQueue
+from chatcore.memory import (
+    MemoryBudget,
+    format_bytes,
+    process_rss_bytes,
+    release_freed_memory,
+)
 from chatcore.sources import ModelNotAvailable, resolve_weights
 
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[ModelEntry], Backend]
+WAIT_POLL_S = 0.1
 
 
 class ModelState(str, enum.Enum):
@@ -28,7 +37,8 @@ class ModelState(str, enum.Enum):
     NOT_DOWNLOADED = "not downloaded"
     INVALID = "invalid entry"
     LOADING = "loading"
-    LOADED = "loaded"
+    RESIDENT = "resident"
+    GENERATING = "generating"
     FAILED = "failed"
 
 
@@ -39,10 +49,35 @@ class ModelStatus:
     backend: str
     state: ModelState
     reason: str = ""
+    progress: tuple[float, str] | None = None
+    estimated_bytes: int | None = None
+    measured_bytes: int | None = None
+    load_seconds: float | None = None
+    last_used: float | None = None
+    queued: int = 0
 
     @property
     def usable(self) -> bool:
-        return self.state in (ModelState.AVAILABLE, ModelState.LOADING, ModelState.LOADED)
+        return self.state not in (ModelState.NOT_DOWNLOADED, ModelState.INVALID,
+                                  ModelState.FAILED)
+
+
+@dataclass(frozen=True)
+class Loading:
+    """Progress of the load a reply waits for."""
+
+    fraction: float
+    step: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """How many requests are ahead of this one for the same model."""
+
+    ahead: int
+
+
+StreamEvent = Chunk | Loading | Waiting
 
 
 class UnknownModel(Exception):
@@ -54,21 +89,41 @@ class ModelUnavailable(Exception):
     """The model cannot run now; the message says why, for a person."""
 
 
+class ModelBusy(ModelUnavailable):
+    """The model is answering someone and cannot be unloaded now."""
+
+
+@dataclass
+class _Resident:
+    backend: Backend
+    device: str
+    estimate: int
+    measured: int
+    load_seconds: float
+    last_used: float
+
+
 _DONE = object()
 
 
 class ModelManager:
     def __init__(self, registry: ModelRegistry, backend_factory: BackendFactory,
-                 allow_download: bool = False) -> None:
+                 budget: MemoryBudget | None = None, allow_download: bool = False) -> None:
         self.registry = registry
+        self.budget = budget or MemoryBudget.parse(None)
         self._factory = backend_factory
         self._allow_download = allow_download
-        self._lock = threading.Lock()
-        self._backends: dict[str, Backend] = {}
+        self._lock = threading.Lock()  # guards every dict below; never held while loading
+        self._plan_lock = threading.Lock()  # one placement decision at a time
+        self._resident: dict[str, _Resident] = {}
+        self._loading: dict[str, tuple[str, int]] = {}  # id -> (device, reserved bytes)
+        self._progress: dict[str, tuple[float, str]] = {}
         self._failures: dict[str, str] = {}
-        self._loading: set[str] = set()
+        self._estimates: dict[str, int] = {}
+        self._in_use: dict[str, int] = {}
+        self._generating: dict[str, int] = {}
         self._load_locks = {e.id: threading.Lock() for e in registry.entries}
-        self._generate_locks = {e.id: threading.Lock() for e in registry.entries}
+        self._queues = {e.id: FairQueue() for e in registry.entries}
         self._cancel_events: dict[str, threading.Event] = {}
 
     # -- status ------------------------------------------------------------------------
@@ -82,28 +137,30 @@ class ModelManager:
     def status(self, model_id: str) -> ModelStatus:
         entry = self.entry(model_id)
         with self._lock:
-            if model_id in self._backends:
-                return ModelStatus(entry.id, entry.name, entry.backend, ModelState.LOADED)
+            resident = self._resident.get(model_id)
+            common = dict(id=entry.id, name=entry.name, backend=entry.backend,
+                          estimated_bytes=self._estimates.get(model_id),
+                          queued=len(self._queues[model_id]))
+            if resident is not None:
+                state = (ModelState.GENERATING if self._generating.get(model_id)
+                         else ModelState.RESIDENT)
+                return ModelStatus(state=state, measured_bytes=resident.measured,
+                                   load_seconds=resident.load_seconds,
+                                   last_used=resident.last_used, **common)
             if model_id in self._loading:
-                return ModelStatus(entry.id, entry.name, entry.backend, ModelState.LOADING)
+                return ModelStatus(state=ModelState.LOADING,
+                                   progress=self._progress.get(model_id), **common)
             if model_id in self._failures:
-                return ModelStatus(entry.id, entry.name, entry.backend, ModelState.FAILED,
-                                   self._failures[model_id])
+                return ModelStatus(state=ModelState.FAILED, reason=self._failures[model_id],
+                                   **common)
         try:
             resolve_weights(entry, allow_download=False)
         except ModelNotAvailable as exc:
-            if exc.not_downloaded and not self._allow_download:
-                return ModelStatus(entry.id, entry.name, entry.backend,
-                                   ModelState.NOT_DOWNLOADED, str(exc))
             if not exc.not_downloaded:
-                return ModelStatus(entry.id, entry.name, entry.backend, ModelState.FAILED, str(exc))
-        return ModelStatus(entry.id, entry.name, entry.backend, ModelState.AVAILABLE)
-
-    def placement(self, model_id: str) -> str:
-        """Where a loaded model's weights ended up ("cpu", "cuda:0, cpu"), or ""."""
-        with self._lock:
-            backend = self._backends.get(model_id)
-        return getattr(backend, "placement", "") if backend is not None else ""
+                return ModelStatus(state=ModelState.FAILED, reason=str(exc), **common)
+            if not self._allow_download:
+                return ModelStatus(state=ModelState.NOT_DOWNLOADED, reason=str(exc), **common)
+        return ModelStatus(state=ModelState.AVAILABLE, **common)
 
     def entry(self, model_id: str) -> ModelEntry:
         entry = self.registry.get(model_id)
@@ -114,20 +171,34 @@ class ModelManager:
             raise UnknownModel(model_id, self.registry.ids)
         return entry
 
+    def placement(self, model_id: str) -> str:
+        """Where a loaded model's weights ended up ("cpu", "cuda:0, cpu"), or ""."""
+        with self._lock:
+            resident = self._resident.get(model_id)
+        return getattr(resident.backend, "placement", "") if resident is not None else ""
+
+    def memory_summary(self) -> str:
+        """One line per budgeted device: what the resident models take of the budget."""
+        with self._lock:
+            used: dict[str, int] = {}
+            for resident in self._resident.values():
+                used[resident.device] = used.get(resident.device, 0) + resident.estimate
+        devices = sorted(set(self.budget.limits) | set(used))
+        return " · ".join(f"{d}: {format_bytes(used.get(d, 0))} of a "
+                          f"{format_bytes(self.budget.limit(d))} budget" for d in devices)
+
     # -- loading -----------------------------------------------------------------------
     def load(self, model_id: str, progress: ProgressCallback | None = None) -> Backend:
-        """The loaded backend for `model_id`, loading it first if needed."""
+        """The resident backend for `model_id`, loading it (and making room) first if needed."""
         entry = self.entry(model_id)
         with self._load_locks[model_id]:
             with self._lock:
-                if model_id in self._backends:
-                    return self._backends[model_id]
-                self._loading.add(model_id)
+                if model_id in self._resident:
+                    return self._resident[model_id].backend
                 self._failures.pop(model_id, None)
-            started = time.perf_counter()
             try:
                 backend = self._factory(entry)
-                backend.load(progress)
+                device, estimate = self._make_room(entry, backend)
             except ModelNotAvailable as exc:
                 # Missing weights are a state of the machine, not a failure of the model.
                 self._record_failure(model_id, None if exc.not_downloaded else str(exc))
@@ -135,67 +206,177 @@ class ModelManager:
             except BackendError as exc:
                 self._record_failure(model_id, str(exc))
                 raise ModelUnavailable(f"{entry.name}: {exc}") from exc
-            except Exception as exc:  # noqa: BLE001 - a bad model must not take the app down
-                log.exception("loading %s failed", model_id)
-                self._record_failure(model_id, f"{type(exc).__name__}: {exc}")
-                raise ModelUnavailable(f"{entry.name}: could not load: {exc}") from exc
+            return self._load_reserved(entry, backend, device, estimate, progress)
+
+    def _load_reserved(self, entry: ModelEntry, backend: Backend, device: str, estimate: int,
+                       progress: ProgressCallback | None) -> Backend:
+        model_id = entry.id
+
+        def report(fraction: float, step: str) -> None:
             with self._lock:
-                self._loading.discard(model_id)
-                self._backends[model_id] = backend
-            log.info("loaded %s in %.2f s", model_id, time.perf_counter() - started)
-            return backend
+                self._progress[model_id] = (fraction, step)
+            if progress is not None:
+                progress(fraction, step)
+
+        before = process_rss_bytes()
+        started = time.perf_counter()
+        try:
+            backend.load(report)
+        except BackendError as exc:
+            self._record_failure(model_id, str(exc))
+            raise ModelUnavailable(f"{entry.name}: {exc}") from exc
+        except MemoryError as exc:
+            self._record_failure(model_id, f"out of memory while loading ({exc})")
+            raise ModelUnavailable(f"{entry.name}: out of memory while loading") from exc
+        except Exception as exc:  # noqa: BLE001 - a bad model must not take the app down
+            log.exception("loading %s failed", model_id)
+            self._record_failure(model_id, f"{type(exc).__name__}: {exc}")
+            raise ModelUnavailable(f"{entry.name}: could not load: {exc}") from exc
+        finally:
+            release_freed_memory()
+        seconds = time.perf_counter() - started
+        with self._lock:
+            self._loading.pop(model_id, None)
+            self._progress.pop(model_id, None)
+            self._resident[model_id] = _Resident(
+                backend, device, estimate, max(0, process_rss_bytes() - before), seconds,
+                time.time())
+        log.info("loaded %s in %.2f s", model_id, seconds)
+        return backend
+
+    def _make_room(self, entry: ModelEntry, backend: Backend) -> tuple[str, int]:
+        """Reserve the model's estimate in the budget, evicting idle models LRU-first.
+
+        Either the reservation succeeds, or nothing is evicted and the refusal gives the
+        numbers.
+        """
+        estimate = backend.memory_estimate()
+        device = backend.memory_device()
+        limit = self.budget.limit(device)
+        with self._plan_lock:
+            with self._lock:
+                self._estimates[entry.id] = estimate
+                used = sum(r.estimate for r in self._resident.values() if r.device == device)
+                used += sum(b for d, b in self._loading.values() if d == device)
+                idle = sorted(((mid, r) for mid, r in self._resident.items()
+                               if r.device == device and not self._in_use.get(mid)),
+                              key=lambda item: item[1].last_used)
+            free = limit - used
+            if estimate > free + sum(r.estimate for _, r in idle):
+                raise BackendError(
+                    f"needs {format_bytes(estimate)}, {format_bytes(max(free, 0))} free of a "
+                    f"{format_bytes(limit)} budget on {device}"
+                    + ("" if estimate <= limit else "; raise --max-memory to load it"))
+            for victim_id, victim in idle:
+                if estimate <= free:
+                    break
+                log.info("evicting %s to make room for %s", victim_id, entry.id)
+                self._evict(victim_id)
+                free += victim.estimate
+            with self._lock:
+                self._loading[entry.id] = (device, estimate)
+                self._progress[entry.id] = (0.0, "waiting to load")
+        return device, estimate
+
+    def unload(self, model_id: str) -> bool:
+        """Free a resident model; False if it was not resident. Refused while it answers."""
+        self.entry(model_id)
+        with self._lock:
+            if self._in_use.get(model_id):
+                raise ModelBusy(f"{model_id} is answering a request; stop it first")
+        return self._evict(model_id)
+
+    def _evict(self, model_id: str) -> bool:
+        with self._lock:
+            resident = self._resident.pop(model_id, None)
+        if resident is None:
+            return False
+        resident.backend.unload()
+        release_freed_memory()
+        return True
 
     def unload_all(self) -> None:
         with self._lock:
-            loaded, self._backends = self._backends, {}
-        for model_id, backend in loaded.items():
-            with self._generate_locks[model_id]:
-                backend.unload()
+            ids = list(self._resident)
+        for model_id in ids:
+            self._evict(model_id)
 
     def _record_failure(self, model_id: str, reason: str | None) -> None:
         with self._lock:
-            self._loading.discard(model_id)
+            self._loading.pop(model_id, None)
+            self._progress.pop(model_id, None)
             if reason is not None:
                 self._failures[model_id] = reason
 
     # -- generation --------------------------------------------------------------------
     def stream_chat(self, model_id: str, messages: Sequence[Message], params: GenParams,
                     cancel: threading.Event) -> Iterator[Chunk]:
-        """Chunks of one reply, decoded in a worker thread that ends with this iterator.
+        """The reply's chunks only (see `stream_events`)."""
+        for event in self.stream_events(model_id, messages, params, cancel):
+            if isinstance(event, Chunk):
+                yield event
+
+    def stream_events(self, model_id: str, messages: Sequence[Message], params: GenParams,
+                      cancel: threading.Event) -> Iterator[StreamEvent]:
+        """Load progress, place in line, then the reply's chunks, from one worker thread.
 
         Closing the iterator early (a disconnect) sets `cancel` and joins the worker, so
         no token is computed for a reader that is gone.
         """
-        backend = self.load(model_id)
-        chunks: queue.Queue = queue.Queue()
-        generate_lock = self._generate_locks[model_id]
-
-        def work() -> None:
-            try:
-                with generate_lock:
-                    if cancel.is_set():
-                        chunks.put(Chunk("", finish_reason="cancelled"))
-                        return
-                    for chunk in backend.stream_chat(messages, params, cancel):
-                        chunks.put(chunk)
-            except BackendError as exc:
-                chunks.put(exc)
-            except Exception as exc:  # noqa: BLE001 - shown to the person, logged in full
-                log.exception("generation with %s failed", model_id)
-                chunks.put(BackendError(f"{model_id} failed while generating: {exc}"))
-            finally:
-                chunks.put(_DONE)
-
-        worker = threading.Thread(target=work, name=f"generate-{model_id}", daemon=True)
+        self.entry(model_id)
+        events: queue.Queue = queue.Queue()
+        worker = threading.Thread(
+            target=self._serve, args=(model_id, messages, params, cancel, events),
+            name=f"generate-{model_id}", daemon=True)
         worker.start()
         try:
-            while (item := chunks.get()) is not _DONE:
-                if isinstance(item, BackendError):
+            while (item := events.get()) is not _DONE:
+                if isinstance(item, Exception):
                     raise item
                 yield item
         finally:
             cancel.set()
             worker.join()
+
+    def _serve(self, model_id: str, messages: Sequence[Message], params: GenParams,
+               cancel: threading.Event, events: queue.Queue) -> None:
+        self._count(self._in_use, model_id, +1)  # a model someone waits for is not evicted
+        line = self._queues[model_id]
+        ticket = None
+        try:
+            backend = self.load(model_id, lambda f, step: events.put(Loading(f, step)))
+            ticket = line.join()
+            ahead = None
+            while not line.wait_turn(ticket, WAIT_POLL_S):
+                if cancel.is_set():
+                    events.put(Chunk("", finish_reason="cancelled"))
+                    return
+                if (position := line.position(ticket)) != ahead:
+                    ahead = position
+                    events.put(Waiting(position))
+            self._count(self._generating, model_id, +1)
+            try:
+                for chunk in backend.stream_chat(messages, params, cancel):
+                    events.put(chunk)
+            finally:
+                self._count(self._generating, model_id, -1)
+        except (BackendError, ModelUnavailable) as exc:
+            events.put(exc)
+        except Exception as exc:  # noqa: BLE001 - shown to the person, logged in full
+            log.exception("generation with %s failed", model_id)
+            events.put(BackendError(f"{model_id} failed while generating: {exc}"))
+        finally:
+            if ticket is not None:
+                line.leave(ticket)
+            with self._lock:
+                if model_id in self._resident:
+                    self._resident[model_id].last_used = time.time()
+            self._count(self._in_use, model_id, -1)
+            events.put(_DONE)
+
+    def _count(self, counter: dict[str, int], model_id: str, delta: int) -> None:
+        with self._lock:
+            counter[model_id] = counter.get(model_id, 0) + delta
 
     # -- stop signals ------------------------------------------------------------------
     def begin_generation(self, key: str) -> threading.Event:

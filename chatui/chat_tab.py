@@ -101,7 +101,7 @@ def build_chat_tab(manager: ModelManager, initial_model: str) -> ChatControls:
                             placeholder="Empty: the model's own default")
         with gr.Row():
             temperature = gr.Slider(0.0, 2.0, step=0.05, value=defaults.temperature,
-                                    label="Temperature (0 = greedy)")
+                                    label="Temperature (0 = greedy)", elem_id="temperature")
             top_p = gr.Slider(0.05, 1.0, step=0.05, value=defaults.top_p, label="Top p")
             top_k = gr.Slider(0, 200, step=1, value=defaults.top_k, label="Top k (0 = off)")
         with gr.Row():

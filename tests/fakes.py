@@ -12,18 +12,22 @@ class ScriptedBackend(Backend):
     """Yields the words of `reply` one by one, `delay` seconds apart."""
 
     def __init__(self, reply: str = "one two three four five", delay: float = 0.0,
-                 fail_at: int | None = None, fail_load: str | None = None) -> None:
+                 fail_at: int | None = None, fail_load: str | None = None,
+                 memory: int = 0) -> None:
         self.words = reply.split()
         self.delay = delay
         self.fail_at = fail_at
         self.fail_load = fail_load
+        self.memory = memory
         self.produced = 0
         self.loaded = False
+        self.loads = 0
 
     def load(self, progress=None) -> None:
         if self.fail_load:
             raise BackendError(self.fail_load)
         self.loaded = True
+        self.loads += 1
 
     def unload(self) -> None:
         self.loaded = False
@@ -48,4 +52,4 @@ class ScriptedBackend(Backend):
         return sum(len(m.content.split()) for m in messages)
 
     def memory_estimate(self) -> int:
-        return 0
+        return self.memory

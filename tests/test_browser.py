@@ -54,7 +54,17 @@ def test_send_a_message_and_watch_the_reply_grow(page, artifacts):
     page.screenshot(path=str(artifacts / "chat-page.png"), full_page=True)
 
 
+def use_greedy_decoding(page) -> None:
+    page.get_by_text("Parameters").click()
+    temperature = page.locator("#temperature input[type=number]")
+    temperature.fill("0")
+    temperature.press("Tab")
+    page.wait_for_function(
+        "() => document.querySelector('#temperature input[type=range]').value === '0'")
+
+
 def test_capital_question_then_stop(page, artifacts):
+    use_greedy_decoding(page)
     box = page.locator("#message textarea")
     box.fill("Name the capital of France.")
     box.press("Enter")

@@ -49,7 +49,8 @@ def test_model_that_cannot_load_exits_non_zero_with_one_line(tmp_path):
     result = run_cli("--models", str(models), "--prompt", "hi")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: broken: llama.cpp could not load")
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: broken: cannot read the GGUF header of {bad}")
 
 
 def test_model_not_downloaded_exits_non_zero_and_names_what_it_expects():

@@ -92,7 +92,7 @@ def test_a_failed_load_marks_the_model_and_leaves_others_working():
     assert manager.status("bad").reason == "truncated file"
     text = "".join(c.text for c in manager.stream_chat("good", HELLO, GenParams(), threading.Event()))
     assert text == "fine"
-    assert manager.status("good").state == ModelState.LOADED
+    assert manager.status("good").state == ModelState.RESIDENT
 
 
 def test_unknown_model_lists_the_known_ids():

@@ -1,0 +1,222 @@
+"""The memory planner: what a model will take before it is loaded, and the budget it must fit.
+
+An estimate is weights in their resident format, plus the KV cache for the whole context,
+plus the engine's working memory. Shapes come from the file's own metadata (GGUF header,
+config.json, safetensors headers), never from loading weights.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+GB = 1e9
+LLAMACPP_BATCH = 512  # llama.cpp's default n_batch: the compute buffer holds its logits
+LLAMACPP_KV_BYTES = 2  # f16 K and V
+QUANTIZED_OVERHEAD = 1.06  # bitsandbytes' scales and quantization state
+RUNTIME_BYTES = 16 * 2**20
+
+
+class PlannerError(Exception):
+    """The file's shape cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    n_layers: int
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    n_params: int
+    n_embedding_params: int  # input embeddings and output head: never quantized
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    kv_cache: int
+    working: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.working
+
+
+def format_bytes(n: float) -> str:
+    return f"{n / GB:.1f} GB" if abs(n) >= 0.1 * GB else f"{n / 1e6:.0f} MB"
+
+
+# -- shapes ---------------------------------------------------------------------------------
+def gguf_shape(path: Path) -> ModelShape:
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+        arch = reader.fields["general.architecture"].contents()
+
+        def number(key: str, default: int | None = None) -> int:
+            field = reader.fields.get(f"{arch}.{key}")
+            if field is None:
+                if default is None:
+                    raise KeyError(f"{arch}.{key}")
+                return default
+            return int(field.contents())
+
+        heads = number("attention.head_count")
+        embedding = number("embedding_length")
+        tokens = reader.fields.get("tokenizer.ggml.tokens")
+        vocab = number("vocab_size", len(tokens.data) if tokens is not None else 0)
+        params = sum(int(t.n_elements) for t in reader.tensors)
+        embedding_params = sum(int(t.n_elements) for t in reader.tensors
+                               if t.name in ("token_embd.weight", "output.weight"))
+        return ModelShape(
+            n_layers=number("block_count"), n_kv_heads=number("attention.head_count_kv", heads),
+            head_dim=number("attention.key_length", embedding // heads), vocab_size=vocab,
+            n_params=params, n_embedding_params=embedding_params)
+    except Exception as exc:  # noqa: BLE001 - any bytes may arrive here; all get one reason
+        raise PlannerError(f"cannot read the GGUF header of {path}: {exc}") from exc
+
+
+def checkpoint_shape(directory: Path) -> ModelShape:
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise PlannerError(f"cannot read {directory / 'config.json'}: {exc}") from exc
+    config = config.get("text_config", config)
+    heads = config.get("num_attention_heads") or config.get("n_head") or 1
+    hidden = config.get("hidden_size") or config.get("n_embd") or 0
+    kv_heads = (config.get("num_key_value_heads") or config.get("num_kv_heads")
+                or config.get("n_head_kv") or (1 if config.get("multi_query") else heads))
+    params = embedding_params = 0
+    for shard in directory.glob("*.safetensors"):
+        for name, info in _safetensors_header(shard).items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for dim in info.get("shape", []):
+                count *= dim
+            params += count
+            if re.search(r"(embed|wte|lm_head|word_embeddings)", name):
+                embedding_params += count
+    return ModelShape(
+        n_layers=config.get("num_hidden_layers") or config.get("n_layer") or 0,
+        n_kv_heads=kv_heads, head_dim=config.get("head_dim") or hidden // heads,
+        vocab_size=config.get("vocab_size", 0), n_params=params,
+        n_embedding_params=embedding_params)
+
+
+def _safetensors_header(path: Path) -> dict:
+    with path.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        return json.loads(handle.read(length))
+
+
+# -- estimates --------------------------------------------------------------------------------
+def kv_cache_bytes(shape: ModelShape, context_length: int, bytes_per_value: int) -> int:
+    return 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * context_length * bytes_per_value
+
+
+def llamacpp_estimate(path: Path, context_length: int) -> MemoryEstimate:
+    """Weights are the file (mapped as stored); working memory is the compute buffer."""
+    shape = gguf_shape(path)
+    working = shape.vocab_size * min(LLAMACPP_BATCH, context_length) * 4 + RUNTIME_BYTES
+    return MemoryEstimate(weights=path.stat().st_size,
+                          kv_cache=kv_cache_bytes(shape, context_length, LLAMACPP_KV_BYTES),
+                          working=working)
+
+
+def transformers_estimate(shape: ModelShape, context_length: int, dtype_bytes: int,
+                          quant_bits: int | None, source_bytes: int) -> MemoryEstimate:
+    """Embeddings stay in `dtype`; with bitsandbytes the other weights take bits/8 a value.
+
+    Loading reads the source checkpoint through a memory map whose pages stay resident
+    while the model is built, so working memory counts the source file too.
+    """
+    embeddings = shape.n_embedding_params * dtype_bytes
+    others = shape.n_params - shape.n_embedding_params
+    if quant_bits:
+        weights = int(others * quant_bits / 8 * QUANTIZED_OVERHEAD) + embeddings
+    else:
+        weights = others * dtype_bytes + embeddings
+    return MemoryEstimate(weights=weights,
+                          kv_cache=kv_cache_bytes(shape, context_length, dtype_bytes),
+                          working=source_bytes + RUNTIME_BYTES)
+
+
+# -- the budget and the process --------------------------------------------------------------
+@dataclass(frozen=True)
+class MemoryBudget:
+    """Bytes the models may take, per device ("cpu", "cuda:0", ...)."""
+
+    limits: dict[str, int]
+
+    def limit(self, device: str) -> int:
+        if device not in self.limits:
+            return gpu_free_bytes(device) * 9 // 10 if device.startswith("cuda") else 0
+        return self.limits[device]
+
+    @classmethod
+    def parse(cls, text: str | None) -> MemoryBudget:
+        """`12GB`, or `cpu=12GB,cuda:0=20GB`; without it, 75% of the RAM free now."""
+        limits = {"cpu": available_ram_bytes() * 3 // 4}
+        if not text:
+            return cls(limits)
+        for part in text.split(","):
+            device, _, size = part.strip().rpartition("=")
+            device = device.strip() or "cpu"
+            if device != "cpu" and not re.fullmatch(r"cuda:\d+", device):
+                raise ValueError(f"--max-memory: unknown device {device!r} (use cpu or cuda:N)")
+            limits[device] = parse_size(size)
+        return cls(limits)
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*", text, re.I)
+    if not match:
+        raise ValueError(f"--max-memory: {text!r} is not a size like 12GB or 512MiB")
+    units = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    return int(float(match.group(1)) * units[(match.group(2) or "gb").lower()])
+
+
+def available_ram_bytes() -> int:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def gpu_free_bytes(device: str) -> int:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info(int(device.partition(":")[2] or 0))
+            return int(free)
+    except (ImportError, RuntimeError, ValueError):
+        pass
+    return 0
+
+
+def process_rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="utf-8") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_freed_memory() -> None:
+    """Hand memory the allocator kept after frees back to the system (glibc only)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,94 @@
+"""The Models tab: every registered model, its state and memory, with Load and Unload."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import gradio as gr
+
+from chatcore.manager import ModelBusy, ModelManager, ModelStatus, ModelUnavailable, UnknownModel
+from chatcore.memory import format_bytes
+
+COLUMNS = ["Model", "Id", "Backend", "State", "Estimated", "Measured", "Load time", "Last used",
+           "Details"]
+REFRESH_S = 1.0
+
+
+def status_rows(manager: ModelManager) -> list[list[str]]:
+    return [_row(manager, status) for status in manager.statuses()]
+
+
+def _row(manager: ModelManager, s: ModelStatus) -> list[str]:
+    state = s.state.value
+    if s.progress is not None:
+        state += f" {s.progress[0]:.0%} ({s.progress[1]})"
+    if s.queued > 1:
+        state += f", {s.queued - 1} waiting"
+    entry = manager.registry.get(s.id)
+    details = s.reason or (entry.source_text if entry else "")
+    if placement := manager.placement(s.id):
+        details = f"on {placement}"
+    return [
+        s.name, s.id, entry.settings_label if entry else s.backend, state,
+        format_bytes(s.estimated_bytes) if s.estimated_bytes is not None else "",
+        f"RSS +{format_bytes(s.measured_bytes)}" if s.measured_bytes is not None else "",
+        f"{s.load_seconds:.1f} s" if s.load_seconds is not None else "",
+        time.strftime("%H:%M:%S", time.localtime(s.last_used)) if s.last_used else "",
+        details,
+    ]
+
+
+def build_models_tab(manager: ModelManager) -> None:
+    summary = gr.Markdown(manager.memory_summary(), elem_id="memory-summary")
+    table = gr.Dataframe(value=status_rows(manager), headers=COLUMNS, interactive=False,
+                         wrap=True, elem_id="models-table")
+    with gr.Row():
+        choice = gr.Dropdown(choices=[(e.name, e.id) for e in manager.registry.entries],
+                             value=manager.registry.entries[0].id, label="Model", scale=3,
+                             elem_id="models-choice")
+        load = gr.Button("Load", variant="primary", scale=1, elem_id="models-load")
+        unload = gr.Button("Unload", scale=1, elem_id="models-unload")
+    outcome = gr.Markdown(elem_id="models-outcome")
+    handlers = ModelsHandlers(manager)
+    load.click(handlers.load, [choice], [outcome], api_name="load_model")
+    unload.click(handlers.unload, [choice], [outcome], api_name="unload_model")
+    timer = gr.Timer(REFRESH_S)
+    timer.tick(handlers.refresh, None, [table, summary], api_name=False, queue=False,
+               show_progress="hidden")
+
+
+class ModelsHandlers:
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    def refresh(self) -> tuple[list[list[str]], str]:
+        return status_rows(self.manager), self.manager.memory_summary()
+
+    def load(self, model_id: str, progress: gr.Progress = gr.Progress()) -> Iterator[str]:
+        latest = [(0.0, "starting")]
+        outcome: list[str] = []
+
+        def work() -> None:
+            started = time.perf_counter()
+            try:
+                self.manager.load(model_id, lambda f, step: latest.append((f, step)))
+                outcome.append(f"Loaded **{model_id}** in {time.perf_counter() - started:.1f} s.")
+            except (ModelUnavailable, UnknownModel) as exc:
+                outcome.append(f"⚠️ {exc}")
+
+        worker = threading.Thread(target=work, name=f"load-{model_id}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            fraction, step = latest[-1]
+            progress(fraction, desc=f"Loading {model_id}: {step}")
+            yield f"Loading **{model_id}**: {step} ({fraction:.0%})"
+            worker.join(timeout=0.2)
+        yield outcome[-1]
+
+    def unload(self, model_id: str) -> str:
+        try:
+            freed = self.manager.unload(model_id)
+        except (ModelBusy, UnknownModel) as exc:
+            return f"⚠️ {exc}"
+        return f"Unloaded **{model_id}**." if freed else f"{model_id} was not loaded."
