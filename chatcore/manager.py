@@ -250,7 +250,10 @@ class ModelManager:
         Either the reservation succeeds, or nothing is evicted and the refusal gives the
         numbers.
         """
-        estimate = backend.memory_estimate()
+        with self._lock:
+            known = self._estimates.get(entry.id)
+        # Reading a GGUF header takes seconds; the entry's file does not change while we run.
+        estimate = known if known is not None else backend.memory_estimate()
         device = backend.memory_device()
         limit = self.budget.limit(device)
         with self._plan_lock:

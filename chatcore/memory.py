@@ -50,7 +50,7 @@ class MemoryEstimate:
 
 
 def format_bytes(n: float) -> str:
-    return f"{n / GB:.1f} GB" if abs(n) >= 0.1 * GB else f"{n / 1e6:.0f} MB"
+    return f"{n / GB:.1f} GB" if abs(n) >= GB else f"{n / 1e6:.0f} MB"
 
 
 # -- shapes ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import gradio as gr
 
 from chatcore.manager import ModelManager
 from chatui.chat_tab import build_chat_tab
+from chatui.models_tab import build_models_tab
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,10 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
 def build_app(manager: ModelManager, initial_model: str) -> gr.Blocks:
     with gr.Blocks(title="Local Chat", analytics_enabled=False) as app:
         gr.Markdown("## Local Chat\nOpen models on this machine; nothing leaves it.")
-        build_chat_tab(manager, initial_model)
+        with gr.Tab("Chat", id="chat"):
+            build_chat_tab(manager, initial_model)
+        with gr.Tab("Models", id="models"):
+            build_models_tab(manager)
     return app
 
 

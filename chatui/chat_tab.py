@@ -8,9 +8,16 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from backends.base import BackendError, GenParams
+from backends.base import BackendError, Chunk, GenParams
 from chatcore.config import GenerationDefaults
-from chatcore.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
+from chatcore.manager import (
+    Loading,
+    ModelManager,
+    ModelStatus,
+    ModelUnavailable,
+    UnknownModel,
+    Waiting,
+)
 from chatcore.meter import ReplyMeter
 from chatui.transcript import Turn, chatbot_messages, prompt_messages
 
@@ -202,11 +209,19 @@ class ChatHandlers:
         last_update = time.perf_counter()
         try:
             name = self.manager.entry(model_id).name
-            for chunk in self.manager.stream_chat(model_id, messages, params, cancel):
-                meter.observe(chunk)
-                reply.content += chunk.text
+            for event in self.manager.stream_events(model_id, messages, params, cancel):
+                if isinstance(event, Loading):
+                    reply.footer = (f"Loading {name}: {event.step} "
+                                    f"{_progress_bar(event.fraction)} {event.fraction:.0%}")
+                elif isinstance(event, Waiting):
+                    reply.footer = (f"Waiting for {name}: {event.ahead} "
+                                    f"request{'s' if event.ahead != 1 else ''} ahead of you")
+                else:
+                    meter.observe(event)
+                    reply.content += event.text
+                    reply.footer = ""
                 now = time.perf_counter()
-                if now - last_update >= UPDATE_INTERVAL_S:
+                if now - last_update >= UPDATE_INTERVAL_S or not isinstance(event, Chunk):
                     last_update = now
                     yield chatbot_messages(turns, streaming=True), turns, ""
             reply.footer = meter.summary(name)
@@ -230,6 +245,11 @@ def _params(temperature: float, top_p: float, top_k: float, max_new_tokens: floa
         repetition_penalty=float(repetition_penalty),
         seed=None if seed is None or seed < 0 else int(seed),
     )
+
+
+def _progress_bar(fraction: float, width: int = 12) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "▰" * filled + "▱" * (width - filled)
 
 
 def _session_key(request: gr.Request | None) -> str:

@@ -7,11 +7,19 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from chatcore.manager import ModelBusy, ModelManager, ModelStatus, ModelUnavailable, UnknownModel
+from chatcore.manager import (
+    ModelBusy,
+    ModelManager,
+    ModelState,
+    ModelStatus,
+    ModelUnavailable,
+    UnknownModel,
+)
 from chatcore.memory import format_bytes
 
-COLUMNS = ["Model", "Id", "Backend", "State", "Estimated", "Measured", "Load time", "Last used",
+COLUMNS = ["Model (id)", "Engine", "State", "Estimated", "Measured", "Load time", "Last used",
            "Details"]
+WIDTHS = ["19%", "15%", "11%", "8%", "9%", "7%", "8%", "23%"]
 REFRESH_S = 1.0
 
 
@@ -30,7 +38,7 @@ def _row(manager: ModelManager, s: ModelStatus) -> list[str]:
     if placement := manager.placement(s.id):
         details = f"on {placement}"
     return [
-        s.name, s.id, entry.settings_label if entry else s.backend, state,
+        f"{s.name} ({s.id})", entry.settings_label if entry else s.backend, state,
         format_bytes(s.estimated_bytes) if s.estimated_bytes is not None else "",
         f"RSS +{format_bytes(s.measured_bytes)}" if s.measured_bytes is not None else "",
         f"{s.load_seconds:.1f} s" if s.load_seconds is not None else "",
@@ -42,7 +50,7 @@ def _row(manager: ModelManager, s: ModelStatus) -> list[str]:
 def build_models_tab(manager: ModelManager) -> None:
     summary = gr.Markdown(manager.memory_summary(), elem_id="memory-summary")
     table = gr.Dataframe(value=status_rows(manager), headers=COLUMNS, interactive=False,
-                         wrap=True, elem_id="models-table")
+                         wrap=True, column_widths=WIDTHS, elem_id="models-table")
     with gr.Row():
         choice = gr.Dropdown(choices=[(e.name, e.id) for e in manager.registry.entries],
                              value=manager.registry.entries[0].id, label="Model", scale=3,
@@ -58,6 +66,13 @@ def build_models_tab(manager: ModelManager) -> None:
                show_progress="hidden")
 
 
+def _is_resident(manager: ModelManager, model_id: str) -> bool:
+    try:
+        return manager.status(model_id).state in (ModelState.RESIDENT, ModelState.GENERATING)
+    except (ModelUnavailable, UnknownModel):
+        return False
+
+
 class ModelsHandlers:
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
@@ -66,6 +81,9 @@ class ModelsHandlers:
         return status_rows(self.manager), self.manager.memory_summary()
 
     def load(self, model_id: str, progress: gr.Progress = gr.Progress()) -> Iterator[str]:
+        if self.manager.placement(model_id) or _is_resident(self.manager, model_id):
+            yield f"**{model_id}** is already resident."
+            return
         latest = [(0.0, "starting")]
         outcome: list[str] = []
 

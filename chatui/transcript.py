@@ -34,7 +34,7 @@ def chatbot_messages(turns: list[Turn], streaming: bool = False) -> list[dict[st
         if turn.error:
             content = (content + "\n\n" if content else "") + f"⚠️ {turn.error}"
         elif streaming and index == len(turns) - 1 and turn.role == "assistant" and not content:
-            content = "…"
+            content = "…"  # a footer here says what the reply waits for
         if turn.footer:
             content += f"\n\n<sub>{html.escape(turn.footer)}</sub>"
         shown.append({"role": turn.role, "content": content})

@@ -52,6 +52,12 @@ def smollm2(smollm2_path: Path):
 
 
 @pytest.fixture(scope="session")
+def dequantized_cache(tmp_path_factory) -> Path:
+    """One GGUF-to-safetensors conversion for the whole session."""
+    return tmp_path_factory.mktemp("dequantized")
+
+
+@pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS

@@ -24,6 +24,8 @@ class ScriptedBackend(Backend):
         self.loads = 0
 
     def load(self, progress=None) -> None:
+        if progress is not None:
+            progress(0.5, "reading")
         if self.fail_load:
             raise BackendError(self.fail_load)
         self.loaded = True

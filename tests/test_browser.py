@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -55,12 +56,21 @@ def test_send_a_message_and_watch_the_reply_grow(page, artifacts):
 
 
 def use_greedy_decoding(page) -> None:
+    """Temperature 0 through the slider's number box, as a person would type it."""
     page.get_by_text("Parameters").click()
-    temperature = page.locator("#temperature input[type=number]")
-    temperature.fill("0")
-    temperature.press("Tab")
-    page.wait_for_function(
-        "() => document.querySelector('#temperature input[type=range]').value === '0'")
+    number = page.locator("#temperature input[type=number]")
+    slider = page.locator("#temperature input[type=range]")
+    for _ in range(3):  # the first keystrokes can land before the page has hydrated
+        number.fill("0")
+        number.press("Enter")
+        try:
+            page.wait_for_function(
+                "() => document.querySelector('#temperature input[type=range]').value === '0'",
+                timeout=3_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    assert slider.input_value() == "0", "the temperature slider did not take the value 0"
 
 
 def test_capital_question_then_stop(page, artifacts):
@@ -83,3 +93,26 @@ def test_capital_question_then_stop(page, artifacts):
     page.wait_for_function(
         "() => { const r = [...document.querySelectorAll(\"#chatbot [data-testid='bot']\")];"
         " return r[r.length - 1].innerText.includes('stopped'); }", timeout=30_000)
+
+
+def test_models_tab_loads_and_unloads(page, artifacts):
+    page.get_by_role("tab", name="Models").click()
+    table = page.locator("#models-table")
+    table.wait_for()
+    page.locator("#models-unload").click()  # the chat tests may have loaded it already
+    page.wait_for_function(
+        "() => /Unloaded|was not loaded/.test(document.querySelector('#models-outcome').innerText)",
+        timeout=30_000)
+    page.locator("#models-load").click()
+    page.wait_for_function(
+        "() => document.querySelector('#models-outcome').innerText.includes('Loaded')",
+        timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#models-table').innerText.includes('resident')",
+        timeout=10_000)
+    assert "not downloaded" in table.inner_text()
+    page.screenshot(path=str(artifacts / "models-tab.png"), full_page=True)
+    page.locator("#models-unload").click()
+    page.wait_for_function(
+        "() => document.querySelector('#models-outcome').innerText.includes('Unloaded')",
+        timeout=30_000)

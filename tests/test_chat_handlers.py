@@ -105,3 +105,11 @@ def test_choosing_a_model_loads_its_defaults():
     info, temperature, top_p, top_k, max_new, penalty, seed = handlers.select_model("fake")
     assert "**Fake**" in info
     assert (temperature, top_p, top_k, max_new, penalty, seed) == (0.7, 0.9, 40, 512, 1.0, -1)
+
+
+def test_the_reply_says_while_its_model_loads():
+    handlers = handlers_with(RecordingBackend("ready now"))
+    updates = list(handlers.send("hi", [], "fake", *PARAMS, request=REQUEST))
+    shown = [u[0][-1]["content"] for u in updates]
+    assert any(text.startswith("…") and "Loading Fake: reading ▰▰▰▰▰▰▱▱▱▱▱▱ 50%" in text for text in shown)
+    assert shown[-1].startswith("ready now")

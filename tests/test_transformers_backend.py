@@ -29,11 +29,6 @@ def hf_threads() -> list[threading.Thread]:
 
 
 @pytest.fixture(scope="module")
-def dequantized_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("dequantized")
-
-
-@pytest.fixture(scope="module")
 def smollm2_fp32(smollm2_path):
     backend = TransformersBackend(smollm2_path, HFSettings(device="cpu"))
     backend.load()

@@ -1,0 +1,241 @@
+"""Model lifecycle: the memory budget, LRU eviction, the line per model, failure isolation."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from backends.base import GenParams, Message
+from chatcore.config import ModelEntry, ModelRegistry, load_registry
+from chatcore.factory import make_backend
+from chatcore.manager import Loading, ModelBusy, ModelManager, ModelState, ModelUnavailable, Waiting
+from chatcore.memory import MemoryBudget, parse_size
+from tests.conftest import CAPITAL_PROMPT, ROOT, SHIPPED_MODELS, generation_threads
+from tests.fakes import ScriptedBackend
+
+MB = 10**6
+HELLO = [Message("user", "hello")]
+GREEDY = GenParams(temperature=0.0, max_new_tokens=24)
+
+
+def scripted_manager(sizes_mb: dict[str, int], budget_mb: int, **backend_args) -> tuple:
+    backends = {i: ScriptedBackend(memory=size * MB, **backend_args.get(i, {}))
+                for i, size in sizes_mb.items()}
+    entries = tuple(ModelEntry(id=i, backend="llamacpp", path=__file__) for i in sizes_mb)
+    registry = ModelRegistry(path=SHIPPED_MODELS, entries=entries, broken=())
+    budget = MemoryBudget({"cpu": budget_mb * MB})
+    return ModelManager(registry, lambda entry: backends[entry.id], budget=budget), backends
+
+
+def resident(manager: ModelManager) -> set[str]:
+    return {s.id for s in manager.statuses()
+            if s.state in (ModelState.RESIDENT, ModelState.GENERATING)}
+
+
+def reply(manager: ModelManager, model_id: str, params: GenParams = GREEDY,
+          messages=HELLO) -> str:
+    return "".join(c.text for c in manager.stream_chat(model_id, messages, params,
+                                                       threading.Event()))
+
+
+# -- scripted backends that declare their sizes ----------------------------------------------
+def test_eviction_is_least_recently_used_first():
+    manager, _ = scripted_manager({"a": 40, "b": 40, "c": 40}, budget_mb=100)
+    reply(manager, "a")
+    time.sleep(0.01)
+    reply(manager, "b")
+    time.sleep(0.01)
+    reply(manager, "a")  # a is now the most recently used
+    reply(manager, "c")
+    assert resident(manager) == {"a", "c"}
+
+
+def test_a_generating_model_is_never_evicted_and_a_refusal_gives_the_numbers():
+    manager, backends = scripted_manager(
+        {"busy": 40, "idle": 40, "c": 50, "huge": 70}, budget_mb=100,
+        busy={"reply": "w " * 200, "delay": 0.01})
+    reply(manager, "idle")
+    cancel = threading.Event()
+    stream = manager.stream_chat("busy", HELLO, GREEDY, cancel)
+    next(stream)  # busy is generating now
+    assert manager.status("busy").state == ModelState.GENERATING
+    reply(manager, "c")  # room comes from the idle model only
+    assert resident(manager) == {"busy", "c"}
+    with pytest.raises(ModelUnavailable) as refused:
+        manager.load("huge")
+    assert "needs 70 MB, 10 MB free of a 100 MB budget on cpu" in str(refused.value)
+    assert resident(manager) == {"busy", "c"}, "a refused load touched the resident models"
+    assert backends["c"].loaded and backends["busy"].loaded
+    with pytest.raises(ModelBusy):
+        manager.unload("busy")
+    cancel.set()
+    list(stream)
+    assert manager.unload("busy") is True
+
+
+def test_a_model_larger_than_the_budget_is_refused_without_evicting():
+    manager, _ = scripted_manager({"small": 10, "big": 500}, budget_mb=100)
+    reply(manager, "small")
+    with pytest.raises(ModelUnavailable, match="needs 500 MB, 90 MB free of a 100 MB budget"
+                                               " on cpu; raise --max-memory"):
+        manager.load("big")
+    assert resident(manager) == {"small"}
+    assert manager.status("big").state == ModelState.FAILED
+
+
+def test_the_line_for_one_model_is_served_in_arrival_order():
+    manager, _ = scripted_manager({"m": 10}, budget_mb=100,
+                                  m={"reply": "a b c d e f g h", "delay": 0.05})
+    finished: list[int] = []
+    positions: dict[int, list[int]] = {}
+
+    def client(number: int) -> None:
+        for event in manager.stream_events("m", HELLO, GREEDY, threading.Event()):
+            if isinstance(event, Waiting):
+                positions.setdefault(number, []).append(event.ahead)
+        finished.append(number)
+
+    threads = []
+    for number in range(4):
+        threads.append(threading.Thread(target=client, args=(number,)))
+        threads[-1].start()
+        time.sleep(0.03)  # arrive in order
+    for thread in threads:
+        thread.join()
+    assert finished == [0, 1, 2, 3]
+    assert positions[3][0] == 3 and positions[3][-1] == 1
+    assert 0 not in positions
+
+
+def test_a_request_that_gives_up_while_waiting_leaves_the_line():
+    manager, _ = scripted_manager({"m": 10}, budget_mb=100,
+                                  m={"reply": "x " * 40, "delay": 0.01})
+    first = manager.stream_chat("m", HELLO, GREEDY, threading.Event())
+    next(first)
+    cancel = threading.Event()
+    waiting = manager.stream_events("m", HELLO, GREEDY, cancel)
+    assert isinstance(next(waiting), Waiting)
+    cancel.set()
+    assert [e.finish_reason for e in waiting] == ["cancelled"]
+    list(first)
+    assert reply(manager, "m").startswith("x")
+    assert generation_threads() == []
+
+
+def test_budget_parsing():
+    assert MemoryBudget.parse("cpu=12GB,cuda:0=20GiB").limits == {"cpu": 12 * 10**9,
+                                                                   "cuda:0": 20 * 2**30}
+    assert MemoryBudget.parse("512MiB").limit("cpu") == 512 * 2**20
+    assert parse_size("1.5GB") == 1_500_000_000
+    for bad, message in [("lots", "not a size"), ("tpu=1GB", "unknown device 'tpu'")]:
+        with pytest.raises(ValueError, match=message):
+            MemoryBudget.parse(bad)
+
+
+# -- real models -------------------------------------------------------------------------------
+@pytest.fixture()
+def shipped(dequantized_cache):
+    """A manager over the shipped models.yaml with a budget of `limit` bytes."""
+    made = []
+
+    def make(limit: int | None = None) -> ModelManager:
+        budget = MemoryBudget({"cpu": limit}) if limit else MemoryBudget({"cpu": 8 * 10**9})
+        manager = ModelManager(load_registry(SHIPPED_MODELS),
+                               lambda e: make_backend(e, cache_dir=dequantized_cache),
+                               budget=budget)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.unload_all()
+
+
+LLAMACPP, TRANSFORMERS = "smollm2-135m", "smollm2-135m-4bit"
+
+
+def test_llamacpp_and_transformers_resident_together_and_switching_does_not_reload(shipped):
+    manager = shipped()
+    assert "Paris" in reply(manager, LLAMACPP, messages=[Message("user", CAPITAL_PROMPT)])
+    assert "Paris" in reply(manager, TRANSFORMERS, messages=[Message("user", CAPITAL_PROMPT)])
+    assert resident(manager) == {LLAMACPP, TRANSFORMERS}
+    first_backend = manager.load(LLAMACPP)
+    for model_id in (LLAMACPP, TRANSFORMERS, LLAMACPP):
+        events = list(manager.stream_events(model_id, HELLO, GREEDY, threading.Event()))
+        assert not any(isinstance(e, Loading) for e in events), f"{model_id} was reloaded"
+    assert manager.load(LLAMACPP) is first_backend
+    assert manager.status(LLAMACPP).load_seconds is not None
+
+
+def test_a_budget_for_one_model_makes_the_second_load_evict_the_first(shipped):
+    probe = shipped()
+    sizes = [make_backend(probe.entry(i), cache_dir=None).memory_estimate()
+             for i in (LLAMACPP, TRANSFORMERS)]
+    manager = shipped(limit=max(sizes) + 10 * MB)
+    reply(manager, LLAMACPP)
+    assert resident(manager) == {LLAMACPP}
+    reply(manager, TRANSFORMERS)
+    assert resident(manager) == {TRANSFORMERS}
+    assert manager.status(LLAMACPP).state == ModelState.AVAILABLE
+
+
+def test_different_models_stream_at_the_same_time(shipped):
+    manager = shipped()
+    manager.load(LLAMACPP)
+    manager.load(TRANSFORMERS)
+    spans: dict[str, list[float]] = {}
+    story = [Message("user", "Write a long story about a dragon who learns to cook.")]
+
+    def client(model_id: str) -> None:
+        times = [time.perf_counter() for chunk in manager.stream_chat(
+            model_id, story, GenParams(temperature=0.0, max_new_tokens=60), threading.Event())
+            if chunk.text]
+        spans[model_id] = times
+
+    threads = [threading.Thread(target=client, args=(m,)) for m in (TRANSFORMERS, LLAMACPP)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    slow, fast = spans[TRANSFORMERS], spans[LLAMACPP]
+    # The fast model streamed while the slow one was still streaming.
+    assert any(slow[0] < t < slow[-1] for t in fast), (slow[0], slow[-1], fast[0], fast[-1])
+
+
+def test_a_truncated_gguf_fails_with_a_reason_and_the_default_model_still_answers(
+        tmp_path, smollm2_path):
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(smollm2_path.read_bytes()[: 2 * 10**6])
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        f"models:\n  - {{id: smol, backend: llamacpp, path: '{smollm2_path}'}}\n"
+        f"  - {{id: cut, backend: llamacpp, path: '{truncated}'}}\n")
+    manager = ModelManager(load_registry(models), make_backend)
+    with pytest.raises(ModelUnavailable) as failed:
+        reply(manager, "cut")
+    status = manager.status("cut")
+    assert status.state == ModelState.FAILED
+    assert str(truncated) in status.reason and "Traceback" not in status.reason
+    assert str(failed.value).startswith("cut: ")
+    assert "Paris" in reply(manager, "smol", messages=[Message("user", CAPITAL_PROMPT)])
+    with pytest.raises(ModelUnavailable):  # a retry tries again and fails the same way
+        manager.load("cut")
+    manager.unload_all()
+
+
+@pytest.mark.parametrize("model_id", [LLAMACPP, TRANSFORMERS])
+def test_the_planner_estimate_is_within_30_percent_of_the_measured_growth(
+        model_id, dequantized_cache):
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "memory_probe.py"),
+                             model_id, str(dequantized_cache)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    numbers = json.loads(result.stdout.strip().splitlines()[-1])
+    estimate, growth = numbers["estimate"], numbers["growth"]
+    print(f"{model_id}: estimated {estimate / MB:.0f} MB, measured RSS growth "
+          f"{growth / MB:.0f} MB after a {numbers['prompt_tokens']}-token prompt")
+    assert abs(estimate - growth) <= 0.3 * growth
