@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
+import platformdirs
+
 from backends.base import GenParams
 from chatcore.config import ConfigError, load_registry
-from chatcore.factory import default_cache_dir, make_backend
+from chatcore.factory import APP_NAME, default_cache_dir, make_backend
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.memory import MemoryBudget
+from chatcore.store import Store
 from chatcore.oneshot import run_prompt
 
 DEFAULT_MODELS = Path(__file__).resolve().parent / "models.yaml"
@@ -37,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="never touch the network: Hugging Face libraries run offline")
     parser.add_argument("--allow-download", action="store_true",
                         help="let entries with a 'repo' download missing files from the Hub")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), metavar="DIR",
+                        help="where conversations are kept (default: %(default)s)")
+    parser.add_argument("--auth", metavar="USER:PASSWORD[,...]",
+                        help="require sign-in; each user sees only their own conversations")
     parser.add_argument("--max-memory", metavar="SIZE",
                         help="memory the models may take: 12GB for RAM, or cpu=12GB,cuda:0=20GB "
                              "(default: 75%% of the RAM free at start, 90%% of free GPU memory)")
@@ -93,11 +101,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompt is not None:
         return _one_shot(manager, args, entry.defaults, model_id)
 
+    try:
+        auth = parse_auth(args.auth)
+        store = Store(args.data_dir)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (OSError, sqlite3.Error) as exc:
+        return _fail(f"cannot open the conversation store in {args.data_dir}: {exc}",
+                     EXIT_FAILED)
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from chatui.app import serve  # gradio is slow to import: only when serving
 
-    serve(manager, model_id, args.host, args.port, open_browser=not args.no_browser)
+    serve(manager, store, model_id, args.host, args.port, open_browser=not args.no_browser,
+          data_dir=args.data_dir, auth=auth)
     return 0
+
+
+def parse_auth(text: str | None) -> list[tuple[str, str]] | None:
+    """`alice:secret,bob:hunter2` -> [("alice", "secret"), ("bob", "hunter2")]."""
+    if not text:
+        return None
+    pairs = []
+    for item in text.split(","):
+        user, sep, password = item.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ValueError(f"--auth: {item!r} is not USER:PASSWORD")
+        pairs.append((user.strip(), password))
+    return pairs
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
 
 
 def _one_shot(manager: ModelManager, args: argparse.Namespace, defaults, model_id: str) -> int:

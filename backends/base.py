@@ -37,6 +37,8 @@ class GenParams:
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
+    # Extend the final assistant message instead of starting a new one (a cut reply).
+    continue_final: bool = False
 
 
 @dataclass(frozen=True)

@@ -101,16 +101,25 @@ class ChatTemplate:
             f"{model_name} has no chat template: set chat_template in models.yaml to one of "
             f"{', '.join(NAMED_TEMPLATES)} or an inline Jinja template")
 
-    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True,
+               continue_final: bool = False) -> str:
+        """The prompt; with `continue_final`, it ends inside the last (assistant) message."""
         try:
-            return self._template.render(
+            rendered = self._template.render(
                 messages=[m.as_dict() for m in messages],
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
-                add_generation_prompt=add_generation_prompt,
+                add_generation_prompt=add_generation_prompt and not continue_final,
             )
         except TemplateError as exc:
             raise BackendError(f"chat template failed to render: {exc}") from exc
+        if not continue_final:
+            return rendered
+        final = messages[-1].content.rstrip()
+        end = rendered.rfind(final)
+        if not final or end < 0:
+            raise BackendError("this chat template rewrites replies, so a reply cannot be continued")
+        return rendered[: end + len(final)]
 
 
 def _raise_template_error(message: str) -> None:

@@ -167,8 +167,8 @@ class TransformersBackend(Backend):
         return int(self._require_model().get_memory_footprint())
 
     # -- prompting ---------------------------------------------------------------------
-    def render_prompt(self, messages: Sequence[Message]) -> str:
-        return self._require_template().render(messages, add_generation_prompt=True)
+    def render_prompt(self, messages: Sequence[Message], continue_final: bool = False) -> str:
+        return self._require_template().render(messages, continue_final=continue_final)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._encode(self.render_prompt(messages))["input_ids"][0])
@@ -184,7 +184,7 @@ class TransformersBackend(Backend):
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         model, tokenizer = self._require_model(), self._require_tokenizer()
-        inputs = self._encode(self.render_prompt(messages)).to(model.device)
+        inputs = self._encode(self.render_prompt(messages, params.continue_final)).to(model.device)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         room = self.context_length - prompt_tokens
         if room <= 0:

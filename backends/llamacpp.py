@@ -167,8 +167,8 @@ class LlamaCppBackend(Backend):
             raise BackendError(str(exc)) from exc
 
     # -- prompting ---------------------------------------------------------------------
-    def render_prompt(self, messages: Sequence[Message]) -> str:
-        return self._require_template().render(messages, add_generation_prompt=True)
+    def render_prompt(self, messages: Sequence[Message], continue_final: bool = False) -> str:
+        return self._require_template().render(messages, continue_final=continue_final)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._tokenize(self.render_prompt(messages)))
@@ -186,7 +186,7 @@ class LlamaCppBackend(Backend):
         llm = self._require_llm()
         import llama_cpp
 
-        prompt_tokens = self._tokenize(self.render_prompt(messages))
+        prompt_tokens = self._tokenize(self.render_prompt(messages, params.continue_final))
         room = self.context_length - len(prompt_tokens)
         if room <= 0:
             raise BackendError(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from backends.base import Backend, BackendError, Chunk, GenParams, Message, ProgressCallback
 from chatcore.config import ModelEntry, ModelRegistry
+from chatcore.context import ContextOverflow, fit_context
 from chatcore.fair_queue import FairQueue
 from chatcore.memory import (
     MemoryBudget,
@@ -77,7 +78,14 @@ class Waiting:
     ahead: int
 
 
-StreamEvent = Chunk | Loading | Waiting
+@dataclass(frozen=True)
+class Trimmed:
+    """The oldest `dropped` messages were left out to fit the model's context."""
+
+    dropped: int
+
+
+StreamEvent = Chunk | Loading | Waiting | Trimmed
 
 
 class UnknownModel(Exception):
@@ -348,6 +356,11 @@ class ModelManager:
         ticket = None
         try:
             backend = self.load(model_id, lambda f, step: events.put(Loading(f, step)))
+            messages, dropped = fit_context(messages, backend.count_tokens,
+                                            self.entry(model_id).context_length,
+                                            params.max_new_tokens)
+            if dropped:
+                events.put(Trimmed(dropped))
             ticket = line.join()
             ahead = None
             while not line.wait_turn(ticket, WAIT_POLL_S):
@@ -365,6 +378,8 @@ class ModelManager:
                 self._count(self._generating, model_id, -1)
         except (BackendError, ModelUnavailable) as exc:
             events.put(exc)
+        except ContextOverflow as exc:
+            events.put(BackendError(str(exc)))
         except Exception as exc:  # noqa: BLE001 - shown to the person, logged in full
             log.exception("generation with %s failed", model_id)
             events.put(BackendError(f"{model_id} failed while generating: {exc}"))

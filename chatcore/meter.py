@@ -41,14 +41,22 @@ class ReplyMeter:
         return (self.completion_tokens - 1) / elapsed if elapsed > 0 else None
 
     def summary(self, model_name: str) -> str:
-        parts = [model_name]
-        if self.time_to_first_token is not None:
-            parts.append(f"{self.time_to_first_token:.2f} s to first token")
-        if self.tokens_per_second is not None:
-            parts.append(f"{self.tokens_per_second:.1f} tokens/s")
-        parts.append(f"{self.completion_tokens} tokens")
-        if self.finish_reason == "cancelled":
-            parts.append("stopped")
-        elif self.finish_reason == "length":
-            parts.append("cut at the token limit")
-        return " · ".join(parts)
+        return reply_summary(model_name, self.time_to_first_token, self.tokens_per_second,
+                             self.completion_tokens, self.finish_reason)
+
+
+def reply_summary(model_name: str, time_to_first_token: float | None,
+                  tokens_per_second: float | None, completion_tokens: int | None,
+                  finish_reason: str | None) -> str:
+    """The line under a reply, live or read back from the store."""
+    parts = [model_name]
+    if time_to_first_token is not None:
+        parts.append(f"{time_to_first_token:.2f} s to first token")
+    if tokens_per_second is not None:
+        parts.append(f"{tokens_per_second:.1f} tokens/s")
+    parts.append(f"{completion_tokens or 0} tokens")
+    if finish_reason == "cancelled":
+        parts.append("stopped")
+    elif finish_reason == "length":
+        parts.append("cut at the token limit")
+    return " · ".join(parts)

@@ -1,14 +1,16 @@
-"""The conversation a page holds, and how it is shown.
+"""How a conversation is shown: stored messages become chat bubbles with a footer.
 
-The page keeps clean turns (what the model sees) apart from what is displayed under them
-(speed figures, errors), so a footer never leaks into the next prompt.
+Footers (speed figures, notices, errors) are display-only: what the model is sent comes
+from the store, so a footer never leaks into the next prompt.
 """
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from backends.base import Message
+from chatcore.meter import reply_summary
+from chatcore.store import StoredMessage
 
 
 @dataclass
@@ -19,11 +21,16 @@ class Turn:
     error: str = ""
 
 
-def prompt_messages(turns: list[Turn], system_prompt: str) -> list[Message]:
-    """What the model is sent: the system prompt, then every turn that is not an error."""
-    messages = [Message("system", system_prompt.strip())] if system_prompt.strip() else []
-    messages += [Message(t.role, t.content) for t in turns if not t.error and t.content]
-    return messages
+def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str]) -> list[Turn]:
+    turns = []
+    for message in messages:
+        footer = ""
+        if message.role == "assistant":
+            footer = reply_summary(model_name(message.model or "?"), message.time_to_first_token,
+                                   message.tokens_per_second, message.completion_tokens,
+                                   message.finish_reason)
+        turns.append(Turn(message.role, message.content, footer))
+    return turns
 
 
 def chatbot_messages(turns: list[Turn], streaming: bool = False) -> list[dict[str, str]]:

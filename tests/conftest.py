@@ -107,8 +107,9 @@ def start_app(extra_args: list[str], timeout: float = 90.0) -> RunningApp:
 
 
 @pytest.fixture(scope="session")
-def running_app() -> Iterator[RunningApp]:
-    app = start_app(["--models", str(SHIPPED_MODELS)])
+def running_app(tmp_path_factory) -> Iterator[RunningApp]:
+    data_dir = tmp_path_factory.mktemp("app-data")
+    app = start_app(["--models", str(SHIPPED_MODELS), "--data-dir", str(data_dir)])
     yield app
     app.process.terminate()
     try:

@@ -7,6 +7,9 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
+from chatcore.store import Store
+from tests.conftest import start_app
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
@@ -116,3 +119,74 @@ def test_models_tab_loads_and_unloads(page, artifacts):
     page.wait_for_function(
         "() => document.querySelector('#models-outcome').innerText.includes('Unloaded')",
         timeout=30_000)
+
+
+def test_a_conversation_survives_a_restart_and_can_be_renamed_searched_and_deleted(
+        chromium_path, tmp_path, artifacts):
+    data = tmp_path / "data"
+    app = start_app(["--data-dir", str(data)])
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path,
+                                                 args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(app.url)
+            use_greedy_decoding(page)
+            page.locator("#message textarea").fill("Name the capital of France.")
+            page.locator("#message textarea").press("Enter")
+            page.wait_for_function(
+                "() => document.querySelector('#chatbot').innerText.includes('tokens/s')",
+                timeout=60_000)
+            page.locator("#conversations label", has_text="Name the capital").wait_for()
+            browser.close()
+    finally:
+        stop(app)
+
+    app = start_app(["--data-dir", str(data)])  # the restart
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path,
+                                                 args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(app.url)
+            entry = page.locator("#conversations label", has_text="Name the capital")
+            entry.wait_for(timeout=30_000)
+            entry.click()
+            page.wait_for_function(
+                "() => document.querySelector('#chatbot').innerText.includes('Paris')",
+                timeout=30_000)
+            page.screenshot(path=str(artifacts / "conversation-after-restart.png"),
+                            full_page=True)
+
+            page.get_by_text("This conversation").click()
+            title = page.locator("#title textarea, #title input").first
+            title.fill("Geography quiz")
+            page.locator("#rename").click()
+            page.locator("#conversations label", has_text="Geography quiz").wait_for()
+
+            search = page.locator("#search textarea, #search input").first
+            search.fill("no such words anywhere")
+            page.wait_for_function(
+                "() => !document.querySelector('#conversations').innerText.includes('Geography')")
+            search.fill("paris")  # matches the reply's text, not the title
+            page.locator("#conversations label", has_text="Geography quiz").wait_for()
+
+            page.locator("#conversations label", has_text="Geography quiz").click()
+            page.locator("#delete").click()
+            page.locator("#confirm-delete-yes").click()
+            page.wait_for_function(
+                "() => !document.querySelector('#conversations').innerText.includes('Geography')")
+            search.fill("")
+            page.wait_for_timeout(500)
+            assert "Geography" not in page.locator("#conversations").inner_text()
+            browser.close()
+    finally:
+        stop(app)
+    store = Store(data)
+    assert store.list_conversations("") == []
+    store.close()
+
+
+def stop(app) -> None:
+    app.process.terminate()
+    app.process.wait(timeout=20)

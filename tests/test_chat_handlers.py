@@ -1,15 +1,20 @@
-"""Chat page logic with a scripted backend: what is shown, what the model is sent."""
+"""Chat page logic with a scripted backend and a real store: what is shown, sent and kept."""
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from chatcore.config import BrokenEntry, ModelEntry, ModelRegistry
 from chatcore.manager import ModelManager
-from chatui.chat_tab import ChatHandlers, model_choices, model_info
+from chatcore.store import Store
+from chatui.chat_handlers import ChatHandlers
+from chatui.chat_tab import model_choices, model_info, select_model
+from chatui.conversations import ConversationHandlers
 from tests.conftest import SHIPPED_MODELS
 from tests.fakes import ScriptedBackend
 
-REQUEST = SimpleNamespace(session_hash="tab-1")
+ALICE = SimpleNamespace(session_hash="tab-1", username="alice")
 PARAMS = ("", 0.0, 0.9, 40, 64, 1.0, -1)  # system, temperature, top_p, top_k, max, penalty, seed
 
 
@@ -17,99 +22,189 @@ class RecordingBackend(ScriptedBackend):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.prompts = []
+        self.continued = []
 
     def stream_chat(self, messages, params, cancel):
         self.prompts.append([m.as_dict() for m in messages])
+        self.continued.append(params.continue_final)
         yield from super().stream_chat(messages, params, cancel)
 
 
-def handlers_with(backend) -> ChatHandlers:
+@pytest.fixture()
+def page(tmp_path):
+    """Handlers over one scripted model "fake", a broken entry, and a real store."""
+    backend = RecordingBackend("Paris is the capital")
     registry = ModelRegistry(
         path=SHIPPED_MODELS,
-        entries=(ModelEntry(id="fake", name="Fake", backend="llamacpp", path=__file__),),
+        entries=(ModelEntry(id="fake", name="Fake", backend="llamacpp", path=__file__,
+                            context_length=64),),
         broken=(BrokenEntry(2, "typo", "typo", "models.yaml: entry 2 (id 'typo'): field "
                             "'temprature': unknown field (check the spelling)"),),
     )
-    return ChatHandlers(ModelManager(registry, lambda entry: backend))
+    manager = ModelManager(registry, lambda entry: backend)
+    store = Store(tmp_path)
+    chat = ChatHandlers(manager, store)
+    yield SimpleNamespace(backend=backend, manager=manager, store=store, chat=chat,
+                          convs=ConversationHandlers(manager, store, chat, tmp_path / "exports"))
+    store.close()
 
 
-def last(updates):
-    return list(updates)[-1]
+def send(page, text, conversation_id=None, editing=False, model="fake", request=ALICE):
+    return list(page.chat.send(text, conversation_id, editing, model, *PARAMS,
+                               request=request))
 
 
-def test_reply_streams_with_a_footer_that_never_reaches_the_model():
-    backend = RecordingBackend("Paris is the capital")
-    handlers = handlers_with(backend)
-    updates = list(handlers.send("Capital?", [], "fake", *PARAMS, request=REQUEST))
-    chat, turns, box = updates[-1]
-    assert box == ""
-    assert chat[0] == {"role": "user", "content": "Capital?"}
+def test_first_message_creates_a_titled_conversation_and_both_messages_are_kept(page):
+    updates = send(page, "Name the capital of France.")
+    chat, box, conversation_id, editing = updates[-1]
+    assert box == "" and editing is False
+    assert chat[0] == {"role": "user", "content": "Name the capital of France."}
     assert chat[1]["content"].startswith("Paris is the capital\n\n<sub>Fake · ")
-    assert "4 tokens" in chat[1]["content"]
-    assert updates[0][0][1]["content"] == "…"  # the placeholder while the model starts
-    last(handlers.send("And Spain?", turns, "fake", *PARAMS, request=REQUEST))
-    assert backend.prompts[1] == [
+    assert updates[0][0][1]["content"].startswith("…")
+    stored = page.store.get_conversation("alice", conversation_id)
+    assert stored.title == "Name the capital of France."
+    assert [(m.role, m.content) for m in stored.messages] == [
+        ("user", "Name the capital of France."), ("assistant", "Paris is the capital")]
+    assert stored.messages[1].completion_tokens == 4 and stored.messages[1].model == "fake"
+    assert page.store.list_conversations("bob") == []
+
+
+def test_footers_never_reach_the_model(page):
+    conversation_id = send(page, "Capital?")[-1][2]
+    send(page, "And Spain?", conversation_id)
+    assert page.backend.prompts[1] == [
         {"role": "user", "content": "Capital?"},
         {"role": "assistant", "content": "Paris is the capital"},
         {"role": "user", "content": "And Spain?"},
     ]
 
 
-def test_system_prompt_is_sent_first():
-    backend = RecordingBackend("ok")
-    handlers = handlers_with(backend)
-    last(handlers.send("hi", [], "fake", "Be terse.", *PARAMS[1:], request=REQUEST))
-    assert backend.prompts[0][0] == {"role": "system", "content": "Be terse."}
-
-
-def test_backend_error_is_shown_in_the_chat_and_the_next_message_works():
-    backend = RecordingBackend("a b c", fail_at=1)
-    handlers = handlers_with(backend)
-    chat, turns, _ = last(handlers.send("hi", [], "fake", *PARAMS, request=REQUEST))
+def test_a_failed_reply_is_shown_not_stored_and_the_next_message_works(page):
+    page.backend.fail_at = 1
+    chat, _, conversation_id, _ = send(page, "hi")[-1]
     assert "⚠️ scripted failure at word 1" in chat[-1]["content"]
-    assert "Traceback" not in chat[-1]["content"]
-    backend.fail_at = None
-    chat, turns, _ = last(handlers.send("again", turns, "fake", *PARAMS, request=REQUEST))
-    assert chat[-1]["content"].startswith("a b c")
-    # The failed reply is shown but not sent back to the model.
-    assert [m["content"] for m in backend.prompts[-1]] == ["hi", "again"]
+    assert [m.role for m in page.store.get_conversation("alice", conversation_id).messages] \
+        == ["user"]
+    page.backend.fail_at = None
+    chat, _, _, _ = send(page, "again", conversation_id)[-1]
+    assert chat[-1]["content"].startswith("Paris is the capital")
 
 
-def test_broken_entry_is_listed_with_its_reason_and_refuses_politely():
-    handlers = handlers_with(RecordingBackend("x"))
-    labels = dict((value, label) for label, value in model_choices(handlers.manager))
+def test_regenerate_keeps_the_earlier_reply_retrievable(page):
+    conversation_id = send(page, "q")[-1][2]
+    page.backend.words = ["A", "different", "answer"]
+    list(page.chat.regenerate(conversation_id, "fake", *PARAMS, request=ALICE))
+    everything = page.store.get_conversation("alice", conversation_id,
+                                             include_superseded=True).messages
+    assert [(m.content, m.superseded) for m in everything] == [
+        ("q", False), ("Paris is the capital", True), ("A different answer", False)]
+    assert page.backend.prompts[-1] == [{"role": "user", "content": "q"}]
+    opened = page.convs.open(conversation_id, ALICE)
+    assert "Paris is the capital" in opened[-1]  # the Earlier replies panel
+
+
+def test_edit_last_message_replaces_it_and_its_reply(page):
+    conversation_id = send(page, "Name the capitol of France")[-1][2]
+    text, editing = page.chat.edit_last(conversation_id, ALICE)
+    assert (text, editing) == ("Name the capitol of France", True)
+    send(page, "Name the capital of France.", conversation_id, editing=True)
+    active = page.store.get_conversation("alice", conversation_id).messages
+    assert [m.content for m in active] == ["Name the capital of France.", "Paris is the capital"]
+    assert page.backend.prompts[-1] == [{"role": "user", "content": "Name the capital of France."}]
+
+
+def test_continue_extends_a_reply_cut_at_the_token_limit(page):
+    page.backend.words = ["one", "two", "three"]
+    cut = list(page.chat.send("count", None, False, "fake", "", 0.0, 0.9, 40, 2, 1.0, -1,
+                              request=ALICE))
+    conversation_id = cut[-1][2]
+    # The scripted engine ignores max_new_tokens; mark the stored reply as cut by hand.
+    reply = page.store.get_conversation("alice", conversation_id).messages[-1]
+    page.store.extend_message("alice", conversation_id, reply.id, "", 0, "length", False)
+    list(page.chat.continue_reply(conversation_id, "fake", *PARAMS, request=ALICE))
+    assert page.backend.continued[-1] is True
+    assert page.backend.prompts[-1][-1] == {"role": "assistant", "content": "one two three"}
+    active = page.store.get_conversation("alice", conversation_id).messages
+    assert active[-1].content == "one two threeone two three"
+    assert len(active) == 2
+
+
+def test_history_over_the_context_is_trimmed_and_the_page_says_so(page):
+    conversation_id = None
+    for n in range(8):  # 64-token context, the scripted tokenizer counts words
+        conversation_id = send(page, f"question {n} with several words in it", conversation_id)[-1][2]
+    chat = send(page, "last one", conversation_id)[-1][0]
+    assert "12 earlier messages left out to fit the model" in chat[-1]["content"]
+    sent = page.backend.prompts[-1]
+    assert sent[-1] == {"role": "user", "content": "last one"} and sent[0]["role"] == "user"
+    assert len(sent) < 17
+
+
+def test_a_message_too_long_for_the_context_gets_a_clear_error(page):
+    chat = send(page, "word " * 100)[-1][0]
+    assert "⚠️ this message needs 100 tokens" in chat[-1]["content"]
+
+
+def test_broken_entry_is_listed_with_its_reason_and_refuses_politely(page):
+    labels = dict((value, label) for label, value in model_choices(page.manager))
     assert labels == {"fake": "Fake", "typo": "typo (invalid entry)"}
-    assert "field 'temprature': unknown field" in model_info(handlers.manager, "typo")
-    chat, _, _ = last(handlers.send("hi", [], "typo", *PARAMS, request=REQUEST))
+    assert "field 'temprature': unknown field" in model_info(page.manager, "typo")
+    chat = send(page, "hi", model="typo")[-1][0]
     assert "⚠️ models.yaml: entry 2 (id 'typo')" in chat[-1]["content"]
 
 
-def test_regenerate_replaces_the_last_reply():
-    backend = RecordingBackend("same answer")
-    handlers = handlers_with(backend)
-    _, turns, _ = last(handlers.send("q", [], "fake", *PARAMS, request=REQUEST))
-    chat, turns, _ = last(handlers.regenerate(turns, "fake", *PARAMS, request=REQUEST))
-    assert [t.role for t in turns] == ["user", "assistant"]
-    assert backend.prompts[-1] == [{"role": "user", "content": "q"}]
+def test_the_reply_says_while_its_model_loads(page):
+    shown = [u[0][-1]["content"] for u in send(page, "hi")]
+    assert any(text.startswith("…") and "Loading Fake: reading ▰▰▰▰▰▰▱▱▱▱▱▱ 50%" in text
+               for text in shown)
 
 
-def test_empty_message_sends_nothing():
-    backend = RecordingBackend("x")
-    handlers = handlers_with(backend)
-    chat, turns, _ = last(handlers.send("   ", [], "fake", *PARAMS, request=REQUEST))
-    assert chat == [] and turns == [] and backend.prompts == []
+def test_opening_a_conversation_restores_its_model_prompt_and_settings(page):
+    result = list(page.chat.send("hi", None, False, "fake", "Be terse.", 0.3, 0.8, 20, 32, 1.1,
+                                 7, request=ALICE))
+    conversation_id = result[-1][2]
+    opened = page.convs.open(conversation_id, ALICE)
+    chat, cid, editing, title, model, system, temperature, top_p, top_k, max_new, penalty, _ = \
+        opened
+    assert (cid, title, model, system) == (conversation_id, "hi", "fake", "Be terse.")
+    assert (temperature, top_p, top_k, max_new, penalty) == (0.3, 0.8, 20, 32, 1.1)
+    assert page.backend.prompts[-1][0] == {"role": "system", "content": "Be terse."}
 
 
-def test_choosing_a_model_loads_its_defaults():
-    handlers = handlers_with(RecordingBackend("x"))
-    info, temperature, top_p, top_k, max_new, penalty, seed = handlers.select_model("fake")
+def test_presets_built_in_and_saved(page):
+    assert page.convs.apply_preset("Concise", ALICE).startswith("Answer briefly")
+    _, message = page.convs.save_preset("Pirate", "Talk like a pirate.", ALICE)
+    assert message == "Saved preset “Pirate”."
+    assert page.convs.apply_preset("Pirate", ALICE) == "Talk like a pirate."
+    bob = SimpleNamespace(session_hash="tab-2", username="bob")
+    assert "Pirate" not in page.convs.preset_choices("bob")
+    assert page.convs.save_preset("Concise", "x", bob)[1].endswith("choose another name.")
+
+
+def test_choosing_a_model_loads_its_defaults(page):
+    info, temperature, top_p, top_k, max_new, penalty, seed = select_model(page.manager, "fake")
     assert "**Fake**" in info
     assert (temperature, top_p, top_k, max_new, penalty, seed) == (0.7, 0.9, 40, 512, 1.0, -1)
 
 
-def test_the_reply_says_while_its_model_loads():
-    handlers = handlers_with(RecordingBackend("ready now"))
-    updates = list(handlers.send("hi", [], "fake", *PARAMS, request=REQUEST))
-    shown = [u[0][-1]["content"] for u in updates]
-    assert any(text.startswith("…") and "Loading Fake: reading ▰▰▰▰▰▰▱▱▱▱▱▱ 50%" in text for text in shown)
-    assert shown[-1].startswith("ready now")
+def test_export_writes_inside_the_data_directory_and_import_makes_a_new_conversation(
+        page, tmp_path):
+    conversation_id = send(page, "Name the capital of France.")[-1][2]
+    page.store.rename("alice", conversation_id, "../../etc/passwd")
+    download, message = page.convs.export_json(conversation_id, ALICE)
+    exported = download["value"]
+    assert exported.startswith(str(tmp_path / "exports")) and exported.endswith(".json")
+    assert message.startswith("Exported ")
+    markdown, _ = page.convs.export_markdown(conversation_id, ALICE)
+    assert "Paris is the capital" in open(markdown["value"], encoding="utf-8").read()
+    listed, message = page.convs.import_file(exported, "", ALICE)
+    assert message == "Imported “../../etc/passwd”."
+    assert len(page.store.list_conversations("alice")) == 2
+
+
+def test_a_bad_import_file_is_refused_through_the_page(page, tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"format": "local-chat/conversation", "version": 1, "title": "x"}')
+    _, message = page.convs.import_file(str(bad), "", ALICE)
+    assert message.startswith("⚠️ Not imported: broken.json: field 'model'")
+    assert page.store.list_conversations("alice") == []

@@ -12,7 +12,9 @@ from backends.base import BackendError, GenParams, Message
 from backends.hf import HFSettings, TransformersBackend
 from chatcore.config import ModelEntry, ModelRegistry
 from chatcore.manager import ModelManager
-from chatui.chat_tab import ChatHandlers, model_choices
+from chatcore.store import Store
+from chatui.chat_handlers import ChatHandlers
+from chatui.chat_tab import model_choices
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
 
 GREEDY = GenParams(temperature=0.0, max_new_tokens=30)
@@ -161,13 +163,16 @@ def test_model_without_template_and_no_fallback_is_refused(tiny_checkpoints):
         backend.load()
 
 
-def test_error_inside_generate_reaches_the_chat_and_the_next_request_works(tiny_checkpoints):
+def test_error_inside_generate_reaches_the_chat_and_the_next_request_works(tiny_checkpoints,
+                                                                            tmp_path):
     backend = TransformersBackend(tiny_checkpoints["llama"], HFSettings(device="cpu"))
     registry = ModelRegistry(path=SHIPPED_MODELS, broken=(), entries=(
         ModelEntry(id="tiny", name="Tiny Llama", backend="transformers",
                    path=str(tiny_checkpoints["llama"]), quantization="4bit", device="cpu"),))
-    handlers = ChatHandlers(ModelManager(registry, lambda entry: backend))
-    request = SimpleNamespace(session_hash="tab")
+    manager = ModelManager(registry, lambda entry: backend)
+    store = Store(tmp_path)
+    handlers = ChatHandlers(manager, store)
+    request = SimpleNamespace(session_hash="tab", username=None)
     params = ("", 0.0, 0.9, 40, 6, 1.0, -1)
     backend.load()
     real_generate = backend._model.generate
@@ -180,15 +185,18 @@ def test_error_inside_generate_reaches_the_chat_and_the_next_request_works(tiny_
         return real_generate(**kwargs)
 
     backend._model.generate = failing_generate
-    chat, turns, _ = list(handlers.send("hi", [], "tiny", *params, request=request))[-1]
+    chat, _, conversation_id, _ = list(handlers.send("hi", None, False, "tiny", *params,
+                                                     request=request))[-1]
     assert "⚠️ generation failed: RuntimeError: CUDA error: device-side assert triggered" \
         in chat[-1]["content"]
     assert hf_threads() == []
-    chat, turns, _ = list(handlers.send("again", turns, "tiny", *params, request=request))[-1]
+    chat, _, _, _ = list(handlers.send("again", conversation_id, False, "tiny", *params,
+                                       request=request))[-1]
     assert "⚠️" not in chat[-1]["content"] and "6 tokens" in chat[-1]["content"]
-    assert dict((v, k) for k, v in model_choices(handlers.manager))["tiny"] == \
+    assert dict((v, k) for k, v in model_choices(manager))["tiny"] == \
         "Tiny Llama [transformers · 4bit nf4 · cpu]"
     backend.unload()
+    store.close()
 
 
 def test_unavailable_cuda_device_is_a_clear_error(tiny_checkpoints):

@@ -1,0 +1,96 @@
+"""A conversation out to Markdown or JSON, and JSON back in, validated before anything is saved."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chatcore.store import Conversation, StoredMessage
+
+FORMAT = "local-chat/conversation"
+MAX_IMPORT_BYTES = 2 * 2**20
+MAX_MESSAGES = 5000
+
+
+class ImportRejected(Exception):
+    """The file cannot become a conversation; the message says what is wrong and where."""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=1_000_000)
+    model: str | None = None
+    params: dict | None = None
+    time_to_first_token: float | None = None
+    tokens_per_second: float | None = None
+    prompt_tokens: int | None = Field(None, ge=0)
+    completion_tokens: int | None = Field(None, ge=0)
+    finish_reason: str | None = None
+    stopped: bool = False
+    superseded: bool = False
+    created: float | None = None
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["local-chat/conversation"]
+    version: Literal[1]
+    title: str = Field(min_length=1, max_length=200)
+    model: str = Field(max_length=128)
+    system_prompt: str = Field("", max_length=100_000)
+    params: dict = Field(default_factory=dict)
+    messages: list[_Message] = Field(max_length=MAX_MESSAGES)
+
+
+def to_json(conversation: Conversation) -> str:
+    document = {
+        "format": FORMAT, "version": 1, "title": conversation.title,
+        "model": conversation.model, "system_prompt": conversation.system_prompt,
+        "params": conversation.params,
+        "messages": [{k: v for k, v in vars(m).items() if k != "id"}
+                     for m in conversation.messages],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def to_markdown(conversation: Conversation) -> str:
+    lines = [f"# {conversation.title}", "",
+             f"Model: `{conversation.model}` · exported {time.strftime('%Y-%m-%d %H:%M')}", ""]
+    if conversation.system_prompt:
+        lines += ["**System**", "", conversation.system_prompt, ""]
+    for message in conversation.messages:
+        who = "You" if message.role == "user" else f"Assistant ({message.model or '?'})"
+        if message.superseded:
+            who += ", earlier version"
+        if message.stopped:
+            who += ", stopped"
+        lines += [f"**{who}**", "", message.content, ""]
+    return "\n".join(lines)
+
+
+def parse_import(data: bytes, source: str) -> _Document:
+    """Validate an exported JSON file; raises ImportRejected naming the file and the field."""
+    if len(data) > MAX_IMPORT_BYTES:
+        raise ImportRejected(f"{source}: {len(data)} bytes is over the import limit of "
+                             f"{MAX_IMPORT_BYTES} bytes")
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ImportRejected(f"{source}: not a JSON file ({exc})") from None
+    try:
+        return _Document.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "document"
+        raise ImportRejected(f"{source}: field {where!r}: {error['msg']}") from None
+
+
+def imported_messages(document: _Document) -> list[StoredMessage]:
+    now = time.time()
+    return [StoredMessage(**{**m.model_dump(), "created": m.created or now})
+            for m in document.messages]

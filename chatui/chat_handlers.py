@@ -1,0 +1,236 @@
+"""Replies: send, regenerate, edit the last message, continue a cut reply, stop."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+
+import gradio as gr
+
+from backends.base import BackendError, Chunk, GenParams, Message
+from chatcore.context import title_from
+from chatcore.manager import (
+    Loading,
+    ModelManager,
+    ModelUnavailable,
+    Trimmed,
+    UnknownModel,
+    Waiting,
+)
+from chatcore.meter import ReplyMeter
+from chatcore.store import NotFound, Store, StoredMessage
+from chatui.transcript import Turn, chatbot_messages, turns_from
+
+log = logging.getLogger(__name__)
+
+# Re-rendering a long reply on every token is what makes browsers fall behind: send the
+# page at most one update per interval (about 20 a second), whatever the token rate.
+UPDATE_INTERVAL_S = 0.05
+
+
+def user_of(request: gr.Request | None) -> str:
+    """The signed-in user with --auth; everyone shares "" without it."""
+    return (getattr(request, "username", None) or "") if request is not None else ""
+
+
+def session_key(request: gr.Request | None) -> str:
+    return (request.session_hash if request is not None else None) or "anonymous"
+
+
+def gen_params(temperature: float, top_p: float, top_k: float, max_new_tokens: float,
+               repetition_penalty: float, seed: float | None) -> GenParams:
+    return GenParams(
+        temperature=float(temperature),
+        top_p=float(top_p),
+        top_k=int(top_k),
+        max_new_tokens=int(max_new_tokens),
+        repetition_penalty=float(repetition_penalty),
+        seed=None if seed is None or seed < 0 else int(seed),
+    )
+
+
+def progress_bar(fraction: float, width: int = 12) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "▰" * filled + "▱" * (width - filled)
+
+
+class ChatHandlers:
+    """Gradio callbacks for one chat page; the store holds what was said, the manager runs."""
+
+    def __init__(self, manager: ModelManager, store: Store) -> None:
+        self.manager = manager
+        self.store = store
+
+    def model_name(self, model_id: str) -> str:
+        entry = self.manager.registry.get(model_id)
+        return entry.name if entry else model_id
+
+    def display(self, user: str, conversation_id: int | None) -> list[Turn]:
+        if conversation_id is None:
+            return []
+        try:
+            messages = self.store.get_conversation(user, conversation_id).messages
+        except NotFound:
+            return []
+        return turns_from(messages, self.model_name)
+
+    # -- actions -------------------------------------------------------------------------
+    def send(self, message: str, conversation_id: int | None, editing: bool, model_id: str,
+             system: str, temperature: float, top_p: float, top_k: float,
+             max_new_tokens: float, repetition_penalty: float, seed: float | None,
+             request: gr.Request) -> Iterator[tuple]:
+        user = user_of(request)
+        if not (message or "").strip():
+            yield chatbot_messages(self.display(user, conversation_id)), message, \
+                conversation_id, editing
+            return
+        params = gen_params(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
+        if conversation_id is not None and editing:
+            self._supersede_last_exchange(user, conversation_id)
+        if conversation_id is None:
+            conversation_id = self.store.create_conversation(
+                user, title_from(message), model_id, system or "", _settings(params))
+        else:
+            self.store.update_settings(user, conversation_id, model_id, system or "",
+                                       _settings(params))
+        self.store.add_message(user, conversation_id, StoredMessage("user", message))
+        yield from self._reply(user, conversation_id, model_id, system, params,
+                               session_key(request))
+
+    def regenerate(self, conversation_id: int | None, model_id: str, system: str,
+                   temperature: float, top_p: float, top_k: float, max_new_tokens: float,
+                   repetition_penalty: float, seed: float | None,
+                   request: gr.Request) -> Iterator[tuple]:
+        """A new last reply; the earlier one stays in the store, marked superseded."""
+        user = user_of(request)
+        messages = self._messages(user, conversation_id)
+        if not messages:
+            yield [], gr.update(), conversation_id, False
+            return
+        if messages[-1].role == "assistant":
+            self.store.supersede(user, conversation_id, [messages[-1].id])
+        params = gen_params(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
+        yield from self._reply(user, conversation_id, model_id, system, params,
+                               session_key(request))
+
+    def continue_reply(self, conversation_id: int | None, model_id: str, system: str,
+                       temperature: float, top_p: float, top_k: float, max_new_tokens: float,
+                       repetition_penalty: float, seed: float | None,
+                       request: gr.Request) -> Iterator[tuple]:
+        user = user_of(request)
+        messages = self._messages(user, conversation_id)
+        if not messages or messages[-1].role != "assistant" or \
+                messages[-1].finish_reason != "length":
+            gr.Info("Only a reply cut at the token limit can be continued.")
+            yield chatbot_messages(self.display(user, conversation_id)), gr.update(), \
+                conversation_id, False
+            return
+        params = gen_params(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
+        params = GenParams(**{**asdict(params), "continue_final": True})
+        yield from self._reply(user, conversation_id, model_id, system, params,
+                               session_key(request), continuing=messages[-1])
+
+    def edit_last(self, conversation_id: int | None, request: gr.Request) -> tuple:
+        """Put the last user message back in the box; Send then replaces it and its reply."""
+        messages = self._messages(user_of(request), conversation_id)
+        last_user = next((m for m in reversed(messages) if m.role == "user"), None)
+        if last_user is None:
+            return gr.update(), False
+        gr.Info("Editing your last message: Send replaces it and its reply.")
+        return last_user.content, True
+
+    def stop(self, request: gr.Request) -> None:
+        self.manager.cancel(session_key(request))
+
+    # -- the reply -----------------------------------------------------------------------
+    def _reply(self, user: str, conversation_id: int, model_id: str, system: str,
+               params: GenParams, key: str,
+               continuing: StoredMessage | None = None) -> Iterator[tuple]:
+        stored = self._messages(user, conversation_id)
+        prompt = [Message("system", system.strip())] if (system or "").strip() else []
+        prompt += [Message(m.role, m.content) for m in stored]
+        turns = turns_from(stored, self.model_name)
+        if continuing is not None:
+            reply = turns[-1]
+            reply.footer = ""
+        else:
+            reply = Turn("assistant", "")
+            turns.append(reply)
+        outputs = lambda streaming: (chatbot_messages(turns, streaming), "",  # noqa: E731
+                                     conversation_id, False)
+        yield outputs(True)
+        cancel = self.manager.begin_generation(key)
+        meter = ReplyMeter()
+        notice = ""
+        text = ""
+        last_update = time.perf_counter()
+        name = self.model_name(model_id)
+        try:
+            for event in self.manager.stream_events(model_id, prompt, params, cancel):
+                if isinstance(event, Loading):
+                    reply.footer = (f"Loading {name}: {event.step} "
+                                    f"{progress_bar(event.fraction)} {event.fraction:.0%}")
+                elif isinstance(event, Waiting):
+                    reply.footer = (f"Waiting for {name}: {event.ahead} "
+                                    f"request{'s' if event.ahead != 1 else ''} ahead of you")
+                elif isinstance(event, Trimmed):
+                    notice = (f"{event.dropped} earlier message{'s' if event.dropped != 1 else ''}"
+                              " left out to fit the model's context")
+                    reply.footer = notice
+                else:
+                    meter.observe(event)
+                    text += event.text
+                    reply.content += event.text
+                    reply.footer = notice
+                now = time.perf_counter()
+                if now - last_update >= UPDATE_INTERVAL_S or not isinstance(event, Chunk):
+                    last_update = now
+                    yield outputs(True)
+            reply.footer = " · ".join(filter(None, [meter.summary(name), notice]))
+            self._save(user, conversation_id, model_id, params, meter, text, continuing)
+        except (UnknownModel, ModelUnavailable, BackendError) as exc:
+            reply.error = str(exc)
+            reply.footer = ""
+        except Exception as exc:  # noqa: BLE001 - never a traceback on the page
+            log.exception("reply from %s failed", model_id)
+            reply.error = f"unexpected error: {exc}"
+            reply.footer = ""
+        finally:
+            self.manager.end_generation(key, cancel)
+        yield outputs(False)
+
+    def _save(self, user: str, conversation_id: int, model_id: str, params: GenParams,
+              meter: ReplyMeter, text: str, continuing: StoredMessage | None) -> None:
+        stopped = meter.finish_reason == "cancelled"
+        if continuing is not None:
+            self.store.extend_message(user, conversation_id, continuing.id, text,
+                                      meter.completion_tokens, meter.finish_reason, stopped)
+            return
+        if not text and stopped:
+            return  # stopped before the first word: nothing to keep
+        self.store.add_message(user, conversation_id, StoredMessage(
+            "assistant", text, model=model_id, params=_settings(params),
+            time_to_first_token=meter.time_to_first_token,
+            tokens_per_second=meter.tokens_per_second,
+            prompt_tokens=meter.usage.prompt_tokens if meter.usage else None,
+            completion_tokens=meter.completion_tokens, finish_reason=meter.finish_reason,
+            stopped=stopped))
+
+    def _messages(self, user: str, conversation_id: int | None) -> list[StoredMessage]:
+        if conversation_id is None:
+            return []
+        try:
+            return self.store.get_conversation(user, conversation_id).messages
+        except NotFound:
+            return []
+
+    def _supersede_last_exchange(self, user: str, conversation_id: int) -> None:
+        messages = self._messages(user, conversation_id)
+        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+        if last_user is not None:
+            self.store.supersede(user, conversation_id, [m.id for m in messages[last_user:]])
+
+
+def _settings(params: GenParams) -> dict:
+    return {k: v for k, v in asdict(params).items() if k not in ("stop", "continue_final")}

@@ -1,0 +1,184 @@
+"""The sidebar: the conversation list, and what can be done to a whole conversation."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import gradio as gr
+
+from chatcore.manager import ModelManager
+from chatcore.presets import BUILTIN_PRESETS
+from chatcore.store import NotFound, Store
+from chatcore.transfer import (
+    ImportRejected,
+    imported_messages,
+    parse_import,
+    to_json,
+    to_markdown,
+)
+from chatui.chat_handlers import ChatHandlers, session_key, user_of
+from chatui.transcript import chatbot_messages
+
+
+class ConversationHandlers:
+    def __init__(self, manager: ModelManager, store: Store, chat: ChatHandlers,
+                 export_dir: Path) -> None:
+        self.manager = manager
+        self.store = store
+        self.chat = chat
+        self.export_dir = export_dir
+
+    # -- the list ------------------------------------------------------------------------
+    def choices(self, user: str, query: str = "") -> list[tuple[str, int]]:
+        return [(c.title, c.id) for c in self.store.list_conversations(user, query)]
+
+    def refresh(self, query: str, conversation_id: int | None, request: gr.Request):
+        return gr.update(choices=self.choices(user_of(request), query or ""),
+                         value=conversation_id)
+
+    def new_chat(self, request: gr.Request) -> tuple:
+        self.manager.cancel(session_key(request))
+        return [], None, False, "", gr.update(value=None), "", ""
+
+    def open(self, conversation_id: int | None, request: gr.Request) -> tuple:
+        """Show a conversation with the model, system prompt and settings it last used."""
+        user = user_of(request)
+        if conversation_id is None:
+            return (gr.update(),) * 12
+        try:
+            conversation = self.store.get_conversation(user, conversation_id,
+                                                       include_superseded=True)
+        except NotFound:
+            gr.Warning(f"Conversation {conversation_id} no longer exists.")
+            return (gr.update(),) * 12
+        active = [m for m in conversation.messages if not m.superseded]
+        earlier = [m for m in conversation.messages if m.superseded]
+        p = conversation.params
+        model = conversation.model if self.manager.registry.get(conversation.model) else gr.update()
+        return (chatbot_messages(self.chat.display(user, conversation_id)), conversation_id,
+                False, conversation.title, model, conversation.system_prompt,
+                p.get("temperature", gr.update()), p.get("top_p", gr.update()),
+                p.get("top_k", gr.update()), p.get("max_new_tokens", gr.update()),
+                p.get("repetition_penalty", gr.update()),
+                _earlier_markdown(earlier) if earlier or active else "")
+
+    def rename(self, conversation_id: int | None, title: str, query: str,
+               request: gr.Request):
+        user = user_of(request)
+        if conversation_id is None or not title.strip():
+            return gr.update(), "Open a conversation and type a new title first."
+        try:
+            self.store.rename(user, conversation_id, title)
+        except NotFound as exc:
+            return gr.update(), f"⚠️ {exc}"
+        return (gr.update(choices=self.choices(user, query or ""), value=conversation_id),
+                f"Renamed to “{title.strip()}”.")
+
+    def ask_delete(self, conversation_id: int | None):
+        if conversation_id is None:
+            return gr.update(visible=False), "Open a conversation first."
+        return gr.update(visible=True), "Delete this conversation for good?"
+
+    def confirm_delete(self, conversation_id: int | None, query: str, request: gr.Request):
+        user = user_of(request)
+        message = "Deleted."
+        try:
+            if conversation_id is not None:
+                self.store.delete(user, conversation_id)
+        except NotFound as exc:
+            message = f"⚠️ {exc}"
+        return (gr.update(visible=False), message,
+                gr.update(choices=self.choices(user, query or ""), value=None), [], None, "")
+
+    def cancel_delete(self):
+        return gr.update(visible=False), "Kept."
+
+    # -- export and import ---------------------------------------------------------------
+    def export(self, conversation_id: int | None, kind: str, request: gr.Request):
+        if conversation_id is None:
+            return gr.update(visible=False), "Open a conversation to export it."
+        try:
+            conversation = self.store.get_conversation(user_of(request), conversation_id,
+                                                       include_superseded=True)
+        except NotFound as exc:
+            return gr.update(visible=False), f"⚠️ {exc}"
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", conversation.title).strip("-")[:40] or "chat"
+        path = self.export_dir / f"{conversation_id}-{slug}.{kind}"
+        path.write_text(to_markdown(conversation) if kind == "md" else to_json(conversation),
+                        encoding="utf-8")
+        return gr.update(value=str(path), visible=True), f"Exported {path.name}."
+
+    def export_markdown(self, conversation_id: int | None, request: gr.Request):
+        return self.export(conversation_id, "md", request)
+
+    def export_json(self, conversation_id: int | None, request: gr.Request):
+        return self.export(conversation_id, "json", request)
+
+    def import_file(self, upload: str | None, query: str, request: gr.Request):
+        user = user_of(request)
+        if not upload:
+            return gr.update(), "Choose a JSON file exported from this app."
+        path = Path(upload)
+        try:
+            data = path.read_bytes()
+            document = parse_import(data, path.name)
+            conversation_id = self.store.import_conversation(
+                user, document.title, document.model, document.system_prompt,
+                document.params, imported_messages(document))
+        except ImportRejected as exc:
+            return gr.update(), f"⚠️ Not imported: {exc}"
+        except OSError as exc:
+            return gr.update(), f"⚠️ Not imported: cannot read {path.name}: {exc}"
+        return (gr.update(choices=self.choices(user, query or ""), value=conversation_id),
+                f"Imported “{document.title}”.")
+
+    # -- for scripts: the page's API -----------------------------------------------------
+    def api_list(self, query: str, request: gr.Request) -> list[dict]:
+        """The caller's conversations, newest first: id, title, updated (Unix time)."""
+        return [{"id": c.id, "title": c.title, "updated": c.updated}
+                for c in self.store.list_conversations(user_of(request), query or "")]
+
+    def api_get(self, conversation_id: int, request: gr.Request) -> dict:
+        """One of the caller's conversations as exported JSON; {} when it is not theirs."""
+        try:
+            conversation = self.store.get_conversation(user_of(request), int(conversation_id))
+        except NotFound:
+            return {}
+        return json.loads(to_json(conversation))
+
+    # -- presets -------------------------------------------------------------------------
+    def preset_choices(self, user: str) -> list[str]:
+        return list(BUILTIN_PRESETS) + [n for n in self.store.presets(user)
+                                        if n not in BUILTIN_PRESETS]
+
+    def apply_preset(self, name: str | None, request: gr.Request):
+        if not name:
+            return gr.update()
+        prompts = {**BUILTIN_PRESETS, **self.store.presets(user_of(request))}
+        return prompts.get(name, gr.update())
+
+    def save_preset(self, name: str, prompt: str, request: gr.Request):
+        user = user_of(request)
+        if not (name or "").strip():
+            return gr.update(), "Give the preset a name."
+        if name.strip() in BUILTIN_PRESETS:
+            return gr.update(), f"“{name.strip()}” is a built-in preset; choose another name."
+        self.store.save_preset(user, name, prompt or "")
+        return (gr.update(choices=self.preset_choices(user), value=name.strip()),
+                f"Saved preset “{name.strip()}”.")
+
+    def on_page_load(self, request: gr.Request):
+        user = user_of(request)
+        return gr.update(choices=self.choices(user)), gr.update(choices=self.preset_choices(user))
+
+
+def _earlier_markdown(earlier) -> str:
+    if not earlier:
+        return "No earlier replies: regenerated or edited messages appear here."
+    parts = []
+    for message in earlier:
+        who = "You" if message.role == "user" else f"Assistant ({message.model or '?'})"
+        parts.append(f"**{who}**\n\n{message.content}")
+    return "\n\n---\n\n".join(parts)
