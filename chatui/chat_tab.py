@@ -9,7 +9,7 @@ from chatcore.config import GenerationDefaults
 from chatcore.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
 from chatcore.presets import BUILTIN_PRESETS
 from chatcore.store import Store
-from chatui.chat_handlers import ChatHandlers, user_of
+from chatui.chat_handlers import ChatHandlers
 from chatui.conversations import ConversationHandlers
 
 
