@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import mmap
 import os
 import re
 import struct
@@ -54,32 +55,95 @@ def format_bytes(n: float) -> str:
 
 
 # -- shapes ---------------------------------------------------------------------------------
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q",
+                 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def read_gguf_header(path: Path) -> tuple[dict, list[tuple[str, int]]]:
+    """The metadata (arrays as their lengths) and (tensor name, element count) pairs.
+
+    Reads only the header, skipping over arrays such as the vocabulary: milliseconds, where
+    building the whole gguf.GGUFReader takes seconds.
+    """
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        offset = 0
+
+        def take(fmt: str):
+            nonlocal offset
+            values = struct.unpack_from("<" + fmt, data, offset)
+            offset += struct.calcsize("<" + fmt)
+            return values[0] if len(values) == 1 else values
+
+        def string() -> str:
+            nonlocal offset
+            length = take("Q")
+            text = data[offset:offset + length].decode("utf-8", errors="replace")
+            offset += length
+            return text
+
+        def value(kind: int):
+            nonlocal offset
+            if kind == _GGUF_STRING:
+                return string()
+            if kind == _GGUF_ARRAY:
+                item_kind, count = take("I"), take("Q")
+                if item_kind == _GGUF_STRING:
+                    for _ in range(count):
+                        offset += 8 + struct.unpack_from("<Q", data, offset)[0]
+                elif item_kind in _GGUF_SCALARS:
+                    offset += count * struct.calcsize(_GGUF_SCALARS[item_kind])
+                else:
+                    for _ in range(count):
+                        value(item_kind)
+                return count
+            if kind not in _GGUF_SCALARS:
+                raise ValueError(f"unknown metadata value type {kind}")
+            return take(_GGUF_SCALARS[kind])
+
+        if data[:4] != b"GGUF":
+            raise ValueError("not a GGUF file")
+        offset = 4
+        version, tensor_count, kv_count = take("I"), take("Q"), take("Q")
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version} is not supported")
+        metadata = {}
+        for _ in range(kv_count):
+            key = string()
+            metadata[key] = value(take("I"))
+        tensors = []
+        for _ in range(tensor_count):
+            name = string()
+            dims = [take("Q") for _ in range(take("I"))]
+            take("I")  # the tensor's type
+            take("Q")  # its offset in the data section
+            count = 1
+            for dim in dims:
+                count *= dim
+            tensors.append((name, count))
+        return metadata, tensors
+
+
 def gguf_shape(path: Path) -> ModelShape:
     try:
-        import gguf
-
-        reader = gguf.GGUFReader(str(path))
-        arch = reader.fields["general.architecture"].contents()
+        metadata, tensors = read_gguf_header(path)
+        arch = metadata["general.architecture"]
 
         def number(key: str, default: int | None = None) -> int:
-            field = reader.fields.get(f"{arch}.{key}")
-            if field is None:
-                if default is None:
-                    raise KeyError(f"{arch}.{key}")
-                return default
-            return int(field.contents())
+            found = metadata.get(f"{arch}.{key}", default)
+            if found is None:
+                raise KeyError(f"{arch}.{key}")
+            return int(found)
 
         heads = number("attention.head_count")
         embedding = number("embedding_length")
-        tokens = reader.fields.get("tokenizer.ggml.tokens")
-        vocab = number("vocab_size", len(tokens.data) if tokens is not None else 0)
-        params = sum(int(t.n_elements) for t in reader.tensors)
-        embedding_params = sum(int(t.n_elements) for t in reader.tensors
-                               if t.name in ("token_embd.weight", "output.weight"))
+        vocab = number("vocab_size", metadata.get("tokenizer.ggml.tokens", 0))
         return ModelShape(
             n_layers=number("block_count"), n_kv_heads=number("attention.head_count_kv", heads),
             head_dim=number("attention.key_length", embedding // heads), vocab_size=vocab,
-            n_params=params, n_embedding_params=embedding_params)
+            n_params=sum(count for _, count in tensors),
+            n_embedding_params=sum(count for name, count in tensors
+                                   if name in ("token_embd.weight", "output.weight")))
     except Exception as exc:  # noqa: BLE001 - any bytes may arrive here; all get one reason
         raise PlannerError(f"cannot read the GGUF header of {path}: {exc}") from exc
 

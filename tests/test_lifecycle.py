@@ -239,3 +239,22 @@ def test_the_planner_estimate_is_within_30_percent_of_the_measured_growth(
     print(f"{model_id}: estimated {estimate / MB:.0f} MB, measured RSS growth "
           f"{growth / MB:.0f} MB after a {numbers['prompt_tokens']}-token prompt")
     assert abs(estimate - growth) <= 0.3 * growth
+
+
+def test_the_gguf_header_reader_agrees_with_the_gguf_package(smollm2_path, tmp_path):
+    import gguf
+
+    from chatcore.memory import PlannerError, gguf_shape, read_gguf_header
+
+    metadata, tensors = read_gguf_header(smollm2_path)
+    reference = gguf.GGUFReader(str(smollm2_path))
+    assert [(t.name, int(t.n_elements)) for t in reference.tensors] == tensors
+    assert metadata["llama.block_count"] == reference.fields["llama.block_count"].contents()
+    assert metadata["tokenizer.ggml.tokens"] == len(reference.fields["tokenizer.ggml.tokens"].data)
+    assert metadata["tokenizer.chat_template"].startswith("{% for message in messages %}")
+    shape = gguf_shape(smollm2_path)
+    assert (shape.n_layers, shape.n_kv_heads, shape.head_dim, shape.vocab_size) == (30, 3, 64, 49152)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(smollm2_path.read_bytes()[:100_000])
+    with pytest.raises(PlannerError, match="cannot read the GGUF header of"):
+        gguf_shape(cut)
