@@ -77,6 +77,6 @@ def test_help_explains_every_flag():
     result = run_cli("--help")
     for flag in ("--models", "--host", "--port", "--model", "--offline", "--log-level",
                  "--prompt", "--system", "--temperature", "--max-new-tokens", "--seed",
-                 "--list-models", "--allow-download"):
+                 "--list-models", "--allow-download", "--data-dir", "--auth", "--max-memory"):
         assert flag in result.stdout
     assert "127.0.0.1" in result.stdout
