@@ -152,12 +152,11 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     ]
     open_outputs = [chatbot, conversation_id, editing, title, model, system, temperature,
                     top_p, top_k, max_new_tokens, repetition_penalty, earlier]
-    for reply in replies:  # then: the list (a new title), the panel, earlier versions
-        reply.then(convs.refresh, [search, conversation_id], [conversations], api_name=False,
-                   queue=False) \
+    for reply in replies:  # then: the list (a new title), earlier versions, the model panel
+        reply.then(convs.after_reply, [search, conversation_id], [conversations, title, earlier],
+                   api_name=False, queue=False) \
              .then(lambda m: model_info(manager, m), [model], [info], api_name=False,
-                   queue=False) \
-             .then(convs.open, [conversation_id], open_outputs, api_name=False, queue=False)
+                   queue=False)
     edit.click(chat.edit_last, [conversation_id], [message, editing], api_name=False,
                queue=False)
     stop.click(chat.stop, None, None, api_name="stop", queue=False)

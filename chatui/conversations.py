@@ -37,6 +37,19 @@ class ConversationHandlers:
         return gr.update(choices=self.choices(user_of(request), query or ""),
                          value=conversation_id)
 
+    def after_reply(self, query: str, conversation_id: int | None, request: gr.Request):
+        """The sidebar after a reply; the chat itself keeps what the reply showed (an error,
+        a note on left-out messages), which re-reading the store would wipe."""
+        user = user_of(request)
+        try:
+            conversation = self.store.get_conversation(user, conversation_id,
+                                                       include_superseded=True)
+        except NotFound:
+            return self.refresh(query, conversation_id, request), gr.update(), gr.update()
+        earlier = [m for m in conversation.messages if m.superseded]
+        return (self.refresh(query, conversation_id, request), conversation.title,
+                _earlier_markdown(earlier))
+
     def new_chat(self, request: gr.Request) -> tuple:
         self.manager.cancel(session_key(request))
         return [], None, False, "", gr.update(value=None), "", ""

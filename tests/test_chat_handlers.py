@@ -208,3 +208,13 @@ def test_a_bad_import_file_is_refused_through_the_page(page, tmp_path):
     _, message = page.convs.import_file(str(bad), "", ALICE)
     assert message.startswith("⚠️ Not imported: broken.json: field 'model'")
     assert page.store.list_conversations("alice") == []
+
+
+def test_after_a_reply_only_the_sidebar_is_refreshed(page):
+    page.backend.fail_at = 1
+    conversation_id = send(page, "Name the capital of France.")[-1][2]
+    listed, title, earlier = page.convs.after_reply("", conversation_id, ALICE)
+    assert title == "Name the capital of France."
+    assert listed["choices"] == [("Name the capital of France.", conversation_id)]
+    assert earlier.startswith("No earlier replies")
+    # No chat output: the error the reply showed stays on the page.
