@@ -64,6 +64,16 @@ class BackendError(Exception):
     """A failure whose message is fit to show a person as it is."""
 
 
+def reply_room(prompt_tokens: int, context_length: int, max_new_tokens: int) -> int:
+    """How many tokens the reply may take; an error when the prompt leaves none."""
+    room = context_length - prompt_tokens
+    if room <= 0:
+        raise BackendError(
+            f"the prompt takes {prompt_tokens} tokens but the model's context holds "
+            f"{context_length}: shorten the conversation")
+    return min(max_new_tokens, room)
+
+
 class Backend(ABC):
     """One loaded (or loadable) model on one engine."""
 

@@ -24,6 +24,7 @@ from backends.base import (
     Message,
     ProgressCallback,
     Usage,
+    reply_room,
 )
 from backends.chat_template import ChatTemplate
 from backends.stops import StopStringFilter
@@ -186,12 +187,7 @@ class TransformersBackend(Backend):
         model, tokenizer = self._require_model(), self._require_tokenizer()
         inputs = self._encode(self.render_prompt(messages, params.continue_final)).to(model.device)
         prompt_tokens = int(inputs["input_ids"].shape[1])
-        room = self.context_length - prompt_tokens
-        if room <= 0:
-            raise BackendError(
-                f"the prompt takes {prompt_tokens} tokens but the model's context holds "
-                f"{self.context_length}: shorten the conversation")
-        max_new = min(params.max_new_tokens, room)
+        max_new = reply_room(prompt_tokens, self.context_length, params.max_new_tokens)
         halt = threading.Event()  # set by Stop, by a stop string, or by a reader that left
         seen = {"length": prompt_tokens, "last": None}
 

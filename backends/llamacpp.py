@@ -23,6 +23,7 @@ from backends.base import (
     Message,
     ProgressCallback,
     Usage,
+    reply_room,
 )
 from backends.chat_template import ChatTemplate
 from backends.stops import StopStringFilter
@@ -187,13 +188,7 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         prompt_tokens = self._tokenize(self.render_prompt(messages, params.continue_final))
-        room = self.context_length - len(prompt_tokens)
-        if room <= 0:
-            raise BackendError(
-                f"the prompt takes {len(prompt_tokens)} tokens but the model's context "
-                f"holds {self.context_length}: shorten the conversation"
-            )
-        max_new = min(params.max_new_tokens, room)
+        max_new = reply_room(len(prompt_tokens), self.context_length, params.max_new_tokens)
         llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
         tokens = llm.generate(
             prompt_tokens,

@@ -213,10 +213,7 @@ class Store:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                owned = self._db.execute("SELECT 1 FROM conversations WHERE id = ? AND user = ?",
-                                         (conversation_id, user)).fetchone()
-                if owned is None:
-                    raise NotFound(f"conversation {conversation_id} does not exist")
+                self._require_owner(user, conversation_id)
                 message_id = self._insert_message(conversation_id, message)
                 self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?",
                                  (time.time(), conversation_id))
@@ -225,6 +222,13 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
         return message_id
+
+    def _require_owner(self, user: str, conversation_id: int) -> None:
+        """Called under the lock: another user's conversation is as good as absent."""
+        owned = self._db.execute("SELECT 1 FROM conversations WHERE id = ? AND user = ?",
+                                 (conversation_id, user)).fetchone()
+        if owned is None:
+            raise NotFound(f"conversation {conversation_id} does not exist")
 
     def _insert_message(self, conversation_id: int, m: StoredMessage) -> int:
         cursor = self._db.execute(
@@ -239,8 +243,8 @@ class Store:
 
     def supersede(self, user: str, conversation_id: int, message_ids: Sequence[int]) -> None:
         """Take messages out of the conversation while keeping them retrievable."""
-        self.get_conversation(user, conversation_id)  # ownership
         with self._lock:
+            self._require_owner(user, conversation_id)
             self._db.executemany(
                 "UPDATE messages SET superseded = 1 WHERE id = ? AND conversation_id = ?",
                 [(i, conversation_id) for i in message_ids])
@@ -248,8 +252,8 @@ class Store:
     def extend_message(self, user: str, conversation_id: int, message_id: int, text: str,
                        completion_tokens: int, finish_reason: str | None, stopped: bool) -> None:
         """Append a continuation to a reply that was cut at the token limit."""
-        self.get_conversation(user, conversation_id)
         with self._lock:
+            self._require_owner(user, conversation_id)
             self._db.execute(
                 "UPDATE messages SET content = content || ?, completion_tokens ="
                 " COALESCE(completion_tokens, 0) + ?, finish_reason = ?, stopped = ?"

@@ -1,7 +1,6 @@
 """Assembles the page and serves it on loopback, with no share link and no analytics."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import gradio as gr
@@ -11,10 +10,6 @@ from chatcore.store import Store
 from chatcore.transfer import MAX_IMPORT_BYTES
 from chatui.chat_tab import build_chat_tab
 from chatui.models_tab import build_models_tab
-
-log = logging.getLogger(__name__)
-
-MAX_UPLOAD_BYTES = MAX_IMPORT_BYTES
 
 # System fonts only: the default theme would fetch web fonts, and the app works offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -44,7 +39,7 @@ def serve(manager: ModelManager, store: Store, initial_model: str, host: str, po
                                  theme=THEME, footer_links=[], ssr_mode=False,
                                  enable_monitoring=False, mcp_server=False, auth=auth,
                                  allowed_paths=[str(export_dir)],
-                                 max_file_size=MAX_UPLOAD_BYTES)
+                                 max_file_size=MAX_IMPORT_BYTES)
     print(f"Chat page: {local_url}", flush=True)
     try:
         app.block_thread()

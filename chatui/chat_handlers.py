@@ -67,13 +67,7 @@ class ChatHandlers:
         return entry.name if entry else model_id
 
     def display(self, user: str, conversation_id: int | None) -> list[Turn]:
-        if conversation_id is None:
-            return []
-        try:
-            messages = self.store.get_conversation(user, conversation_id).messages
-        except NotFound:
-            return []
-        return turns_from(messages, self.model_name)
+        return turns_from(self._messages(user, conversation_id), self.model_name)
 
     # -- actions -------------------------------------------------------------------------
     def send(self, message: str, conversation_id: int | None, editing: bool, model_id: str,

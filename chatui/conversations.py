@@ -65,7 +65,6 @@ class ConversationHandlers:
         except NotFound:
             gr.Warning(f"Conversation {conversation_id} no longer exists.")
             return (gr.update(),) * 12
-        active = [m for m in conversation.messages if not m.superseded]
         earlier = [m for m in conversation.messages if m.superseded]
         p = conversation.params
         model = conversation.model if self.manager.registry.get(conversation.model) else gr.update()
@@ -74,7 +73,7 @@ class ConversationHandlers:
                 p.get("temperature", gr.update()), p.get("top_p", gr.update()),
                 p.get("top_k", gr.update()), p.get("max_new_tokens", gr.update()),
                 p.get("repetition_penalty", gr.update()),
-                _earlier_markdown(earlier) if earlier or active else "")
+                _earlier_markdown(earlier))
 
     def rename(self, conversation_id: int | None, title: str, query: str,
                request: gr.Request):

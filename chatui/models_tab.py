@@ -81,7 +81,7 @@ class ModelsHandlers:
         return status_rows(self.manager), self.manager.memory_summary()
 
     def load(self, model_id: str, progress: gr.Progress = gr.Progress()) -> Iterator[str]:
-        if self.manager.placement(model_id) or _is_resident(self.manager, model_id):
+        if _is_resident(self.manager, model_id):
             yield f"**{model_id}** is already resident."
             return
         latest = [(0.0, "starting")]

@@ -127,10 +127,7 @@ def test_a_conversation_survives_a_restart_and_can_be_renamed_searched_and_delet
     app = start_app(["--data-dir", str(data)])
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium_path,
-                                                 args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(app.url)
+            browser, page = open_page(playwright, chromium_path, app.url)
             use_greedy_decoding(page)
             page.locator("#message textarea").fill("Name the capital of France.")
             page.locator("#message textarea").press("Enter")
@@ -145,10 +142,7 @@ def test_a_conversation_survives_a_restart_and_can_be_renamed_searched_and_delet
     app = start_app(["--data-dir", str(data)])  # the restart
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium_path,
-                                                 args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(app.url)
+            browser, page = open_page(playwright, chromium_path, app.url)
             entry = page.locator("#conversations label", has_text="Name the capital")
             entry.wait_for(timeout=30_000)
             entry.click()
@@ -185,6 +179,13 @@ def test_a_conversation_survives_a_restart_and_can_be_renamed_searched_and_delet
     store = Store(data)
     assert store.list_conversations("") == []
     store.close()
+
+
+def open_page(playwright, chromium_path: str, url: str):
+    browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(url)
+    return browser, page
 
 
 def stop(app) -> None:
