@@ -39,6 +39,15 @@ class GenParams:
     stop: tuple[str, ...] = field(default_factory=tuple)
     # Extend the final assistant message instead of starting a new one (a cut reply).
     continue_final: bool = False
+    # How many CPU threads to use right now; asked between tokens, so a reply speeds up when
+    # a neighbour sharing the cores finishes. None: the backend's own setting.
+    threads: Callable[[], int] | None = field(default=None, compare=False, repr=False)
+
+    def settings(self) -> dict:
+        """The sampling settings worth keeping with a reply."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+                "max_new_tokens": self.max_new_tokens,
+                "repetition_penalty": self.repetition_penalty, "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -100,3 +109,8 @@ class Backend(ABC):
     def memory_device(self) -> str:
         """Where the estimate is charged: "cpu" (RAM) or "cuda:N"."""
         return "cpu"
+
+    def decodes_on_cpu(self) -> bool:
+        """True when replies are computed by this machine's cores, which concurrent replies
+        then share (see `GenParams.threads`)."""
+        return False

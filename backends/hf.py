@@ -28,6 +28,7 @@ from backends.base import (
 )
 from backends.chat_template import ChatTemplate
 from backends.stops import StopStringFilter
+from chatcore.cpu_share import physical_cores
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,9 @@ class TransformersBackend(Backend):
             return self.settings.dtype
         return "float32" if self.memory_device() == "cpu" else "bfloat16"
 
+    def decodes_on_cpu(self) -> bool:
+        return self.memory_device() == "cpu"
+
     def memory_footprint(self) -> int:
         """Bytes the loaded weights take, as transformers counts them."""
         return int(self._require_model().get_memory_footprint())
@@ -188,6 +192,7 @@ class TransformersBackend(Backend):
         inputs = self._encode(self.render_prompt(messages, params.continue_final)).to(model.device)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         max_new = reply_room(prompt_tokens, self.context_length, params.max_new_tokens)
+        cores = physical_cores()
         halt = threading.Event()  # set by Stop, by a stop string, or by a reader that left
         seen = {"length": prompt_tokens, "last": None}
 
@@ -196,7 +201,13 @@ class TransformersBackend(Backend):
 
             def __call__(self, input_ids, scores, **kwargs):
                 seen["length"], seen["last"] = int(input_ids.shape[1]), int(input_ids[0, -1])
+                follow_thread_share()
                 return cancel.is_set() or halt.is_set()
+
+        def follow_thread_share() -> None:
+            if params.threads is not None and \
+                    (wanted := min(cores, params.threads())) != torch.get_num_threads():
+                torch.set_num_threads(wanted)
 
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
                                         timeout=TOKEN_TIMEOUT_S)
@@ -215,6 +226,7 @@ class TransformersBackend(Backend):
 
         def work() -> None:
             try:
+                follow_thread_share()
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
                 with torch.inference_mode():
@@ -222,6 +234,9 @@ class TransformersBackend(Backend):
             except BaseException as exc:  # noqa: BLE001 - handed to the reader
                 failure.append(exc)
                 streamer.end()
+            finally:
+                if params.threads is not None:
+                    torch.set_num_threads(cores)  # this thread's setting is what new ones get
 
         worker = threading.Thread(target=work, name="hf-generate", daemon=True)
         worker.start()

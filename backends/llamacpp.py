@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import logging
-import os
 import random
 import threading
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,7 @@ from backends.base import (
 )
 from backends.chat_template import ChatTemplate
 from backends.stops import StopStringFilter
+from chatcore.cpu_share import physical_cores
 
 log = logging.getLogger(__name__)
 
@@ -66,33 +66,6 @@ def _plain_cpu_weight_buffers():
             yield
         finally:
             lib.llama_model_default_params = original
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use: llama.cpp gains nothing from SMT siblings."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-    cores: set[tuple[str, str]] = set()
-    try:
-        cpu = phys = core = None
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key == "processor":
-                    cpu = int(value)
-                elif key == "physical id":
-                    phys = value
-                elif key == "core id":
-                    core = value
-                elif not key and cpu is not None:
-                    if core is not None and (not allowed or cpu in allowed):
-                        cores.add((phys or "0", core))
-                    cpu = phys = core = None
-            if cpu is not None and core is not None and (not allowed or cpu in allowed):
-                cores.add((phys or "0", core))
-    except OSError:
-        pass
-    return len(cores) or len(allowed) or os.cpu_count() or 1
 
 
 class LlamaCppBackend(Backend):
@@ -158,6 +131,9 @@ class LlamaCppBackend(Backend):
         self._llm = None
         self._template = None
 
+    def decodes_on_cpu(self) -> bool:
+        return self.n_gpu_layers != -1  # partly offloaded models still decode layers here
+
     def memory_estimate(self) -> int:
         from chatcore.memory import PlannerError, llamacpp_estimate
 
@@ -202,11 +178,16 @@ class LlamaCppBackend(Backend):
         stops = StopStringFilter((*params.stop, *self._require_template().stop_strings))
         generated = 0
         finish = "length"
+        threads = self.n_threads
         try:
             while generated < max_new:
                 if cancel.is_set():
                     finish = "cancelled"
                     break
+                if params.threads is not None and \
+                        (wanted := min(self.n_threads, params.threads())) != threads:
+                    threads = wanted
+                    llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)
                 token = next(tokens)
                 if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                     finish = "stop"
@@ -220,6 +201,8 @@ class LlamaCppBackend(Backend):
                     break
         finally:
             tokens.close()
+            if threads != self.n_threads:
+                llama_cpp.llama_set_n_threads(llm._ctx.ctx, self.n_threads, self.n_threads)
         tail = "" if stops.stopped else stops.feed(decoder.decode(b"", final=True)) + stops.flush()
         usage = Usage(prompt_tokens=len(prompt_tokens), completion_tokens=generated)
         yield Chunk(tail, finish_reason=finish, usage=usage)

@@ -123,6 +123,12 @@ class ModelEntry(BaseModel):
         return f"transformers · {spec.label if spec else self.dtype} · {self.device}"
 
     @property
+    def display_name(self) -> str:
+        """The name, with the engine settings where one model may be set up several ways."""
+        return f"{self.name} [{self.settings_label}]" if self.backend == "transformers" \
+            else self.name
+
+    @property
     def source_text(self) -> str:
         """Where the weights are expected, in the words the entry used."""
         if self.path:

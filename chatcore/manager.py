@@ -13,11 +13,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 
 from backends.base import Backend, BackendError, Chunk, GenParams, Message, ProgressCallback
 from chatcore.config import ModelEntry, ModelRegistry
 from chatcore.context import ContextOverflow, fit_context
+from chatcore.cpu_share import CpuShare
 from chatcore.fair_queue import FairQueue
 from chatcore.memory import (
     MemoryBudget,
@@ -116,9 +118,11 @@ _DONE = object()
 
 class ModelManager:
     def __init__(self, registry: ModelRegistry, backend_factory: BackendFactory,
-                 budget: MemoryBudget | None = None, allow_download: bool = False) -> None:
+                 budget: MemoryBudget | None = None, allow_download: bool = False,
+                 cpu: CpuShare | None = None) -> None:
         self.registry = registry
         self.budget = budget or MemoryBudget.parse(None)
+        self.cpu = cpu or CpuShare()
         self._factory = backend_factory
         self._allow_download = allow_download
         self._lock = threading.Lock()  # guards every dict below; never held while loading
@@ -334,55 +338,78 @@ class ModelManager:
         Closing the iterator early (a disconnect) sets `cancel` and joins the worker, so
         no token is computed for a reader that is gone.
         """
-        self.entry(model_id)
+        for _, event in self.stream_many([(model_id, messages, params)], cancel):
+            if isinstance(event, Exception):
+                raise event
+            yield event
+
+    def stream_many(self, requests: Sequence[tuple[str, Sequence[Message], GenParams]],
+                    cancel: threading.Event) -> Iterator[tuple[int, StreamEvent | Exception]]:
+        """Several replies at once, one worker each, merged as (request index, event) in the
+        order they happen. A failed request yields its error (BackendError or
+        ModelUnavailable) as its last event and the others go on; `cancel` stops them all.
+        """
+        for model_id, _, _ in requests:
+            self.entry(model_id)
         events: queue.Queue = queue.Queue()
-        worker = threading.Thread(
-            target=self._serve, args=(model_id, messages, params, cancel, events),
-            name=f"generate-{model_id}", daemon=True)
-        worker.start()
+        workers = [
+            threading.Thread(target=self._serve,
+                             args=(model_id, messages, params, cancel,
+                                   lambda item, index=index: events.put((index, item))),
+                             name=f"generate-{model_id}", daemon=True)
+            for index, (model_id, messages, params) in enumerate(requests)]
+        for worker in workers:
+            worker.start()
+        running = len(workers)
         try:
-            while (item := events.get()) is not _DONE:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
+            while running:
+                index, item = events.get()
+                if item is _DONE:
+                    running -= 1
+                else:
+                    yield index, item
         finally:
             cancel.set()
-            worker.join()
+            for worker in workers:
+                worker.join()
 
     def _serve(self, model_id: str, messages: Sequence[Message], params: GenParams,
-               cancel: threading.Event, events: queue.Queue) -> None:
+               cancel: threading.Event, emit: Callable[[object], None]) -> None:
         self._count(self._in_use, model_id, +1)  # a model someone waits for is not evicted
         line = self._queues[model_id]
         ticket = None
         try:
-            backend = self.load(model_id, lambda f, step: events.put(Loading(f, step)))
+            backend = self.load(model_id, lambda f, step: emit(Loading(f, step)))
             messages, dropped = fit_context(messages, backend.count_tokens,
                                             self.entry(model_id).context_length,
                                             params.max_new_tokens)
             if dropped:
-                events.put(Trimmed(dropped))
+                emit(Trimmed(dropped))
             ticket = line.join()
             ahead = None
             while not line.wait_turn(ticket, WAIT_POLL_S):
                 if cancel.is_set():
-                    events.put(Chunk("", finish_reason="cancelled"))
+                    emit(Chunk("", finish_reason="cancelled"))
                     return
                 if (position := line.position(ticket)) != ahead:
                     ahead = position
-                    events.put(Waiting(position))
+                    emit(Waiting(position))
             self._count(self._generating, model_id, +1)
+            share = self.cpu.share() if backend.decodes_on_cpu() else nullcontext(None)
             try:
-                for chunk in backend.stream_chat(messages, params, cancel):
-                    events.put(chunk)
+                with share as threads:
+                    params = replace(params, threads=threads) if threads else params
+                    for chunk in backend.stream_chat(messages, params, cancel):
+                        emit(chunk)
             finally:
                 self._count(self._generating, model_id, -1)
         except (BackendError, ModelUnavailable) as exc:
-            events.put(exc)
+            emit(exc)
         except ContextOverflow as exc:
-            events.put(BackendError(str(exc)))
+            emit(BackendError(str(exc)))
         except Exception as exc:  # noqa: BLE001 - shown to the person, logged in full
             log.exception("generation with %s failed", model_id)
-            events.put(BackendError(f"{model_id} failed while generating: {exc}"))
+            emit(BackendError(f"{model_id} failed while generating: {exc}"))
         finally:
             if ticket is not None:
                 line.leave(ticket)
@@ -390,7 +417,7 @@ class ModelManager:
                 if model_id in self._resident:
                     self._resident[model_id].last_used = time.time()
             self._count(self._in_use, model_id, -1)
-            events.put(_DONE)
+            emit(_DONE)
 
     def _count(self, counter: dict[str, int], model_id: str, delta: int) -> None:
         with self._lock:

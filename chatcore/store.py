@@ -11,8 +11,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from chatcore.votes import Vote, vote_from_row
 
 DB_NAME = "chats.sqlite3"
 
@@ -56,6 +58,19 @@ MIGRATIONS: Sequence[str] = (
         prompt TEXT NOT NULL,
         UNIQUE (user, name)
     );
+    """,
+    """
+    CREATE TABLE votes (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        prompt TEXT NOT NULL,
+        system_prompt TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL,
+        blind INTEGER NOT NULL DEFAULT 0,
+        panes TEXT NOT NULL
+    );
+    CREATE INDEX votes_by_user ON votes (user, id);
     """,
 )
 
@@ -280,6 +295,24 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
         return conversation_id
+
+    # -- side-by-side votes --------------------------------------------------------------
+    def add_vote(self, user: str, vote: Vote) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO votes (user, created, prompt, system_prompt, outcome, blind, panes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user, vote.created, vote.prompt, vote.system_prompt, vote.outcome,
+                 int(vote.blind), json.dumps([asdict(p) for p in vote.panes])))
+            return int(cursor.lastrowid)
+
+    def votes(self, user: str) -> list[Vote]:
+        """Oldest first, as they were cast."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, created, prompt, system_prompt, outcome, blind, panes FROM votes"
+                " WHERE user = ? ORDER BY id", (user,)).fetchall()
+        return [vote_from_row(row) for row in rows]
 
     # -- presets -------------------------------------------------------------------------
     def presets(self, user: str) -> dict[str, str]:

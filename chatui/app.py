@@ -9,6 +9,7 @@ from chatcore.manager import ModelManager
 from chatcore.store import Store
 from chatcore.transfer import MAX_IMPORT_BYTES
 from chatui.chat_tab import build_chat_tab
+from chatui.compare_tab import build_compare_tab
 from chatui.models_tab import build_models_tab
 
 # System fonts only: the default theme would fetch web fonts, and the app works offline.
@@ -22,6 +23,8 @@ def build_app(manager: ModelManager, store: Store, initial_model: str,
         gr.Markdown("## Local Chat\nOpen models on this machine; nothing leaves it.")
         with gr.Tab("Chat", id="chat"):
             build_chat_tab(app, manager, store, initial_model, export_dir)
+        with gr.Tab("Compare", id="compare"):
+            build_compare_tab(app, manager, store, initial_model, export_dir)
         with gr.Tab("Models", id="models"):
             build_models_tab(manager)
     return app

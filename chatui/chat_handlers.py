@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import replace
 
 import gradio as gr
 
@@ -84,10 +84,10 @@ class ChatHandlers:
             self._supersede_last_exchange(user, conversation_id)
         if conversation_id is None:
             conversation_id = self.store.create_conversation(
-                user, title_from(message), model_id, system or "", _settings(params))
+                user, title_from(message), model_id, system or "", params.settings())
         else:
             self.store.update_settings(user, conversation_id, model_id, system or "",
-                                       _settings(params))
+                                       params.settings())
         self.store.add_message(user, conversation_id, StoredMessage("user", message))
         yield from self._reply(user, conversation_id, model_id, system, params,
                                session_key(request))
@@ -121,7 +121,7 @@ class ChatHandlers:
                 conversation_id, False
             return
         params = gen_params(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
-        params = GenParams(**{**asdict(params), "continue_final": True})
+        params = replace(params, continue_final=True)
         yield from self._reply(user, conversation_id, model_id, system, params,
                                session_key(request), continuing=messages[-1])
 
@@ -204,7 +204,7 @@ class ChatHandlers:
         if not text and stopped:
             return  # stopped before the first word: nothing to keep
         self.store.add_message(user, conversation_id, StoredMessage(
-            "assistant", text, model=model_id, params=_settings(params),
+            "assistant", text, model=model_id, params=params.settings(),
             time_to_first_token=meter.time_to_first_token,
             tokens_per_second=meter.tokens_per_second,
             prompt_tokens=meter.usage.prompt_tokens if meter.usage else None,
@@ -224,7 +224,3 @@ class ChatHandlers:
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
         if last_user is not None:
             self.store.supersede(user, conversation_id, [m.id for m in messages[last_user:]])
-
-
-def _settings(params: GenParams) -> dict:
-    return {k: v for k, v in asdict(params).items() if k not in ("stop", "continue_final")}

@@ -20,10 +20,8 @@ def model_choices(manager: ModelManager) -> list[tuple[str, str]]:
 def _choice_label(manager: ModelManager, status: ModelStatus) -> str:
     label = status.name
     entry = manager.registry.get(status.id)
-    if entry is not None and entry.backend == "transformers":
-        label += f" [{entry.settings_label}]"
-        if entry.trust_remote_code:
-            label += " ⚠ remote code"
+    if entry is not None:
+        label = entry.display_name + (" ⚠ remote code" if entry.trust_remote_code else "")
     return label if status.usable else f"{label} ({status.state.value})"
 
 

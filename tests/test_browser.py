@@ -191,3 +191,63 @@ def open_page(playwright, chromium_path: str, url: str):
 def stop(app) -> None:
     app.process.terminate()
     app.process.wait(timeout=20)
+
+
+def set_number(page, elem_id: str, value: str) -> None:
+    """Type into a slider's number box and wait until the slider took it."""
+    number = page.locator(f"#{elem_id} input[type=number]")
+    for _ in range(3):
+        number.fill(value)
+        number.press("Enter")
+        try:
+            page.wait_for_function(
+                f"() => document.querySelector('#{elem_id} input[type=range]').value"
+                f" === '{value}'", timeout=3_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"#{elem_id} did not take the value {value}")
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.locator(f"#{elem_id}").get_by_role("option", name=option, exact=True).click()
+    page.wait_for_function(
+        f"() => document.querySelector('#{elem_id} input').value === {option!r}")
+
+
+def test_compare_two_models_vote_and_see_the_leaderboard_change(page, artifacts):
+    page.get_by_role("tab", name="Compare").click()
+    pick(page, "compare-model-0", "SmolLM2 135M Instruct (Q4_1)")
+    pick(page, "compare-model-1", "SmolLM2 135M Instruct [transformers · 4bit nf4 · auto]")
+    for pane in (0, 1):
+        page.locator(f"#compare-settings-{pane}").get_by_text("Settings").click()
+        set_number(page, f"compare-max-tokens-{pane}", "40")
+    board = page.locator("#compare-leaderboard")
+    board_before = board.inner_text()
+    box = page.locator("#compare-message textarea")
+    box.fill("Write a long story about a dragon who learns to cook.")
+    box.press("Enter")
+    seen: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        texts = tuple(page.locator(f"#compare-pane-{pane} [data-testid='bot']").last
+                      .inner_text() if page.locator(f"#compare-pane-{pane} [data-testid='bot']")
+                      .count() else "" for pane in (0, 1))
+        seen.append(texts)
+        if all("tokens/s" in t for t in texts):
+            break
+        time.sleep(0.03)
+    assert all("tokens/s" in t for t in seen[-1]), f"the panes never finished: {seen[-1]}"
+    for pane in (0, 1):
+        growth = {texts[pane] for texts in seen if texts[pane] not in ("", "…")}
+        assert len(growth) >= 3, f"pane {pane} did not grow in steps: {sorted(growth)}"
+    assert any(all(t not in ("", "…") and "tokens/s" not in t for t in texts)
+               for texts in seen), "the two panes never streamed at the same time"
+    page.locator("#compare-vote-a").click()
+    page.wait_for_function(
+        "() => document.querySelector('#compare-status').innerText.includes('Vote saved')")
+    page.wait_for_function(
+        f"() => document.querySelector('#compare-leaderboard').innerText !== {board_before!r}")
+    assert "SmolLM2 135M Instruct (Q4_1)" in board.inner_text()
+    page.screenshot(path=str(artifacts / "compare-tab.png"), full_page=True)

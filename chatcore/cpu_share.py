@@ -1,0 +1,68 @@
+"""Splitting this machine's cores between replies that decode on the CPU at the same time.
+
+Two engines that each start one thread per core on the same cores fight over them: llama.cpp
+threads spin while they wait for each other, so both replies slow down more than the split
+would cost. Each running reply instead gets cores // (replies running), asked again between
+tokens, so when one side-by-side pane finishes the others take its cores back.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: decoding gains nothing from SMT siblings."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    cores: set[tuple[str, str]] = set()
+    try:
+        cpu = phys = core = None
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "processor":
+                    cpu = int(value)
+                elif key == "physical id":
+                    phys = value
+                elif key == "core id":
+                    core = value
+                elif not key and cpu is not None:
+                    if core is not None and (not allowed or cpu in allowed):
+                        cores.add((phys or "0", core))
+                    cpu = phys = core = None
+            if cpu is not None and core is not None and (not allowed or cpu in allowed):
+                cores.add((phys or "0", core))
+    except OSError:
+        pass
+    return len(cores) or len(allowed) or os.cpu_count() or 1
+
+
+class CpuShare:
+    def __init__(self, cores: int | None = None) -> None:
+        self.cores = max(1, cores or physical_cores())
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    def threads(self) -> int:
+        """Threads one reply should use now."""
+        with self._lock:
+            return max(1, self.cores // max(1, self._running))
+
+    @contextmanager
+    def share(self) -> Iterator[Callable[[], int]]:
+        """Count a reply as running for the block; yields the function it asks for threads."""
+        with self._lock:
+            self._running += 1
+        try:
+            yield self.threads
+        finally:
+            with self._lock:
+                self._running -= 1

@@ -1,0 +1,278 @@
+"""The Compare tab's callbacks: one prompt to every pane at once, votes, the leaderboard."""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import gradio as gr
+
+from backends.base import Chunk, GenParams
+from chatcore.comparison import MAX_PANES, MIN_PANES, Comparison, Round
+from chatcore.context import title_from
+from chatcore.manager import Loading, ModelManager, ModelUnavailable, Trimmed, UnknownModel, Waiting
+from chatcore.meter import ReplyMeter
+from chatcore.ratings import Standing, leaderboard
+from chatcore.store import Store, StoredMessage
+from chatcore.votes import all_battles, votes_to_csv, votes_to_json
+from chatui.chat_handlers import UPDATE_INTERVAL_S, progress_bar, session_key, user_of
+from chatui.transcript import Turn, chatbot_messages, turns_from
+
+log = logging.getLogger(__name__)
+
+LEADERBOARD_COLUMNS = ["Rank", "Model", "Rating", "95% interval", "Win rate", "Wins", "Losses",
+                       "Ties", "Votes"]
+
+# A bootstrap over one or two votes resamples the same votes and gives a zero-width interval,
+# which would look certain; below this many games the table says so instead.
+MIN_GAMES_FOR_INTERVAL = 5
+
+
+def compare_key(request: gr.Request | None) -> str:
+    """Stop on the Compare tab ends the comparison, not a reply on the Chat tab."""
+    return session_key(request) + ":compare"
+
+
+class CompareHandlers:
+    def __init__(self, manager: ModelManager, store: Store, export_dir: Path) -> None:
+        self.manager = manager
+        self.store = store
+        self.export_dir = export_dir
+
+    def model_name(self, model_id: str) -> str:
+        entry = self.manager.registry.get(model_id)
+        return entry.display_name if entry else model_id
+
+    # -- a round -------------------------------------------------------------------------
+    def send(self, message: str, comparison: Comparison | None, blind: bool, count: float,
+             system: str, *pane_settings, request: gr.Request) -> Iterator[tuple]:
+        """`pane_settings`: every pane's model, then temperatures, then max new tokens."""
+        text = (message or "").strip()
+        if not text:
+            yield self._outputs(comparison, None, message)
+            return
+        setups = self._setups(int(count), pane_settings)
+        if comparison is None:
+            comparison = Comparison.start(setups, system=system or "", blind=bool(blind))
+        else:
+            comparison.system = system or ""
+            if comparison.revealed:  # a pane's model can change between rounds
+                for pane, (model_id, params) in zip(comparison.panes, setups):
+                    pane.model_id, pane.params = model_id, params
+        yield from self._round(comparison, text, compare_key(request))
+
+    def _setups(self, count: int, settings: Sequence) -> list[tuple[str, GenParams]]:
+        count = max(MIN_PANES, min(MAX_PANES, count))
+        models = settings[:MAX_PANES]
+        temperatures = settings[MAX_PANES:2 * MAX_PANES]
+        max_tokens = settings[2 * MAX_PANES:3 * MAX_PANES]
+        setups = []
+        for index in range(count):
+            model_id = models[index]
+            defaults = self.manager.registry.get(model_id)
+            base = defaults.defaults if defaults is not None else None
+            setups.append((model_id, GenParams(
+                temperature=float(temperatures[index]),
+                top_p=base.top_p if base else 0.9, top_k=base.top_k if base else 40,
+                max_new_tokens=int(max_tokens[index]),
+                repetition_penalty=base.repetition_penalty if base else 1.0,
+                seed=base.seed if base else None)))
+        return setups
+
+    def _round(self, comparison: Comparison, text: str, key: str) -> Iterator[tuple]:
+        panes = comparison.panes
+        round_ = Round.begin(text, len(panes))
+        live = [Turn("assistant", "") for _ in panes]
+        meters = [ReplyMeter() for _ in panes]
+        notices = [""] * len(panes)
+        requests = [(p.model_id, comparison.prompt_for(i, text), p.params)
+                    for i, p in enumerate(panes)]
+        yield self._outputs(comparison, (round_, live), "")
+        cancel = self.manager.begin_generation(key)
+        last_update = time.perf_counter()
+        try:
+            for index, event in self.manager.stream_many(requests, cancel):
+                self._apply(comparison, index, event, live[index], meters[index], notices)
+                now = time.perf_counter()
+                if now - last_update >= UPDATE_INTERVAL_S or not isinstance(event, Chunk):
+                    last_update = now
+                    yield self._outputs(comparison, (round_, live), "")
+        except (UnknownModel, ModelUnavailable) as exc:
+            for turn in live:
+                turn.error = turn.error or str(exc)
+        except Exception as exc:  # noqa: BLE001 - never a traceback on the page
+            log.exception("comparison round failed")
+            for turn in live:
+                turn.error = turn.error or f"unexpected error: {exc}"
+        finally:
+            self.manager.end_generation(key, cancel)
+        for index, pane in enumerate(panes):
+            turn, meter = live[index], meters[index]
+            if turn.error:
+                round_.errors[index] = turn.error
+                continue
+            turn.footer = " · ".join(filter(None, [
+                meter.summary(self._shown_name(comparison, index)), notices[index]]))
+            round_.replies[index] = StoredMessage(
+                "assistant", turn.content, model=pane.model_id, params=pane.params.settings(),
+                time_to_first_token=meter.time_to_first_token,
+                tokens_per_second=meter.tokens_per_second,
+                prompt_tokens=meter.usage.prompt_tokens if meter.usage else None,
+                completion_tokens=meter.completion_tokens, finish_reason=meter.finish_reason,
+                stopped=meter.finish_reason == "cancelled")
+        comparison.rounds.append(round_)
+        yield self._outputs(comparison, (round_, live), "", streaming=False)
+
+    def _apply(self, comparison: Comparison, index: int, event, turn: Turn, meter: ReplyMeter,
+               notices: list[str]) -> None:
+        name = self._shown_name(comparison, index)
+        if isinstance(event, Exception):
+            turn.error, turn.footer = str(event), ""
+        elif isinstance(event, Loading):
+            turn.footer = (f"Loading {name}: {event.step} {progress_bar(event.fraction)} "
+                           f"{event.fraction:.0%}")
+        elif isinstance(event, Waiting):
+            turn.footer = (f"Waiting for {name}: {event.ahead} "
+                           f"request{'s' if event.ahead != 1 else ''} ahead")
+        elif isinstance(event, Trimmed):
+            notices[index] = turn.footer = \
+                f"{event.dropped} earlier message{'s' if event.dropped != 1 else ''} left out"
+        else:
+            meter.observe(event)
+            turn.content += event.text
+            turn.footer = notices[index]
+
+    def _shown_name(self, comparison: Comparison, index: int) -> str:
+        if not comparison.revealed:
+            return comparison.label(index)
+        return self.model_name(comparison.panes[index].model_id)
+
+    # -- what the page shows -------------------------------------------------------------
+    def _pane_messages(self, comparison: Comparison, index: int,
+                       live: tuple[Round, list[Turn]] | None, streaming: bool) -> list[dict]:
+        name_of = (lambda _: comparison.label(index)) if not comparison.revealed \
+            else self.model_name
+        turns: list[Turn] = []
+        for round_ in comparison.rounds:
+            if live is not None and round_ is live[0]:
+                continue
+            turns.append(Turn("user", round_.prompt))
+            reply = round_.replies[index]
+            if round_.errors[index] or reply is None:
+                turns.append(Turn("assistant", "", error=round_.errors[index] or "no reply"))
+            else:
+                turns += turns_from([reply], name_of)
+        if live is not None:
+            turns += [Turn("user", live[0].prompt), live[1][index]]
+        return chatbot_messages(turns, streaming)
+
+    def _outputs(self, comparison: Comparison | None, live, message,
+                 streaming: bool = True) -> tuple:
+        """Every pane's chat and title, the state, the message box, the vote row, and the
+        pane model pickers: hidden while a blind comparison keeps its secret, set to the
+        dealt models once the names are shown."""
+        panes, pickers = [], []
+        for index in range(MAX_PANES):
+            if comparison is None or index >= len(comparison.panes):
+                panes.append(gr.update(value=[], label=Comparison.label(index)))
+                pickers.append(gr.update(visible=True))
+                continue
+            panes.append(gr.update(
+                value=self._pane_messages(comparison, index, live, streaming),
+                label=comparison.title(index, self.model_name)))
+            pickers.append(gr.update(visible=False) if not comparison.revealed else
+                           gr.update(visible=True, value=comparison.panes[index].model_id))
+        voting = comparison is not None and comparison.can_vote and not streaming
+        return (*panes, comparison, message, gr.update(visible=voting), *pickers)
+
+    # -- controls ------------------------------------------------------------------------
+    def stop(self, request: gr.Request) -> None:
+        self.manager.cancel(compare_key(request))
+
+    def new_round(self, request: gr.Request) -> tuple:
+        """Forget the comparison on the page (a saved one stays saved) and stop it."""
+        self.manager.cancel(compare_key(request))
+        return (*self._outputs(None, None, "", streaming=False), "")
+
+    def vote(self, outcome: str, comparison: Comparison | None, request: gr.Request) -> tuple:
+        if comparison is None or not comparison.can_vote:
+            return (*self._outputs(comparison, None, gr.update(), streaming=False),
+                    "Send a prompt first, then vote on the replies.", gr.update())
+        vote = comparison.vote(outcome)
+        self.store.add_vote(user_of(request), vote)
+        if vote.winner is None:
+            said = "a tie" if outcome == "tie" else "all bad"
+        else:
+            winner = vote.panes[vote.winner].model
+            said = f"{Comparison.label(vote.winner)} ({self.model_name(winner)}) better"
+        names = ", ".join(f"{Comparison.label(i)} was {self.model_name(p.model_id)}"
+                          for i, p in enumerate(comparison.panes))
+        status = f"Vote saved: {said}. {names}." if vote.blind else f"Vote saved: {said}."
+        return (*self._outputs(comparison, None, gr.update(), streaming=False), status,
+                self.leaderboard_rows(request))
+
+    # -- leaderboard and files -----------------------------------------------------------
+    def standings(self, user: str) -> list[Standing]:
+        return leaderboard(all_battles(self.store.votes(user)))
+
+    def leaderboard_rows(self, request: gr.Request) -> list[list]:
+        return [[rank, self.model_name(s.model), round(s.rating),
+                 f"{s.low:.0f} to {s.high:.0f}" if s.games >= MIN_GAMES_FOR_INTERVAL
+                 else f"needs {MIN_GAMES_FOR_INTERVAL} votes",
+                 f"{s.win_rate:.0%}", s.wins, s.losses, s.ties, s.games]
+                for rank, s in enumerate(self.standings(user_of(request)), start=1)]
+
+    def api_leaderboard(self, request: gr.Request) -> list[dict]:
+        """The caller's leaderboard, best first: model id, rating, interval, counts."""
+        return [{"model": s.model, "rating": s.rating, "low": s.low, "high": s.high,
+                 "wins": s.wins, "losses": s.losses, "ties": s.ties, "win_rate": s.win_rate}
+                for s in self.standings(user_of(request))]
+
+    def export_votes(self, kind: str, request: gr.Request):
+        votes = self.store.votes(user_of(request))
+        if not votes:
+            return gr.update(visible=False), "No votes yet: compare some replies and vote."
+        path = self._export_path(f"votes-{time.strftime('%Y%m%d-%H%M%S')}", kind)
+        path.write_text(votes_to_csv(votes) if kind == "csv" else votes_to_json(votes),
+                        encoding="utf-8")
+        return gr.update(value=str(path), visible=True), \
+            f"Exported {len(votes)} vote{'s' if len(votes) != 1 else ''} to {path.name}."
+
+    def export_markdown(self, comparison: Comparison | None):
+        if comparison is None or not comparison.rounds:
+            return gr.update(visible=False), "Nothing to export yet: send a prompt first."
+        if not comparison.revealed:
+            return gr.update(visible=False), "Vote first: the export would show the names."
+        title = re.sub(r"[^A-Za-z0-9]+", "-", comparison.rounds[0].prompt).strip("-")[:40]
+        path = self._export_path(f"compare-{title or 'prompt'}", "md")
+        path.write_text(comparison.to_markdown(self.model_name), encoding="utf-8")
+        return gr.update(value=str(path), visible=True), f"Exported {path.name}."
+
+    def save_conversations(self, comparison: Comparison | None, request: gr.Request) -> str:
+        """One conversation per pane, each with the history that pane's model saw."""
+        if comparison is None or not comparison.rounds:
+            return "Nothing to save yet: send a prompt first."
+        if not comparison.revealed:
+            return "Vote first: the saved conversations would show the names."
+        user = user_of(request)
+        saved = []
+        for index, pane in enumerate(comparison.panes):
+            messages = comparison.history(index)
+            if not messages:
+                continue
+            title = f"{title_from(comparison.rounds[0].prompt)} ({self.model_name(pane.model_id)})"
+            self.store.import_conversation(user, title, pane.model_id, comparison.system,
+                                           pane.params.settings(), messages)
+            saved.append(title)
+        if not saved:
+            return "No pane has a reply to save."
+        return f"Saved {len(saved)} conversation{'s' if len(saved) != 1 else ''}: " + \
+            "; ".join(f"“{t}”" for t in saved) + ". They are in the Chat tab's list."
+
+    def _export_path(self, stem: str, kind: str) -> Path:
+        # A random part, so one user's export cannot be guessed from another's.
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        return self.export_dir / f"{stem}-{secrets.token_hex(4)}.{kind}"

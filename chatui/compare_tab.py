@@ -1,0 +1,137 @@
+"""The Compare tab: two to four panes answering the same prompts side by side."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from chatcore.comparison import LABELS, MAX_PANES, MIN_PANES
+from chatcore.manager import ModelManager
+from chatcore.store import Store
+from chatui.chat_tab import model_choices
+from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
+
+
+def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
+                      export_dir: Path) -> None:
+    compare = CompareHandlers(manager, store, export_dir)
+    choices = model_choices(manager)
+    # Distinct usable models in the panes to begin with, the chat's model first.
+    usable = [initial_model] + [model_id for _, model_id in choices
+                                if model_id != initial_model and manager.status(model_id).usable]
+    defaults = manager.entry(initial_model).defaults
+    comparison = gr.State(None)
+    with gr.Row():
+        count = gr.Radio([str(n) for n in range(MIN_PANES, MAX_PANES + 1)], value="2",
+                         label="Panes", elem_id="compare-count", scale=1)
+        blind = gr.Checkbox(label="Blind: names hidden until you vote", value=False,
+                            elem_id="compare-blind", scale=2)
+        new_round = gr.Button("New comparison", size="sm", elem_id="compare-new", scale=1)
+    system = gr.Textbox(label="System prompt (all panes)", lines=1, elem_id="compare-system",
+                        placeholder="Empty: each model's own default")
+    columns, pickers, temperatures, max_tokens, panes = [], [], [], [], []
+    with gr.Row(equal_height=False):
+        for index in range(MAX_PANES):
+            with gr.Column(visible=index < MIN_PANES, min_width=240) as column:
+                pickers.append(gr.Dropdown(
+                    choices=choices, value=usable[index % len(usable)],
+                    label=f"Model {LABELS[index]}", elem_id=f"compare-model-{index}"))
+                with gr.Accordion("Settings", open=False, elem_id=f"compare-settings-{index}"):
+                    temperatures.append(gr.Slider(0.0, 2.0, step=0.05,
+                                                  value=defaults.temperature,
+                                                  label="Temperature (0 = greedy)",
+                                                  elem_id=f"compare-temperature-{index}"))
+                    max_tokens.append(gr.Slider(1, 4096, step=1, value=defaults.max_new_tokens,
+                                                label="Max new tokens",
+                                                elem_id=f"compare-max-tokens-{index}"))
+                panes.append(gr.Chatbot(label=f"Model {LABELS[index]}", height=420,
+                                        elem_id=f"compare-pane-{index}", sanitize_html=True,
+                                        buttons=["copy"], feedback_options=None,
+                                        allow_tags=False))
+            columns.append(column)
+    with gr.Row():
+        message = gr.Textbox(placeholder="One prompt for every pane; Enter sends",
+                             show_label=False, scale=8, elem_id="compare-message")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="compare-send")
+        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="compare-stop")
+    with gr.Row(visible=False, elem_id="compare-vote") as vote_row:
+        vote_buttons = [gr.Button(f"{label} is better", size="sm",
+                                  elem_id=f"compare-vote-{label.lower()}",
+                                  visible=i < MIN_PANES)
+                        for i, label in enumerate(LABELS)]
+        tie = gr.Button("Tie", size="sm", elem_id="compare-vote-tie")
+        bad = gr.Button("All bad", size="sm", elem_id="compare-vote-bad")
+    status = gr.Markdown(elem_id="compare-status")
+    with gr.Row():
+        save = gr.Button("Save as conversations", size="sm", elem_id="compare-save")
+        export_md = gr.Button("Export .md", size="sm", elem_id="compare-export-md")
+    with gr.Accordion("Leaderboard", open=True, elem_id="compare-leaderboard-box"):
+        gr.Markdown("Bradley-Terry ratings (Elo scale) from your votes, with 95% bootstrap "
+                    "intervals. A win counts against every other pane of that vote; a tie "
+                    "or all bad counts as a draw.")
+        board = gr.Dataframe(headers=LEADERBOARD_COLUMNS, value=[], interactive=False,
+                             elem_id="compare-leaderboard")
+        with gr.Row():
+            export_csv = gr.Button("Export votes .csv", size="sm", elem_id="votes-csv")
+            export_json = gr.Button("Export votes .json", size="sm", elem_id="votes-json")
+    download = gr.File(label="Download", visible=False, interactive=False,
+                       elem_id="compare-download")
+
+    round_outputs = [*panes, comparison, message, vote_row, *pickers]
+    round_inputs = [message, comparison, blind, count, system, *pickers, *temperatures,
+                    *max_tokens]
+
+    # Gradio hands the request only to a named parameter, so the panes are spelled out.
+    def send_round(message: str, state, blind: bool, count: str, system: str,
+                   model_a: str, model_b: str, model_c: str, model_d: str,
+                   temperature_a: float, temperature_b: float, temperature_c: float,
+                   temperature_d: float, max_tokens_a: float, max_tokens_b: float,
+                   max_tokens_c: float, max_tokens_d: float, request: gr.Request):
+        yield from compare.send(
+            message, state, blind, count, system, model_a, model_b, model_c, model_d,
+            temperature_a, temperature_b, temperature_c, temperature_d, max_tokens_a,
+            max_tokens_b, max_tokens_c, max_tokens_d, request=request)
+
+    rounds = [
+        message.submit(send_round, round_inputs, round_outputs, api_name="compare"),
+        send.click(send_round, round_inputs, round_outputs, api_name=False),
+    ]
+    stop.click(compare.stop, None, None, api_name="compare_stop", queue=False)
+    new_round.click(compare.new_round, None, [*round_outputs, status],
+                    api_name="compare_new", queue=False, cancels=rounds)
+
+    def layout(n: str, request: gr.Request) -> tuple:
+        """Pane count or blind mode changed: show that many panes and start afresh."""
+        shown = int(n)
+        return (*[gr.update(visible=i < shown) for i in range(MAX_PANES)],
+                *[gr.update(visible=i < shown) for i in range(MAX_PANES)],
+                *compare.new_round(request))
+
+    layout_outputs = [*columns, *vote_buttons, *round_outputs, status]
+    count.change(layout, [count], layout_outputs, api_name=False, queue=False, cancels=rounds)
+    blind.change(layout, [count], layout_outputs, api_name=False, queue=False, cancels=rounds)
+
+    def voter(outcome: str):
+        def cast(state, request: gr.Request):
+            return compare.vote(outcome, state, request)
+        return cast
+
+    vote_outputs = [*round_outputs, status, board]
+    for label, button in zip(LABELS, vote_buttons):
+        button.click(voter(label), [comparison], vote_outputs, api_name=f"vote_{label.lower()}",
+                     queue=False)
+    tie.click(voter("tie"), [comparison], vote_outputs, api_name="vote_tie", queue=False)
+    bad.click(voter("bad"), [comparison], vote_outputs, api_name="vote_bad", queue=False)
+    save.click(compare.save_conversations, [comparison], [status], api_name="compare_save",
+               queue=False)
+    export_md.click(compare.export_markdown, [comparison], [download, status], api_name=False)
+
+    def exporter(kind: str):
+        def export(request: gr.Request):
+            return compare.export_votes(kind, request)
+        return export
+
+    export_csv.click(exporter("csv"), None, [download, status], api_name=False)
+    export_json.click(exporter("json"), None, [download, status], api_name=False)
+    app.load(compare.leaderboard_rows, None, [board], api_name=False)
+    gr.api(compare.api_leaderboard, api_name="leaderboard")
