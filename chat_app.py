@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sqlite3
@@ -25,6 +26,7 @@ from chatcore.oneshot import run_prompt
 
 DEFAULT_MODELS = Path(__file__).resolve().parent / "models.yaml"
 EXIT_FAILED, EXIT_USAGE = 1, 2
+API_KEY_ENV = "LOCAL_CHAT_API_KEY"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,6 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where conversations are kept (default: %(default)s)")
     parser.add_argument("--auth", metavar="USER:PASSWORD[,...]",
                         help="require sign-in; each user sees only their own conversations")
+    parser.add_argument("--api-key", metavar="KEY", default=os.environ.get(API_KEY_ENV),
+                        help="key the OpenAI-compatible API at /v1 requires as a Bearer token "
+                             f"(default: ${API_KEY_ENV}); required with a --host other than "
+                             "loopback")
     parser.add_argument("--max-memory", metavar="SIZE",
                         help="memory the models may take: 12GB for RAM, or cpu=12GB,cuda:0=20GB "
                              "(default: 75%% of the RAM free at start, 90%% of free GPU memory)")
@@ -101,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompt is not None:
         return _one_shot(manager, args, entry.defaults, model_id)
 
+    if not args.api_key and not is_loopback(args.host):
+        return _fail(f"--host {args.host} opens the API to other machines: give it a key with "
+                     f"--api-key or ${API_KEY_ENV}", EXIT_USAGE)
     try:
         auth = parse_auth(args.auth)
         store = Store(args.data_dir)
@@ -110,11 +119,24 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"cannot open the conversation store in {args.data_dir}: {exc}",
                      EXIT_FAILED)
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from chatui.app import serve  # gradio is slow to import: only when serving
+    from chatui.app import ServeError, serve  # gradio is slow to import: only when serving
 
-    serve(manager, store, model_id, args.host, args.port, open_browser=not args.no_browser,
-          data_dir=args.data_dir, auth=auth)
+    try:
+        serve(manager, store, model_id, args.host, args.port,
+              open_browser=not args.no_browser, data_dir=args.data_dir, auth=auth,
+              api_key=args.api_key)
+    except ServeError as exc:
+        return _fail(str(exc), EXIT_FAILED)
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_auth(text: str | None) -> list[tuple[str, str]] | None:

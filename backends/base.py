@@ -86,6 +86,10 @@ def reply_room(prompt_tokens: int, context_length: int, max_new_tokens: int) -> 
 class Backend(ABC):
     """One loaded (or loadable) model on one engine."""
 
+    # True when the engine schedules several requests itself (a remote server); otherwise
+    # the manager lets one reply at a time use the model.
+    concurrent: bool = False
+
     @abstractmethod
     def load(self, progress: ProgressCallback | None = None) -> None: ...
 

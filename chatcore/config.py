@@ -13,12 +13,15 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-BackendName = Literal["llamacpp", "transformers"]
-BACKENDS = ("llamacpp", "transformers")
+BackendName = Literal["llamacpp", "transformers", "openai"]
+BACKENDS = ("llamacpp", "transformers", "openai")
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
 # Fields that only the transformers engine understands, with their "not set" values.
 TRANSFORMERS_ONLY = {"quantization": "none", "dtype": "auto", "device": "auto",
                      "max_memory": None, "trust_remote_code": False}
+LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None}
+# Fields that only a remote OpenAI-compatible server needs.
+OPENAI_ONLY = {"remote_model": None, "api_key_env": None, "timeout": None}
 
 
 class ConfigError(Exception):
@@ -65,7 +68,10 @@ class ModelEntry(BaseModel):
     repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
     file: str | None = None
     package: str | None = None
-    base_url: str | None = None
+    base_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    remote_model: str | None = Field(None, min_length=1)
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    timeout: float | None = Field(None, gt=0, le=3600)
     context_length: int = Field(2048, ge=64)
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     chat_template: str | None = None
@@ -90,25 +96,31 @@ class ModelEntry(BaseModel):
             raise ValueError("'package' needs 'file': the model file inside that package")
         if self.path and self.file:
             raise ValueError("'file' goes with 'repo' or 'package', not with 'path'")
-        if self.base_url:
-            raise ValueError(
-                "base_url is for remote servers (backend: openai), which this version "
-                "does not support yet"
-            )
+        if (self.backend == "openai") != bool(self.base_url):
+            raise ValueError("a remote server entry is 'backend: openai' with 'base_url'"
+                             if self.backend == "openai" else
+                             "'base_url' is for remote servers: use 'backend: openai'")
         if self.backend == "llamacpp" and self.repo and not self.file:
             raise ValueError("a llamacpp entry with 'repo' needs 'file': the GGUF file name")
-        if self.backend == "llamacpp":
-            for name, unset in TRANSFORMERS_ONLY.items():
-                if getattr(self, name) != unset:
-                    raise ValueError(f"'{name}' applies to backend transformers only")
-        if self.backend == "transformers" and (self.n_gpu_layers or self.n_threads):
-            raise ValueError("'n_gpu_layers' and 'n_threads' apply to backend llamacpp only; "
-                             "use 'device' for transformers")
+        for fields, owner in ((TRANSFORMERS_ONLY, "transformers"), (LLAMACPP_ONLY, "llamacpp"),
+                              (OPENAI_ONLY, "openai")):
+            if self.backend != owner:
+                for name, unset in fields.items():
+                    if getattr(self, name) != unset:
+                        raise ValueError(f"'{name}' applies to backend {owner} only")
+        if self.backend == "openai":
+            self.base_url = (self.base_url or "").rstrip("/")
+            self.remote_model = self.remote_model or self.id
         if isinstance(self.quantization, str) and self.quantization != "none":
             self.quantization = Quantization(bits=4 if self.quantization == "4bit" else 8)
         if not self.name:
             self.name = self.id
         return self
+
+    @property
+    def is_remote(self) -> bool:
+        """Served by another program: no local weights, no local memory."""
+        return self.backend == "openai"
 
     @property
     def quantization_spec(self) -> Quantization | None:
@@ -117,6 +129,8 @@ class ModelEntry(BaseModel):
     @property
     def settings_label(self) -> str:
         """Backend, quantization and device, as shown beside the name in the dropdown."""
+        if self.backend == "openai":
+            return f"remote · {self.base_url}"
         if self.backend != "transformers":
             return self.backend
         spec = self.quantization_spec

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from backends.base import Message
+from backends.base import BackendError, Message
 
 TITLE_WORDS = 8
 TITLE_CHARS = 60
 
 
-class ContextOverflow(Exception):
+class ContextOverflow(BackendError):
     """Even the newest message alone does not fit; the message gives the numbers."""
 
 

@@ -8,6 +8,7 @@ import platformdirs
 from backends.base import Backend
 from backends.hf import HFSettings, TransformersBackend
 from backends.llamacpp import LlamaCppBackend
+from backends.openai import OpenAIBackend
 from chatcore.config import ModelEntry
 from chatcore.sources import resolve_weights
 
@@ -22,6 +23,10 @@ def default_cache_dir() -> Path:
 def make_backend(entry: ModelEntry, allow_download: bool = False,
                  cache_dir: Path | None = None) -> Backend:
     """Raises ModelNotAvailable when the weights are not on this machine."""
+    if entry.is_remote:
+        return OpenAIBackend(entry.base_url or "", entry.remote_model or entry.id,
+                             api_key_env=entry.api_key_env, timeout=entry.timeout,
+                             context_length=entry.context_length)
     weights = resolve_weights(entry, allow_download=allow_download)
     if entry.backend == "llamacpp":
         return LlamaCppBackend(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from backends.base import Backend, BackendError, Chunk, GenParams, Message, ProgressCallback
 from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.context import ContextOverflow, fit_context
+from chatcore.context import fit_context
 from chatcore.cpu_share import CpuShare
 from chatcore.fair_queue import FairQueue
 from chatcore.memory import (
@@ -165,6 +165,8 @@ class ModelManager:
             if model_id in self._failures:
                 return ModelStatus(state=ModelState.FAILED, reason=self._failures[model_id],
                                    **common)
+        if entry.is_remote:
+            return ModelStatus(state=ModelState.AVAILABLE, **common)
         try:
             resolve_weights(entry, allow_download=False)
         except ModelNotAvailable as exc:
@@ -385,9 +387,9 @@ class ModelManager:
                                             params.max_new_tokens)
             if dropped:
                 emit(Trimmed(dropped))
-            ticket = line.join()
+            ticket = None if backend.concurrent else line.join()
             ahead = None
-            while not line.wait_turn(ticket, WAIT_POLL_S):
+            while ticket is not None and not line.wait_turn(ticket, WAIT_POLL_S):
                 if cancel.is_set():
                     emit(Chunk("", finish_reason="cancelled"))
                     return
@@ -403,10 +405,8 @@ class ModelManager:
                         emit(chunk)
             finally:
                 self._count(self._generating, model_id, -1)
-        except (BackendError, ModelUnavailable) as exc:
+        except (BackendError, ModelUnavailable) as exc:  # ContextOverflow among them
             emit(exc)
-        except ContextOverflow as exc:
-            emit(BackendError(str(exc)))
         except Exception as exc:  # noqa: BLE001 - shown to the person, logged in full
             log.exception("generation with %s failed", model_id)
             emit(BackendError(f"{model_id} failed while generating: {exc}"))

@@ -1,10 +1,18 @@
 """Assembles the page and serves it on loopback, with no share link and no analytics."""
 from __future__ import annotations
 
+import signal
+import socket
+import threading
+import time
+import webbrowser
 from pathlib import Path
 
 import gradio as gr
+import uvicorn
+from fastapi import FastAPI
 
+from chatcore.api import build_api
 from chatcore.manager import ModelManager
 from chatcore.store import Store
 from chatcore.transfer import MAX_IMPORT_BYTES
@@ -31,21 +39,61 @@ def build_app(manager: ModelManager, store: Store, initial_model: str,
 
 
 def serve(manager: ModelManager, store: Store, initial_model: str, host: str, port: int,
-          open_browser: bool, data_dir: Path,
-          auth: list[tuple[str, str]] | None = None) -> None:
+          open_browser: bool, data_dir: Path, auth: list[tuple[str, str]] | None = None,
+          api_key: str | None = None) -> None:
+    """The page at / and the OpenAI-compatible API at /v1, on one port, until Ctrl-C."""
+    _check_port(host, port)
     export_dir = data_dir / "exports"
     export_dir.mkdir(parents=True, exist_ok=True)
-    app = build_app(manager, store, initial_model, export_dir)
-    app.queue(default_concurrency_limit=16)
-    _, local_url, _ = app.launch(server_name=host, server_port=port, share=False,
-                                 inbrowser=open_browser, quiet=True, prevent_thread_lock=True,
-                                 theme=THEME, footer_links=[], ssr_mode=False,
-                                 enable_monitoring=False, mcp_server=False, auth=auth,
-                                 allowed_paths=[str(export_dir)],
-                                 max_file_size=MAX_IMPORT_BYTES)
-    print(f"Chat page: {local_url}", flush=True)
+    blocks = build_app(manager, store, initial_model, export_dir)
+    blocks.queue(default_concurrency_limit=16)
+    server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    server_app.include_router(build_api(manager, api_key))
+    server_app = gr.mount_gradio_app(
+        server_app, blocks, path="", auth=auth, allowed_paths=[str(export_dir)],
+        max_file_size=MAX_IMPORT_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
+        enable_monitoring=False, mcp_server=False, show_error=False)
+    server = uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning",
+                                           timeout_graceful_shutdown=5))
+    runner = threading.Thread(target=server.run, name="http-server")
+    signal.signal(signal.SIGTERM, _interrupt)  # a plain kill also unloads and closes the store
+    runner.start()
     try:
-        app.block_thread()
+        while not server.started:
+            if not runner.is_alive():
+                raise ServeError(f"could not serve on {host}:{port}: see the log above")
+            time.sleep(0.05)
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+        print(f"Chat page: {url}", flush=True)
+        print(f"OpenAI-compatible API: {url}v1", flush=True)
+        if open_browser:
+            webbrowser.open(url)
+        while runner.is_alive():
+            runner.join(0.5)
+    except KeyboardInterrupt:
+        server.should_exit = True
+        runner.join()
     finally:
         manager.unload_all()
         store.close()
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line before the server would log its own traceback-like error."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ServeError(f"could not serve on {host}:{port}: {exc.strerror or exc} "
+                         "(pass another port with --port)") from None
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+class ServeError(Exception):
+    """The server could not start; the message says why."""

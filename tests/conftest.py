@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -128,3 +129,52 @@ def chromium_path() -> str:
 
 def generation_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("generate-")]
+
+
+class LlamaServer:
+    """`python -m llama_cpp.server` serving SmolLM2 as "smollm2" on loopback."""
+
+    def __init__(self, port: int, process: subprocess.Popen) -> None:
+        self.port = port
+        self.process = process
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def start_llama_server(gguf: Path, timeout: float = 60.0) -> LlamaServer:
+    import httpx
+
+    port = free_port()
+    # n_batch/n_ubatch 1: on CPUs with AMX, llama-cpp-python 0.3.36 crashes on batched
+    # decoding with its default buffers (see backends/llamacpp.py); one token at a time is safe.
+    log = tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log", delete=False)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+         "--port", str(port), "--model_alias", "smollm2", "--n_ctx", "2048", "--n_batch", "1",
+         "--n_ubatch", "1", "--n_threads", "2"],
+        stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = LlamaServer(port, process)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail("python -m llama_cpp.server did not start (pip install -r "
+                        "requirements.txt installs its [server] extra):\n"
+                        + Path(log.name).read_text()[-3000:])
+        try:
+            if httpx.get(f"{server.base_url}/models", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.stop()
+    pytest.fail("python -m llama_cpp.server did not answer within a minute")
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm2_path) -> Iterator[LlamaServer]:
+    server = start_llama_server(smollm2_path)
+    yield server
+    server.stop()

@@ -77,6 +77,27 @@ def test_help_explains_every_flag():
     result = run_cli("--help")
     for flag in ("--models", "--host", "--port", "--model", "--offline", "--log-level",
                  "--prompt", "--system", "--temperature", "--max-new-tokens", "--seed",
-                 "--list-models", "--allow-download", "--data-dir", "--auth", "--max-memory"):
+                 "--list-models", "--allow-download", "--data-dir", "--auth", "--max-memory",
+                 "--api-key"):
         assert flag in result.stdout
     assert "127.0.0.1" in result.stdout
+
+
+def test_a_host_beyond_loopback_needs_an_api_key(tmp_path):
+    result = run_cli("--host", "0.0.0.0", "--data-dir", str(tmp_path), "--no-browser")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: --host 0.0.0.0 opens the API to other machines: "
+                                     "give it a key with --api-key or $LOCAL_CHAT_API_KEY")
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--port", str(port), "--data-dir", str(tmp_path), "--no-browser")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: could not serve on 127.0.0.1:{port}: Address "
+                                     "already in use (pass another port with --port)")

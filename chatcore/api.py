@@ -1,0 +1,236 @@
+"""The OpenAI-compatible API, on the same port as the page: /v1/models, /v1/chat/completions.
+
+Other tools (the openai client, editors, scripts) reach the models this app hosts through
+it. Each request runs through the same manager as the page: the same memory budget, the same
+line per model, the same Stop. A client that disconnects ends its generation: the reply's
+worker is cancelled and joined before the request is done.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from backends.base import Chunk
+from chatcore.api_schema import ApiError, ChatRequest, parse_request
+from chatcore.context import ContextOverflow
+from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
+
+log = logging.getLogger(__name__)
+
+_END = object()
+DISCONNECT_POLL_S = 0.2
+
+
+def build_api(manager: ModelManager, api_key: str | None) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    def check_key(request: Request) -> None:
+        if not api_key:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                 api_key.encode()):
+            raise ApiError(401, "a valid API key is required: send 'Authorization: Bearer "
+                           "<key>' with the key given to --api-key", code="invalid_api_key")
+
+    @router.get("/models")
+    async def list_models(request: Request):
+        try:
+            check_key(request)
+        except ApiError as exc:
+            return _error(exc)
+        data = [{"id": s.id, "object": "model", "created": 0, "owned_by": "local-chat",
+                 "name": s.name, "backend": s.backend, "state": s.state.value}
+                for s in manager.statuses() if s.usable]
+        return {"object": "list", "data": data}
+
+    @router.post("/chat/completions")
+    async def chat_completions(request: Request):
+        try:
+            check_key(request)
+            body = parse_request(await request.body())
+            entry = manager.entry(body.model)
+        except ApiError as exc:
+            return _error(exc)
+        except UnknownModel:
+            return _error(ApiError(404, f"the model {body.model!r} does not exist; GET "
+                                   "/v1/models lists the models", param="model",
+                                   code="model_not_found"))
+        except ModelUnavailable as exc:
+            return _error(_unavailable(exc))
+        reply = _Reply(manager, body, body.params(entry.defaults))
+        try:
+            first = await reply.next()  # a failure to load still gets its own status
+        except ApiError as exc:
+            await reply.close()
+            return _error(exc)
+        if body.stream:
+            return _ClosingStream(reply.sse(first), reply, media_type="text/event-stream",
+                                  headers={"Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+        return await reply.complete(first, request)
+
+    return router
+
+
+def _unavailable(exc: Exception) -> ApiError:
+    return ApiError(503, f"the model cannot be used now: {exc}", kind="server_error",
+                    code="model_unavailable")
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+class _Reply:
+    """One generation: a thread drives the manager's stream into an asyncio queue."""
+
+    def __init__(self, manager: ModelManager, body: ChatRequest, params) -> None:
+        self.body = body
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.cancel = threading.Event()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        messages = body.chat_messages()
+
+        def pump() -> None:
+            try:
+                for event in manager.stream_events(body.model, messages, params, self.cancel):
+                    if isinstance(event, Chunk):
+                        loop.call_soon_threadsafe(self._queue.put_nowait, event)
+            except Exception as exc:  # noqa: BLE001 - handed to the request
+                loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(self._queue.put_nowait, _END)
+
+        self._thread = threading.Thread(target=pump, name=f"api-{body.model}", daemon=True)
+        self._thread.start()
+
+    async def next(self):
+        item = await self._queue.get()
+        if isinstance(item, ContextOverflow):
+            raise ApiError(400, str(item), param="messages", code="context_length_exceeded")
+        if isinstance(item, ModelUnavailable):
+            raise _unavailable(item)
+        if isinstance(item, Exception):  # BackendError: the text is fit to show
+            raise ApiError(500, f"generation failed: {item}", kind="server_error")
+        return item
+
+
+    async def close(self) -> None:
+        """Cancel the generation and wait until its worker has stopped."""
+        self.cancel.set()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._thread.join)
+
+    def _chunk(self, delta: dict, finish: str | None = None, usage=None) -> str:
+        document = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                    "model": self.body.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        if usage is not None:
+            document = {**document, "choices": [], "usage": usage}
+        return f"data: {json.dumps(document, ensure_ascii=False)}\n\n"
+
+    async def sse(self, first) -> AsyncIterator[str]:
+        try:
+            yield self._chunk({"role": "assistant", "content": ""})
+            item = first
+            while item is not _END:
+                if item.text:
+                    yield self._chunk({"content": item.text})
+                if item.finish_reason is not None:
+                    yield self._chunk({}, _finish(item.finish_reason))
+                    if item.usage is not None and self.body.stream_options and \
+                            self.body.stream_options.include_usage:
+                        yield self._chunk({}, usage=_usage(item.usage))
+                try:
+                    item = await self.next()
+                except ApiError as exc:  # the status is sent: report it in the stream
+                    yield f"data: {json.dumps(exc.body(), ensure_ascii=False)}\n\n"
+                    break
+            yield "data: [DONE]\n\n"
+        finally:
+            await self.close()
+
+    async def complete(self, first, request: Request) -> JSONResponse:
+        """Collect the whole reply, cancelling it if the client goes away meanwhile."""
+        text, finish, usage = [], "stop", None
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, self.cancel))
+        try:
+            item = first
+            while item is not _END:
+                text.append(item.text)
+                if item.finish_reason is not None:
+                    finish, usage = _finish(item.finish_reason), item.usage
+                item = await self.next()
+        except ApiError as exc:
+            return _error(exc)
+        finally:
+            watcher.cancel()
+            await self.close()
+        return JSONResponse({
+            "id": self.id, "object": "chat.completion", "created": self.created,
+            "model": self.body.model,
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": "".join(text)}}],
+            "usage": _usage(usage) if usage else None})
+
+
+def _finish(reason: str) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+def _usage(usage) -> dict:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> None:
+    while not cancel.is_set():
+        if await request.is_disconnected():
+            cancel.set()
+            return
+        await asyncio.sleep(DISCONNECT_POLL_S)
+
+
+class _ClosingStream(StreamingResponse):
+    """Streams until the reply ends or the client leaves, and always ends the generation.
+
+    Starlette notices a client that left only when a write fails; this also listens for
+    the disconnect, so a reply waiting for its next token is cancelled at once.
+    """
+
+    def __init__(self, content, reply: _Reply, **kwargs) -> None:
+        super().__init__(content, **kwargs)
+        self._reply = reply
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+                async def stream() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:
+                        pass  # the client is gone
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+                await self._reply.close()

@@ -1,0 +1,125 @@
+"""The OpenAI chat request, validated strictly, and OpenAI-shaped errors.
+
+Unknown fields and features this app does not have (tools, several choices, logprobs) are
+refused with a 400 that names the field, rather than silently ignored.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from backends.base import GenParams, Message
+
+MAX_BODY_BYTES = 4 * 2**20
+
+
+class ApiError(Exception):
+    """An error the API returns as {"error": {...}} with an HTTP status."""
+
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 code: str | None = None, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = \
+            status, message, param, code, kind
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param,
+                          "code": self.code}}
+
+
+class _TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[_TextPart]
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    n: Literal[1] = 1
+    user: str | None = None
+    frequency_penalty: Literal[0, 0.0] | None = None
+    presence_penalty: Literal[0, 0.0] | None = None
+    logprobs: Literal[False] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four(cls, value):
+        stops = [value] if isinstance(value, str) else (value or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("give at most 4 non-empty stop strings")
+        return value
+
+    def chat_messages(self) -> list[Message]:
+        return [Message("system" if m.role == "developer" else m.role, m.text)
+                for m in self.messages]
+
+    def params(self, defaults: Any) -> GenParams:
+        """These settings over the model entry's defaults."""
+        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        pick = lambda mine, theirs: theirs if mine is None else mine  # noqa: E731
+        return GenParams(
+            temperature=pick(self.temperature, defaults.temperature),
+            top_p=pick(self.top_p, defaults.top_p),
+            top_k=pick(self.top_k, defaults.top_k),
+            max_new_tokens=pick(self.max_completion_tokens or self.max_tokens,
+                                defaults.max_new_tokens),
+            repetition_penalty=pick(self.repetition_penalty, defaults.repetition_penalty),
+            seed=pick(self.seed, defaults.seed),
+            stop=tuple(stops))
+
+
+def parse_request(raw: bytes) -> ChatRequest:
+    """The body as a ChatRequest, or an ApiError(400) naming the first bad field."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES // 2**20} MiB")
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    try:
+        return ChatRequest.model_validate(document)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"] if not str(p).startswith(("str", "list[")))
+        message = "unrecognized request argument" if error["type"] == "extra_forbidden" \
+            else error["msg"]
+        raise ApiError(400, f"{where}: {message}" if where else message,
+                       param=where or None) from None
