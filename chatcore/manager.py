@@ -116,6 +116,47 @@ class _Resident:
 _DONE = object()
 
 
+class Replies:
+    """Replies already being computed; read them as (index, event), and close (or leave the
+    `with` block) to cancel what is left and join every worker."""
+
+    def __init__(self, workers: list[threading.Thread], events: queue.Queue,
+                 cancel: threading.Event) -> None:
+        self._workers, self._events, self._cancel = workers, events, cancel
+        self._running = len(workers)
+
+    def wait_for_news(self, timeout: float) -> bool:
+        """Block until an event is ready to read (True) or `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while self._events.empty():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def __iter__(self) -> Replies:
+        return self
+
+    def __next__(self) -> tuple[int, StreamEvent | Exception]:
+        while self._running:
+            index, item = self._events.get()
+            if item is not _DONE:
+                return index, item
+            self._running -= 1
+        raise StopIteration
+
+    def close(self) -> None:
+        self._cancel.set()
+        for worker in self._workers:
+            worker.join()
+
+    def __enter__(self) -> Replies:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class ModelManager:
     def __init__(self, registry: ModelRegistry, backend_factory: BackendFactory,
                  budget: MemoryBudget | None = None, allow_download: bool = False,
@@ -351,6 +392,13 @@ class ModelManager:
         order they happen. A failed request yields its error (BackendError or
         ModelUnavailable) as its last event and the others go on; `cancel` stops them all.
         """
+        with self.start_many(requests, cancel) as replies:
+            yield from replies
+
+    def start_many(self, requests: Sequence[tuple[str, Sequence[Message], GenParams]],
+                   cancel: threading.Event) -> Replies:
+        """Like `stream_many`, but the workers start now, before anyone reads: a page can
+        show its placeholder while the model already works."""
         for model_id, _, _ in requests:
             self.entry(model_id)
         events: queue.Queue = queue.Queue()
@@ -362,18 +410,7 @@ class ModelManager:
             for index, (model_id, messages, params) in enumerate(requests)]
         for worker in workers:
             worker.start()
-        running = len(workers)
-        try:
-            while running:
-                index, item = events.get()
-                if item is _DONE:
-                    running -= 1
-                else:
-                    yield index, item
-        finally:
-            cancel.set()
-            for worker in workers:
-                worker.join()
+        return Replies(workers, events, cancel)
 
     def _serve(self, model_id: str, messages: Sequence[Message], params: GenParams,
                cancel: threading.Event, emit: Callable[[object], None]) -> None:

@@ -44,10 +44,11 @@ class MemoryEstimate:
     weights: int
     kv_cache: int
     working: int
+    saved_states: int = 0  # llama.cpp: recent conversations' KV caches, kept for reuse
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.working
+        return self.weights + self.kv_cache + self.working + self.saved_states
 
 
 def format_bytes(n: float) -> str:
@@ -191,9 +192,10 @@ def llamacpp_estimate(path: Path, context_length: int) -> MemoryEstimate:
     """Weights are the file (mapped as stored); working memory is the compute buffer."""
     shape = gguf_shape(path)
     working = shape.vocab_size * min(LLAMACPP_BATCH, context_length) * 4 + RUNTIME_BYTES
-    return MemoryEstimate(weights=path.stat().st_size,
-                          kv_cache=kv_cache_bytes(shape, context_length, LLAMACPP_KV_BYTES),
-                          working=working)
+    kv_cache = kv_cache_bytes(shape, context_length, LLAMACPP_KV_BYTES)
+    # Saved conversation states may take as much as one full context between them.
+    return MemoryEstimate(weights=path.stat().st_size, kv_cache=kv_cache, working=working,
+                          saved_states=kv_cache)
 
 
 def transformers_estimate(shape: ModelShape, context_length: int, dtype_bytes: int,

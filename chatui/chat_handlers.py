@@ -25,8 +25,13 @@ from chatui.transcript import Turn, chatbot_messages, turns_from
 log = logging.getLogger(__name__)
 
 # Re-rendering a long reply on every token is what makes browsers fall behind: send the
-# page at most one update per interval (about 20 a second), whatever the token rate.
-UPDATE_INTERVAL_S = 0.05
+# page at most one update per interval (10 a second), whatever the token rate: on a small
+# machine each update costs CPU the model needs (measured: 0.93 of raw speed at 20 a second,
+# 0.97 at 10; see docs/benchmarks).
+UPDATE_INTERVAL_S = 0.1
+# On a small machine the page's own work competes with the model for the cores; a new
+# message is shown with the reply's first words when they come this quickly.
+FIRST_WORDS_WAIT_S = 0.25
 
 
 def user_of(request: gr.Request | None) -> str:
@@ -153,34 +158,45 @@ class ChatHandlers:
             turns.append(reply)
         outputs = lambda streaming: (chatbot_messages(turns, streaming), "",  # noqa: E731
                                      conversation_id, False)
-        yield outputs(True)
         cancel = self.manager.begin_generation(key)
         meter = ReplyMeter()
         notice = ""
         text = ""
-        last_update = time.perf_counter()
         name = self.model_name(model_id)
         try:
-            for event in self.manager.stream_events(model_id, prompt, params, cancel):
-                if isinstance(event, Loading):
-                    reply.footer = (f"Loading {name}: {event.step} "
-                                    f"{progress_bar(event.fraction)} {event.fraction:.0%}")
-                elif isinstance(event, Waiting):
-                    reply.footer = (f"Waiting for {name}: {event.ahead} "
-                                    f"request{'s' if event.ahead != 1 else ''} ahead of you")
-                elif isinstance(event, Trimmed):
-                    notice = (f"{event.dropped} earlier message{'s' if event.dropped != 1 else ''}"
-                              " left out to fit the model's context")
-                    reply.footer = notice
-                else:
-                    meter.observe(event)
-                    text += event.text
-                    reply.content += event.text
-                    reply.footer = notice
-                now = time.perf_counter()
-                if now - last_update >= UPDATE_INTERVAL_S or not isinstance(event, Chunk):
-                    last_update = now
+            # The model starts first; the page hears of the new message with the first words
+            # (or FIRST_WORDS_WAIT_S later), so updating it does not slow the prompt's reading.
+            with self.manager.start_many([(model_id, prompt, params)], cancel) as replies:
+                if not replies.wait_for_news(FIRST_WORDS_WAIT_S):
                     yield outputs(True)
+                last_update = time.perf_counter()
+                for _, event in replies:
+                    if isinstance(event, Exception):
+                        raise event
+                    first_words = False
+                    if isinstance(event, Loading):
+                        reply.footer = (f"Loading {name}: {event.step} "
+                                        f"{progress_bar(event.fraction)} {event.fraction:.0%}")
+                    elif isinstance(event, Waiting):
+                        reply.footer = (f"Waiting for {name}: {event.ahead} request"
+                                        f"{'s' if event.ahead != 1 else ''} ahead of you")
+                    elif isinstance(event, Trimmed):
+                        notice = (f"{event.dropped} earlier message"
+                                  f"{'s' if event.dropped != 1 else ''}"
+                                  " left out to fit the model's context")
+                        reply.footer = notice
+                    else:
+                        meter.observe(event)
+                        first_words = not text and bool(event.text)
+                        text += event.text
+                        reply.content += event.text
+                        reply.footer = notice
+                    now = time.perf_counter()
+                    # The first words go out at once; the interval paces what follows.
+                    if now - last_update >= UPDATE_INTERVAL_S or \
+                            not isinstance(event, Chunk) or first_words:
+                        last_update = now
+                        yield outputs(True)
             reply.footer = " · ".join(filter(None, [meter.summary(name), notice]))
             self._save(user, conversation_id, model_id, params, meter, text, continuing)
         except (UnknownModel, ModelUnavailable, BackendError) as exc:

@@ -90,16 +90,20 @@ class CompareHandlers:
         notices = [""] * len(panes)
         requests = [(p.model_id, comparison.prompt_for(i, text), p.params)
                     for i, p in enumerate(panes)]
-        yield self._outputs(comparison, (round_, live), "")
         cancel = self.manager.begin_generation(key)
-        last_update = time.perf_counter()
         try:
-            for index, event in self.manager.stream_many(requests, cancel):
-                self._apply(comparison, index, event, live[index], meters[index], notices)
-                now = time.perf_counter()
-                if now - last_update >= UPDATE_INTERVAL_S or not isinstance(event, Chunk):
-                    last_update = now
-                    yield self._outputs(comparison, (round_, live), "")
+            with self.manager.start_many(requests, cancel) as replies:
+                yield self._outputs(comparison, (round_, live), "")
+                last_update = time.perf_counter()
+                for index, event in replies:
+                    first_words = isinstance(event, Chunk) and event.text and \
+                        not live[index].content
+                    self._apply(comparison, index, event, live[index], meters[index], notices)
+                    now = time.perf_counter()
+                    if now - last_update >= UPDATE_INTERVAL_S or \
+                            not isinstance(event, Chunk) or first_words:
+                        last_update = now
+                        yield self._outputs(comparison, (round_, live), "")
         except (UnknownModel, ModelUnavailable) as exc:
             for turn in live:
                 turn.error = turn.error or str(exc)

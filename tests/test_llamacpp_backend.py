@@ -122,3 +122,31 @@ def test_a_truncated_gguf_is_refused(tmp_path, smollm2_path: Path):
 def test_missing_file_is_refused(tmp_path):
     with pytest.raises(BackendError, match="model file not found"):
         LlamaCppBackend(tmp_path / "absent.gguf").load()
+
+
+def test_alternating_conversations_reuse_their_saved_state_and_answer_the_same(smollm2):
+    """Two conversations taking turns: each turn reads only its new tokens, and the reply
+    is the one a full re-read gives."""
+    params = GenParams(temperature=0.0, max_new_tokens=24)
+
+    def reply(messages):
+        return "".join(c.text for c in smollm2.stream_chat(messages, params, threading.Event()))
+
+    dragons = [Message("user", "Tell me something about dragons.")]
+    sea = [Message("user", "Tell me something about the sea.")]
+    dragons.append(Message("assistant", reply(dragons)))
+    sea.append(Message("assistant", reply(sea)))  # the context now holds the sea
+    dragons.append(Message("user", "And what do they eat?"))
+
+    llm = smollm2._llm
+    prompt = smollm2._tokenize(smollm2.render_prompt(dragons))
+    shared = smollm2._states.restore_best(llm, prompt)
+    assert len(prompt) - shared < 20, f"only {shared} of {len(prompt)} tokens reused"
+    from_saved = reply(dragons)
+
+    saved, smollm2._states = smollm2._states, None
+    try:
+        llm.reset()  # forget the context: the whole prompt is read again
+        assert reply(dragons) == from_saved
+    finally:
+        smollm2._states = saved

@@ -1,0 +1,61 @@
+"""python -m bench: the app measured against the engines underneath it, in one run.
+
+    python -m bench                  # about five minutes on 2 cores; writes docs/benchmarks/
+    python -m bench --quick --out /tmp/b   # one short run of each part (what CI runs)
+
+Numbers are reported, never asserted: the targets are checked in the report.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from bench import backends, concurrency, report, sessions, streaming
+from bench.common import ROOT, AppProcess
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="one short run of each part, to check the command works")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks",
+                        help="where results.json, results.md and results.png go")
+    parser.add_argument("--runs", type=int, default=7, help="runs per streaming path")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    runs = 1 if args.quick else max(5, args.runs)
+    tokens = 16 if args.quick else 128
+    started = time.perf_counter()
+    results: dict = {"machine": report.machine(), "quick": args.quick}
+    step = _progress(started)
+    with AppProcess() as app:
+        step("streaming: raw llama-cpp-python, the API, the page")
+        results["streaming"] = streaming.run(app, runs, tokens)
+        step("concurrency: 1, 2 and 4 clients")
+        results["concurrency"] = concurrency.run(app, 16 if args.quick else 64)
+    step("engines and quantization")
+    results["backends"] = backends.run(args.quick, 16 if args.quick else 64)
+    step("threads")
+    results["threads"] = backends.threads(16 if args.quick else 64, 1 if args.quick else 3)
+    step("model switching")
+    results["switching"] = sessions.switching(1 if args.quick else 5)
+    step("long conversations")
+    results["conversations"] = sessions.conversations(3 if args.quick else 10,
+                                                      8 if args.quick else 48)
+    results["seconds"] = time.perf_counter() - started
+    for path in report.write(results, args.out):
+        print(f"wrote {path}")
+    print(report.markdown(results))
+    return 0
+
+
+def _progress(started: float):
+    def step(what: str) -> None:
+        print(f"[{time.perf_counter() - started:5.0f} s] {what}", flush=True)
+    return step
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
