@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TOKEN_TIMEOUT_S = 120.0
 # Model classes are patched only while a model is built; loads that patch take turns.
 _CLASS_PATCH = threading.Lock()
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,7 @@ class TransformersBackend(Backend):
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
             raise BackendError("transformers is not installed: pip install -r requirements.txt") from exc
-        if not self.source.exists():
-            raise BackendError(f"model not found: {self.source}")
+        self._check_source()
         is_gguf = self.source.is_file()
         device = self._device(torch)
         report(0.0, "reading")
@@ -131,11 +131,19 @@ class TransformersBackend(Backend):
         except ImportError:
             pass
 
+    def _check_source(self) -> None:
+        """A missing path, or a checkpoint directory without weights, in one sentence."""
+        if not self.source.exists():
+            raise BackendError(f"model not found: {self.source}")
+        if self.source.is_dir() and not any(
+                any(self.source.glob(pattern)) for pattern in WEIGHT_FILES):
+            raise BackendError(f"{self.source} holds no weights (looked for "
+                               f"{', '.join(WEIGHT_FILES)}): is the download complete?")
+
     def memory_estimate(self) -> int:
         from chatcore.memory import PlannerError, checkpoint_shape, gguf_shape, transformers_estimate
 
-        if not self.source.exists():
-            raise BackendError(f"model not found: {self.source}")
+        self._check_source()
         try:
             if self.source.is_file():
                 shape = gguf_shape(self.source)

@@ -8,6 +8,7 @@ worker is cancelled and joined before the request is done.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
@@ -32,18 +33,26 @@ _END = object()
 DISCONNECT_POLL_S = 0.2
 
 
-def build_api(manager: ModelManager, api_key: str | None) -> APIRouter:
+def build_api(manager: ModelManager, api_key: str | None,
+              users: list[tuple[str, str]] | None = None) -> APIRouter:
+    """`api_key` (Bearer) and `users` (the page's --auth, as HTTP Basic) each open the API;
+    with neither, it is open (the server then listens on loopback only)."""
     router = APIRouter(prefix="/v1")
+    accepted = {f"Bearer {api_key}"} if api_key else set()
+    accepted |= {"Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode()
+                 for name, secret in users or []}
 
     def check_key(request: Request) -> None:
-        if not api_key:
+        if not accepted:
             return
-        given = request.headers.get("authorization", "")
+        given = request.headers.get("authorization", "").strip()
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                 api_key.encode()):
-            raise ApiError(401, "a valid API key is required: send 'Authorization: Bearer "
-                           "<key>' with the key given to --api-key", code="invalid_api_key")
+        given = f"{scheme.capitalize()} {token.strip()}"
+        if not any(hmac.compare_digest(given.encode(), ok.encode()) for ok in accepted):
+            ways = " or ".join(filter(None, [
+                "'Authorization: Bearer <key>' with the key given to --api-key"
+                if api_key else "", "HTTP Basic with an --auth user" if users else ""]))
+            raise ApiError(401, f"sign in first: send {ways}", code="invalid_api_key")
 
     @router.get("/models")
     async def list_models(request: Request):

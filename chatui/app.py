@@ -48,7 +48,7 @@ def serve(manager: ModelManager, store: Store, initial_model: str, host: str, po
     blocks = build_app(manager, store, initial_model, export_dir)
     blocks.queue(default_concurrency_limit=16)
     server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    server_app.include_router(build_api(manager, api_key))
+    server_app.include_router(build_api(manager, api_key, auth))
     server_app = gr.mount_gradio_app(
         server_app, blocks, path="", auth=auth, allowed_paths=[str(export_dir)],
         max_file_size=MAX_IMPORT_BYTES, theme=THEME, footer_links=[], ssr_mode=False,

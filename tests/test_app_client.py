@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import time
 
+import httpx
 from gradio_client import Client
 
 from tests.conftest import CAPITAL_PROMPT
+from tests.test_api import process_cpu_seconds
 
 STORY_PROMPT = "Write a long story about a dragon who learns to cook."
 
@@ -67,3 +69,25 @@ def test_stop_from_the_same_session_ends_the_reply(running_app):
     client.predict(api_name="/stop")
     final = reply_text(job.result(timeout=60))
     assert "stopped" in final.split("<sub>")[-1]
+    stopped_at = time.monotonic()
+    while generation_state(running_app.url) == "generating":
+        assert time.monotonic() - stopped_at < 1, "the model kept generating after Stop"
+        time.sleep(0.05)
+    before = process_cpu_seconds(running_app.process.pid)
+    time.sleep(1.0)
+    used = process_cpu_seconds(running_app.process.pid) - before
+    assert used < 0.5, f"the app kept computing after Stop: {used:.2f} CPU s in one second"
+
+
+def generation_state(url: str) -> str:
+    listing = httpx.get(f"{url}v1/models", timeout=10).json()
+    return next(m["state"] for m in listing["data"] if m["id"] == "smollm2-135m")
+
+
+def test_the_app_listens_on_loopback_only(running_app):
+    import psutil
+
+    listening = {c.laddr.ip for c in psutil.Process(running_app.process.pid)
+                 .net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+    assert listening == {"127.0.0.1"}
+    assert running_app.url.startswith("http://127.0.0.1:")

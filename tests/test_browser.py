@@ -1,6 +1,7 @@
 """A real browser (Debian chromium through Playwright) on the running app."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -251,3 +252,87 @@ def test_compare_two_models_vote_and_see_the_leaderboard_change(page, artifacts)
         f"() => document.querySelector('#compare-leaderboard').innerText !== {board_before!r}")
     assert "SmolLM2 135M Instruct (Q4_1)" in board.inner_text()
     page.screenshot(path=str(artifacts / "compare-tab.png"), full_page=True)
+
+
+XSS_REPLY = "\n\n".join([
+    "Here is some markup:",
+    '<img src=x onerror="window.__pwned = 1">',
+    "<script>window.__pwned = 2</script>",
+    "[a markdown link](javascript:window.__pwned=3)",
+    '<a href="javascript:window.__pwned=4">an html link</a>',
+    '<svg onload="window.__pwned = 5"></svg>',
+    '<iframe srcdoc="<script>parent.__pwned = 6</script>"></iframe>',
+    "end of the markup test",
+])
+
+
+def test_html_and_script_in_a_reply_stay_inert(page, tmp_path, artifacts):
+    """A reply full of markup (imported, as a model could write it) runs nothing."""
+    document = {"format": "local-chat/conversation", "version": 1, "title": "Markup test",
+                "model": "smollm2-135m", "system_prompt": "", "params": {},
+                "messages": [{"role": "user", "content": "<b onmouseover=alert(1)>hi</b>"},
+                             {"role": "assistant", "content": XSS_REPLY}]}
+    upload = tmp_path / "markup.json"
+    upload.write_text(json.dumps(document), encoding="utf-8")
+    page.get_by_text("This conversation", exact=True).click()
+    with page.expect_file_chooser() as chooser:
+        page.locator("#import").click()
+    chooser.value.set_files(str(upload))
+    page.wait_for_function(
+        "() => document.querySelector('#chatbot').innerText.includes('end of the markup test')",
+        timeout=30_000)
+    for element in page.locator("#chatbot [data-testid='bot'], #chatbot [data-testid='user']") \
+            .all():
+        element.hover()
+    page.locator("#chatbot").get_by_text("a markdown link").first.click(no_wait_after=True) \
+        if page.locator("#chatbot").get_by_text("a markdown link").count() else None
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => window.__pwned") is None, "script from a reply ran"
+    dangerous = page.evaluate("""() => [...document.querySelectorAll('#chatbot *')].filter(e =>
+        [...e.attributes].some(a => a.name.startsWith('on')) ||
+        (e.getAttribute('href') || '').trim().toLowerCase().startsWith('javascript:') ||
+        ['SCRIPT', 'IFRAME'].includes(e.tagName)).map(e => e.outerHTML)""")
+    assert dangerous == [], f"live markup in the chat: {dangerous}"
+    page.screenshot(path=str(artifacts / "markup-inert.png"), full_page=True)
+
+
+def wait_for_finished_reply(page, count: int) -> str:
+    """Wait until the chat holds `count` finished replies; returns the last one."""
+    page.wait_for_function(
+        "(n) => { const r = [...document.querySelectorAll(\"#chatbot [data-testid='bot']\")];"
+        " return r.length >= n && /tokens\\/s|tokens ·|\\d tokens/.test(r[r.length - 1].innerText); }",
+        arg=count, timeout=60_000)
+    return last_reply(page)
+
+
+def test_regenerate_edit_and_a_new_conversation(page, artifacts):
+    use_greedy_decoding(page)
+    set_number(page, "max-new-tokens", "24")
+    box = page.locator("#message textarea")
+    box.fill("Name the capital of France.")
+    box.press("Enter")
+    first = wait_for_finished_reply(page, 1)
+    page.locator("#regenerate").click()
+    page.wait_for_timeout(300)
+    wait_for_finished_reply(page, 1)
+    page.get_by_text("Earlier replies", exact=True).click()
+    page.wait_for_function(
+        "() => document.querySelector('#earlier').innerText.includes('Paris')", timeout=30_000)
+    assert first.split("\n")[0] in page.locator("#earlier").inner_text()
+
+    page.locator("#edit").click()
+    page.wait_for_function(
+        "() => document.querySelector('#message textarea').value === 'Name the capital of France.'")
+    box.fill("Name the capital of Italy.")
+    box.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#chatbot').innerText.includes('capital of Italy')")
+    wait_for_finished_reply(page, 1)
+    users = page.locator("#chatbot [data-testid='user']").all_inner_texts()
+    assert users == ["Name the capital of Italy."], users
+    page.screenshot(path=str(artifacts / "edited-conversation.png"), full_page=True)
+
+    page.locator("#new-chat").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll(\"#chatbot [data-testid='bot']\").length === 0")
+    page.locator("#conversations label", has_text="Name the capital of").first.wait_for()

@@ -5,6 +5,7 @@ import os
 import signal
 import time
 
+import httpx
 import pytest
 from gradio_client import Client
 
@@ -70,5 +71,13 @@ def test_with_auth_each_user_sees_only_their_own_conversations(tmp_path):
         assert alice.predict(alices["id"], api_name="/conversation")["title"] == CAPITAL_PROMPT
         with pytest.raises(Exception, match="credentials"):
             Client(app.url, verbose=False)
+        # --auth guards the API too: the same users, as HTTP Basic
+        body = {"model": "smollm2-135m", "max_tokens": 4,
+                "messages": [{"role": "user", "content": "hi"}]}
+        url = f"{app.url}v1/chat/completions"
+        assert httpx.post(url, json=body, timeout=30).status_code == 401
+        assert httpx.post(url, json=body, auth=("alice", "nope"), timeout=30).status_code == 401
+        assert httpx.get(f"{app.url}v1/models", timeout=30).status_code == 401
+        assert httpx.post(url, json=body, auth=("bob", "builder"), timeout=60).status_code == 200
     finally:
         stop_app(app)
