@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import httpx
+from gradio_client import Client
 
 MODEL = "smollm2-135m"
 VALID = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -156,3 +157,29 @@ def test_trust_remote_code_is_off_unless_an_entry_asks(tmp_path):
                       "  - {id: r, backend: transformers, path: x, trust_remote_code: true}\n")
     flags = {e.id: e.trust_remote_code for e in load_registry(models).entries}
     assert flags == {"t": False, "r": True}
+
+
+def test_import_cannot_read_a_file_outside_the_uploads(running_app):
+    """The import event, called by hand with a server path instead of an upload."""
+    import uuid
+
+    config = httpx.get(f"{running_app.url}config", timeout=30).json()
+    button = next(c["id"] for c in config["components"]
+                  if c.get("props", {}).get("elem_id") == "import")
+    event = next(d["id"] for d in config["dependencies"] if [button, "upload"] in d["targets"])
+    before = httpx.get(f"{running_app.url}v1/models", timeout=30)  # the app is up
+    assert before.status_code == 200
+    session = uuid.uuid4().hex
+    with httpx.Client(base_url=running_app.url, timeout=60) as http:
+        http.post("gradio_api/queue/join", json={
+            "data": [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, ""],
+            "fn_index": event, "session_hash": session, "event_data": None,
+            "trigger_id": None}).raise_for_status()
+        with http.stream("GET", "gradio_api/queue/data",
+                         params={"session_hash": session}) as events:
+            outcome = next(json.loads(line[6:]) for line in events.iter_lines()
+                           if '"process_completed"' in line)
+    assert outcome["success"] is False, outcome
+    titles = [c["title"] for c in Client(running_app.url, verbose=False)
+              .predict("", api_name="/conversations")]
+    assert not any("passwd" in t or "root" in t for t in titles)
