@@ -69,6 +69,17 @@ class Chunk:
     usage: Usage | None = None
 
 
+@dataclass(frozen=True)
+class PromptReport:
+    """What a model is given for a reply, for a person to inspect."""
+
+    prompt: str  # the exact text after the chat template ("" when a server renders it)
+    template: str  # where the template came from
+    prompt_tokens: int
+    stop_strings: tuple[str, ...]
+    eos_ids: tuple[int, ...]
+
+
 class BackendError(Exception):
     """A failure whose message is fit to show a person as it is."""
 
@@ -113,6 +124,14 @@ class Backend(ABC):
     def memory_device(self) -> str:
         """Where the estimate is charged: "cpu" (RAM) or "cuda:N"."""
         return "cpu"
+
+    def prompt_report(self, messages: Sequence[Message], params: GenParams) -> PromptReport:
+        """The prompt these messages make, with what ends the reply (loaded models only)."""
+        raise BackendError("this engine cannot show its prompt")
+
+    def template_warnings(self) -> list[str]:
+        """Problems found in the chat template when the model loaded."""
+        return []
 
     def decodes_on_cpu(self) -> bool:
         """True when replies are computed by this machine's cores, which concurrent replies

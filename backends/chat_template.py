@@ -101,6 +101,47 @@ class ChatTemplate:
             f"{model_name} has no chat template: set chat_template in models.yaml to one of "
             f"{', '.join(NAMED_TEMPLATES)} or an inline Jinja template")
 
+    def describe_origin(self, shipped_in: str) -> str:
+        """Where this template came from, in words ("GGUF metadata", "named fallback falcon")."""
+        if self.origin == "model":
+            return shipped_in
+        if self.origin.startswith("fallback "):
+            return f"named fallback {self.origin.split(' ', 1)[1]} (models.yaml)"
+        return "inline template in models.yaml"
+
+    def check(self, eos_tokens: Sequence[str]) -> list[str]:
+        """Render a two-turn sample and say what would go wrong in a chat.
+
+        The prompt must end with the assistant's turn marker, and whatever ends the
+        assistant's turn must stop generation (an end-of-sequence token or a stop string);
+        otherwise a model chats with itself, or its end marker shows up in the reply.
+        """
+        reply = "REPLY-9f3c"
+        sample = [Message("user", "Hello"), Message("assistant", "Hi there"),
+                  Message("user", "How are you?")]
+        warnings = []
+        try:
+            prompt = self.render(sample)
+            full = self.render([*sample, Message("assistant", reply), Message("user", "Bye")],
+                               add_generation_prompt=False)
+        except BackendError as exc:
+            return [f"the chat template fails on a two-turn sample: {exc}"]
+        if prompt.rstrip().endswith(sample[-1].content) or not full.startswith(prompt) \
+                or not full[len(prompt):].lstrip().startswith(reply):
+            warnings.append("the prompt does not end with the assistant's turn marker, so "
+                            "the model may not answer as the assistant")
+        end = full[full.find(reply) + len(reply):full.rfind("Bye")]
+        marker = (end.strip().splitlines() or [""])[0]
+        enders = [t for t in (*eos_tokens, *self.stop_strings) if t]
+        if marker and not any(marker.startswith(t) or t in end for t in enders):
+            warnings.append(f"the template ends a reply with {marker[:40]!r}, which is not an "
+                            "end-of-sequence token or stop string: replies may run on into "
+                            "a new turn")
+        if self.origin.startswith("fallback "):
+            warnings.insert(0, f"no chat template in this model: using the "
+                               f"{self.origin.split(' ', 1)[1]} fallback")
+        return warnings
+
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True,
                continue_final: bool = False) -> str:
         """The prompt; with `continue_final`, it ends inside the last (assistant) message."""

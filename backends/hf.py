@@ -22,6 +22,7 @@ from backends.base import (
     Chunk,
     GenParams,
     Message,
+    PromptReport,
     ProgressCallback,
     Usage,
     reply_room,
@@ -64,6 +65,7 @@ class TransformersBackend(Backend):
         self._model = None
         self._tokenizer = None
         self._template: ChatTemplate | None = None
+        self._warnings: list[str] = []
         self.placement = ""
 
     # -- lifecycle -------------------------------------------------------------------
@@ -112,6 +114,8 @@ class TransformersBackend(Backend):
             model_name=self.source.name)
         self._model, self._tokenizer = model, tokenizer
         self.placement = _placement(model)
+        eos_ids = self._eos_ids()
+        self._warnings = self._template.check(tokenizer.convert_ids_to_tokens(eos_ids))
         report(1.0, "ready")
         log.info("loaded %s on %s", self.source.name, self.placement)
 
@@ -185,6 +189,18 @@ class TransformersBackend(Backend):
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._encode(self.render_prompt(messages))["input_ids"][0])
+
+    def prompt_report(self, messages: Sequence[Message], params: GenParams) -> PromptReport:
+        prompt = self.render_prompt(messages, params.continue_final)
+        template = self._require_template()
+        return PromptReport(
+            prompt=prompt, template=template.describe_origin("the tokenizer's config"),
+            prompt_tokens=len(self._encode(prompt)["input_ids"][0]),
+            stop_strings=(*params.stop, *template.stop_strings),
+            eos_ids=tuple(self._eos_ids()))
+
+    def template_warnings(self) -> list[str]:
+        return list(self._warnings)
 
     def _encode(self, prompt: str):
         # The template already holds the special tokens the model expects.

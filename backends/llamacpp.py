@@ -20,6 +20,7 @@ from backends.base import (
     Chunk,
     GenParams,
     Message,
+    PromptReport,
     ProgressCallback,
     Usage,
     reply_room,
@@ -88,6 +89,8 @@ class LlamaCppBackend(Backend):
         self._llm = None
         self._template: ChatTemplate | None = None
         self._states: SavedStates | None = None
+        self._eos_ids: tuple[int, ...] = ()
+        self._warnings: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
@@ -125,6 +128,8 @@ class LlamaCppBackend(Backend):
             raise
         self._llm = llm
         self._states = SavedStates(self._saved_states_bytes())
+        self._eos_ids = _end_of_generation_ids(llm)
+        self._warnings = self._template.check([_token_text(llm, t) for t in self._eos_ids])
         report(1.0, "ready")
         log.info("loaded %s with %d threads", self.model_path.name, self.n_threads)
 
@@ -162,6 +167,17 @@ class LlamaCppBackend(Backend):
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._tokenize(self.render_prompt(messages)))
+
+    def prompt_report(self, messages: Sequence[Message], params: GenParams) -> PromptReport:
+        prompt = self.render_prompt(messages, params.continue_final)
+        template = self._require_template()
+        return PromptReport(
+            prompt=prompt, template=template.describe_origin("the GGUF file's metadata"),
+            prompt_tokens=len(self._tokenize(prompt)),
+            stop_strings=(*params.stop, *template.stop_strings), eos_ids=self._eos_ids)
+
+    def template_warnings(self) -> list[str]:
+        return list(self._warnings)
 
     def _tokenize(self, prompt: str) -> list[int]:
         llm = self._require_llm()
@@ -238,6 +254,13 @@ class LlamaCppBackend(Backend):
 @contextmanager
 def _no_patch():
     yield
+
+
+def _end_of_generation_ids(llm) -> tuple[int, ...]:
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    return tuple(t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t))
 
 
 def _token_text(llm, token_id: int) -> str:

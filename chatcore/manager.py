@@ -8,6 +8,7 @@ keeps the cancel events that Stop buttons and disconnects set.
 from __future__ import annotations
 
 import enum
+import gc
 import logging
 import queue
 import threading
@@ -16,7 +17,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
-from backends.base import Backend, BackendError, Chunk, GenParams, Message, ProgressCallback
+from backends.base import (
+    Backend,
+    BackendError,
+    Chunk,
+    GenParams,
+    Message,
+    ProgressCallback,
+    PromptReport,
+)
 from chatcore.config import ModelEntry, ModelRegistry
 from chatcore.context import fit_context
 from chatcore.cpu_share import CpuShare
@@ -33,6 +42,7 @@ log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[ModelEntry], Backend]
 WAIT_POLL_S = 0.1
+UNLOAD_TOLERANCE = 0.15  # memory after an unload may exceed what it was before by this much
 
 
 class ModelState(str, enum.Enum):
@@ -111,6 +121,43 @@ class _Resident:
     measured: int
     load_seconds: float
     last_used: float
+    rss_before: int = 0  # process memory just before the load
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Process memory around one model's load and unload: did the unload give it back?"""
+
+    model_id: str
+    before_load: int
+    grew_by: int  # what loading it added
+    loaded: int  # just before the unload (other models may have come and gone since)
+    after_unload: int
+
+    @property
+    def retained(self) -> int:
+        """What the unload did not give back of what the load took."""
+        return max(0, self.grew_by - (self.loaded - self.after_unload))
+
+    @property
+    def returned(self) -> bool:
+        return (self.after_unload <= self.before_load * (1 + UNLOAD_TOLERANCE)
+                or self.retained <= self.grew_by * UNLOAD_TOLERANCE)
+
+
+@dataclass(frozen=True)
+class ContextMeter:
+    """How the next prompt fills the context: system, history and draft, in tokens."""
+
+    system: int
+    history: int
+    draft: int
+    budget: int  # the context minus the room kept for the reply
+    left_out: int  # oldest messages that will not be sent
+
+    @property
+    def total(self) -> int:
+        return self.system + self.history + self.draft
 
 
 _DONE = object()
@@ -178,6 +225,8 @@ class ModelManager:
         self._load_locks = {e.id: threading.Lock() for e in registry.entries}
         self._queues = {e.id: FairQueue() for e in registry.entries}
         self._cancel_events: dict[str, threading.Event] = {}
+        self._warnings: dict[str, list[str]] = {}  # chat template checks, kept after unload
+        self._memory_reports: dict[str, MemoryReport] = {}
 
     # -- status ------------------------------------------------------------------------
     def statuses(self) -> list[ModelStatus]:
@@ -295,7 +344,12 @@ class ModelManager:
             self._progress.pop(model_id, None)
             self._resident[model_id] = _Resident(
                 backend, device, estimate, max(0, process_rss_bytes() - before), seconds,
-                time.time())
+                time.time(), rss_before=before)
+        warnings = backend.template_warnings()
+        with self._lock:
+            self._warnings[model_id] = warnings
+        for warning in warnings:
+            log.warning("%s: %s", model_id, warning)
         log.info("loaded %s in %.2f s", model_id, seconds)
         return backend
 
@@ -349,9 +403,78 @@ class ModelManager:
             resident = self._resident.pop(model_id, None)
         if resident is None:
             return False
+        loaded = process_rss_bytes()
         resident.backend.unload()
+        del resident.backend
+        gc.collect()
         release_freed_memory()
+        report = MemoryReport(model_id, resident.rss_before, resident.measured, loaded,
+                              process_rss_bytes())
+        with self._lock:
+            self._memory_reports[model_id] = report
+        if not report.returned:
+            log.warning("unloading %s kept %s of process memory", model_id,
+                        format_bytes(report.retained))
         return True
+
+    def memory_report(self, model_id: str) -> MemoryReport | None:
+        """Memory around this model's last unload, if it was unloaded."""
+        with self._lock:
+            return self._memory_reports.get(model_id)
+
+    def release_memory(self) -> int:
+        """Collect garbage and hand freed pages back to the system; returns process bytes.
+        Every unload does this already; the Models tab offers it again as a button."""
+        gc.collect()
+        release_freed_memory()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+        return process_rss_bytes()
+
+    # -- what a model sees -------------------------------------------------------------
+    def inspect(self, model_id: str, messages: Sequence[Message],
+                params: GenParams) -> tuple[PromptReport, int]:
+        """The prompt a reply to `messages` is (or was) given, and how many messages were left
+        out to fit; the model must be resident."""
+        backend = self._resident_backend(model_id)
+        fitted, dropped = fit_context(messages, backend.count_tokens,
+                                      self.entry(model_id).context_length,
+                                      params.max_new_tokens)
+        return backend.prompt_report(fitted, params), dropped
+
+    def context_meter(self, model_id: str, system: str, history: Sequence[Message],
+                      draft: str, max_new_tokens: int) -> ContextMeter:
+        backend = self._resident_backend(model_id)
+        context = self.entry(model_id).context_length
+        head = [Message("system", system.strip())] if system.strip() else []
+        count = backend.count_tokens
+        system_tokens = count(head) if head else 0
+        with_history = count(head + list(history)) if history else system_tokens
+        messages = head + list(history) + [Message("user", draft)]
+        full = count(messages)
+        try:
+            _, dropped = fit_context(messages, count, context, max_new_tokens)
+        except BackendError:
+            dropped = len(history)
+        return ContextMeter(system_tokens, with_history - system_tokens, full - with_history,
+                            context - min(max_new_tokens, context // 2), dropped)
+
+    def template_warnings(self, model_id: str) -> list[str]:
+        with self._lock:
+            return list(self._warnings.get(model_id, []))
+
+    def _resident_backend(self, model_id: str) -> Backend:
+        self.entry(model_id)
+        with self._lock:
+            resident = self._resident.get(model_id)
+        if resident is None:
+            raise ModelUnavailable(f"{model_id} is not loaded: send a message first")
+        return resident.backend
 
     def unload_all(self) -> None:
         with self._lock:

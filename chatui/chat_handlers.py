@@ -1,6 +1,7 @@
 """Replies: send, regenerate, edit the last message, continue a cut reply, stop."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -8,7 +9,7 @@ from dataclasses import replace
 
 import gradio as gr
 
-from backends.base import BackendError, Chunk, GenParams, Message
+from backends.base import BackendError, Chunk, GenParams, Message, PromptReport
 from chatcore.context import title_from
 from chatcore.manager import (
     Loading,
@@ -142,6 +143,49 @@ class ChatHandlers:
     def stop(self, request: gr.Request) -> None:
         self.manager.cancel(session_key(request))
 
+    # -- what the model sees -------------------------------------------------------------
+    def inspect(self, conversation_id: int | None, request: gr.Request) -> tuple[str, str]:
+        """The prompt the last reply was generated from, exactly, with what ended it."""
+        try:
+            conversation = self.store.get_conversation(user_of(request), conversation_id)
+        except (NotFound, TypeError):
+            return "", "Send a message to see what the model receives."
+        replies = [i for i, m in enumerate(conversation.messages) if m.role == "assistant"]
+        if not replies:
+            return "", "Send a message to see what the model receives."
+        reply = conversation.messages[replies[-1]]
+        system = conversation.system_prompt.strip()
+        prompt = ([Message("system", system)] if system else []) + \
+            [Message(m.role, m.content) for m in conversation.messages[:replies[-1]]]
+        params = GenParams(**(reply.params or {}))
+        try:
+            report, dropped = self.manager.inspect(reply.model or "", prompt, params)
+        except (UnknownModel, ModelUnavailable, BackendError) as exc:
+            return "", f"⚠️ {exc}"
+        return report.prompt, inspector_details(self.model_name(reply.model or ""), report,
+                                                params, dropped)
+
+    def meter(self, draft: str, conversation_id: int | None, model_id: str, system: str,
+              max_new_tokens: float, request: gr.Request) -> str:
+        """Tokens the next prompt takes, against the room the context leaves."""
+        history = [Message(m.role, m.content)
+                   for m in self._messages(user_of(request), conversation_id)]
+        try:
+            meter = self.manager.context_meter(model_id, system or "", history, draft or "",
+                                               int(max_new_tokens))
+        except (UnknownModel, ModelUnavailable):
+            return (f"Context: counted once {self.model_name(model_id)} is loaded "
+                    "(it loads with your first message).")
+        except BackendError as exc:
+            return f"Context: ⚠️ {exc}"
+        line = (f"Context: system {meter.system} + history {meter.history} + draft "
+                f"{meter.draft} = **{meter.total}** of {meter.budget} tokens "
+                f"{progress_bar(meter.total / max(1, meter.budget))}")
+        if meter.left_out:
+            line += (f"  \n⚠️ over the context: the oldest {meter.left_out} message"
+                     f"{'s' if meter.left_out != 1 else ''} will be left out")
+        return line
+
     # -- the reply -----------------------------------------------------------------------
     def _reply(self, user: str, conversation_id: int, model_id: str, system: str,
                params: GenParams, key: str,
@@ -240,3 +284,14 @@ class ChatHandlers:
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
         if last_user is not None:
             self.store.supersede(user, conversation_id, [m.id for m in messages[last_user:]])
+
+
+def inspector_details(model_name: str, report: PromptReport, params: GenParams,
+                      dropped: int) -> str:
+    facts = {"model": model_name, "template": report.template,
+             "prompt_tokens": report.prompt_tokens, "stop_strings": list(report.stop_strings),
+             "end_of_sequence_ids": list(report.eos_ids), "sampling": params.settings(),
+             "messages_left_out": dropped}
+    return ("Template from " + report.template + f"; {report.prompt_tokens} prompt tokens"
+            + (f"; the oldest {dropped} messages were left out" if dropped else "")
+            + ".\n\n```json\n" + json.dumps(facts, indent=2, ensure_ascii=False) + "\n```")

@@ -22,6 +22,8 @@ def _choice_label(manager: ModelManager, status: ModelStatus) -> str:
     entry = manager.registry.get(status.id)
     if entry is not None:
         label = entry.display_name + (" ⚠ remote code" if entry.trust_remote_code else "")
+        if manager.template_warnings(status.id):
+            label += " ⚠ template"
     return label if status.usable else f"{label} ({status.state.value})"
 
 
@@ -41,6 +43,7 @@ def model_info(manager: ModelManager, model_id: str | None) -> str:
         lines.append("⚠️ trust_remote_code: this model runs Python code from its repository.")
     if status.reason:
         lines.append(f"⚠️ {status.reason}")
+    lines += [f"⚠️ {warning}" for warning in manager.template_warnings(model_id)]
     if entry.description:
         lines.append(entry.description)
     return "  \n".join(lines)
@@ -104,10 +107,17 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                                      elem_id="message", autofocus=True)
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                 stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
+            meter = gr.Markdown(elem_id="context-meter")
             with gr.Row():
                 regenerate = gr.Button("Regenerate", size="sm", elem_id="regenerate")
                 edit = gr.Button("Edit last message", size="sm", elem_id="edit")
                 continue_ = gr.Button("Continue", size="sm", elem_id="continue")
+            with gr.Accordion("Inspector: what the model received for the last reply",
+                              open=False, elem_id="inspector"):
+                inspector_prompt = gr.Code(label="The prompt, after the chat template",
+                                           interactive=False, elem_id="inspector-prompt",
+                                           wrap_lines=True)
+                inspector_details = gr.Markdown(elem_id="inspector-details")
             with gr.Accordion("Earlier replies", open=False):
                 earlier = gr.Markdown(elem_id="earlier")
             with gr.Accordion("Parameters", open=False):
@@ -150,11 +160,19 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     ]
     open_outputs = [chatbot, conversation_id, editing, title, model, system, temperature,
                     top_p, top_k, max_new_tokens, repetition_penalty, earlier]
+    meter_inputs = [message, conversation_id, model, system, max_new_tokens]
     for reply in replies:  # then: the list (a new title), earlier versions, the model panel
         reply.then(convs.after_reply, [search, conversation_id], [conversations, title, earlier],
                    api_name=False, queue=False) \
-             .then(lambda m: model_info(manager, m), [model], [info], api_name=False,
-                   queue=False)
+             .then(lambda m: (model_info(manager, m), gr.update(choices=model_choices(manager))),
+                   [model], [info, model], api_name=False, queue=False) \
+             .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
+                   api_name=False, queue=False) \
+             .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
+                   show_progress="hidden")
+    # The meter follows the draft as it is typed; only the latest keystroke is counted.
+    message.change(chat.meter, meter_inputs, [meter], api_name=False, show_progress="hidden",
+                   trigger_mode="always_last")
     edit.click(chat.edit_last, [conversation_id], [message, editing], api_name=False,
                queue=False)
     stop.click(chat.stop, None, None, api_name="stop", queue=False)
@@ -165,7 +183,11 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     chatbot.clear(convs.new_chat, None, new_outputs, api_name=False, queue=False,
                   cancels=replies)
     conversations.input(convs.open, [conversations], open_outputs, api_name="open",
-                        queue=False)
+                        queue=False) \
+        .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
+              api_name=False, queue=False) \
+        .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
+              show_progress="hidden")
     search.change(convs.refresh, [search, conversation_id], [conversations], api_name=False,
                   queue=False)
     rename.click(convs.rename, [conversation_id, title, search], [conversations, sidebar_status],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from backends.base import Chunk, GenParams
+from backends.base import BackendError, Chunk, GenParams
 from chatcore.comparison import MAX_PANES, MIN_PANES, Comparison, Round
 from chatcore.context import title_from
 from chatcore.manager import Loading, ModelManager, ModelUnavailable, Trimmed, UnknownModel, Waiting
@@ -18,7 +18,13 @@ from chatcore.meter import ReplyMeter
 from chatcore.ratings import Standing, leaderboard
 from chatcore.store import Store, StoredMessage
 from chatcore.votes import all_battles, votes_to_csv, votes_to_json
-from chatui.chat_handlers import UPDATE_INTERVAL_S, progress_bar, session_key, user_of
+from chatui.chat_handlers import (
+    UPDATE_INTERVAL_S,
+    inspector_details,
+    progress_bar,
+    session_key,
+    user_of,
+)
 from chatui.transcript import Turn, chatbot_messages, turns_from
 
 log = logging.getLogger(__name__)
@@ -128,7 +134,22 @@ class CompareHandlers:
                 completion_tokens=meter.completion_tokens, finish_reason=meter.finish_reason,
                 stopped=meter.finish_reason == "cancelled")
         comparison.rounds.append(round_)
+        comparison.inspector = self._inspect(comparison, requests)
         yield self._outputs(comparison, (round_, live), "", streaming=False)
+
+    def _inspect(self, comparison: Comparison, requests) -> str:
+        """Each pane's prompt after its chat template, and what ended its reply."""
+        parts = []
+        for index, (model_id, messages, params) in enumerate(requests):
+            heading = f"### {comparison.label(index)}: {self.model_name(model_id)}"
+            try:
+                report, dropped = self.manager.inspect(model_id, messages, params)
+            except (UnknownModel, ModelUnavailable, BackendError) as exc:
+                parts.append(f"{heading}\n\n⚠️ {exc}")
+                continue
+            details = inspector_details(self.model_name(model_id), report, params, dropped)
+            parts.append(f"{heading}\n\n{details}\n\n~~~~text\n{report.prompt}\n~~~~")
+        return "\n\n".join(parts)
 
     def _apply(self, comparison: Comparison, index: int, event, turn: Turn, meter: ReplyMeter,
                notices: list[str]) -> None:
@@ -190,7 +211,13 @@ class CompareHandlers:
             pickers.append(gr.update(visible=False) if not comparison.revealed else
                            gr.update(visible=True, value=comparison.panes[index].model_id))
         voting = comparison is not None and comparison.can_vote and not streaming
-        return (*panes, comparison, message, gr.update(visible=voting), *pickers)
+        if comparison is None or not comparison.inspector:
+            inspector = "Send a prompt to see what each model receives."
+        elif not comparison.revealed:
+            inspector = "Vote first: the inspector shows the names."
+        else:
+            inspector = comparison.inspector
+        return (*panes, comparison, message, gr.update(visible=voting), *pickers, inspector)
 
     # -- controls ------------------------------------------------------------------------
     def stop(self, request: gr.Request) -> None:

@@ -62,6 +62,10 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
         tie = gr.Button("Tie", size="sm", elem_id="compare-vote-tie")
         bad = gr.Button("All bad", size="sm", elem_id="compare-vote-bad")
     status = gr.Markdown(elem_id="compare-status")
+    with gr.Accordion("Inspector: what each model received", open=False,
+                      elem_id="compare-inspector-box"):
+        inspector = gr.Markdown("Send a prompt to see what each model receives.",
+                                elem_id="compare-inspector")
     with gr.Row():
         save = gr.Button("Save as conversations", size="sm", elem_id="compare-save")
         export_md = gr.Button("Export .md", size="sm", elem_id="compare-export-md")
@@ -77,7 +81,7 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
     download = gr.File(label="Download", visible=False, interactive=False,
                        elem_id="compare-download")
 
-    round_outputs = [*panes, comparison, message, vote_row, *pickers]
+    round_outputs = [*panes, comparison, message, vote_row, *pickers, inspector]
     round_inputs = [message, comparison, blind, count, system, *pickers, *temperatures,
                     *max_tokens]
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from chatcore.manager import (
+    MemoryReport,
     ModelBusy,
     ModelManager,
     ModelState,
@@ -15,7 +16,7 @@ from chatcore.manager import (
     ModelUnavailable,
     UnknownModel,
 )
-from chatcore.memory import format_bytes
+from chatcore.memory import format_bytes, process_rss_bytes
 
 COLUMNS = ["Model (id)", "Engine", "State", "Estimated", "Measured", "Load time", "Last used",
            "Details"]
@@ -37,6 +38,10 @@ def _row(manager: ModelManager, s: ModelStatus) -> list[str]:
     details = s.reason or (entry.source_text if entry else "")
     if placement := manager.placement(s.id):
         details = f"on {placement}"
+    notes = [f"⚠ {w}" for w in manager.template_warnings(s.id)]
+    if (memory := manager.memory_report(s.id)) is not None:
+        notes.append(memory_line(memory))
+    details = " · ".join([details, *notes]) if details else " · ".join(notes)
     return [
         f"{s.name} ({s.id})", entry.settings_label if entry else s.backend, state,
         format_bytes(s.estimated_bytes) if s.estimated_bytes is not None else "",
@@ -45,6 +50,17 @@ def _row(manager: ModelManager, s: ModelStatus) -> list[str]:
         time.strftime("%H:%M:%S", time.localtime(s.last_used)) if s.last_used else "",
         details,
     ]
+
+
+def memory_line(memory: MemoryReport) -> str:
+    """Process memory before the load, loaded, and after the unload, with a verdict."""
+    line = (f"memory {format_bytes(memory.before_load)} before load, "
+            f"{format_bytes(memory.loaded)} loaded, {format_bytes(memory.after_unload)} "
+            "after unload")
+    if memory.returned:
+        return line + ": given back"
+    return (f"⚠ {line}: {format_bytes(memory.retained)} not given back "
+            "(try Release memory)")
 
 
 def build_models_tab(manager: ModelManager) -> None:
@@ -57,10 +73,12 @@ def build_models_tab(manager: ModelManager) -> None:
                              elem_id="models-choice")
         load = gr.Button("Load", variant="primary", scale=1, elem_id="models-load")
         unload = gr.Button("Unload", scale=1, elem_id="models-unload")
+        release = gr.Button("Release memory", scale=1, elem_id="models-release")
     outcome = gr.Markdown(elem_id="models-outcome")
     handlers = ModelsHandlers(manager)
     load.click(handlers.load, [choice], [outcome], api_name="load_model")
     unload.click(handlers.unload, [choice], [outcome], api_name="unload_model")
+    release.click(handlers.release, None, [outcome], api_name="release_memory")
     timer = gr.Timer(REFRESH_S)
     timer.tick(handlers.refresh, None, [table, summary], api_name=False, queue=False,
                show_progress="hidden")
@@ -109,4 +127,13 @@ class ModelsHandlers:
             freed = self.manager.unload(model_id)
         except (ModelBusy, UnknownModel) as exc:
             return f"⚠️ {exc}"
-        return f"Unloaded **{model_id}**." if freed else f"{model_id} was not loaded."
+        if not freed:
+            return f"{model_id} was not loaded."
+        memory = self.manager.memory_report(model_id)
+        return f"Unloaded **{model_id}**: " + (memory_line(memory) if memory else "done") + "."
+
+    def release(self) -> str:
+        before = process_rss_bytes()
+        after = self.manager.release_memory()
+        return (f"Released what could be: process memory {format_bytes(before)} -> "
+                f"{format_bytes(after)}.")

@@ -317,16 +317,18 @@ def test_regenerate_edit_and_a_new_conversation(page, artifacts):
     wait_for_finished_reply(page, 1)
     page.get_by_text("Earlier replies", exact=True).click()
     page.wait_for_function(
-        "() => document.querySelector('#earlier').innerText.includes('Paris')", timeout=30_000)
+        "() => (document.querySelector('#earlier')?.innerText || '').includes('Paris')",
+        timeout=30_000)
     assert first.split("\n")[0] in page.locator("#earlier").inner_text()
 
     page.locator("#edit").click()
     page.wait_for_function(
-        "() => document.querySelector('#message textarea').value === 'Name the capital of France.'")
+        "() => document.querySelector('#message textarea')?.value === "
+        "'Name the capital of France.'")
     box.fill("Name the capital of Italy.")
     box.press("Enter")
     page.wait_for_function(
-        "() => document.querySelector('#chatbot').innerText.includes('capital of Italy')")
+        "() => (document.querySelector('#chatbot')?.innerText || '').includes('capital of Italy')")
     wait_for_finished_reply(page, 1)
     users = page.locator("#chatbot [data-testid='user']").all_inner_texts()
     assert users == ["Name the capital of Italy."], users
@@ -336,3 +338,42 @@ def test_regenerate_edit_and_a_new_conversation(page, artifacts):
     page.wait_for_function(
         "() => document.querySelectorAll(\"#chatbot [data-testid='bot']\").length === 0")
     page.locator("#conversations label", has_text="Name the capital of").first.wait_for()
+
+
+def meter_total(page) -> int:
+    import re
+
+    text = page.locator("#context-meter").inner_text()
+    found = re.search(r"= (\d+) of (\d+) tokens", text)
+    return int(found.group(1)) if found else -1
+
+
+def test_the_inspector_shows_the_prompt_and_the_meter_follows_the_draft(page, artifacts):
+    use_greedy_decoding(page)
+    box = page.locator("#message textarea")
+    box.fill("Name the capital of France.")
+    box.press("Enter")
+    wait_for_finished_reply(page, 1)
+    page.get_by_text("Inspector: what the model received", exact=False).first.click()
+    page.wait_for_function(
+        "() => (document.querySelector('#inspector-prompt')?.innerText || '')"
+        ".includes('<|im_start|>assistant')", timeout=30_000)
+    prompt = page.locator("#inspector-prompt").inner_text()
+    assert "<|im_start|>user" in prompt and "Name the capital of France." in prompt
+    assert "GGUF file's metadata" in page.locator("#inspector-details").inner_text()
+
+    page.wait_for_function("() => /= \\d+ of \\d+ tokens/.test("
+                           "document.querySelector('#context-meter')?.innerText || '')",
+                           timeout=30_000)
+    empty = meter_total(page)
+    box.fill("tell me more " * 60)
+    page.wait_for_function(f"() => {{ const m = /= (\\d+) of/.exec("
+                           f"document.querySelector('#context-meter')?.innerText || '');"
+                           f" return m && Number(m[1]) > {empty + 100}; }}", timeout=30_000)
+    longer = meter_total(page)
+    box.fill("tell me more " * 400)
+    page.wait_for_function(f"() => {{ const m = /= (\\d+) of/.exec("
+                           f"document.querySelector('#context-meter')?.innerText || '');"
+                           f" return m && Number(m[1]) > {longer + 500}; }}", timeout=30_000)
+    page.screenshot(path=str(artifacts / "inspector-and-meter.png"), full_page=True)
+    box.fill("")

@@ -259,16 +259,20 @@ def test_real_smollm2_in_two_engines_streams_side_by_side_no_slower_than_in_turn
     for model_id in ("q4", "fp32"):  # load and warm both, so only decoding is timed
         list(manager.stream_chat(model_id, prompt, params, threading.Event()))
 
-    started = time.perf_counter()
-    in_turn = {m: "".join(c.text for c in manager.stream_chat(m, prompt, params,
-                                                              threading.Event()))
-               for m in ("q4", "fp32")}
-    sequential = time.perf_counter() - started
-
-    started = time.perf_counter()
-    updates = list(compare.send(STORY_PROMPT, None, False, "2", "", *settings, request=BOB))
-    together = time.perf_counter() - started
-    print(f"\nsequential {sequential:.2f} s, side by side {together:.2f} s")
+    # Each way twice, the quicker run counted: one busy moment on a 2-core machine must not
+    # decide the comparison.
+    sequential = together = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        in_turn = {m: "".join(c.text for c in manager.stream_chat(m, prompt, params,
+                                                                  threading.Event()))
+                   for m in ("q4", "fp32")}
+        sequential = min(sequential, time.perf_counter() - started)
+        started = time.perf_counter()
+        updates = list(compare.send(STORY_PROMPT, None, False, "2", "", *settings,
+                                    request=BOB))
+        together = min(together, time.perf_counter() - started)
+    print(f"\nsequential {sequential:.2f} s, side by side {together:.2f} s (best of 2)")
 
     growth = [pane_texts(u)[:2] for u in updates[:-1]]
     both_streaming = [texts for texts in growth if all(t not in ("", "…") for t in texts)]

@@ -39,7 +39,7 @@ def test_table_shows_state_memory_and_reasons():
     assert rows["typo"]["State"] == "invalid entry"
     table, summary = ModelsHandlers(manager).refresh()
     assert summary == "cpu: 40 MB of a 1.0 GB budget"
-    assert ModelsHandlers(manager).unload("ok") == "Unloaded **ok**."
+    assert ModelsHandlers(manager).unload("ok").startswith("Unloaded **ok**: ")
     assert status_rows(manager)[0][2] == "available"
 
 
@@ -48,7 +48,8 @@ def test_load_and_unload_buttons_on_the_running_app(running_app):
     client.predict("smollm2-135m", api_name="/load_model")
     again = client.predict("smollm2-135m", api_name="/load_model")
     assert again == "**smollm2-135m** is already resident."
-    assert client.predict("smollm2-135m", api_name="/unload_model") == "Unloaded **smollm2-135m**."
+    unloaded = client.predict("smollm2-135m", api_name="/unload_model")
+    assert unloaded.startswith("Unloaded **smollm2-135m**: ") and "after unload" in unloaded
     assert client.predict("smollm2-135m", api_name="/unload_model") == "smollm2-135m was not loaded."
     reloaded = client.predict("smollm2-135m", api_name="/load_model")
     assert reloaded.startswith("Loaded **smollm2-135m**")
