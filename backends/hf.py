@@ -66,6 +66,7 @@ class TransformersBackend(Backend):
         self._tokenizer = None
         self._template: ChatTemplate | None = None
         self._warnings: list[str] = []
+        self._cores = physical_cores()  # the cap for a reply's share of threads
         self.placement = ""
 
     # -- lifecycle -------------------------------------------------------------------
@@ -216,7 +217,7 @@ class TransformersBackend(Backend):
         inputs = self._encode(self.render_prompt(messages, params.continue_final)).to(model.device)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         max_new = reply_room(prompt_tokens, self.context_length, params.max_new_tokens)
-        cores = physical_cores()
+        cores = self._cores
         halt = threading.Event()  # set by Stop, by a stop string, or by a reader that left
         seen = {"length": prompt_tokens, "last": None}
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from backends.base import GenParams, Message
+from chatcore.context import with_system
 from chatcore.store import StoredMessage
 from chatcore.votes import Vote, VotedPane
 
@@ -81,9 +82,7 @@ class Comparison:
         return messages
 
     def prompt_for(self, index: int, text: str) -> list[Message]:
-        prompt = [Message("system", self.system.strip())] if self.system.strip() else []
-        return prompt + [Message(m.role, m.content) for m in self.history(index)] + \
-            [Message("user", text)]
+        return with_system(self.system, [*self.history(index), Message("user", text)])
 
     @property
     def can_vote(self) -> bool:

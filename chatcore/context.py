@@ -1,12 +1,19 @@
 """Fitting a conversation into a model's context window, and naming new conversations."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from backends.base import BackendError, Message
 
 TITLE_WORDS = 8
 TITLE_CHARS = 60
+
+
+def with_system(system: str, turns: Iterable) -> list[Message]:
+    """The messages a model is sent: the system prompt, if any, then the turns (messages or
+    stored messages, anything with a role and content)."""
+    head = [Message("system", system.strip())] if (system or "").strip() else []
+    return head + [Message(t.role, t.content) for t in turns]
 
 
 class ContextOverflow(BackendError):

@@ -27,7 +27,7 @@ from backends.base import (
     PromptReport,
 )
 from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.context import fit_context
+from chatcore.context import fit_context, with_system
 from chatcore.cpu_share import CpuShare
 from chatcore.fair_queue import FairQueue
 from chatcore.memory import (
@@ -168,18 +168,14 @@ class Replies:
     `with` block) to cancel what is left and join every worker."""
 
     def __init__(self, workers: list[threading.Thread], events: queue.Queue,
-                 cancel: threading.Event) -> None:
+                 cancel: threading.Event, news: threading.Event) -> None:
         self._workers, self._events, self._cancel = workers, events, cancel
+        self._news = news  # set with the first event any worker emits
         self._running = len(workers)
 
     def wait_for_news(self, timeout: float) -> bool:
         """Block until an event is ready to read (True) or `timeout` seconds pass."""
-        deadline = time.monotonic() + timeout
-        while self._events.empty():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.002)
-        return True
+        return self._news.wait(timeout)
 
     def __iter__(self) -> Replies:
         return self
@@ -451,7 +447,7 @@ class ModelManager:
                       draft: str, max_new_tokens: int) -> ContextMeter:
         backend = self._resident_backend(model_id)
         context = self.entry(model_id).context_length
-        head = [Message("system", system.strip())] if system.strip() else []
+        head = with_system(system, [])
         count = backend.count_tokens
         system_tokens = count(head) if head else 0
         with_history = count(head + list(history)) if history else system_tokens
@@ -525,15 +521,22 @@ class ModelManager:
         for model_id, _, _ in requests:
             self.entry(model_id)
         events: queue.Queue = queue.Queue()
+        news = threading.Event()
+
+        def emitter(index: int) -> Callable[[object], None]:
+            def emit(item: object) -> None:
+                events.put((index, item))
+                news.set()
+            return emit
+
         workers = [
             threading.Thread(target=self._serve,
-                             args=(model_id, messages, params, cancel,
-                                   lambda item, index=index: events.put((index, item))),
+                             args=(model_id, messages, params, cancel, emitter(index)),
                              name=f"generate-{model_id}", daemon=True)
             for index, (model_id, messages, params) in enumerate(requests)]
         for worker in workers:
             worker.start()
-        return Replies(workers, events, cancel)
+        return Replies(workers, events, cancel, news)
 
     def _serve(self, model_id: str, messages: Sequence[Message], params: GenParams,
                cancel: threading.Event, emit: Callable[[object], None]) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 import gradio as gr
 
 from backends.base import BackendError, Chunk, GenParams, Message, PromptReport
-from chatcore.context import title_from
+from chatcore.context import title_from, with_system
 from chatcore.manager import (
     Loading,
     ModelManager,
@@ -54,6 +54,17 @@ def gen_params(temperature: float, top_p: float, top_k: float, max_new_tokens: f
         repetition_penalty=float(repetition_penalty),
         seed=None if seed is None or seed < 0 else int(seed),
     )
+
+
+def event_note(event: Loading | Waiting | Trimmed, name: str) -> str:
+    """The line under a reply while it loads, waits in line, or after history was cut."""
+    if isinstance(event, Loading):
+        return f"Loading {name}: {event.step} {progress_bar(event.fraction)} {event.fraction:.0%}"
+    if isinstance(event, Waiting):
+        return (f"Waiting for {name}: {event.ahead} request"
+                f"{'s' if event.ahead != 1 else ''} ahead of you")
+    return (f"{event.dropped} earlier message{'s' if event.dropped != 1 else ''}"
+            " left out to fit the model's context")
 
 
 def progress_bar(fraction: float, width: int = 12) -> str:
@@ -154,9 +165,7 @@ class ChatHandlers:
         if not replies:
             return "", "Send a message to see what the model receives."
         reply = conversation.messages[replies[-1]]
-        system = conversation.system_prompt.strip()
-        prompt = ([Message("system", system)] if system else []) + \
-            [Message(m.role, m.content) for m in conversation.messages[:replies[-1]]]
+        prompt = with_system(conversation.system_prompt, conversation.messages[:replies[-1]])
         params = GenParams(**(reply.params or {}))
         try:
             report, dropped = self.manager.inspect(reply.model or "", prompt, params)
@@ -191,8 +200,7 @@ class ChatHandlers:
                params: GenParams, key: str,
                continuing: StoredMessage | None = None) -> Iterator[tuple]:
         stored = self._messages(user, conversation_id)
-        prompt = [Message("system", system.strip())] if (system or "").strip() else []
-        prompt += [Message(m.role, m.content) for m in stored]
+        prompt = with_system(system, stored)
         turns = turns_from(stored, self.model_name)
         if continuing is not None:
             reply = turns[-1]
@@ -218,17 +226,10 @@ class ChatHandlers:
                     if isinstance(event, Exception):
                         raise event
                     first_words = False
-                    if isinstance(event, Loading):
-                        reply.footer = (f"Loading {name}: {event.step} "
-                                        f"{progress_bar(event.fraction)} {event.fraction:.0%}")
-                    elif isinstance(event, Waiting):
-                        reply.footer = (f"Waiting for {name}: {event.ahead} request"
-                                        f"{'s' if event.ahead != 1 else ''} ahead of you")
-                    elif isinstance(event, Trimmed):
-                        notice = (f"{event.dropped} earlier message"
-                                  f"{'s' if event.dropped != 1 else ''}"
-                                  " left out to fit the model's context")
-                        reply.footer = notice
+                    if isinstance(event, Trimmed):
+                        notice = reply.footer = event_note(event, name)
+                    elif isinstance(event, (Loading, Waiting)):
+                        reply.footer = event_note(event, name)
                     else:
                         meter.observe(event)
                         first_words = not text and bool(event.text)

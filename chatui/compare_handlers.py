@@ -20,8 +20,8 @@ from chatcore.store import Store, StoredMessage
 from chatcore.votes import all_battles, votes_to_csv, votes_to_json
 from chatui.chat_handlers import (
     UPDATE_INTERVAL_S,
+    event_note,
     inspector_details,
-    progress_bar,
     session_key,
     user_of,
 )
@@ -156,15 +156,10 @@ class CompareHandlers:
         name = self._shown_name(comparison, index)
         if isinstance(event, Exception):
             turn.error, turn.footer = str(event), ""
-        elif isinstance(event, Loading):
-            turn.footer = (f"Loading {name}: {event.step} {progress_bar(event.fraction)} "
-                           f"{event.fraction:.0%}")
-        elif isinstance(event, Waiting):
-            turn.footer = (f"Waiting for {name}: {event.ahead} "
-                           f"request{'s' if event.ahead != 1 else ''} ahead")
         elif isinstance(event, Trimmed):
-            notices[index] = turn.footer = \
-                f"{event.dropped} earlier message{'s' if event.dropped != 1 else ''} left out"
+            notices[index] = turn.footer = event_note(event, name)
+        elif isinstance(event, (Loading, Waiting)):
+            turn.footer = event_note(event, name)
         else:
             meter.observe(event)
             turn.content += event.text

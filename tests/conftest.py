@@ -53,6 +53,17 @@ def smollm2(smollm2_path: Path):
 
 
 @pytest.fixture(scope="session")
+def smollm2_fp32(smollm2_path):
+    """SmolLM2 through transformers, fp32 from the GGUF: one 15 s load for the session."""
+    from backends.hf import HFSettings, TransformersBackend
+
+    backend = TransformersBackend(smollm2_path, HFSettings(device="cpu"))
+    backend.load()
+    yield backend
+    backend.unload()
+
+
+@pytest.fixture(scope="session")
 def dequantized_cache(tmp_path_factory) -> Path:
     """One GGUF-to-safetensors conversion for the whole session."""
     return tmp_path_factory.mktemp("dequantized")

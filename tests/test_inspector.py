@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from backends.base import GenParams, Message
 from backends.chat_template import NAMED_TEMPLATES, ChatTemplate
-from backends.hf import HFSettings, TransformersBackend
 from chatcore.config import ModelEntry, ModelRegistry, load_registry
 from chatcore.factory import make_backend
 from chatcore.manager import ModelManager
@@ -21,23 +18,15 @@ CONVERSATION = [Message("system", "You answer in one sentence."),
 PARAMS = GenParams(temperature=0.0, max_new_tokens=16, stop=("###",))
 
 
-@pytest.fixture(scope="module")
-def transformers_smollm2(smollm2_path):
-    backend = TransformersBackend(smollm2_path, HFSettings(device="cpu"))
-    backend.load()
-    yield backend
-    backend.unload()
-
-
 def as_dicts(messages) -> list[dict]:
     return [m.as_dict() for m in messages]
 
 
-def test_the_inspector_shows_what_the_tokenizer_itself_renders(smollm2, transformers_smollm2):
-    expected = transformers_smollm2._tokenizer.apply_chat_template(
+def test_the_inspector_shows_what_the_tokenizer_itself_renders(smollm2, smollm2_fp32):
+    expected = smollm2_fp32._tokenizer.apply_chat_template(
         as_dicts(CONVERSATION), tokenize=False, add_generation_prompt=True)
     for backend, origin in ((smollm2, "the GGUF file's metadata"),
-                            (transformers_smollm2, "the tokenizer's config")):
+                            (smollm2_fp32, "the tokenizer's config")):
         report = backend.prompt_report(CONVERSATION, PARAMS)
         assert report.prompt == expected
         assert report.template == origin
@@ -95,7 +84,7 @@ def test_the_meter_counts_what_the_backend_counts():
     manager.unload_all()
 
 
-def test_unloading_the_transformers_smollm2_gives_memory_back_or_says_so(smollm2_path):
+def test_unloading_the_smollm2_fp32_gives_memory_back_or_says_so(smollm2_path):
     entry = ModelEntry(id="fp32", backend="transformers", path=str(smollm2_path))
     manager = ModelManager(ModelRegistry(path=SHIPPED_MODELS, entries=(entry,), broken=()),
                            make_backend)

@@ -30,14 +30,6 @@ def hf_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "hf-generate"]
 
 
-@pytest.fixture(scope="module")
-def smollm2_fp32(smollm2_path):
-    backend = TransformersBackend(smollm2_path, HFSettings(device="cpu"))
-    backend.load()
-    yield backend
-    backend.unload()
-
-
 def test_smollm2_from_gguf_answers_paris(smollm2_fp32):
     chunks = list(smollm2_fp32.stream_chat(CAPITAL, GREEDY, threading.Event()))
     assert "Paris" in text_of(chunks)
