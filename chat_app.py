@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import sqlite3
@@ -21,6 +20,8 @@ from chatcore.config import ConfigError, load_registry
 from chatcore.factory import APP_NAME, default_cache_dir, make_backend
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.memory import MemoryBudget
+from chatcore.request_guard import (Access, is_loopback, parse_allowed_hosts,
+                                    parse_cors_origins)
 from chatcore.store import Store
 from chatcore.oneshot import run_prompt
 
@@ -36,6 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the model registry to read (default: models.yaml beside this file)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--allowed-hosts", action="append", metavar="NAME[,NAME...]",
+                        help="more names the server answers to, e.g. a reverse proxy's or a "
+                             "LAN name (loopback names and --host always work; others get 403)")
+    parser.add_argument("--cors-origin", action="append", metavar="URL",
+                        help="let the web front end at URL (e.g. http://localhost:3000) call "
+                             "the API at /v1 from its pages; repeatable (default: none)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     parser.add_argument("--model", metavar="ID",
                         help="model selected on start, or used by --prompt (default: the first)")
@@ -107,36 +114,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompt is not None:
         return _one_shot(manager, args, entry.defaults, model_id)
 
-    if not args.api_key and not is_loopback(args.host):
+    if not (args.api_key or args.auth) and not is_loopback(args.host):
         return _fail(f"--host {args.host} opens the API to other machines: give it a key with "
-                     f"--api-key or ${API_KEY_ENV}", EXIT_USAGE)
+                     f"--api-key or ${API_KEY_ENV}, or require sign-in with --auth", EXIT_USAGE)
     try:
         auth = parse_auth(args.auth)
+        access = Access(host=args.host, auth=auth, api_key=args.api_key,
+                        allowed_hosts=parse_allowed_hosts(args.allowed_hosts),
+                        cors_origins=parse_cors_origins(args.cors_origin))
         store = Store(args.data_dir)
-    except ValueError as exc:
+    except ValueError as exc:  # GuardSettingError among them
         return _fail(str(exc), EXIT_USAGE)
     except (OSError, sqlite3.Error) as exc:
         return _fail(f"cannot open the conversation store in {args.data_dir}: {exc}",
                      EXIT_FAILED)
+    if not auth and not is_loopback(args.host):
+        print(f"warning: without --auth, the page and its stored conversations are open to "
+              f"anyone who can reach {args.host}:{args.port}", file=sys.stderr)
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from chatui.app import ServeError, serve  # gradio is slow to import: only when serving
 
     try:
-        serve(manager, store, model_id, args.host, args.port,
-              open_browser=not args.no_browser, data_dir=args.data_dir, auth=auth,
-              api_key=args.api_key)
+        serve(manager, store, model_id, access, args.port,
+              open_browser=not args.no_browser, data_dir=args.data_dir)
     except ServeError as exc:
         return _fail(str(exc), EXIT_FAILED)
     return 0
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_auth(text: str | None) -> list[tuple[str, str]] | None:

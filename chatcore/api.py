@@ -69,6 +69,7 @@ def build_api(manager: ModelManager, api_key: str | None,
     async def chat_completions(request: Request):
         try:
             check_key(request)
+            require_json(request)
             body = parse_request(await request.body())
             entry = manager.entry(body.model)
         except ApiError as exc:
@@ -92,6 +93,16 @@ def build_api(manager: ModelManager, api_key: str | None,
         return await reply.complete(first, request)
 
     return router
+
+
+def require_json(request: Request) -> None:
+    """Only JSON bodies: a browser sends a text/plain or form body across sites without
+    asking first, and a JSON one never, so this shuts that door even without Origin."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ApiError(415, f"the body must be JSON, sent with 'Content-Type: application/json' "
+                            f"(this request said {kind or 'nothing'!r})",
+                       code="unsupported_media_type")
 
 
 def _unavailable(exc: Exception) -> ApiError:

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from chatcore.api import build_api
 from chatcore.manager import ModelManager
+from chatcore.request_guard import Access, guard
 from chatcore.store import Store
 from chatcore.transfer import MAX_IMPORT_BYTES
 from chatui.chat_tab import build_chat_tab
@@ -38,21 +39,28 @@ def build_app(manager: ModelManager, store: Store, initial_model: str,
     return app
 
 
-def serve(manager: ModelManager, store: Store, initial_model: str, host: str, port: int,
-          open_browser: bool, data_dir: Path, auth: list[tuple[str, str]] | None = None,
-          api_key: str | None = None) -> None:
-    """The page at / and the OpenAI-compatible API at /v1, on one port, until Ctrl-C."""
-    _check_port(host, port)
-    export_dir = data_dir / "exports"
-    export_dir.mkdir(parents=True, exist_ok=True)
+def build_server(manager: ModelManager, store: Store, initial_model: str, export_dir: Path,
+                 access: Access):
+    """The page at / and the API at /v1 as one ASGI app, behind the Host and Origin guard."""
     blocks = build_app(manager, store, initial_model, export_dir)
     blocks.queue(default_concurrency_limit=16)
     server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    server_app.include_router(build_api(manager, api_key, auth))
+    server_app.include_router(build_api(manager, access.api_key, access.auth))
     server_app = gr.mount_gradio_app(
-        server_app, blocks, path="", auth=auth, allowed_paths=[str(export_dir)],
+        server_app, blocks, path="", auth=access.auth, allowed_paths=[str(export_dir)],
         max_file_size=MAX_IMPORT_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
         enable_monitoring=False, mcp_server=False, show_error=False)
+    return guard(server_app, access)
+
+
+def serve(manager: ModelManager, store: Store, initial_model: str, access: Access, port: int,
+          open_browser: bool, data_dir: Path) -> None:
+    """The page and the API on one port, until Ctrl-C."""
+    host = access.host
+    _check_port(host, port)
+    export_dir = data_dir / "exports"
+    export_dir.mkdir(parents=True, exist_ok=True)
+    server_app = build_server(manager, store, initial_model, export_dir, access)
     server = uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=5))
     runner = threading.Thread(target=server.run, name="http-server")

@@ -78,16 +78,25 @@ def test_help_explains_every_flag():
     for flag in ("--models", "--host", "--port", "--model", "--offline", "--log-level",
                  "--prompt", "--system", "--temperature", "--max-new-tokens", "--seed",
                  "--list-models", "--allow-download", "--data-dir", "--auth", "--max-memory",
-                 "--api-key"):
+                 "--api-key", "--allowed-hosts", "--cors-origin"):
         assert flag in result.stdout
     assert "127.0.0.1" in result.stdout
 
 
-def test_a_host_beyond_loopback_needs_an_api_key(tmp_path):
+def test_a_host_beyond_loopback_needs_an_api_key_or_sign_in(tmp_path):
     result = run_cli("--host", "0.0.0.0", "--data-dir", str(tmp_path), "--no-browser")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: --host 0.0.0.0 opens the API to other machines: "
-                                     "give it a key with --api-key or $LOCAL_CHAT_API_KEY")
+                                     "give it a key with --api-key or $LOCAL_CHAT_API_KEY, "
+                                     "or require sign-in with --auth")
+
+
+def test_unusable_allowed_hosts_and_cors_origins_are_one_line(tmp_path):
+    for flag, value in (("--allowed-hosts", "http://chat.lan"), ("--cors-origin", "*")):
+        result = run_cli(flag, value, "--data-dir", str(tmp_path), "--no-browser")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"error: {flag}: {value!r} is not"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_a_port_in_use_is_one_line(tmp_path):
