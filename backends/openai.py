@@ -101,6 +101,8 @@ class OpenAIBackend(Backend):
                                                             reply.read().decode(errors="replace")))
                 with _closed_on(cancel, reply):
                     for event in _events(reply):
+                        if cancel.is_set():  # events already buffered are not shown
+                            break
                         if "error" in event:
                             raise BackendError(f"{self.base_url}: {_error_text(event)}")
                         usage = event.get("usage") or usage
