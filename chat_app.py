@@ -7,19 +7,23 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import platformdirs
 
 from backends.base import GenParams
-from chatcore.config import ConfigError, load_registry
+from chatcore.config import ConfigError, load_layered_registry
 from chatcore.factory import APP_NAME, default_cache_dir, make_backend
+from chatcore.hub import Hub, HubError
+from chatcore.library import LibraryError, ModelLibrary, WeightsCheck, personal_registry
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
-from chatcore.memory import MemoryBudget
+from chatcore.memory import MemoryBudget, format_bytes
 from chatcore.request_guard import (Access, is_loopback, parse_allowed_hosts,
                                     parse_cors_origins)
 from chatcore.store import Store
@@ -67,6 +71,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging detail")
     parser.add_argument("--list-models", action="store_true",
                         help="print every model entry with its backend and state, then exit")
+    library = parser.add_argument_group("the model library (your models.yaml in --data-dir)")
+    library.add_argument("--scan", action="store_true",
+                         help="list the models on this machine (Hugging Face cache, LM Studio, "
+                              "Ollama, llama.cpp, GPT4All, --models-dir) with their fit, then exit")
+    library.add_argument("--json", action="store_true", help="with --scan: print JSON")
+    library.add_argument("--models-dir", action="append", type=Path, default=[], metavar="DIR",
+                         help="another folder to search for GGUF files and checkpoints "
+                              "(repeatable)")
+    library.add_argument("--add", metavar="PATH_OR_SCAN_ID",
+                         help="add a GGUF file, a checkpoint folder or a scanned model to your "
+                              "registry, then exit")
+    library.add_argument("--id", metavar="ID", help="with --add: the id to give it")
+    library.add_argument("--download", metavar="REPO_OR_ID",
+                         help="download a GGUF from the Hugging Face Hub (a repo with --file, or "
+                              "a registry entry's id) into its cache, resuming what an earlier "
+                              "try left, then add it to your registry and exit")
+    library.add_argument("--file", metavar="NAME", help="with --download REPO: the GGUF file")
+    library.add_argument("--admins", metavar="USER[,USER...]",
+                         help="with --auth: the users who may add, edit, remove and download "
+                              "models (without --auth, you are the admin)")
     oneshot = parser.add_argument_group("one-shot mode (no server)")
     oneshot.add_argument("--prompt", help="send this one message and stream the reply to stdout")
     oneshot.add_argument("--system", help="system prompt for --prompt")
@@ -84,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    personal = personal_registry(args.data_dir)
     try:
-        registry = load_registry(args.models)
+        registry = load_layered_registry(args.models, personal)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     try:
@@ -98,8 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     manager = ModelManager(
         registry,
         lambda entry: make_backend(entry, allow_download=args.allow_download, cache_dir=cache_dir),
-        budget=budget, allow_download=args.allow_download)
+        budget=budget, allow_download=args.allow_download, weights_check=WeightsCheck())
 
+    if args.download is not None:
+        if args.offline:
+            return _fail("--download needs the network; --offline forbids it", EXIT_USAGE)
+        return _download(manager, args, personal)
+    hub = Hub() if args.allow_download else None
+    library = ModelLibrary(manager, args.models, personal, scan_dirs=args.models_dir,
+                           admins=_admins(args), hub=hub, offline=args.offline)
+    if args.scan:
+        return _print_scan(library, args.json)
+    if args.add is not None:
+        return _add(library, args.add, args.id)
     if args.list_models:
         for status in manager.statuses():
             reason = f"  ({status.reason})" if status.reason else ""
@@ -136,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         serve(manager, store, model_id, access, args.port,
-              open_browser=not args.no_browser, data_dir=args.data_dir)
+              open_browser=not args.no_browser, data_dir=args.data_dir, library=library)
     except ServeError as exc:
         return _fail(str(exc), EXIT_FAILED)
     return 0
@@ -153,6 +189,100 @@ def parse_auth(text: str | None) -> list[tuple[str, str]] | None:
             raise ValueError(f"--auth: {item!r} is not USER:PASSWORD")
         pairs.append((user.strip(), password))
     return pairs
+
+
+def _admins(args: argparse.Namespace) -> list[str] | None:
+    """None (everyone may) without sign-in; with it, only the users --admins names."""
+    if not args.auth:
+        return None
+    return [name.strip() for name in (args.admins or "").split(",") if name.strip()]
+
+
+def _print_scan(library: ModelLibrary, as_json: bool) -> int:
+    result = library.scan()
+    rows = []
+    for found in result.models:
+        fit = library.fit_of_found(found)
+        rows.append({
+            "scan_id": found.scan_id, "source": found.source, "name": found.name,
+            "path": str(found.path), "format": found.format,
+            "architecture": found.architecture, "parameters": found.n_params,
+            "quantization": found.quantization, "size_bytes": found.size_bytes,
+            "context_length": found.context_length,
+            "chat_template": found.has_chat_template, "suggested_id": found.suggested_id,
+            "fit": fit.verdict if fit else None, "fit_detail": fit.detail if fit else None,
+            "problem": found.problem})
+    if as_json:
+        print(json.dumps({"models": rows, "skipped": list(result.skipped)}, indent=1))
+        return 0
+    print(f"{'SCAN ID':11} {'SOURCE':12} {'QUANT':8} {'PARAMS':>7} {'SIZE':>8} {'CONTEXT':>7} "
+          f"{'TEMPLATE':8} {'FIT':10} NAME")
+    for row in rows:
+        params = f"{row['parameters'] / 1e9:.2f}B" if row["parameters"] else "?"
+        print(f"{row['scan_id']:11} {row['source']:12} {row['quantization'] or '?':8} "
+              f"{params:>7} {format_bytes(row['size_bytes']):>8} "
+              f"{row['context_length'] or '?':>7} "
+              f"{'yes' if row['chat_template'] else 'no':8} {row['fit'] or '-':10} "
+              f"{row['name']}" + (f"  (unreadable: {row['problem']})" if row["problem"] else ""))
+    if result.skipped:
+        print(f"({len(result.skipped)} paths skipped: {'; '.join(result.skipped[:3])}"
+              + (" ..." if len(result.skipped) > 3 else "") + ")")
+    return 0
+
+
+def _add(library: ModelLibrary, text: str, model_id: str | None) -> int:
+    try:
+        entry, notes = library.add(text, model_id)
+    except (LibraryError, ConfigError) as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    print(f"added {entry.id} ({entry.name}) to {library.personal}")
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _download(manager: ModelManager, args: argparse.Namespace, personal: Path) -> int:
+    """One download on the terminal, with its progress on stderr; asking for it is the
+    permission, so it needs no --allow-download."""
+    hub = Hub()
+    library = ModelLibrary(manager, args.models, personal, hub=None)
+    target, filename = args.download, args.file
+    try:
+        if manager.registry.get(target) is not None and filename is None:
+            entry = manager.entry(target)
+            if not entry.repo or not entry.file:
+                return _fail(f"{target} has no GGUF file to download (it needs 'repo' and "
+                             "'file' in its entry)", EXIT_USAGE)
+            target, filename = entry.repo, entry.file
+        if filename is None:
+            files = hub.listing(target).gguf_files
+            if len(files) != 1:
+                choices = ", ".join(f"{f.filename} ({format_bytes(f.size)})" for f in files)
+                return _fail(f"{target} holds {len(files)} GGUF files: pick one with --file "
+                             f"({choices or 'none'})", EXIT_USAGE)
+            filename = files[0].filename
+        shown = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - shown[0] >= 0.5 or done == total:
+                shown[0] = now
+                share = f" ({done / total:.0%})" if total else ""
+                print(f"\r{filename}: {format_bytes(done)} of {format_bytes(total)}{share}   ",
+                      end="", file=sys.stderr, flush=True)
+
+        path = hub.download(target, filename, progress=progress)
+        print(file=sys.stderr)
+        library.register_download(target, filename, path)
+    except (HubError, LibraryError, ConfigError) as exc:
+        print(file=sys.stderr)
+        return _fail(str(exc), EXIT_FAILED)
+    print(f"downloaded {target}/{filename} to {path}")
+    added = [e for e in library.manager.registry.entries
+             if e.repo == target and e.file == filename]
+    if added:
+        print(f"use it with --model {added[0].id}")
+    return 0
 
 
 def default_data_dir() -> Path:

@@ -125,6 +125,11 @@ class Backend(ABC):
         """Where the estimate is charged: "cpu" (RAM) or "cuda:N"."""
         return "cpu"
 
+    def memory_breakdown(self):
+        """The chatcore.memory.MemoryEstimate (weights, KV cache, working memory) behind
+        `memory_estimate`, for fit badges; None where the engine does not say."""
+        return None
+
     def prompt_report(self, messages: Sequence[Message], params: GenParams) -> PromptReport:
         """The prompt these messages make, with what ends the reply (loaded models only)."""
         raise BackendError("this engine cannot show its prompt")

@@ -3,6 +3,8 @@
 Templates come from model files a person downloaded, so they run in Jinja's immutable
 sandbox: a template can format text, not touch the process. Models that ship no template
 (Falcon) take a named fallback from models.yaml; each fallback knows its stop strings.
+Base models take `chat_template: none`: completion mode, the conversation's text continued
+as-is with no turn markers.
 """
 from __future__ import annotations
 
@@ -57,12 +59,71 @@ NAMED_TEMPLATES: dict[str, NamedTemplate] = {
         "{% if add_generation_prompt %}Falcon:{% endif %}",
         ("\nUser:", "<|endoftext|>"),
     ),
+    # Gemma 3's published template (Gemma and Gemma 2 render the same without a system
+    # prompt, which they do not support): the system prompt opens the first user turn.
+    # The official template also raises on roles that do not alternate; this one renders.
+    "gemma": NamedTemplate(
+        _SYSTEM_FIRST
+        + "{{ bos_token }}{% for m in turns %}"
+        "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+        "{% if loop.first and system %}{{ system }}\n\n{% endif %}"
+        "{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
+        ("<end_of_turn>",),
+    ),
+    # Meta-Llama-3-8B-Instruct's template; 3.1 adds a dated system preamble and tools.
+    "llama3": NamedTemplate(
+        "{{ bos_token }}{% for m in messages %}"
+        "<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+        "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        "{% endif %}",
+        ("<|eot_id|>",),
+    ),
+    # Phi-3 / Phi-3.5 mini's template: an empty system prompt is left out.
+    "phi3": NamedTemplate(
+        "{% for m in messages %}{% if m['role'] != 'system' or m['content'] %}"
+        "<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}",
+        ("<|end|>",),
+    ),
     "zephyr": NamedTemplate(
         "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n"
         "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}",
         ("</s>",),
     ),
 }
+
+
+# `chat_template: none` in models.yaml: no chat template, for base models.
+COMPLETION_MODE = "none"
+# text-generation-webui's notebook mode: the texts (system prompt first) joined by a blank
+# line, the last one continued; a message with no text adds nothing.
+_COMPLETION_SOURCE = (
+    "{% for m in messages if m['content'] %}{% if not loop.first %}{{ '\\n\\n' }}{% endif %}"
+    "{{ m['content'] }}{% endfor %}"
+)
+
+# Architecture (GGUF `general.architecture`, HF `model_type`) -> the fallback to guess.
+_FALLBACK_FOR_ARCHITECTURE = {
+    "gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3_text": "gemma",
+    # Most llama-architecture GGUFs that ship no template today are Llama 3 repacks
+    # (Llama 2 ones mostly predate templates in GGUF and are rare now).
+    "llama": "llama3",
+    "mistral": "mistral",
+    "falcon": "falcon",
+    "phi3": "phi3",
+    "qwen2": "chatml", "qwen3": "chatml",
+}
+
+
+def guess_fallback(architecture: str | None) -> str:
+    """The named fallback most likely right for a model of this architecture.
+
+    Only a guess: a fine-tune may use another format, so it is offered, never forced;
+    unknown architectures get chatml, the most common format among recent fine-tunes.
+    """
+    return _FALLBACK_FOR_ARCHITECTURE.get((architecture or "").lower(), "chatml")
 
 
 class ChatTemplate:
@@ -87,8 +148,14 @@ class ChatTemplate:
 
     @classmethod
     def choose(cls, override: str | None, shipped: str | None, *, bos_token: str,
-               eos_token: str, model_name: str) -> ChatTemplate:
-        """The entry's override (a fallback name or inline Jinja), else the model's own."""
+               eos_token: str, model_name: str, architecture: str | None = None) -> ChatTemplate:
+        """The entry's override (a fallback name, "none" or inline Jinja), else the model's own.
+
+        `architecture` only words the refusal of a model with neither: it names the
+        fallback `guess_fallback` would pick.
+        """
+        if override == COMPLETION_MODE:
+            return cls(_COMPLETION_SOURCE, bos_token, eos_token, origin=COMPLETION_MODE)
         if override in NAMED_TEMPLATES:
             named = NAMED_TEMPLATES[override]
             return cls(named.source, bos_token, eos_token, named.stop_strings,
@@ -98,11 +165,20 @@ class ChatTemplate:
         if shipped:
             return cls(shipped, bos_token, eos_token, origin="model")
         raise BackendError(
-            f"{model_name} has no chat template: set chat_template in models.yaml to one of "
-            f"{', '.join(NAMED_TEMPLATES)} or an inline Jinja template")
+            f"{model_name} has no chat template: set chat_template to a named fallback "
+            f"(e.g. {guess_fallback(architecture)}) or none for completion mode in its "
+            f"models.yaml entry; the fallbacks are {', '.join(NAMED_TEMPLATES)}, and an "
+            "inline Jinja template works too")
+
+    @property
+    def completion(self) -> bool:
+        """True in completion mode: the prompt is plain text, with no turn markers."""
+        return self.origin == COMPLETION_MODE
 
     def describe_origin(self, shipped_in: str) -> str:
         """Where this template came from, in words ("GGUF metadata", "named fallback falcon")."""
+        if self.completion:
+            return f"{COMPLETION_MODE}: completion mode (models.yaml)"
         if self.origin == "model":
             return shipped_in
         if self.origin.startswith("fallback "):
@@ -116,6 +192,8 @@ class ChatTemplate:
         assistant's turn must stop generation (an end-of-sequence token or a stop string);
         otherwise a model chats with itself, or its end marker shows up in the reply.
         """
+        if self.completion:
+            return []  # chosen on purpose: there is no turn marker to check
         reply = "REPLY-9f3c"
         sample = [Message("user", "Hello"), Message("assistant", "Hi there"),
                   Message("user", "How are you?")]

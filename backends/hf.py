@@ -112,7 +112,7 @@ class TransformersBackend(Backend):
         self._template = ChatTemplate.choose(
             self._template_override, getattr(tokenizer, "chat_template", None),
             bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
-            model_name=self.source.name)
+            model_name=self.source.name, architecture=getattr(model.config, "model_type", None))
         self._model, self._tokenizer = model, tokenizer
         self.placement = _placement(model)
         eos_ids = self._eos_ids()
@@ -146,6 +146,9 @@ class TransformersBackend(Backend):
                                f"{', '.join(WEIGHT_FILES)}): is the download complete?")
 
     def memory_estimate(self) -> int:
+        return self.memory_breakdown().total
+
+    def memory_breakdown(self):
         from chatcore.memory import PlannerError, checkpoint_shape, gguf_shape, transformers_estimate
 
         self._check_source()
@@ -162,7 +165,7 @@ class TransformersBackend(Backend):
             raise BackendError(str(exc)) from exc
         dtype_bytes = 4 if self._dtype_name() == "float32" else 2
         return transformers_estimate(shape, self.context_length, dtype_bytes,
-                                     self.settings.quant_bits, source_bytes).total
+                                     self.settings.quant_bits, source_bytes)
 
     def memory_device(self) -> str:
         device = self.settings.device
@@ -204,8 +207,12 @@ class TransformersBackend(Backend):
         return list(self._warnings)
 
     def _encode(self, prompt: str):
-        # The template already holds the special tokens the model expects.
-        return self._require_tokenizer()(prompt, return_tensors="pt", add_special_tokens=False)
+        """A chat template already holds the special tokens the model expects; plain text
+        in completion mode gets the ones its tokenizer adds (BOS where the model wants it,
+        as llama.cpp does from the GGUF)."""
+        add_special = self._require_template().completion
+        return self._require_tokenizer()(prompt, return_tensors="pt",
+                                         add_special_tokens=add_special)
 
     # -- generation --------------------------------------------------------------------
     def stream_chat(self, messages: Sequence[Message], params: GenParams,

@@ -122,7 +122,8 @@ class LlamaCppBackend(Backend):
                 self._template_override, llm.metadata.get("tokenizer.chat_template"),
                 bos_token=_token_text(llm, llm.token_bos()),
                 eos_token=_token_text(llm, llm.token_eos()),
-                model_name=self.model_path.name)
+                model_name=self.model_path.name,
+                architecture=llm.metadata.get("general.architecture"))
         except BackendError:
             llm.close()
             raise
@@ -144,9 +145,9 @@ class LlamaCppBackend(Backend):
         return self.n_gpu_layers != -1  # partly offloaded models still decode layers here
 
     def memory_estimate(self) -> int:
-        return self._estimate().total
+        return self.memory_breakdown().total
 
-    def _estimate(self):
+    def memory_breakdown(self):
         from chatcore.memory import PlannerError, llamacpp_estimate
 
         _check_gguf(self.model_path)
@@ -157,7 +158,7 @@ class LlamaCppBackend(Backend):
 
     def _saved_states_bytes(self) -> int:
         try:
-            return self._estimate().saved_states
+            return self.memory_breakdown().saved_states
         except BackendError:
             return 0
 
@@ -180,6 +181,7 @@ class LlamaCppBackend(Backend):
         return list(self._warnings)
 
     def _tokenize(self, prompt: str) -> list[int]:
+        """BOS as the GGUF asks, unless the prompt already starts with it (a template wrote it)."""
         llm = self._require_llm()
         bos = self._require_template().bos_token
         add_bos = llm._model.add_bos_token() and not (bos and prompt.startswith(bos))

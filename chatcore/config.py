@@ -24,6 +24,10 @@ LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None}
 OPENAI_ONLY = {"remote_model": None, "api_key_env": None, "timeout": None}
 
 
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+MAX_ID, MAX_NAME, MAX_DESCRIPTION, MAX_TEMPLATE = 64, 200, 2_000, 100_000
+
+
 class ConfigError(Exception):
     """models.yaml cannot be used at all; the message is one line for a person."""
 
@@ -61,8 +65,8 @@ class ModelEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=128)
-    name: str = ""
+    id: str = Field(pattern=ID_PATTERN, max_length=MAX_ID)
+    name: str = Field("", max_length=MAX_NAME)
     backend: BackendName
     path: str | None = None
     repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
@@ -74,8 +78,8 @@ class ModelEntry(BaseModel):
     timeout: float | None = Field(None, gt=0, le=3600)
     context_length: int = Field(2048, ge=64)
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
-    chat_template: str | None = None
-    description: str = ""
+    chat_template: str | None = Field(None, max_length=MAX_TEMPLATE)
+    description: str = Field("", max_length=MAX_DESCRIPTION)
     n_gpu_layers: int = Field(0, ge=-1)
     n_threads: int | None = Field(None, ge=1)
     quantization: Literal["none", "8bit", "4bit"] | Quantization = "none"
@@ -166,11 +170,17 @@ class BrokenEntry:
 
 @dataclass(frozen=True)
 class ModelRegistry:
-    """Everything models.yaml declared, in file order, and where it was read from."""
+    """Everything models.yaml declared, in file order, and where it was read from.
+
+    With a personal registry laid over it, `personal` names the entries that came from
+    the person's own file (theirs to edit and remove) and `personal_path` is that file.
+    """
 
     path: Path
     entries: tuple[ModelEntry, ...]
     broken: tuple[BrokenEntry, ...]
+    personal_path: Path | None = None
+    personal: frozenset[str] = frozenset()
 
     def get(self, model_id: str) -> ModelEntry | None:
         return next((e for e in self.entries if e.id == model_id), None)
@@ -183,7 +193,21 @@ class ModelRegistry:
         return [e.id for e in self.entries]
 
 
-def load_registry(path: Path) -> ModelRegistry:
+def load_layered_registry(shipped: Path, personal: Path | None) -> ModelRegistry:
+    """The shipped registry with the person's own file laid over it: an entry of theirs
+    with a shipped id replaces that entry in place, the others follow in their order. The
+    person's file may be missing or list no models; the app never writes the shipped one."""
+    base = load_registry(shipped)
+    if personal is None or not Path(personal).exists():
+        return ModelRegistry(base.path, base.entries, base.broken, personal)
+    theirs = load_registry(personal, allow_empty=True)
+    mine = {e.id: e for e in theirs.entries}
+    entries = [mine.pop(e.id, e) for e in base.entries] + list(mine.values())
+    return ModelRegistry(base.path, tuple(entries), base.broken + theirs.broken,
+                         Path(personal), frozenset(e.id for e in theirs.entries))
+
+
+def load_registry(path: Path, allow_empty: bool = False) -> ModelRegistry:
     """Read and validate models.yaml; relative paths in entries are resolved against it."""
     path = Path(path)
     try:
@@ -199,6 +223,8 @@ def load_registry(path: Path) -> ModelRegistry:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid syntax"
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if document is None and allow_empty:
+        return ModelRegistry(path=path, entries=(), broken=())
     if document is None:
         raise ConfigError(f"{path}: the file is empty; it needs a 'models:' list")
     if not isinstance(document, dict) or "models" not in document:
@@ -207,6 +233,8 @@ def load_registry(path: Path) -> ModelRegistry:
     if unknown:
         raise ConfigError(f"{path}: unknown top-level field {unknown[0]!r}; only 'models' is allowed")
     raw_entries = document["models"]
+    if allow_empty and raw_entries in (None, []):
+        return ModelRegistry(path=path, entries=(), broken=())
     if not isinstance(raw_entries, list) or not raw_entries:
         raise ConfigError(f"{path}: 'models' must be a non-empty list of model entries")
 
@@ -221,7 +249,7 @@ def load_registry(path: Path) -> ModelRegistry:
             continue
         broken.append(BrokenEntry(index, raw_id or f"entry-{index}", raw_id or f"entry {index}",
                                   f"{label}: {reason}"))
-    if not entries:
+    if not entries and not allow_empty:
         detail = broken[0].reason if broken else f"{path}: no model entries"
         raise ConfigError(f"no valid model entry; first problem: {detail}")
     return ModelRegistry(path=path, entries=tuple(entries), broken=tuple(broken))
@@ -266,7 +294,10 @@ def _describe(error: dict) -> str:
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     if not location:
         return message
-    return f"field {location!r}: {message} (got {error.get('input')!r})"
+    given = error.get("input")
+    shown = f"{len(given):,} characters" if isinstance(given, str) and len(given) > 80 \
+        else repr(given)
+    return f"field {location!r}: {message} (got {shown})"
 
 
 def _resolve_paths(entry: ModelEntry, base: Path) -> ModelEntry:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from backends.base import (
     Backend,
@@ -49,6 +50,7 @@ class ModelState(str, enum.Enum):
     AVAILABLE = "available"
     NOT_DOWNLOADED = "not downloaded"
     INVALID = "invalid entry"
+    UNREADABLE = "unreadable"
     LOADING = "loading"
     RESIDENT = "resident"
     GENERATING = "generating"
@@ -72,7 +74,7 @@ class ModelStatus:
     @property
     def usable(self) -> bool:
         return self.state not in (ModelState.NOT_DOWNLOADED, ModelState.INVALID,
-                                  ModelState.FAILED)
+                                  ModelState.FAILED, ModelState.UNREADABLE)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,21 @@ class _Resident:
     load_seconds: float
     last_used: float
     rss_before: int = 0  # process memory just before the load
+
+
+@dataclass(frozen=True)
+class Room:
+    """One device's budget as a load sees it; `idle` are (model id, bytes) that an unload
+    could free, least recently used first."""
+
+    device: str
+    limit: int
+    free: int
+    idle: tuple[tuple[str, int], ...]
+
+    @property
+    def evictable(self) -> int:
+        return sum(size for _, size in self.idle)
 
 
 @dataclass(frozen=True)
@@ -203,8 +220,12 @@ class Replies:
 class ModelManager:
     def __init__(self, registry: ModelRegistry, backend_factory: BackendFactory,
                  budget: MemoryBudget | None = None, allow_download: bool = False,
-                 cpu: CpuShare | None = None) -> None:
+                 cpu: CpuShare | None = None,
+                 weights_check: Callable[[Path], str | None] | None = None) -> None:
+        """`weights_check(path)` reads a weights file's header and returns what is wrong
+        with it (None when it looks loadable), so states are truthful before a load."""
         self.registry = registry
+        self._weights_check = weights_check
         self.budget = budget or MemoryBudget.parse(None)
         self.cpu = cpu or CpuShare()
         self._factory = backend_factory
@@ -218,8 +239,9 @@ class ModelManager:
         self._estimates: dict[str, int] = {}
         self._in_use: dict[str, int] = {}
         self._generating: dict[str, int] = {}
-        self._load_locks = {e.id: threading.Lock() for e in registry.entries}
-        self._queues = {e.id: FairQueue() for e in registry.entries}
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._queues: dict[str, FairQueue] = {}
+        self._stale: set[str] = set()  # resident, but its entry changed: unload when idle
         self._cancel_events: dict[str, threading.Event] = {}
         self._warnings: dict[str, list[str]] = {}  # chat template checks, kept after unload
         self._memory_reports: dict[str, MemoryReport] = {}
@@ -238,7 +260,7 @@ class ModelManager:
             resident = self._resident.get(model_id)
             common = dict(id=entry.id, name=entry.name, backend=entry.backend,
                           estimated_bytes=self._estimates.get(model_id),
-                          queued=len(self._queues[model_id]))
+                          queued=len(self._queues.get(model_id, ())))
             if resident is not None:
                 state = (ModelState.GENERATING if self._generating.get(model_id)
                          else ModelState.RESIDENT)
@@ -254,12 +276,16 @@ class ModelManager:
         if entry.is_remote:
             return ModelStatus(state=ModelState.AVAILABLE, **common)
         try:
-            resolve_weights(entry, allow_download=False)
+            weights = resolve_weights(entry, allow_download=False)
         except ModelNotAvailable as exc:
             if not exc.not_downloaded:
                 return ModelStatus(state=ModelState.FAILED, reason=str(exc), **common)
             if not self._allow_download:
                 return ModelStatus(state=ModelState.NOT_DOWNLOADED, reason=str(exc), **common)
+            return ModelStatus(state=ModelState.AVAILABLE, **common)
+        problem = self._weights_check(weights) if self._weights_check else None
+        if problem:
+            return ModelStatus(state=ModelState.UNREADABLE, reason=problem, **common)
         return ModelStatus(state=ModelState.AVAILABLE, **common)
 
     def entry(self, model_id: str) -> ModelEntry:
@@ -291,7 +317,9 @@ class ModelManager:
     def load(self, model_id: str, progress: ProgressCallback | None = None) -> Backend:
         """The resident backend for `model_id`, loading it (and making room) first if needed."""
         entry = self.entry(model_id)
-        with self._load_locks[model_id]:
+        with self._lock:
+            load_lock = self._load_locks.setdefault(model_id, threading.Lock())
+        with load_lock:
             with self._lock:
                 if model_id in self._resident:
                     return self._resident[model_id].backend
@@ -349,6 +377,47 @@ class ModelManager:
         log.info("loaded %s in %.2f s", model_id, seconds)
         return backend
 
+    # -- the registry --------------------------------------------------------------------
+    def replace_registry(self, registry: ModelRegistry) -> list[str]:
+        """Swap in an edited registry; returns the ids whose entry changed or went away.
+
+        New entries are usable at once. A resident model whose entry changed is unloaded
+        now if idle, or when its reply ends, so the edit applies to its next load and never
+        disturbs a reply in progress.
+        """
+        old, self.registry = self.registry, registry
+        changed = [e.id for e in old.entries if registry.get(e.id) != e]
+        with self._lock:
+            for model_id in changed:
+                self._estimates.pop(model_id, None)
+                self._failures.pop(model_id, None)
+                if model_id in self._resident:
+                    self._stale.add(model_id)
+        for model_id in changed:
+            self._unload_if_stale(model_id)
+        return changed
+
+    def _unload_if_stale(self, model_id: str) -> None:
+        with self._lock:
+            if model_id not in self._stale or self._in_use.get(model_id):
+                return
+            self._stale.discard(model_id)
+        log.info("unloading %s: its entry changed", model_id)
+        self._evict(model_id)
+
+    # -- room --------------------------------------------------------------------------
+    def room(self, device: str) -> Room:
+        """The budget of one device, what resident and loading models take of it, and what
+        unloading idle models could give back: what a load is planned against."""
+        limit = self.budget.limit(device)
+        with self._lock:
+            used = sum(r.estimate for r in self._resident.values() if r.device == device)
+            used += sum(b for d, b in self._loading.values() if d == device)
+            idle = sorted(((mid, r) for mid, r in self._resident.items()
+                           if r.device == device and not self._in_use.get(mid)),
+                          key=lambda item: item[1].last_used)
+        return Room(device, limit, limit - used, tuple((mid, r.estimate) for mid, r in idle))
+
     def _make_room(self, entry: ModelEntry, backend: Backend) -> tuple[str, int]:
         """Reserve the model's estimate in the budget, evicting idle models LRU-first.
 
@@ -360,27 +429,22 @@ class ModelManager:
         # Reading a GGUF header takes seconds; the entry's file does not change while we run.
         estimate = known if known is not None else backend.memory_estimate()
         device = backend.memory_device()
-        limit = self.budget.limit(device)
         with self._plan_lock:
             with self._lock:
                 self._estimates[entry.id] = estimate
-                used = sum(r.estimate for r in self._resident.values() if r.device == device)
-                used += sum(b for d, b in self._loading.values() if d == device)
-                idle = sorted(((mid, r) for mid, r in self._resident.items()
-                               if r.device == device and not self._in_use.get(mid)),
-                              key=lambda item: item[1].last_used)
-            free = limit - used
-            if estimate > free + sum(r.estimate for _, r in idle):
+            room = self.room(device)
+            if estimate > room.free + room.evictable:
                 raise BackendError(
-                    f"needs {format_bytes(estimate)}, {format_bytes(max(free, 0))} free of a "
-                    f"{format_bytes(limit)} budget on {device}"
-                    + ("" if estimate <= limit else "; raise --max-memory to load it"))
-            for victim_id, victim in idle:
+                    f"needs {format_bytes(estimate)}, {format_bytes(max(room.free, 0))} free "
+                    f"of a {format_bytes(room.limit)} budget on {device}"
+                    + ("" if estimate <= room.limit else "; raise --max-memory to load it"))
+            free = room.free
+            for victim_id, victim_bytes in room.idle:
                 if estimate <= free:
                     break
                 log.info("evicting %s to make room for %s", victim_id, entry.id)
                 self._evict(victim_id)
-                free += victim.estimate
+                free += victim_bytes
             with self._lock:
                 self._loading[entry.id] = (device, estimate)
                 self._progress[entry.id] = (0.0, "waiting to load")
@@ -541,7 +605,7 @@ class ModelManager:
     def _serve(self, model_id: str, messages: Sequence[Message], params: GenParams,
                cancel: threading.Event, emit: Callable[[object], None]) -> None:
         self._count(self._in_use, model_id, +1)  # a model someone waits for is not evicted
-        line = self._queues[model_id]
+        line = self._line(model_id)
         ticket = None
         try:
             backend = self.load(model_id, lambda f, step: emit(Loading(f, step)))
@@ -580,7 +644,12 @@ class ModelManager:
                 if model_id in self._resident:
                     self._resident[model_id].last_used = time.time()
             self._count(self._in_use, model_id, -1)
+            self._unload_if_stale(model_id)
             emit(_DONE)
+
+    def _line(self, model_id: str) -> FairQueue:
+        with self._lock:
+            return self._queues.setdefault(model_id, FairQueue())
 
     def _count(self, counter: dict[str, int], model_id: str, delta: int) -> None:
         with self._lock:

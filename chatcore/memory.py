@@ -67,6 +67,36 @@ def read_gguf_header(path: Path) -> tuple[dict, list[tuple[str, int]]]:
     Reads only the header, skipping over arrays such as the vocabulary: milliseconds, where
     building the whole gguf.GGUFReader takes seconds.
     """
+    metadata, tensors, _ = read_gguf_layout(path)
+    return metadata, [(name, count) for name, count, _, _ in tensors]
+
+
+def gguf_missing_bytes(metadata: dict, tensors: list[tuple[str, int, int, int]],
+                       header_end: int, file_size: int) -> int:
+    """How many bytes a file lacks for the tensor data its header (`read_gguf_layout`)
+    describes: a download cut after the header reads fine but cannot load."""
+    alignment = int(metadata.get("general.alignment", 32) or 32)
+    data_start = -(-header_end // alignment) * alignment
+    end = data_start
+    for _, count, kind, offset in tensors:
+        block, size = _ggml_block(kind)
+        end = max(end, data_start + offset + count // block * size)
+    return max(0, end - file_size)
+
+
+def _ggml_block(kind: int) -> tuple[int, int]:
+    """(values per block, bytes per block) of a ggml tensor type."""
+    import gguf
+
+    try:
+        return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(kind)]
+    except (ValueError, KeyError):
+        raise ValueError(f"unknown tensor type {kind}") from None
+
+
+def read_gguf_layout(path: Path) -> tuple[dict, list[tuple[str, int, int, int]], int]:
+    """The metadata, (name, element count, ggml type, data offset) per tensor, and where
+    the header ends."""
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
         offset = 0
 
@@ -116,37 +146,41 @@ def read_gguf_header(path: Path) -> tuple[dict, list[tuple[str, int]]]:
         for _ in range(tensor_count):
             name = string()
             dims = [take("Q") for _ in range(take("I"))]
-            take("I")  # the tensor's type
-            take("Q")  # its offset in the data section
+            kind = take("I")
+            tensor_offset = take("Q")
             count = 1
             for dim in dims:
                 count *= dim
-            tensors.append((name, count))
-        return metadata, tensors
+            tensors.append((name, count, kind, tensor_offset))
+        return metadata, tensors, offset
 
 
 def gguf_shape(path: Path) -> ModelShape:
     try:
-        metadata, tensors = read_gguf_header(path)
-        arch = metadata["general.architecture"]
-
-        def number(key: str, default: int | None = None) -> int:
-            found = metadata.get(f"{arch}.{key}", default)
-            if found is None:
-                raise KeyError(f"{arch}.{key}")
-            return int(found)
-
-        heads = number("attention.head_count")
-        embedding = number("embedding_length")
-        vocab = number("vocab_size", metadata.get("tokenizer.ggml.tokens", 0))
-        return ModelShape(
-            n_layers=number("block_count"), n_kv_heads=number("attention.head_count_kv", heads),
-            head_dim=number("attention.key_length", embedding // heads), vocab_size=vocab,
-            n_params=sum(count for _, count in tensors),
-            n_embedding_params=sum(count for name, count in tensors
-                                   if name in ("token_embd.weight", "output.weight")))
+        return shape_from_header(*read_gguf_header(path))
     except Exception as exc:  # noqa: BLE001 - any bytes may arrive here; all get one reason
         raise PlannerError(f"cannot read the GGUF header of {path}: {exc}") from exc
+
+
+def shape_from_header(metadata: dict, tensors: list[tuple[str, int]]) -> ModelShape:
+    """The shape from a GGUF header, wherever its bytes came from (a file, a range read)."""
+    arch = metadata["general.architecture"]
+
+    def number(key: str, default: int | None = None) -> int:
+        found = metadata.get(f"{arch}.{key}", default)
+        if found is None:
+            raise KeyError(f"{arch}.{key}")
+        return int(found)
+
+    heads = number("attention.head_count")
+    embedding = number("embedding_length")
+    vocab = number("vocab_size", metadata.get("tokenizer.ggml.tokens", 0))
+    return ModelShape(
+        n_layers=number("block_count"), n_kv_heads=number("attention.head_count_kv", heads),
+        head_dim=number("attention.key_length", embedding // heads), vocab_size=vocab,
+        n_params=sum(count for _, count in tensors),
+        n_embedding_params=sum(count for name, count in tensors
+                               if name in ("token_embd.weight", "output.weight")))
 
 
 def checkpoint_shape(directory: Path) -> ModelShape:
@@ -190,11 +224,16 @@ def kv_cache_bytes(shape: ModelShape, context_length: int, bytes_per_value: int)
 
 def llamacpp_estimate(path: Path, context_length: int) -> MemoryEstimate:
     """Weights are the file (mapped as stored); working memory is the compute buffer."""
-    shape = gguf_shape(path)
+    return llamacpp_estimate_of(gguf_shape(path), path.stat().st_size, context_length)
+
+
+def llamacpp_estimate_of(shape: ModelShape, file_bytes: int,
+                         context_length: int) -> MemoryEstimate:
+    """The same estimate from a shape and a size, for a file not downloaded yet."""
     working = shape.vocab_size * min(LLAMACPP_BATCH, context_length) * 4 + RUNTIME_BYTES
     kv_cache = kv_cache_bytes(shape, context_length, LLAMACPP_KV_BYTES)
     # Saved conversation states may take as much as one full context between them.
-    return MemoryEstimate(weights=path.stat().st_size, kv_cache=kv_cache, working=working,
+    return MemoryEstimate(weights=file_bytes, kv_cache=kv_cache, working=working,
                           saved_states=kv_cache)
 
 

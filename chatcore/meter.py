@@ -14,9 +14,11 @@ class ReplyMeter:
     finished_at: float | None = None
     usage: Usage | None = None
     finish_reason: str | None = None
+    saw_text: bool = False  # anything but white space
 
     def observe(self, chunk: Chunk) -> None:
         now = time.perf_counter()
+        self.saw_text = self.saw_text or bool(chunk.text.strip())
         if chunk.text and self.first_text_at is None:
             self.first_text_at = now
         if chunk.finish_reason is not None:
@@ -42,13 +44,17 @@ class ReplyMeter:
 
     def summary(self, model_name: str) -> str:
         return reply_summary(model_name, self.time_to_first_token, self.tokens_per_second,
-                             self.completion_tokens, self.finish_reason)
+                             self.completion_tokens, self.finish_reason, empty=not self.saw_text)
+
+
+EMPTY_REPLY = "the model ended its reply before any text"
 
 
 def reply_summary(model_name: str, time_to_first_token: float | None,
                   tokens_per_second: float | None, completion_tokens: int | None,
-                  finish_reason: str | None) -> str:
-    """The line under a reply, live or read back from the store."""
+                  finish_reason: str | None, empty: bool = False) -> str:
+    """The line under a reply, live or read back from the store; an empty reply says so
+    rather than showing nothing."""
     parts = [model_name]
     if time_to_first_token is not None:
         parts.append(f"{time_to_first_token:.2f} s to first token")
@@ -59,4 +65,6 @@ def reply_summary(model_name: str, time_to_first_token: float | None,
         parts.append("stopped")
     elif finish_reason == "length":
         parts.append("cut at the token limit")
+    if empty and finish_reason != "cancelled":
+        parts.append(EMPTY_REPLY)
     return " · ".join(parts)

@@ -1,6 +1,7 @@
 """Assembles the page and serves it on loopback, with no share link and no analytics."""
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import threading
@@ -13,36 +14,54 @@ import uvicorn
 from fastapi import FastAPI
 
 from chatcore.api import build_api
+from chatcore.config import ConfigError
+from chatcore.library import ModelLibrary
 from chatcore.manager import ModelManager
 from chatcore.request_guard import Access, guard
 from chatcore.store import Store
 from chatcore.transfer import MAX_IMPORT_BYTES
-from chatui.chat_tab import build_chat_tab
+from chatui.chat_tab import build_chat_tab, model_choices
 from chatui.compare_tab import build_compare_tab
 from chatui.models_tab import build_models_tab
+
+log = logging.getLogger(__name__)
 
 # System fonts only: the default theme would fetch web fonts, and the app works offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "monospace"])
 
 
-def build_app(manager: ModelManager, store: Store, initial_model: str,
-              export_dir: Path) -> gr.Blocks:
+def build_app(manager: ModelManager, store: Store, initial_model: str, export_dir: Path,
+              library: ModelLibrary | None = None) -> gr.Blocks:
     with gr.Blocks(title="Local Chat", analytics_enabled=False) as app:
         gr.Markdown("## Local Chat\nOpen models on this machine; nothing leaves it.")
-        with gr.Tab("Chat", id="chat"):
-            build_chat_tab(app, manager, store, initial_model, export_dir)
-        with gr.Tab("Compare", id="compare"):
-            build_compare_tab(app, manager, store, initial_model, export_dir)
-        with gr.Tab("Models", id="models"):
-            build_models_tab(manager)
+        with gr.Tab("Chat", id="chat") as chat_tab:
+            chat_model = build_chat_tab(app, manager, store, initial_model, export_dir, library)
+        with gr.Tab("Compare", id="compare") as compare_tab:
+            pickers = build_compare_tab(app, manager, store, initial_model, export_dir)
+        with gr.Tab("Models", id="models") as models_tab:
+            timer, registry_changes = build_models_tab(app, manager, library)
+        # The Models tab refreshes only while it is shown; the other tabs read the model
+        # list again when shown, and at once after this page changed the registry.
+        pickers_out = [chat_model, *pickers]
+
+        def fresh_choices() -> list:
+            return [gr.update(choices=model_choices(manager))] * len(pickers_out)
+
+        models_tab.select(lambda: gr.Timer(active=True), None, [timer], api_name=False,
+                          queue=False)
+        for tab in (chat_tab, compare_tab):
+            tab.select(lambda: [gr.Timer(active=False), *fresh_choices()], None,
+                       [timer, *pickers_out], api_name=False, queue=False)
+        for change in registry_changes:
+            change.then(fresh_choices, None, pickers_out, api_name=False, queue=False)
     return app
 
 
 def build_server(manager: ModelManager, store: Store, initial_model: str, export_dir: Path,
-                 access: Access):
+                 access: Access, library: ModelLibrary | None = None):
     """The page at / and the API at /v1 as one ASGI app, behind the Host and Origin guard."""
-    blocks = build_app(manager, store, initial_model, export_dir)
+    blocks = build_app(manager, store, initial_model, export_dir, library)
     blocks.queue(default_concurrency_limit=16)
     server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     server_app.include_router(build_api(manager, access.api_key, access.auth))
@@ -54,17 +73,20 @@ def build_server(manager: ModelManager, store: Store, initial_model: str, export
 
 
 def serve(manager: ModelManager, store: Store, initial_model: str, access: Access, port: int,
-          open_browser: bool, data_dir: Path) -> None:
+          open_browser: bool, data_dir: Path, library: ModelLibrary | None = None) -> None:
     """The page and the API on one port, until Ctrl-C."""
     host = access.host
     _check_port(host, port)
     export_dir = data_dir / "exports"
     export_dir.mkdir(parents=True, exist_ok=True)
-    server_app = build_server(manager, store, initial_model, export_dir, access)
+    server_app = build_server(manager, store, initial_model, export_dir, access, library)
     server = uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=5))
     runner = threading.Thread(target=server.run, name="http-server")
     signal.signal(signal.SIGTERM, _interrupt)  # a plain kill also unloads and closes the store
+    if library is not None:  # SIGHUP reads the registry files again, as Reload does
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+            target=_reload, args=(library,), name="reload-registry", daemon=True).start())
     runner.start()
     try:
         while not server.started:
@@ -97,6 +119,15 @@ def _check_port(host: str, port: int) -> None:
     except OSError as exc:
         raise ServeError(f"could not serve on {host}:{port}: {exc.strerror or exc} "
                          "(pass another port with --port)") from None
+
+
+def _reload(library: ModelLibrary) -> None:
+    try:
+        changed = library.reload()
+        log.warning("registry reloaded on SIGHUP%s", f"; changed: {', '.join(changed)}"
+                    if changed else "")
+    except ConfigError as exc:
+        log.warning("registry not reloaded, the last good one stays: %s", exc)
 
 
 def _interrupt(signum, frame) -> None:

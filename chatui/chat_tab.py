@@ -6,6 +6,7 @@ from pathlib import Path
 import gradio as gr
 
 from chatcore.config import GenerationDefaults
+from chatcore.library import LibraryError, ModelLibrary
 from chatcore.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
 from chatcore.presets import BUILTIN_PRESETS
 from chatcore.store import Store
@@ -22,12 +23,15 @@ def _choice_label(manager: ModelManager, status: ModelStatus) -> str:
     entry = manager.registry.get(status.id)
     if entry is not None:
         label = entry.display_name + (" ⚠ remote code" if entry.trust_remote_code else "")
+        if entry.chat_template == "none":
+            label += " · completion mode"
         if manager.template_warnings(status.id):
             label += " ⚠ template"
     return label if status.usable else f"{label} ({status.state.value})"
 
 
-def model_info(manager: ModelManager, model_id: str | None) -> str:
+def model_info(manager: ModelManager, model_id: str | None,
+               library: ModelLibrary | None = None) -> str:
     if not model_id:
         return "Choose a model."
     try:
@@ -43,21 +47,35 @@ def model_info(manager: ModelManager, model_id: str | None) -> str:
         lines.append("⚠️ trust_remote_code: this model runs Python code from its repository.")
     if status.reason:
         lines.append(f"⚠️ {status.reason}")
+    if library is not None and library.can_download(model_id):
+        lines.append(f"Download: {library.remote_summary(model_id)} (the button below "
+                     "fetches it; Models shows the progress)")
     lines += [f"⚠️ {warning}" for warning in manager.template_warnings(model_id)]
     if entry.description:
         lines.append(entry.description)
     return "  \n".join(lines)
 
 
-def select_model(manager: ModelManager, model_id: str) -> tuple:
+def select_model(manager: ModelManager, model_id: str,
+                 library: ModelLibrary | None = None) -> tuple:
     """The info panel and the entry's generation defaults, for a newly chosen model."""
     try:
         defaults = manager.entry(model_id).defaults
     except (UnknownModel, ModelUnavailable):
         return (model_info(manager, model_id),) + (gr.update(),) * 6
-    return (model_info(manager, model_id), defaults.temperature, defaults.top_p,
+    return (model_info(manager, model_id, library), defaults.temperature, defaults.top_p,
             defaults.top_k, defaults.max_new_tokens, defaults.repetition_penalty,
             _seed_value(defaults))
+
+
+def _download(library: ModelLibrary | None, model_id: str, request: gr.Request) -> str:
+    if library is None:
+        return ""
+    try:
+        library.download_entry(model_id, user=getattr(request, "username", None) or None)
+    except (LibraryError, UnknownModel, ModelUnavailable) as exc:
+        return f"⚠️ {exc}"
+    return f"Downloading **{model_id}**: the Models tab shows the progress."
 
 
 def _seed_value(defaults: GenerationDefaults) -> int:
@@ -65,7 +83,8 @@ def _seed_value(defaults: GenerationDefaults) -> int:
 
 
 def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
-                   export_dir: Path) -> None:
+                   export_dir: Path, library: ModelLibrary | None = None) -> gr.Dropdown:
+    """Builds the tab; returns its model picker, whose choices follow the registry."""
     chat = ChatHandlers(manager, store)
     convs = ConversationHandlers(manager, store, chat, export_dir)
     defaults = manager.entry(initial_model).defaults
@@ -96,8 +115,12 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
         with gr.Column(scale=4):
             with gr.Row():
                 model = gr.Dropdown(choices=model_choices(manager), value=initial_model,
-                                    label="Model", scale=2, interactive=True)
-                info = gr.Markdown(model_info(manager, initial_model), elem_id="model-info")
+                                    label="Model", scale=2, interactive=True, elem_id="model")
+                with gr.Column(scale=3):
+                    info = gr.Markdown(model_info(manager, initial_model, library),
+                                       elem_id="model-info")
+                    fetch = gr.Button("Download this model", size="sm", elem_id="model-download",
+                                      visible=bool(library and library.can_download(initial_model)))
             chatbot = gr.Chatbot(label="Chat", height=520, elem_id="chatbot", sanitize_html=True,
                                  render_markdown=True, buttons=["copy"], feedback_options=None,
                                  allow_tags=False)
@@ -164,7 +187,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     for reply in replies:  # then: the list (a new title), earlier versions, the model panel
         reply.then(convs.after_reply, [search, conversation_id], [conversations, title, earlier],
                    api_name=False, queue=False) \
-             .then(lambda m: (model_info(manager, m), gr.update(choices=model_choices(manager))),
+             .then(lambda m: (model_info(manager, m, library),
+                              gr.update(choices=model_choices(manager))),
                    [model], [info, model], api_name=False, queue=False) \
              .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
                    api_name=False, queue=False) \
@@ -209,9 +233,14 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     preset.input(convs.apply_preset, [preset], [system], api_name=False, queue=False)
     save_preset.click(convs.save_preset, [preset_name, system], [preset, sidebar_status],
                       api_name=False, queue=False)
-    model.change(lambda m: select_model(manager, m), [model],
+    model.change(lambda m: select_model(manager, m, library), [model],
                  [info, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed],
                  api_name=False)
+    model.change(lambda m: gr.update(visible=bool(library and library.can_download(m))),
+                 [model], [fetch], api_name=False, queue=False)
+    fetch.click(lambda m, request: _download(library, m, request), [model], [info],
+                api_name=False)
     app.load(convs.on_page_load, None, [conversations, preset], api_name=False)
     gr.api(convs.api_list, api_name="conversations")
     gr.api(convs.api_get, api_name="conversation")
+    return model

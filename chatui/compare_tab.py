@@ -13,7 +13,8 @@ from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
 
 
 def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
-                      export_dir: Path) -> None:
+                      export_dir: Path) -> list[gr.Dropdown]:
+    """Builds the tab; returns the panes' model pickers, whose choices follow the registry."""
     compare = CompareHandlers(manager, store, export_dir)
     choices = model_choices(manager)
     # Distinct usable models in the panes to begin with, the chat's model first.
@@ -139,3 +140,4 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
     export_json.click(exporter("json"), None, [download, status], api_name=False)
     app.load(compare.leaderboard_rows, None, [board], api_name=False)
     gr.api(compare.api_leaderboard, api_name="leaderboard")
+    return pickers

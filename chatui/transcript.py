@@ -28,7 +28,7 @@ def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str]) 
         if message.role == "assistant":
             footer = reply_summary(model_name(message.model or "?"), message.time_to_first_token,
                                    message.tokens_per_second, message.completion_tokens,
-                                   message.finish_reason)
+                                   message.finish_reason, empty=not message.content.strip())
         turns.append(Turn(message.role, message.content, footer))
     return turns
 

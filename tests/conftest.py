@@ -41,6 +41,43 @@ def smollm2_path() -> Path:
     return smollm2_gguf()
 
 
+def gguf_without_chat_template(source: Path, target: Path) -> Path:
+    """A copy of a GGUF with every key and tensor but `tokenizer.chat_template`, like the
+    many GGUFs published without one (gguf's own gguf_new_metadata script does the same)."""
+    import gguf
+
+    reader = gguf.GGUFReader(source)
+    architecture = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    writer = gguf.GGUFWriter(target, arch=architecture, endianess=reader.endianess)
+    alignment = reader.fields.get(gguf.Keys.General.ALIGNMENT)
+    if alignment is not None:
+        writer.data_alignment = alignment.contents()
+    written_by_writer = (gguf.Keys.General.ARCHITECTURE, gguf.Keys.Tokenizer.CHAT_TEMPLATE)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in written_by_writer:
+            continue
+        kind = field.types[0]
+        sub_kind = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub_kind)
+    for tensor in reader.tensors:
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype,
+                               tensor.data.nbytes, tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+    writer.close()
+    return target
+
+
+@pytest.fixture(scope="session")
+def untemplated_gguf(smollm2_path: Path, tmp_path_factory) -> Path:
+    """SmolLM2 without its chat template (98 MB, written once per session)."""
+    target = tmp_path_factory.mktemp("untemplated") / "SmolLM2-no-template.Q4_1.gguf"
+    return gguf_without_chat_template(smollm2_path, target)
+
+
 @pytest.fixture(scope="session")
 def smollm2(smollm2_path: Path):
     """One loaded llama.cpp backend for the whole session (tests run one at a time)."""
@@ -88,9 +125,10 @@ class RunningApp:
         self.output = output
 
 
-def start_app(extra_args: list[str], timeout: float = 90.0) -> RunningApp:
+def start_app(extra_args: list[str], timeout: float = 90.0,
+              env: dict[str, str] | None = None) -> RunningApp:
     port = free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "chat_app.py"), "--no-browser", "--port", str(port),
          *extra_args],

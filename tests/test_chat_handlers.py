@@ -218,3 +218,13 @@ def test_after_a_reply_only_the_sidebar_is_refreshed(page):
     assert listed["choices"] == [("Name the capital of France.", conversation_id)]
     assert earlier.startswith("No earlier replies")
     # No chat output: the error the reply showed stays on the page.
+
+
+def test_a_reply_that_ends_before_any_text_says_so(page):
+    page.backend.words = []  # the model's first token is its end
+    chat, *_ = send(page, "Say nothing.")[-1]
+    footer = chat[-1]["content"]
+    assert "the model ended its reply before any text" in footer, footer
+    conversation = page.store.list_conversations("alice")[0]
+    reopened = page.chat.display("alice", conversation.id)
+    assert "the model ended its reply before any text" in reopened[-1].footer

@@ -151,7 +151,8 @@ def test_every_quantization_was_smaller(tiny_footprints):
 
 def test_model_without_template_and_no_fallback_is_refused(tiny_checkpoints):
     backend = TransformersBackend(tiny_checkpoints["falcon"], HFSettings(device="cpu"))
-    with pytest.raises(BackendError, match="has no chat template: set chat_template"):
+    with pytest.raises(BackendError, match=r"has no chat template: set chat_template to a named "
+                                           r"fallback \(e\.g\. falcon\) or none for completion"):
         backend.load()
 
 

@@ -1,0 +1,496 @@
+"""The person's model library: their own registry file laid over the shipped models.yaml,
+what a scan of this machine found, and the fit of each model in the memory budget.
+
+Every entry point (the Models tab, the command line, a reload on SIGHUP) adds, edits and
+removes models here, so the checks are the same everywhere: the same schema and messages
+as the start-up check, admins only when there is sign-in, and nothing written unless the
+whole result validates. The shipped file is never written; the person's file is replaced
+atomically, so a crash mid-write leaves the old one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from backends.base import BackendError
+from backends.chat_template import guess_fallback
+from chatcore.config import (
+    LLAMACPP_ONLY,
+    MAX_ID,
+    TRANSFORMERS_ONLY,
+    ConfigError,
+    ModelEntry,
+    ModelRegistry,
+    load_layered_registry,
+)
+from chatcore.discovery import FoundModel, ScanResult, inspect_path, scan
+from chatcore.manager import ModelManager, ModelUnavailable, Room, UnknownModel
+from chatcore.factory import make_backend
+from chatcore.hub import DownloadQueue, Hub, HubError, HubRepo, RepoListing
+from chatcore.memory import (
+    MemoryEstimate,
+    PlannerError,
+    format_bytes,
+    gguf_shape,
+    llamacpp_estimate_of,
+    shape_from_header,
+)
+from chatcore.sources import ModelNotAvailable, resolve_weights
+
+log = logging.getLogger(__name__)
+
+PERSONAL_FILE = "models.yaml"
+DEFAULT_CONTEXT = 4096  # what an added model starts with when it was trained for more
+MAX_QUERY = 200
+TIGHT_MARGIN = 0.10
+# What a person may change from the Models tab; everything else is edited in the file.
+EDITABLE = ("name", "context_length", "defaults", "chat_template", "description", "backend",
+            "quantization")
+
+
+class LibraryError(Exception):
+    """A library change was refused; the message says why, for a person."""
+
+
+class NotAllowed(LibraryError):
+    """The signed-in user may look at the library but not change it."""
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Whether a model fits the budget: "fits", "tight" (only after unloading idle models,
+    or within 10% of the budget) or "won't fit", with the numbers behind the word."""
+
+    verdict: str
+    needs: int
+    detail: str
+    gpu_layers: int | None = None
+
+    @property
+    def badge(self) -> str:
+        icon = {"fits": "🟢", "tight": "🟡"}.get(self.verdict, "🔴")
+        return f"{icon} {self.verdict}"
+
+
+def judge_fit(estimate: MemoryEstimate, room: Room) -> Fit:
+    """The one rule for badges; the numbers come from the planner that loads models."""
+    needs = estimate.total
+    parts = (f"weights {format_bytes(estimate.weights)} + KV cache "
+             f"{format_bytes(estimate.kv_cache + estimate.saved_states)} + working "
+             f"{format_bytes(estimate.working)}")
+    detail = (f"needs {format_bytes(needs)} ({parts}); {format_bytes(max(room.free, 0))} free "
+              f"of a {format_bytes(room.limit)} budget on {room.device}")
+    if needs <= room.free and needs <= room.limit * (1 - TIGHT_MARGIN):
+        verdict = "fits"
+    elif needs <= room.free + room.evictable:
+        verdict = "tight"
+        if needs > room.free:
+            detail += f" (after unloading {', '.join(mid for mid, _ in room.idle)})"
+    else:
+        verdict = "won't fit"
+    return Fit(verdict, needs, detail)
+
+
+def layers_on_gpu(estimate: MemoryEstimate, n_layers: int, gpu: Room) -> int:
+    """How many of a GGUF's layers the GPU's free budget holds (llama.cpp's n_gpu_layers),
+    after the KV cache and working memory, which go there first."""
+    if n_layers <= 0 or gpu.limit <= 0:
+        return 0
+    per_layer = estimate.weights / n_layers
+    room = gpu.free - estimate.kv_cache - estimate.working
+    return max(0, min(n_layers, int(room // per_layer))) if per_layer else 0
+
+
+def suggest_entry(found: FoundModel, model_id: str,
+                  context_length: int | None = None) -> tuple[dict, list[str]]:
+    """A registry entry for a found model, with notes for the person (a guessed template)."""
+    notes = []
+    trained = found.context_length or 2048
+    entry: dict = {
+        "id": model_id,
+        "name": found.name[:200],
+        "backend": "llamacpp" if found.format == "gguf" else "transformers",
+        "path": str(found.path),
+        "context_length": context_length or min(trained, DEFAULT_CONTEXT),
+        "description": f"Found in {found.source}: {found.path}"[:2000],
+    }
+    if found.has_chat_template is False:
+        guess = guess_fallback(found.architecture)
+        entry["chat_template"] = guess
+        notes.append(f"{found.name} carries no chat template: using the {guess} fallback, "
+                     f"guessed from its architecture ({found.architecture or 'unknown'}); "
+                     "set chat_template to another fallback, or to none for completion mode "
+                     "(the text is continued as-is)")
+    return entry, notes
+
+
+class ModelLibrary:
+    """Adds, edits and removes models in the person's registry file, and keeps the
+    manager's registry in step with it."""
+
+    def __init__(self, manager: ModelManager, shipped: Path, personal: Path,
+                 admins: Sequence[str] | None = None, scan_dirs: Sequence[Path] = (),
+                 env: Mapping[str, str] | None = None, home: Path | None = None,
+                 hub: Hub | None = None, offline: bool = False) -> None:
+        """`hub` is given only when the person allowed downloads; without it nothing here
+        touches the network (`offline` says the person asked for that outright)."""
+        self.manager = manager
+        self.offline = offline
+        self.hub = hub
+        self.downloads = DownloadQueue(hub, on_done=self.register_download) if hub else None
+        self.shipped = Path(shipped)
+        self.personal = Path(personal)
+        self.admins = None if admins is None else frozenset(admins)
+        self.scan_dirs = [Path(d).expanduser() for d in scan_dirs]
+        self._env, self._home = env, home
+        self._lock = threading.Lock()  # one change of the file at a time
+        self._last_scan: ScanResult | None = None
+        self._remote: dict[tuple, str] = {}  # (repo, file, context) -> "4.9 GB · 🟢 fits"
+        self._remote_lock = threading.Lock()
+
+    # -- who may change it -----------------------------------------------------------
+    def editable_by(self, user: str | None) -> bool:
+        """Without sign-in the one local person is the admin; with it, the --admins."""
+        return self.admins is None or (user is not None and user in self.admins)
+
+    def _require_admin(self, user: str | None) -> None:
+        if not self.editable_by(user):
+            raise NotAllowed(f"{user or 'this user'} may not change the model library: "
+                             "only the users named with --admins may")
+
+    # -- finding models --------------------------------------------------------------
+    def scan(self, extra_dirs: Sequence[Path] = ()) -> ScanResult:
+        result = scan(extra_dirs=[*self.scan_dirs, *extra_dirs], env=self._env,
+                      home=self._home)
+        self._last_scan = result
+        return result
+
+    def find(self, text: str) -> FoundModel:
+        """A scan id from the last scan, or a path to a GGUF file or checkpoint folder."""
+        text = text.strip()
+        if not text:
+            raise LibraryError("give a path to a GGUF file or checkpoint folder, or a scan id")
+        if self._last_scan is None and not Path(text).expanduser().exists():
+            self.scan()
+        for found in self._last_scan.models if self._last_scan else ():
+            if found.scan_id == text:
+                return found
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise LibraryError(f"{text}: no such file or folder, and no scanned model has "
+                               "that id (python chat_app.py --scan lists them)")
+        return inspect_path(path.resolve())
+
+    # -- changing the person's file ------------------------------------------------------
+    def add(self, text: str, model_id: str | None = None, user: str | None = None,
+            context_length: int | None = None) -> tuple[ModelEntry, list[str]]:
+        """Add a found model (scan id or path); returns the entry and notes to show."""
+        self._require_admin(user)
+        found = self.find(text)
+        if found.problem:
+            raise LibraryError(f"{found.path} cannot be added: {found.problem}")
+        with self._lock:
+            wanted = model_id or found.suggested_id or "model"
+            if model_id is not None:
+                if self.manager.registry.get(model_id) or \
+                        self.manager.registry.broken_entry(model_id):
+                    raise LibraryError(f"the id {model_id!r} is taken: choose another")
+            else:
+                wanted = self._free_id(wanted)
+            raw, notes = suggest_entry(found, wanted, context_length)
+            self._write([*self._personal_raw(), raw], wanted)
+        return self.manager.entry(wanted), notes
+
+    def edit(self, model_id: str, changes: Mapping[str, object],
+             user: str | None = None) -> ModelEntry:
+        """Change fields of an entry; a shipped entry is copied into the person's file
+        with the change (their file wins), so the shipped file stays as it was."""
+        self._require_admin(user)
+        unknown = sorted(set(changes) - set(EDITABLE))
+        if unknown:
+            raise LibraryError(f"{unknown[0]!r} cannot be edited here (editable: "
+                               f"{', '.join(EDITABLE)}); edit {self.personal} by hand")
+        with self._lock:
+            entry = self.manager.entry(model_id)
+            raws = self._personal_raw()
+            index = next((i for i, r in enumerate(raws) if r.get("id") == model_id), None)
+            raw = dict(raws[index]) if index is not None else \
+                entry.model_dump(mode="json", exclude_defaults=True)
+            raw["id"] = model_id
+            for name, value in changes.items():
+                if value is None or value == "":
+                    raw.pop(name, None)
+                else:
+                    raw[name] = value
+            # A change of engine drops the settings only the other engine understands.
+            other = {"llamacpp": TRANSFORMERS_ONLY, "transformers": LLAMACPP_ONLY}
+            for name in other.get(str(raw.get("backend")), {}):
+                if name not in changes:
+                    raw.pop(name, None)
+            if index is None:
+                raws.append(raw)
+            else:
+                raws[index] = raw
+            self._write(raws, model_id)
+        return self.manager.entry(model_id)
+
+    def remove(self, model_id: str, user: str | None = None) -> str:
+        """Remove one of the person's entries (a shipped one it overrode comes back)."""
+        self._require_admin(user)
+        with self._lock:
+            raws = self._personal_raw()
+            kept = [r for r in raws if r.get("id") != model_id]
+            if len(kept) == len(raws):
+                raise LibraryError(f"{model_id!r} is not in your registry ({self.personal}); "
+                                   "the shipped models.yaml is never changed")
+            self._write(kept, None)
+        return model_id
+
+    def reload(self) -> list[str]:
+        """Read both files again (after a hand edit); a bad edit keeps the last good
+        registry and raises ConfigError with the same message the start-up check gives."""
+        with self._lock:
+            registry = load_layered_registry(self.shipped, self.personal)
+            known = {b.reason for b in self.manager.registry.broken}
+            new = [b for b in registry.broken if b.reason not in known]
+            if new:
+                raise ConfigError(f"{new[0].reason}; the last good registry stays")
+            return self.manager.replace_registry(registry)
+
+    # -- the Hub ---------------------------------------------------------------------
+    def _require_hub(self) -> Hub:
+        if self.hub is None:
+            raise LibraryError("downloads are off: start the app with --allow-download to "
+                               "search the Hugging Face Hub and fetch models")
+        return self.hub
+
+    def search(self, text: str, kind: str = "gguf") -> list[HubRepo]:
+        text = text.strip()[:MAX_QUERY]
+        if not text:
+            raise LibraryError("type a few letters of a model's name to search for")
+        return self._require_hub().search(text, kind)
+
+    def listing(self, repo_id: str) -> RepoListing:
+        return self._require_hub().listing(repo_id)
+
+    def hub_fit(self, repo_id: str, filename: str, context_length: int | None = None) -> Fit:
+        """The badge of a GGUF on the Hub before downloading it, from a range read of its
+        header; the numbers are the same planner's as for a file on disk."""
+        metadata, tensors, size = self._require_hub().gguf_header(repo_id, filename)
+        try:
+            shape = shape_from_header(metadata, tensors)
+        except Exception as exc:  # noqa: BLE001 - the header came from elsewhere
+            raise LibraryError(f"{repo_id}/{filename}: cannot read its header ({exc})") from exc
+        arch = metadata.get("general.architecture")
+        trained = metadata.get(f"{arch}.context_length") or 2048
+        context = context_length or min(int(trained), DEFAULT_CONTEXT)
+        estimate = llamacpp_estimate_of(shape, size, context)
+        fit = judge_fit(estimate, self.manager.room("cpu"))
+        gpus = [d for d in self.manager.budget.limits if d.startswith("cuda")]
+        if gpus:
+            layers = layers_on_gpu(estimate, shape.n_layers, self.manager.room(gpus[0]))
+            fit = Fit(fit.verdict, fit.needs, f"{fit.detail}; {layers} of {shape.n_layers} "
+                      f"layers fit on {gpus[0]} (n_gpu_layers: {layers})", layers)
+        return fit
+
+    def download(self, repo_id: str, filename: str, user: str | None = None) -> str:
+        """Queue a GGUF download; it joins the person's registry when it is complete."""
+        self._require_admin(user)
+        self._require_hub()
+        return self.downloads.submit(repo_id, filename)
+
+    def download_entry(self, model_id: str, user: str | None = None) -> str:
+        """Queue the file a registry entry expects (the shipped Llama, Mistral, Falcon)."""
+        entry = self.manager.entry(model_id)
+        if not entry.repo or not entry.file:
+            raise LibraryError(f"{model_id} is a whole checkpoint ({entry.repo or 'no repo'}): "
+                               "fetch it with huggingface-cli download; this app downloads "
+                               "GGUF files")
+        return self.download(entry.repo, entry.file, user)
+
+    def can_download(self, model_id: str) -> bool:
+        """Whether the entry's GGUF is missing here and the Hub may fetch it."""
+        try:
+            entry = self.manager.entry(model_id)
+        except (UnknownModel, ModelUnavailable):
+            return False
+        if self.hub is None or not (entry.repo and entry.file):
+            return False
+        try:
+            resolve_weights(entry, allow_download=False)
+        except ModelNotAvailable as exc:
+            return exc.not_downloaded
+        return False
+
+    def remote_summary(self, model_id: str) -> str | None:
+        """Download size and fit of a missing entry's file, read from the Hub once in the
+        background ("…" until then), so a list can show it without waiting on the network."""
+        if not self.can_download(model_id):
+            return None
+        entry = self.manager.entry(model_id)
+        key = (entry.repo, entry.file, entry.context_length)
+        with self._remote_lock:
+            if key in self._remote:
+                return self._remote[key]
+            self._remote[key] = "…"
+        threading.Thread(target=self._fetch_remote, args=(key,), name="hub-summary",
+                         daemon=True).start()
+        return "…"
+
+    def _fetch_remote(self, key: tuple) -> None:
+        repo, filename, context = key
+        try:
+            size = next(f.size for f in self._require_hub().listing(repo).gguf_files
+                        if f.filename == filename)
+            summary = f"{format_bytes(size)} · {self.hub_fit(repo, filename, context).badge}"
+        except StopIteration:
+            summary = f"⚠️ {repo} has no file {filename}"
+        except (HubError, LibraryError) as exc:
+            summary = f"⚠️ {exc}"
+        with self._remote_lock:
+            self._remote[key] = summary
+
+    def register_download(self, repo_id: str, filename: str, path: Path) -> None:
+        """A finished download: an entry that expects it is now available; anything else
+        is added to the person's registry, by repo and file, like the shipped entries."""
+        if any(e.repo == repo_id and e.file == filename for e in self.manager.registry.entries):
+            return
+        found = inspect_path(path)
+        with self._lock:
+            raw, _ = suggest_entry(found, self._free_id(found.suggested_id or "model"))
+            del raw["path"]
+            raw.update(repo=repo_id, file=filename, name=f"{repo_id} · {filename}"[:200],
+                       description=f"Downloaded from the Hugging Face Hub: {repo_id}"[:2000])
+            self._write([*self._personal_raw(), raw], raw["id"])
+        log.info("added %s to %s after its download", raw["id"], self.personal)
+
+    # -- fit -------------------------------------------------------------------------
+    def fit_of_entry(self, model_id: str, context_length: int | None = None) -> Fit | None:
+        """The badge of a registry entry whose weights are on disk; None for remote ones
+        and for entries whose weights are not here."""
+        entry = self.manager.entry(model_id)
+        if entry.is_remote:
+            return None
+        if context_length:
+            entry = entry.model_copy(update={"context_length": context_length})
+        planned = _planned(entry)
+        return None if planned is None else judge_fit(planned[0], self.manager.room(planned[1]))
+
+    def fit_of_found(self, found: FoundModel, context_length: int | None = None) -> Fit | None:
+        if found.problem:
+            return None
+        raw, _ = suggest_entry(found, "candidate", context_length)
+        planned = _planned(ModelEntry.model_validate(raw))
+        if planned is None:
+            return None
+        estimate, device = planned
+        fit = judge_fit(estimate, self.manager.room(device))
+        gpus = [d for d in self.manager.budget.limits if d.startswith("cuda")]
+        if found.format == "gguf" and gpus:
+            n_layers = gguf_shape(found.path).n_layers
+            layers = layers_on_gpu(estimate, n_layers, self.manager.room(gpus[0]))
+            fit = Fit(fit.verdict, fit.needs,
+                      f"{fit.detail}; {layers} of {n_layers} layers fit on {gpus[0]} "
+                      f"(n_gpu_layers: {layers})", layers)
+        return fit
+
+    # -- the file --------------------------------------------------------------------
+    def _free_id(self, wanted: str) -> str:
+        registry = self.manager.registry
+        candidate, number = wanted, 1
+        while registry.get(candidate) or registry.broken_entry(candidate):
+            number += 1
+            suffix = f"-{number}"
+            candidate = wanted[:MAX_ID - len(suffix)] + suffix
+        return candidate
+
+    def _personal_raw(self) -> list[dict]:
+        if not self.personal.exists():
+            return []
+        try:
+            document = yaml.safe_load(self.personal.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise LibraryError(f"{self.personal} cannot be read ({exc}); fix it by hand "
+                               "first, nothing was changed") from None
+        models = document.get("models") if isinstance(document, dict) else None
+        if not isinstance(models, list):
+            raise LibraryError(f"{self.personal} has no 'models:' list; fix it by hand "
+                               "first, nothing was changed")
+        return [dict(m) if isinstance(m, dict) else m for m in models]
+
+    def _write(self, raws: list, checked_id: str | None) -> None:
+        """Validate the whole layered result from a temporary file, then move it into
+        place; the manager's registry follows only when it is valid."""
+        self.personal.parent.mkdir(parents=True, exist_ok=True)
+        text = ("# Your models: laid over the shipped models.yaml (yours win on the same id).\n"
+                "# The app rewrites this file when you add, edit or remove models.\n"
+                + yaml.safe_dump({"models": raws}, sort_keys=False, allow_unicode=True))
+        handle, temp = tempfile.mkstemp(prefix=".models-", suffix=".yaml",
+                                        dir=self.personal.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(text)
+            try:
+                registry = load_layered_registry(self.shipped, Path(temp))
+            except ConfigError as exc:
+                raise LibraryError(str(exc).replace(temp, str(self.personal))) from None
+            broken = registry.broken_entry(checked_id) if checked_id else None
+            if broken is not None:
+                raise LibraryError(broken.reason.replace(temp, str(self.personal)))
+            os.replace(temp, self.personal)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        self.manager.replace_registry(
+            ModelRegistry(registry.path, registry.entries, registry.broken, self.personal,
+                          registry.personal))
+
+
+class WeightsCheck:
+    """Reads a weights file's header once per size and modification time, so lists can say
+    "unreadable: <reason>" before anyone loads it (the header read takes milliseconds)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Path, int, int], str | None] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, path: Path) -> str | None:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            if key in self._seen:
+                return self._seen[key]
+        problem = inspect_path(path).problem
+        problem = problem.removeprefix("unreadable: ") if problem else None
+        with self._lock:
+            self._seen[key] = problem
+        return problem
+
+
+def _planned(entry: ModelEntry) -> tuple[MemoryEstimate, str] | None:
+    """What the planner would reserve for this entry, and on which device; None when its
+    weights are not here or cannot be read (the reason is shown elsewhere). Never downloads."""
+    try:
+        backend = make_backend(entry, allow_download=False)
+        breakdown = backend.memory_breakdown()
+        return None if breakdown is None else (breakdown, backend.memory_device())
+    except (ModelNotAvailable, BackendError, PlannerError, OSError):
+        return None
+    except Exception:  # noqa: BLE001 - a config.json of any shape may arrive: no badge
+        log.debug("no estimate for %s", entry.id, exc_info=True)
+        return None
+
+
+def personal_registry(data_dir: Path) -> Path:
+    return Path(data_dir) / PERSONAL_FILE
+
