@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.offline and args.allow_download:
         return _fail("--offline and --allow-download contradict each other", EXIT_USAGE)
+    if args.admins and not args.auth:
+        return _fail("--admins names users of --auth: without --auth there is one local "
+                     "user, who is the admin", EXIT_USAGE)
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"

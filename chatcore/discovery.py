@@ -22,15 +22,19 @@ from pathlib import Path
 
 import gguf
 
-from chatcore.memory import (_safetensors_header, format_bytes, gguf_missing_bytes,
-                             read_gguf_layout)
+from chatcore.memory import (
+    SPLIT_GGUF,
+    _safetensors_header,
+    format_bytes,
+    gguf_missing_bytes,
+    read_gguf_layout,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 12  # a walk goes no deeper: a huge or hostile tree cannot run forever
 SIDE_READ = 4096  # bytes read of an Ollama template or params layer
 MAX_JSON = 16 * 2**20  # a config.json, tokenizer_config.json or manifest is never larger
-_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 _DIGEST = re.compile(r"sha256[:-]([0-9a-f]{64})")
 _OLLAMA_MODEL = "application/vnd.ollama.image.model"
 _OLLAMA_SIDE = {"application/vnd.ollama.image.template": "template",
@@ -146,7 +150,7 @@ def inspect_path(path: Path, source: str = "folder") -> FoundModel:
     if not stat.S_ISREG(mode):
         return _unusable(source, path.name, path, "gguf",
                          f"unreadable: {path}: a {_kind(mode)}, not a file")
-    if _SPLIT.match(path.name):
+    if SPLIT_GGUF.match(path.name):
         siblings = [p for p in _files_in(path.parent) if _split_key(p) == _split_key(path)]
         return _gguf_models(source, siblings or [path], lambda p: p.name)[0]
     return _gguf_models(source, [path], lambda p: p.name)[0]
@@ -370,7 +374,7 @@ def _read_json(path: Path) -> object:
 
 # -- reading one model ------------------------------------------------------------------------
 def _split_key(path: Path) -> tuple[Path, str, int] | None:
-    match = _SPLIT.match(path.name)
+    match = SPLIT_GGUF.match(path.name)
     if not match or int(match["count"]) < 2:
         return None
     return path.parent, match["stem"].lower(), int(match["count"])
@@ -387,9 +391,9 @@ def _gguf_models(source: str, files: Sequence[Path], name_of) -> list[FoundModel
         else:
             splits.setdefault(key, []).append(path)
     for (_, _, count), parts in splits.items():
-        numbers = {int(_SPLIT.match(p.name)["no"]): p for p in parts}
+        numbers = {int(SPLIT_GGUF.match(p.name)["no"]): p for p in parts}
         present = [numbers[n] for n in sorted(numbers) if 1 <= n <= count]
-        stem = _SPLIT.match(parts[0].name)["stem"]
+        stem = SPLIT_GGUF.match(parts[0].name)["stem"]
         first = numbers.get(1) or parts[0].with_name(f"{stem}-00001-of-{count:05d}.gguf")
         missing = [f"{stem}-{n:05d}-of-{count:05d}.gguf" for n in range(1, count + 1)
                    if n not in numbers]
@@ -574,7 +578,7 @@ def _slug(text: str) -> str:
 
 def _gguf_slug(filename: str, quantization: str | None) -> str:
     """"SmolLM2-135M-Instruct.Q4_1.gguf" -> "smollm2-135m-instruct-q4_1"."""
-    stem = _SPLIT.sub(lambda m: m["stem"], filename)
+    stem = SPLIT_GGUF.sub(lambda m: m["stem"], filename)
     stem = stem[:-5] if stem.lower().endswith(".gguf") else stem
     if quantization:
         quant = quantization.lower()

@@ -48,7 +48,13 @@ from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_session, hf_raise_for_status
 
-from chatcore.memory import ModelShape, PlannerError, checkpoint_shape, read_gguf_layout
+from chatcore.memory import (
+    SPLIT_GGUF,
+    ModelShape,
+    PlannerError,
+    checkpoint_shape,
+    read_gguf_layout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,6 @@ HEADER_MAX_BYTES = 16 * 2**20  # a GGUF header (vocabulary included) longer than
 LATER_PART_FIRST_BYTES = 256 * 2**10  # split parts after the first carry no vocabulary
 RESUME_TRIES = 5  # reconnections within one call, each only after bytes arrived
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _QUANT = re.compile(r"(?:^|[-_.])((?:UD-)?(?:I?Q[1-8](?:_[A-Z0-9]+)*|TQ[12]_0|MXFP4(?:_MOE)?|BF16"
                     r"|FP16|F16|FP32|F32|FP8))(?=$|[-_.])", re.IGNORECASE)
 _CHECKPOINT_WEIGHTS = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors$")
@@ -127,7 +132,7 @@ class _Truncated(Exception):
 def quantization_of(filename: str) -> str | None:
     """The quantization named in a GGUF file name ("model.Q4_K_M.gguf" -> "Q4_K_M")."""
     name = filename.rsplit("/", 1)[-1]
-    split = _SPLIT.match(name)
+    split = SPLIT_GGUF.match(name)
     stem = split["stem"] if split else name.removesuffix(".gguf")
     found = _QUANT.findall(stem)
     if not found:
@@ -139,7 +144,7 @@ def quantization_of(filename: str) -> str | None:
 def split_parts(filename: str) -> tuple[str, ...]:
     """Every part's name of a split GGUF ("x-00002-of-00003.gguf"), or () for a single file."""
     head, _, name = filename.rpartition("/")
-    match = _SPLIT.match(name)
+    match = SPLIT_GGUF.match(name)
     if not match:
         return ()
     prefix = f"{head}/" if head else ""
@@ -188,7 +193,7 @@ class Hub:
             name = sibling.rfilename
             if not name.endswith(".gguf") or "mmproj" in name.rsplit("/", 1)[-1].lower():
                 continue  # vision projectors are not models of their own
-            split = _SPLIT.match(name.rsplit("/", 1)[-1])
+            split = SPLIT_GGUF.match(name.rsplit("/", 1)[-1])
             key = name[: -len(split.group(0))] + split["stem"] + split["count"] if split else name
             groups.setdefault(key, []).append(sibling)
         files = []

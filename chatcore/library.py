@@ -39,6 +39,7 @@ from chatcore.memory import (
     PlannerError,
     format_bytes,
     gguf_shape,
+    gpu_devices,
     llamacpp_estimate_of,
     shape_from_header,
 )
@@ -154,6 +155,7 @@ class ModelLibrary:
         self._last_scan: ScanResult | None = None
         self._remote: dict[tuple, str] = {}  # (repo, file, context) -> "4.9 GB · 🟢 fits"
         self._remote_lock = threading.Lock()
+        self._estimates: dict[str, tuple[MemoryEstimate, str]] = {}  # by the entry's JSON
 
     # -- who may change it -----------------------------------------------------------
     def editable_by(self, user: str | None) -> bool:
@@ -292,13 +294,8 @@ class ModelLibrary:
         trained = metadata.get(f"{arch}.context_length") or 2048
         context = context_length or min(int(trained), DEFAULT_CONTEXT)
         estimate = llamacpp_estimate_of(shape, size, context)
-        fit = judge_fit(estimate, self.manager.room("cpu"))
-        gpus = [d for d in self.manager.budget.limits if d.startswith("cuda")]
-        if gpus:
-            layers = layers_on_gpu(estimate, shape.n_layers, self.manager.room(gpus[0]))
-            fit = Fit(fit.verdict, fit.needs, f"{fit.detail}; {layers} of {shape.n_layers} "
-                      f"layers fit on {gpus[0]} (n_gpu_layers: {layers})", layers)
-        return fit
+        return self._with_gpu_layers(judge_fit(estimate, self.manager.room("cpu")), estimate,
+                                     shape.n_layers)
 
     def download(self, repo_id: str, filename: str, user: str | None = None) -> str:
         """Queue a GGUF download; it joins the person's registry when it is complete."""
@@ -380,26 +377,44 @@ class ModelLibrary:
             return None
         if context_length:
             entry = entry.model_copy(update={"context_length": context_length})
-        planned = _planned(entry)
+        planned = self._planned(entry)
         return None if planned is None else judge_fit(planned[0], self.manager.room(planned[1]))
 
     def fit_of_found(self, found: FoundModel, context_length: int | None = None) -> Fit | None:
         if found.problem:
             return None
         raw, _ = suggest_entry(found, "candidate", context_length)
-        planned = _planned(ModelEntry.model_validate(raw))
+        planned = self._planned(ModelEntry.model_validate(raw))
         if planned is None:
             return None
         estimate, device = planned
         fit = judge_fit(estimate, self.manager.room(device))
-        gpus = [d for d in self.manager.budget.limits if d.startswith("cuda")]
-        if found.format == "gguf" and gpus:
-            n_layers = gguf_shape(found.path).n_layers
-            layers = layers_on_gpu(estimate, n_layers, self.manager.room(gpus[0]))
-            fit = Fit(fit.verdict, fit.needs,
-                      f"{fit.detail}; {layers} of {n_layers} layers fit on {gpus[0]} "
-                      f"(n_gpu_layers: {layers})", layers)
-        return fit
+        if found.format != "gguf":
+            return fit
+        return self._with_gpu_layers(fit, estimate, gguf_shape(found.path).n_layers)
+
+    def _planned(self, entry: ModelEntry) -> tuple[MemoryEstimate, str] | None:
+        """The planner's estimate, read once per entry (a header read each time the table
+        refreshes would cost tens of milliseconds a row)."""
+        key = entry.model_dump_json()
+        with self._remote_lock:
+            if key in self._estimates:
+                return self._estimates[key]
+        planned = _planned(entry)
+        if planned is not None:  # none yet (not downloaded) is asked again next time
+            with self._remote_lock:
+                self._estimates[key] = planned
+        return planned
+
+    def _with_gpu_layers(self, fit: Fit, estimate: MemoryEstimate, n_layers: int) -> Fit:
+        """With a GPU, a GGUF's badge says how many layers fit there (n_gpu_layers)."""
+        gpus = sorted({d for d in self.manager.budget.limits if d.startswith("cuda")}
+                      | set(gpu_devices()))
+        if not gpus:
+            return fit
+        layers = layers_on_gpu(estimate, n_layers, self.manager.room(gpus[0]))
+        return Fit(fit.verdict, fit.needs, f"{fit.detail}; {layers} of {n_layers} layers fit "
+                   f"on {gpus[0]} (n_gpu_layers: {layers})", layers)
 
     # -- the file --------------------------------------------------------------------
     def _free_id(self, wanted: str) -> str:

@@ -311,7 +311,8 @@ class ModelManager:
                 used[resident.device] = used.get(resident.device, 0) + resident.estimate
         devices = sorted(set(self.budget.limits) | set(used))
         return " · ".join(f"{d}: {format_bytes(used.get(d, 0))} of a "
-                          f"{format_bytes(self.budget.limit(d))} budget" for d in devices)
+                          f"{format_bytes(self.budget.limit(d, used.get(d, 0)))} budget"
+                          for d in devices)
 
     # -- loading -----------------------------------------------------------------------
     def load(self, model_id: str, progress: ProgressCallback | None = None) -> Backend:
@@ -409,13 +410,13 @@ class ModelManager:
     def room(self, device: str) -> Room:
         """The budget of one device, what resident and loading models take of it, and what
         unloading idle models could give back: what a load is planned against."""
-        limit = self.budget.limit(device)
         with self._lock:
-            used = sum(r.estimate for r in self._resident.values() if r.device == device)
-            used += sum(b for d, b in self._loading.values() if d == device)
+            held = sum(r.estimate for r in self._resident.values() if r.device == device)
+            used = held + sum(b for d, b in self._loading.values() if d == device)
             idle = sorted(((mid, r) for mid, r in self._resident.items()
                            if r.device == device and not self._in_use.get(mid)),
                           key=lambda item: item[1].last_used)
+        limit = self.budget.limit(device, held)
         return Room(device, limit, limit - used, tuple((mid, r.estimate) for mid, r in idle))
 
     def _make_room(self, entry: ModelEntry, backend: Backend) -> tuple[str, int]:

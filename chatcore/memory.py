@@ -13,6 +13,7 @@ import mmap
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def format_bytes(n: float) -> str:
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q",
                  11: "q", 12: "d"}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
+# A GGUF split by llama.cpp's gguf-split: "name-00001-of-00003.gguf" and its siblings.
+SPLIT_GGUF = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
 
 def read_gguf_header(path: Path) -> tuple[dict, list[tuple[str, int]]]:
@@ -261,10 +264,16 @@ class MemoryBudget:
     """Bytes the models may take, per device ("cpu", "cuda:0", ...)."""
 
     limits: dict[str, int]
+    gpu_free: Callable[[str], int] | None = None  # free bytes on a GPU now; tests pass a fake
 
-    def limit(self, device: str) -> int:
+    def limit(self, device: str, held: int = 0) -> int:
+        """A set limit, or for a GPU without one 90% of what is free there now plus what
+        this app's resident models already `held` there: they are not in the free figure,
+        and the planner subtracts them itself, so they must not be missing twice."""
         if device not in self.limits:
-            return gpu_free_bytes(device) * 9 // 10 if device.startswith("cuda") else 0
+            if not device.startswith("cuda"):
+                return 0
+            return ((self.gpu_free or gpu_free_bytes)(device) + held) * 9 // 10
         return self.limits[device]
 
     @classmethod
@@ -312,6 +321,16 @@ def gpu_free_bytes(device: str) -> int:
     except (ImportError, RuntimeError, ValueError):
         pass
     return 0
+
+
+def gpu_devices() -> list[str]:
+    """The CUDA devices torch sees ("cuda:0", ...); none with the CPU wheel."""
+    try:
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    except (ImportError, RuntimeError):
+        return []
 
 
 def process_rss_bytes() -> int:

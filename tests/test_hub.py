@@ -4,8 +4,8 @@ The real `huggingface_hub` library (2.4.0) talks HTTP to tests/hub_server.py, a 
 that answers the Hub's routes from a temporary folder, because the real Hub is out of reach
 here. In this process the Hub gets the server's address as `endpoint=` and a temporary
 `cache_dir=` (huggingface_hub reads HF_ENDPOINT and HF_HUB_CACHE once, at import, and other
-tests import it first); the SIGKILL test runs a download in a child process that finds both
-through the HF_ENDPOINT and HF_HUB_CACHE environment variables.
+tests import it first); the SIGKILL test runs the app's `--download` in a child process
+that finds both through the HF_ENDPOINT and HF_HUB_CACHE environment variables.
 
 The repos served: the real SmolLM2-135M-Instruct GGUF (98 MB), a GGUF repo with a split file,
 several quantization names and a vision projector, and a tiny transformers checkpoint.
@@ -349,13 +349,11 @@ def test_sigkill_mid_way_then_resume(server: HubServer, tmp_path: Path, hub_root
            if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")}
     env.update(HF_ENDPOINT=server.endpoint, HF_HUB_CACHE=str(cache),
                HF_HOME=str(tmp_path / "hf-home"), PYTHONPATH=str(ROOT))
-    child = ("import sys; from chatcore.hub import Hub; "
-             "print(Hub(timeout=60).download(sys.argv[1], sys.argv[2]), flush=True)")
-
-    def run_child() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", child, SMOL, SMOLLM2_FILE], cwd=ROOT,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+    def run_child() -> subprocess.Popen:  # the app's own download command
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "chat_app.py"), "--download", SMOL, "--file",
+             SMOLLM2_FILE, "--data-dir", str(tmp_path / "data")], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     first = run_child()
     try:
@@ -376,7 +374,7 @@ def test_sigkill_mid_way_then_resume(server: HubServer, tmp_path: Path, hub_root
     second = run_child()
     out, err = second.communicate(timeout=SAFETY_S)
     assert second.returncode == 0, err
-    path = Path(out.strip())
+    path = Path(out.splitlines()[0].rsplit(" to ", 1)[1])
     assert path.is_relative_to(cache)
     assert sha256_of(path) == sha256_of(local)
     ranges = [r.range for r in server.resolve_requests(SMOL, SMOLLM2_FILE)]

@@ -310,3 +310,20 @@ def test_the_edit_form_changes_engine_quantization_and_sampling_defaults(tmp_pat
                                None, None)
     assert refused.startswith("⚠️ ") and "temperature" in refused
     assert library.manager.entry("mine").defaults.temperature == 0.2  # nothing changed
+
+
+def test_layers_on_the_gpu_after_its_kv_cache_and_working_memory():
+    from chatcore.library import layers_on_gpu
+
+    estimate = MemoryEstimate(weights=3000, kv_cache=500, working=500)  # 30 layers of 100
+    assert layers_on_gpu(estimate, 30, Room("cuda:0", 10_000, 10_000, ())) == 30
+    assert layers_on_gpu(estimate, 30, Room("cuda:0", 2_000, 2_000, ())) == 10
+    assert layers_on_gpu(estimate, 30, Room("cuda:0", 900, 900, ())) == 0
+    assert layers_on_gpu(estimate, 30, Room("cuda:0", 0, 0, ())) == 0  # no GPU
+
+
+def test_admins_without_sign_in_is_a_usage_error(tmp_path):
+    result = run_cli("--admins", "alice", "--data-dir", str(tmp_path), "--no-browser")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: --admins names users of --auth: without --auth "
+                                     "there is one local user, who is the admin")

@@ -258,3 +258,33 @@ def test_the_gguf_header_reader_agrees_with_the_gguf_package(smollm2_path, tmp_p
     cut.write_bytes(smollm2_path.read_bytes()[:100_000])
     with pytest.raises(PlannerError, match="cannot read the GGUF header of"):
         gguf_shape(cut)
+
+
+def test_a_gpu_budget_without_a_limit_counts_resident_models_once():
+    """A fake device: what the models loaded on it take is gone from its free memory, as
+    on a real GPU. 10 GB device, two 4 GB models: both fit (90% of 10 GB is 9 GB)."""
+    device = {"used": 0}
+
+    class OnTheGpu(ScriptedBackend):
+        def memory_device(self) -> str:
+            return "cuda:0"
+
+        def load(self, progress=None) -> None:
+            super().load(progress)
+            device["used"] += self.memory
+
+        def unload(self) -> None:
+            super().unload()
+            device["used"] -= self.memory
+
+    backends = {i: OnTheGpu(memory=4000 * MB) for i in ("a", "b")}
+    registry = ModelRegistry(path=SHIPPED_MODELS, entries=tuple(
+        ModelEntry(id=i, backend="llamacpp", path=__file__) for i in backends), broken=())
+    budget = MemoryBudget({"cpu": 1000 * MB}, gpu_free=lambda d: 10_000 * MB - device["used"])
+    manager = ModelManager(registry, lambda entry: backends[entry.id], budget=budget)
+    reply(manager, "a")
+    assert manager.room("cuda:0").limit == 9000 * MB  # 6 GB free now + 4 GB held, 90%
+    reply(manager, "b")
+    assert resident(manager) == {"a", "b"}  # counted twice, "a" would have been evicted
+    assert manager.memory_summary() == "cpu: 0 MB of a 1.0 GB budget · " \
+        "cuda:0: 8.0 GB of a 9.0 GB budget"
