@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from backends.base import GenParams, Message
-from chatcore.config import ConfigError, ModelEntry, ModelRegistry, load_layered_registry
+from chatcore.config import ConfigError, ModelEntry, load_layered_registry
 from chatcore.factory import make_backend
 from chatcore.library import LibraryError, ModelLibrary, NotAllowed, WeightsCheck, judge_fit
 from chatcore.manager import ModelManager, ModelState, Room

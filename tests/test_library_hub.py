@@ -8,7 +8,6 @@ in the app's process through HF_ENDPOINT and HF_HUB_CACHE.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
