@@ -440,8 +440,7 @@ def _read_gguf(path: Path) -> tuple[dict, list[tuple[str, int]]]:
     metadata, tensors, header_end = read_gguf_layout(path)
     missing = gguf_missing_bytes(metadata, tensors, header_end, info.st_size)
     if missing:
-        amount = format_bytes(missing) if missing >= 10**6 else f"{missing:,} bytes"
-        raise ValueError(f"truncated: {amount} of its tensor data are missing "
+        raise ValueError(f"truncated: {format_bytes(missing)} of its tensor data are missing "
                          "(an interrupted download?)")
     return metadata, [(name, count) for name, count, _, _ in tensors]
 

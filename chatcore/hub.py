@@ -53,6 +53,7 @@ from chatcore.memory import (
     ModelShape,
     PlannerError,
     checkpoint_shape,
+    format_bytes,
     read_gguf_layout,
 )
 
@@ -487,8 +488,8 @@ class Hub:
         free = shutil.disk_usage(folder).free
         if needed > free:
             raise HubError(f"Downloading {filename} from {repo_id} failed: disk full, it needs "
-                           f"{_bytes(needed)} more in {folder} and {_bytes(free)} is free.",
-                           repo_id, filename)
+                           f"{format_bytes(needed)} more in {folder} and {format_bytes(free)} "
+                           "is free.", repo_id, filename)
 
     @contextmanager
     def _explained(self, action: str, repo_id: str | None = None,
@@ -785,14 +786,6 @@ class DownloadQueue:
 
 
 # -- words -----------------------------------------------------------------------------------
-def _bytes(n: float) -> str:
-    if abs(n) >= 1e9:
-        return f"{n / 1e9:.1f} GB"
-    if abs(n) >= 1e6:
-        return f"{n / 1e6:.0f} MB"
-    return f"{n / 1e3:.0f} kB"
-
-
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds >= 3600:
@@ -804,18 +797,20 @@ def _duration(seconds: float) -> str:
 
 def format_progress(job: DownloadJob) -> str:
     """"412 MB of 4.7 GB · 38 MB/s · 1 min 52 s left", for the terminal and the page."""
-    amount = _bytes(job.done_bytes) + (f" of {_bytes(job.total_bytes)}" if job.total_bytes else "")
+    amount = format_bytes(job.done_bytes)
+    if job.total_bytes:
+        amount += f" of {format_bytes(job.total_bytes)}"
     if job.state == "queued":
         return "queued"
     if job.state == "done":
-        return f"done · {_bytes(job.total_bytes or job.done_bytes)}"
+        return f"done · {format_bytes(job.total_bytes or job.done_bytes)}"
     if job.state == "failed":
         return f"failed: {job.error}"
     if job.state == "cancelled":
         return f"cancelled at {amount}"
     parts = [amount]
     if job.bytes_per_s:
-        parts.append(f"{_bytes(job.bytes_per_s)}/s")
+        parts.append(f"{format_bytes(job.bytes_per_s)}/s")
     if job.seconds_left is not None:
         parts.append(f"{_duration(job.seconds_left)} left")
     return " · ".join(parts)

@@ -53,7 +53,10 @@ class MemoryEstimate:
 
 
 def format_bytes(n: float) -> str:
-    return f"{n / GB:.1f} GB" if abs(n) >= GB else f"{n / 1e6:.0f} MB"
+    """"4.7 GB", "412 MB", "38 kB" (nothing at all reads "0 MB", beside budgets in MB)."""
+    if abs(n) >= GB:
+        return f"{n / GB:.1f} GB"
+    return f"{n / 1e6:.0f} MB" if abs(n) >= 1e6 or n == 0 else f"{n / 1e3:.0f} kB"
 
 
 # -- shapes ---------------------------------------------------------------------------------
