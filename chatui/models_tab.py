@@ -218,9 +218,14 @@ def _build_hub(handlers: LibraryHandlers, library: ModelLibrary, choice: gr.Drop
     for trigger in (hub_file.change, hub_context.change):
         trigger(handlers.hub_fit, [repo, hub_file, hub_context], [hub_fit], api_name=False,
                 trigger_mode="always_last", show_progress="hidden")
-    download.click(handlers.hub_download, [repo, hub_file], [outcome], api_name="hub_download")
+    # A download shows its line at once and makes sure the tab's refresh is running (a
+    # click on the tab before the page was ready may not have started it).
+    follow = (lambda: (handlers.downloads_text(), gr.Timer(active=True)), None,
+              [progress, timer])
+    download.click(handlers.hub_download, [repo, hub_file], [outcome], api_name="hub_download") \
+        .then(*follow, api_name=False, queue=False)
     download_entry.click(handlers.download_selected, [choice], [outcome],
-                         api_name="download_model")
+                         api_name="download_model").then(*follow, api_name=False, queue=False)
     cancel.click(handlers.cancel_downloads, None, [outcome], api_name="cancel_downloads")
     timer.tick(handlers.downloads_text, None, [progress], api_name=False, queue=False,
                show_progress="hidden")

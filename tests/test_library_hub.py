@@ -197,8 +197,11 @@ def test_search_download_and_chat_in_the_browser(hub_app, server, chromium_path,
             "() => document.querySelector('#hub-fit').innerText.includes('fits')",
             timeout=60_000)
         page.locator("#hub-download").click()
+        page.wait_for_function(
+            "() => document.querySelector('#models-outcome').innerText.includes('Downloading')",
+            timeout=60_000)
         seen = set()
-        for _ in range(600):
+        for _ in range(SAFETY_S * 10):
             text = page.locator("#hub-downloads").inner_text()
             if " of " in text:
                 seen.add(text)
