@@ -126,7 +126,7 @@ class Backend(ABC):
         return "cpu"
 
     def memory_breakdown(self):
-        """The chatcore.memory.MemoryEstimate (weights, KV cache, working memory) behind
+        """The backends.footprint.MemoryEstimate (weights, KV cache, working memory) behind
         `memory_estimate`, for fit badges; None where the engine does not say."""
         return None
 

@@ -28,8 +28,11 @@ from backends.base import (
     reply_room,
 )
 from backends.chat_template import ChatTemplate
+from backends.footprint import MemoryEstimate, PlannerError
+from backends.gguf import gguf_shape
+from backends.hf_memory import checkpoint_shape, transformers_estimate
 from backends.stops import StopStringFilter
-from chatcore.cpu_share import physical_cores
+from backends.cores import physical_cores
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +151,7 @@ class TransformersBackend(Backend):
     def memory_estimate(self) -> int:
         return self.memory_breakdown().total
 
-    def memory_breakdown(self):
-        from chatcore.memory import PlannerError, checkpoint_shape, gguf_shape, transformers_estimate
-
+    def memory_breakdown(self) -> MemoryEstimate:
         self._check_source()
         try:
             if self.source.is_file():

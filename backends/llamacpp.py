@@ -26,13 +26,15 @@ from backends.base import (
     reply_room,
 )
 from backends.chat_template import ChatTemplate
+from backends.footprint import MemoryEstimate, PlannerError
+from backends.gguf import check_gguf
+from backends.llamacpp_memory import llamacpp_estimate
 from backends.llamacpp_states import SavedStates
 from backends.stops import StopStringFilter
-from chatcore.cpu_share import physical_cores
+from backends.cores import physical_cores
 
 log = logging.getLogger(__name__)
 
-GGUF_MAGIC = b"GGUF"
 # Llama() takes no argument for weight buffer types, so loads patch its defaults briefly.
 _DEFAULT_PARAMS_PATCH = threading.Lock()
 
@@ -147,9 +149,7 @@ class LlamaCppBackend(Backend):
     def memory_estimate(self) -> int:
         return self.memory_breakdown().total
 
-    def memory_breakdown(self):
-        from chatcore.memory import PlannerError, llamacpp_estimate
-
+    def memory_breakdown(self) -> MemoryEstimate:
         _check_gguf(self.model_path)
         try:
             return llamacpp_estimate(self.model_path, self.context_length)
@@ -273,12 +273,6 @@ def _token_text(llm, token_id: int) -> str:
 
 def _check_gguf(path: Path) -> None:
     """Fail with a plain reason before llama.cpp sees a file that is not a GGUF model."""
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except FileNotFoundError as exc:
-        raise BackendError(f"model file not found: {path}") from exc
-    except OSError as exc:
-        raise BackendError(f"cannot read model file {path}: {exc}") from exc
-    if magic != GGUF_MAGIC:
-        raise BackendError(f"{path} is not a GGUF file (it starts with {magic!r})")
+    problem = check_gguf(path)
+    if problem:
+        raise BackendError(problem)

@@ -22,13 +22,9 @@ from pathlib import Path
 
 import gguf
 
-from chatcore.memory import (
-    SPLIT_GGUF,
-    _safetensors_header,
-    format_bytes,
-    gguf_missing_bytes,
-    read_gguf_layout,
-)
+from backends.gguf import SPLIT_GGUF, gguf_missing_bytes, read_gguf_layout
+from backends.hf_memory import safetensors_header
+from chatcore.memory import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -516,7 +512,7 @@ def _safetensors_params(path: Path) -> int:
     if length > min(info.st_size - 8, 100 * 2**20):
         raise ValueError("not a safetensors file (header length out of range)")
     total = 0
-    for key, tensor in _safetensors_header(path).items():
+    for key, tensor in safetensors_header(path).items():
         if key != "__metadata__":
             count = 1
             for dim in tensor.get("shape", []):

@@ -48,14 +48,10 @@ from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_session, hf_raise_for_status
 
-from chatcore.memory import (
-    SPLIT_GGUF,
-    ModelShape,
-    PlannerError,
-    checkpoint_shape,
-    format_bytes,
-    read_gguf_layout,
-)
+from backends.footprint import ModelShape, PlannerError
+from backends.gguf import SPLIT_GGUF, read_gguf_layout
+from backends.hf_memory import checkpoint_shape
+from chatcore.memory import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +231,7 @@ class Hub:
         """The shape from config.json and the safetensors headers (range reads, no weights).
 
         The headers are written as header-only .safetensors files next to config.json, so
-        chatcore.memory.checkpoint_shape reads them exactly as it reads a local checkpoint.
+        backends.hf_memory.checkpoint_shape reads them exactly as it reads a local checkpoint.
         Per-file `parse_safetensors_file_metadata` rather than `get_safetensors_metadata`:
         the latter's existence check takes no timeout and it downloads the index file.
         """

@@ -34,15 +34,10 @@ from chatcore.discovery import FoundModel, ScanResult, inspect_path, scan
 from chatcore.manager import ModelManager, ModelUnavailable, Room, UnknownModel
 from chatcore.factory import make_backend
 from chatcore.hub import DownloadQueue, Hub, HubError, HubRepo, RepoListing
-from chatcore.memory import (
-    MemoryEstimate,
-    PlannerError,
-    format_bytes,
-    gguf_shape,
-    gpu_devices,
-    llamacpp_estimate_of,
-    shape_from_header,
-)
+from backends.footprint import MemoryEstimate, PlannerError
+from backends.gguf import gguf_shape, shape_from_header
+from backends.llamacpp_memory import llamacpp_estimate_of
+from chatcore.memory import format_bytes, gpu_devices
 from chatcore.sources import ModelNotAvailable, resolve_weights
 
 log = logging.getLogger(__name__)

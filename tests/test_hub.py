@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backends.gguf import read_gguf_header
+from backends.hf_memory import checkpoint_shape
 from chatcore.hub import (
     DownloadCancelled,
     DownloadJob,
@@ -35,7 +37,6 @@ from chatcore.hub import (
     format_progress,
     quantization_of,
 )
-from chatcore.memory import checkpoint_shape, read_gguf_header
 from tests.conftest import ROOT, SMOLLM2_FILE
 from tests.hub_server import HubServer
 

@@ -13,11 +13,12 @@ import pytest
 import yaml
 
 from backends.base import GenParams, Message
+from backends.footprint import MemoryEstimate
 from chatcore.config import ConfigError, ModelEntry, load_layered_registry
 from chatcore.factory import make_backend
 from chatcore.library import LibraryError, ModelLibrary, NotAllowed, WeightsCheck, judge_fit
 from chatcore.manager import ModelManager, ModelState, Room
-from chatcore.memory import MemoryBudget, MemoryEstimate
+from chatcore.memory import MemoryBudget
 from chatui.library_handlers import LibraryHandlers
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
 from tests.fakes import ScriptedBackend

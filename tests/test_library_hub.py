@@ -19,12 +19,13 @@ import yaml
 from playwright.sync_api import sync_playwright
 
 from backends.base import GenParams, Message
+from backends.llamacpp_memory import llamacpp_estimate
 from chatcore.config import load_layered_registry
 from chatcore.factory import make_backend
 from chatcore.hub import Hub
 from chatcore.library import ModelLibrary, NotAllowed, WeightsCheck
 from chatcore.manager import ModelManager, ModelState
-from chatcore.memory import MemoryBudget, llamacpp_estimate
+from chatcore.memory import MemoryBudget
 from chatui.library_handlers import LibraryHandlers
 from tests.conftest import CAPITAL_PROMPT, ROOT, SHIPPED_MODELS, SMOLLM2_FILE, start_app
 from tests.hub_server import HubServer

@@ -244,7 +244,8 @@ def test_the_planner_estimate_is_within_30_percent_of_the_measured_growth(
 def test_the_gguf_header_reader_agrees_with_the_gguf_package(smollm2_path, tmp_path):
     import gguf
 
-    from chatcore.memory import PlannerError, gguf_shape, read_gguf_header
+    from backends.footprint import PlannerError
+    from backends.gguf import gguf_shape, read_gguf_header
 
     metadata, tensors = read_gguf_header(smollm2_path)
     reference = gguf.GGUFReader(str(smollm2_path))
