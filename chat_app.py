@@ -16,18 +16,22 @@ import time
 from pathlib import Path
 
 import platformdirs
+from pydantic import ValidationError
 
-from backends.base import GenParams
 from chatcore.config import ConfigError, load_layered_registry
 from chatcore.factory import APP_NAME, default_cache_dir, make_backend
-from chatcore.hub import Hub, HubError
-from chatcore.library import LibraryError, ModelLibrary, WeightsCheck, personal_registry
+from chatcore.fit import WeightsCheck
+from chatcore.hub import Hub
+from chatcore.hub_errors import HubError
+from chatcore.library import ModelLibrary, personal_registry
+from chatcore.library_errors import LibraryError
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.memory import MemoryBudget, format_bytes
+from chatcore.oneshot import run_prompt
 from chatcore.request_guard import (Access, is_loopback, parse_allowed_hosts,
                                     parse_cors_origins)
+from chatcore.sampling import gen_params, merge
 from chatcore.store import Store
-from chatcore.oneshot import run_prompt
 
 DEFAULT_MODELS = Path(__file__).resolve().parent / "models.yaml"
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -293,14 +297,13 @@ def default_data_dir() -> Path:
 
 
 def _one_shot(manager: ModelManager, args: argparse.Namespace, defaults, model_id: str) -> int:
-    params = GenParams(
-        temperature=defaults.temperature if args.temperature is None else args.temperature,
-        top_p=defaults.top_p,
-        top_k=defaults.top_k,
-        max_new_tokens=args.max_new_tokens or defaults.max_new_tokens,
-        repetition_penalty=defaults.repetition_penalty,
-        seed=defaults.seed if args.seed is None else args.seed,
-    )
+    try:
+        params = gen_params(merge(defaults, temperature=args.temperature,
+                                  max_new_tokens=args.max_new_tokens, seed=args.seed))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = "--" + {"max_new_tokens": "max-new-tokens"}.get(error["loc"][0], error["loc"][0])
+        return _fail(f"{flag}: {error['msg']} (got {error['input']})", EXIT_USAGE)
     try:
         run_prompt(manager, model_id, args.prompt, args.system, params)
     except (ModelUnavailable, UnknownModel) as exc:

@@ -101,6 +101,31 @@ class Backend(ABC):
     # the manager lets one reply at a time use the model.
     concurrent: bool = False
 
+    # Capabilities, declared by each engine's class (False until an engine says otherwise).
+    can_continue: bool = False
+    """True when the engine can extend a cut reply (`GenParams.continue_final`): the final
+    assistant message is left open in the prompt and the model writes on from its last
+    token. An engine without it refuses such a request with a BackendError."""
+
+    shows_prompt: bool = False
+    """True when `prompt_report` can show the exact text the model reads, after its chat
+    template; False where a server applies a template this app never sees."""
+
+    exact_token_counts: bool = False
+    """True when `count_tokens` and the usage of the last chunk are the model's own
+    tokenizer's counts; False where they are estimated or taken on trust from a server."""
+
+    @property
+    def placement(self) -> str:
+        """Where the loaded model runs, for a person: "cpu", "cuda:0, cpu", "cpu + 20 GPU
+        layers", "remote: http://host:8000/v1"; "" when not loaded or not known."""
+        return ""
+
+    def unhonoured(self, params: GenParams) -> list[str]:
+        """The settings in `params` this engine will not apply, in words for a person
+        ("top_k 40", "repetition penalty 1.3"); empty when every setting takes effect."""
+        return []
+
     @abstractmethod
     def load(self, progress: ProgressCallback | None = None) -> None: ...
 

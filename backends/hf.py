@@ -1,8 +1,10 @@
 """Hugging Face checkpoints through transformers, quantized by bitsandbytes, placed by accelerate.
 
 `generate` runs in a worker thread feeding a `TextIteratorStreamer`; a `StoppingCriteria`
-bound to the cancel event ends `generate` itself on Stop, the worker's exception reaches
-the reader as a `BackendError`, and the worker is joined before the reply ends.
+bound to the cancel event ends `generate` itself on Stop (and on a stop string, when the
+shared local base closes the decoding), the worker's exception reaches the reader as a
+`BackendError`, and the worker is joined before the reply ends. Prompt, room, stop strings
+and usage are the shared local base's (backends/local.py).
 """
 from __future__ import annotations
 
@@ -10,29 +12,19 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
 
-from backends.base import (
-    Backend,
-    BackendError,
-    Chunk,
-    GenParams,
-    Message,
-    PromptReport,
-    ProgressCallback,
-    Usage,
-    reply_room,
-)
+from backends.base import BackendError, GenParams, ProgressCallback
 from backends.chat_template import ChatTemplate
+from backends.cores import physical_cores
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import gguf_shape
 from backends.hf_memory import checkpoint_shape, transformers_estimate
-from backends.stops import StopStringFilter
-from backends.cores import physical_cores
+from backends.local import Decoding, LocalBackend
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +48,20 @@ class HFSettings:
     trust_remote_code: bool = False
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(LocalBackend):
+    template_origin = "the tokenizer's config"
+
     def __init__(self, source: Path, settings: HFSettings, context_length: int = 2048,
                  chat_template: str | None = None, cache_dir: Path | None = None) -> None:
         """`source` is a checkpoint directory or a GGUF file (loaded dequantized)."""
+        super().__init__(context_length, chat_template)
         self.source = Path(source)
         self.settings = settings
-        self.context_length = context_length
-        self._template_override = chat_template
         self._cache_dir = cache_dir
         self._model = None
         self._tokenizer = None
-        self._template: ChatTemplate | None = None
-        self._warnings: list[str] = []
         self._cores = physical_cores()  # the cap for a reply's share of threads
-        self.placement = ""
+        self._placement = ""
 
     # -- lifecycle -------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
@@ -117,17 +108,17 @@ class TransformersBackend(Backend):
             bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
             model_name=self.source.name, architecture=getattr(model.config, "model_type", None))
         self._model, self._tokenizer = model, tokenizer
-        self.placement = _placement(model)
+        self._placement = _placement(model)
         eos_ids = self._eos_ids()
         self._warnings = self._template.check(tokenizer.convert_ids_to_tokens(eos_ids))
         report(1.0, "ready")
-        log.info("loaded %s on %s", self.source.name, self.placement)
+        log.info("loaded %s on %s", self.source.name, self._placement)
 
     def unload(self) -> None:
         self._model = None
         self._tokenizer = None
         self._template = None
-        self.placement = ""
+        self._placement = ""
         import gc
 
         gc.collect()
@@ -138,6 +129,11 @@ class TransformersBackend(Backend):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+    @property
+    def placement(self) -> str:
+        """The devices accelerate put the weights on ("cpu", "cuda:0, cpu"), once loaded."""
+        return self._placement
 
     def _check_source(self) -> None:
         """A missing path, or a checkpoint directory without weights, in one sentence."""
@@ -189,23 +185,16 @@ class TransformersBackend(Backend):
         return int(self._require_model().get_memory_footprint())
 
     # -- prompting ---------------------------------------------------------------------
-    def render_prompt(self, messages: Sequence[Message], continue_final: bool = False) -> str:
-        return self._require_template().render(messages, continue_final=continue_final)
+    @property
+    def _model_name(self) -> str:
+        return self.source.name
 
-    def count_tokens(self, messages: Sequence[Message]) -> int:
-        return len(self._encode(self.render_prompt(messages))["input_ids"][0])
+    def _encode_prompt(self, prompt: str):
+        inputs = self._encode(prompt)
+        return inputs, int(inputs["input_ids"].shape[1])
 
-    def prompt_report(self, messages: Sequence[Message], params: GenParams) -> PromptReport:
-        prompt = self.render_prompt(messages, params.continue_final)
-        template = self._require_template()
-        return PromptReport(
-            prompt=prompt, template=template.describe_origin("the tokenizer's config"),
-            prompt_tokens=len(self._encode(prompt)["input_ids"][0]),
-            stop_strings=(*params.stop, *template.stop_strings),
-            eos_ids=tuple(self._eos_ids()))
-
-    def template_warnings(self) -> list[str]:
-        return list(self._warnings)
+    def _eog_ids(self) -> tuple[int, ...]:
+        return tuple(self._eos_ids())
 
     def _encode(self, prompt: str):
         """A chat template already holds the special tokens the model expects; plain text
@@ -216,17 +205,18 @@ class TransformersBackend(Backend):
                                          add_special_tokens=add_special)
 
     # -- generation --------------------------------------------------------------------
-    def stream_chat(self, messages: Sequence[Message], params: GenParams,
-                    cancel: threading.Event) -> Iterator[Chunk]:
+    def _decode(self, prompt, max_new: int, params: GenParams, cancel: threading.Event,
+                decoding: Decoding) -> Iterator[str]:
+        """`generate` in a worker thread, its text read from a streamer; closing this
+        generator (a stop string, a reader that left) halts `generate` and joins the worker."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         model, tokenizer = self._require_model(), self._require_tokenizer()
-        inputs = self._encode(self.render_prompt(messages, params.continue_final)).to(model.device)
+        inputs = prompt.to(model.device)
         prompt_tokens = int(inputs["input_ids"].shape[1])
-        max_new = reply_room(prompt_tokens, self.context_length, params.max_new_tokens)
         cores = self._cores
-        halt = threading.Event()  # set by Stop, by a stop string, or by a reader that left
+        halt = threading.Event()  # set when this generator ends, for whatever reason
         seen = {"length": prompt_tokens, "last": None}
 
         class Halt(StoppingCriteria):
@@ -273,36 +263,20 @@ class TransformersBackend(Backend):
 
         worker = threading.Thread(target=work, name="hf-generate", daemon=True)
         worker.start()
-        stops = StopStringFilter((*params.stop, *self._require_template().stop_strings))
         try:
             for text in streamer:
-                shown = stops.feed(text)
-                if shown:
-                    yield Chunk(shown)
-                if stops.stopped:
-                    halt.set()
-                    break
+                if text:
+                    yield text
         except Empty:
             halt.set()
             raise BackendError(f"no token for {TOKEN_TIMEOUT_S:.0f} s: generation stalled") from None
-        finally:
+        finally:  # also when the base closes this generator on a stop string
             halt.set()
             worker.join()
+            decoding.tokens = seen["length"] - prompt_tokens
+            decoding.ended_on_eog = seen["last"] in eos_ids
         if failure:
             raise BackendError(f"generation failed: {type(failure[0]).__name__}: {failure[0]}")
-        tail = "" if stops.stopped else stops.flush()
-        generated = seen["length"] - prompt_tokens
-        ended_on_eos = seen["last"] in eos_ids
-        if cancel.is_set():
-            finish = "cancelled"
-        elif stops.stopped or generated < max_new:
-            finish = "stop"
-        else:
-            finish = "length"
-        # Like llama.cpp, the end-of-sequence token is not counted as reply text.
-        completion = generated - (1 if ended_on_eos and finish == "stop" else 0)
-        yield Chunk(tail, finish_reason=finish,
-                    usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion))
 
     # -- helpers -----------------------------------------------------------------------
     def _eos_ids(self) -> list[int]:
@@ -392,11 +366,6 @@ class TransformersBackend(Backend):
         if self._tokenizer is None:
             raise BackendError(f"{self.source.name} is not loaded")
         return self._tokenizer
-
-    def _require_template(self) -> ChatTemplate:
-        if self._template is None:
-            raise BackendError(f"{self.source.name} is not loaded")
-        return self._template
 
 
 def _cuda_available() -> bool:

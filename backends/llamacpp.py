@@ -1,8 +1,9 @@
 """GGUF models through llama-cpp-python: the default engine on CPU.
 
 Decoding is our own loop over `Llama.generate`, so cancellation is checked before every
-token is computed, usage is counted exactly, and the chat template is the one in the GGUF
-metadata (or the entry's override), rendered in the sandbox.
+token is computed and tokens are counted exactly; the chat template is the one in the GGUF
+metadata (or the entry's override), rendered in the sandbox. Prompt, room, stop strings and
+usage are the shared local base's (backends/local.py).
 """
 from __future__ import annotations
 
@@ -10,28 +11,18 @@ import codecs
 import logging
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backends.base import (
-    Backend,
-    BackendError,
-    Chunk,
-    GenParams,
-    Message,
-    PromptReport,
-    ProgressCallback,
-    Usage,
-    reply_room,
-)
+from backends.base import BackendError, GenParams, ProgressCallback
 from backends.chat_template import ChatTemplate
+from backends.cores import physical_cores
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import check_gguf
 from backends.llamacpp_memory import llamacpp_estimate
 from backends.llamacpp_states import SavedStates
-from backends.stops import StopStringFilter
-from backends.cores import physical_cores
+from backends.local import Decoding, LocalBackend
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +63,10 @@ def _plain_cpu_weight_buffers():
             lib.llama_model_default_params = original
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(LocalBackend):
     """One GGUF file with one llama.cpp context; not thread-safe, the manager serialises it."""
+
+    template_origin = "the GGUF file's metadata"
 
     def __init__(
         self,
@@ -83,16 +76,14 @@ class LlamaCppBackend(Backend):
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
     ) -> None:
+        super().__init__(context_length, chat_template)
         self.model_path = Path(model_path)
-        self.context_length = context_length
         self.n_threads = n_threads or physical_cores()
         self.n_gpu_layers = n_gpu_layers
-        self._template_override = chat_template
         self._llm = None
-        self._template: ChatTemplate | None = None
         self._states: SavedStates | None = None
         self._eos_ids: tuple[int, ...] = ()
-        self._warnings: list[str] = []
+        self._placement = ""
 
     # -- lifecycle -------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
@@ -133,8 +124,10 @@ class LlamaCppBackend(Backend):
         self._states = SavedStates(self._saved_states_bytes())
         self._eos_ids = _end_of_generation_ids(llm)
         self._warnings = self._template.check([_token_text(llm, t) for t in self._eos_ids])
+        self._placement = _placement(llm, self.n_gpu_layers)
         report(1.0, "ready")
-        log.info("loaded %s with %d threads", self.model_path.name, self.n_threads)
+        log.info("loaded %s with %d threads on %s", self.model_path.name, self.n_threads,
+                 self._placement)
 
     def unload(self) -> None:
         if self._llm is not None:
@@ -142,6 +135,11 @@ class LlamaCppBackend(Backend):
         self._llm = None
         self._template = None
         self._states = None
+        self._placement = ""
+
+    @property
+    def placement(self) -> str:
+        return self._placement
 
     def decodes_on_cpu(self) -> bool:
         return self.n_gpu_layers != -1  # partly offloaded models still decode layers here
@@ -163,22 +161,16 @@ class LlamaCppBackend(Backend):
             return 0
 
     # -- prompting ---------------------------------------------------------------------
-    def render_prompt(self, messages: Sequence[Message], continue_final: bool = False) -> str:
-        return self._require_template().render(messages, continue_final=continue_final)
+    @property
+    def _model_name(self) -> str:
+        return self.model_path.name
 
-    def count_tokens(self, messages: Sequence[Message]) -> int:
-        return len(self._tokenize(self.render_prompt(messages)))
+    def _encode_prompt(self, prompt: str) -> tuple[list[int], int]:
+        tokens = self._tokenize(prompt)
+        return tokens, len(tokens)
 
-    def prompt_report(self, messages: Sequence[Message], params: GenParams) -> PromptReport:
-        prompt = self.render_prompt(messages, params.continue_final)
-        template = self._require_template()
-        return PromptReport(
-            prompt=prompt, template=template.describe_origin("the GGUF file's metadata"),
-            prompt_tokens=len(self._tokenize(prompt)),
-            stop_strings=(*params.stop, *template.stop_strings), eos_ids=self._eos_ids)
-
-    def template_warnings(self) -> list[str]:
-        return list(self._warnings)
+    def _eog_ids(self) -> tuple[int, ...]:
+        return self._eos_ids
 
     def _tokenize(self, prompt: str) -> list[int]:
         """BOS as the GGUF asks, unless the prompt already starts with it (a template wrote it)."""
@@ -188,19 +180,18 @@ class LlamaCppBackend(Backend):
         return llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
     # -- generation --------------------------------------------------------------------
-    def stream_chat(
-        self, messages: Sequence[Message], params: GenParams, cancel: threading.Event
-    ) -> Iterator[Chunk]:
+    def _decode(self, prompt: list[int], max_new: int, params: GenParams,
+                cancel: threading.Event, decoding: Decoding) -> Iterator[str]:
+        """One token at a time from `Llama.generate`, after the longest saved state that
+        the prompt starts with; the thread count follows `params.threads` between tokens."""
         llm = self._require_llm()
         import llama_cpp
 
-        prompt_tokens = self._tokenize(self.render_prompt(messages, params.continue_final))
-        max_new = reply_room(len(prompt_tokens), self.context_length, params.max_new_tokens)
         if self._states is not None:
-            self._states.restore_best(llm, prompt_tokens)
+            self._states.restore_best(llm, prompt)
         llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
         tokens = llm.generate(
-            prompt_tokens,
+            prompt,
             temp=params.temperature,
             top_p=params.top_p,
             top_k=params.top_k,
@@ -208,49 +199,39 @@ class LlamaCppBackend(Backend):
             repeat_penalty=params.repetition_penalty,
         )
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopStringFilter((*params.stop, *self._require_template().stop_strings))
-        generated = 0
-        finish = "length"
         threads = self.n_threads
         try:
-            while generated < max_new:
+            while decoding.tokens < max_new:
                 if cancel.is_set():
-                    finish = "cancelled"
                     break
                 if params.threads is not None and \
                         (wanted := min(self.n_threads, params.threads())) != threads:
                     threads = wanted
                     llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)
                 token = next(tokens)
+                decoding.tokens += 1
                 if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
-                    finish = "stop"
+                    decoding.ended_on_eog = True
                     break
-                generated += 1
-                text = stops.feed(decoder.decode(llm.detokenize([token])))
+                text = decoder.decode(llm.detokenize([token]))
                 if text:
-                    yield Chunk(text)
-                if stops.stopped:
-                    finish = "stop"
-                    break
-        finally:
+                    yield text
+        finally:  # also when the base closes this generator on a stop string
             tokens.close()
             if threads != self.n_threads:
                 llama_cpp.llama_set_n_threads(llm._ctx.ctx, self.n_threads, self.n_threads)
-        tail = "" if stops.stopped else stops.feed(decoder.decode(b"", final=True)) + stops.flush()
-        usage = Usage(prompt_tokens=len(prompt_tokens), completion_tokens=generated)
-        yield Chunk(tail, finish_reason=finish, usage=usage)
-        if self._states is not None:  # after the last chunk, off the reply's critical path
-            self._states.save(llm)
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def _reply_done(self) -> None:
+        if self._states is not None and self._llm is not None:
+            self._states.save(self._llm)
 
     def _require_llm(self):
         if self._llm is None:
             raise BackendError(f"{self.model_path.name} is not loaded")
         return self._llm
-
-    def _require_template(self) -> ChatTemplate:
-        if self._template is None:
-            raise BackendError(f"{self.model_path.name} is not loaded")
-        return self._template
 
 
 @contextmanager
@@ -276,3 +257,21 @@ def _check_gguf(path: Path) -> None:
     problem = check_gguf(path)
     if problem:
         raise BackendError(problem)
+
+
+def _placement(llm, n_gpu_layers: int) -> str:
+    """Where llama.cpp put the layers: cpu, "cpu + N GPU layers" or "GPU (all N layers)"."""
+    import llama_cpp
+
+    if n_gpu_layers == 0 or not llama_cpp.llama_supports_gpu_offload():
+        return "cpu"
+    try:
+        layers = int(llm.metadata[f"{llm.metadata['general.architecture']}.block_count"])
+    except (KeyError, ValueError):
+        layers = None
+    if layers is None:
+        return "GPU (all layers)" if n_gpu_layers < 0 else f"cpu + {n_gpu_layers} GPU layers"
+    # llama.cpp counts the output layer as one more: block_count + 1 offloads everything.
+    if n_gpu_layers < 0 or n_gpu_layers > layers:
+        return f"GPU (all {layers} layers)"
+    return f"cpu + {n_gpu_layers} GPU layers"

@@ -5,6 +5,10 @@ this backend streams their server-sent events as chunks. The server applies its 
 template and schedules its own requests, so several replies may run at once. Every failure
 (refused connection, timeout, an error status, a server that dies mid-reply) becomes one
 readable BackendError.
+
+The request is plain OpenAI: top_k and repetition penalty have no field there, so
+`unhonoured` names them when they are set, and a cut reply cannot be continued (the
+protocol has no way to leave the last assistant message open).
 """
 from __future__ import annotations
 
@@ -24,10 +28,14 @@ DEFAULT_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
 STOP_POLL_S = 0.05
 FINISH_REASONS = {"stop": "stop", "length": "length"}
+MAX_STOP_STRINGS = 4  # OpenAI's API takes up to four; more may be refused
 
 
 class OpenAIBackend(Backend):
     concurrent = True
+    can_continue = False  # the protocol cannot leave the last assistant message open
+    shows_prompt = False  # the server applies its own chat template
+    exact_token_counts = False  # the server's usage when it sends one, else an estimate
 
     def __init__(self, base_url: str, remote_model: str, api_key_env: str | None = None,
                  timeout: float | None = None, context_length: int = 2048) -> None:
@@ -83,16 +91,36 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{self.base_url}/models answered something that is not an "
                                "OpenAI model list") from None
 
+    @property
+    def placement(self) -> str:
+        return f"remote: {self.base_url}"
+
+    def unhonoured(self, params: GenParams) -> list[str]:
+        """top_k and repetition penalty when set (the request has no field for them), and
+        the stop strings past the first four."""
+        ignored = []
+        if params.top_k:
+            ignored.append(f"top_k {params.top_k}")
+        if params.repetition_penalty != 1.0:
+            ignored.append(f"repetition penalty {params.repetition_penalty:g}")
+        if len(params.stop) > MAX_STOP_STRINGS:
+            extra = ", ".join(repr(s) for s in params.stop[MAX_STOP_STRINGS:])
+            ignored.append(f"stop strings past the first {MAX_STOP_STRINGS}: {extra}")
+        return ignored
+
     # -- generation ----------------------------------------------------------------------
     def stream_chat(self, messages: Sequence[Message], params: GenParams,
                     cancel: threading.Event) -> Iterator[Chunk]:
+        if params.continue_final:
+            raise BackendError(f"{self.remote_model} on a remote server cannot continue a "
+                               "cut reply")
         body = {"model": self.remote_model, "messages": [m.as_dict() for m in messages],
                 "stream": True, "temperature": params.temperature, "top_p": params.top_p,
                 "max_tokens": params.max_new_tokens}
         if params.seed is not None:
             body["seed"] = params.seed
         if params.stop:
-            body["stop"] = list(params.stop)[:4]
+            body["stop"] = list(params.stop)[:MAX_STOP_STRINGS]
         finish, usage, pieces = "stop", None, 0
         try:
             with self._require_client().stream("POST", "/chat/completions", json=body) as reply:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from backends.base import GenParams, Message
@@ -27,16 +26,13 @@ def manager(cache: Path) -> ModelManager:
 
 def time_to_first_token(models: ModelManager, model_id: str, messages: list[Message],
                         max_tokens: int) -> tuple[float, str]:
-    started = time.perf_counter()
-    first = None
-    text = ""
-    for chunk in models.stream_chat(model_id, messages,
-                                    GenParams(temperature=0.0, max_new_tokens=max_tokens),
-                                    threading.Event()):
-        if chunk.text and first is None:
-            first = time.perf_counter() - started
-        text += chunk.text
-    return first, text
+    params = GenParams(temperature=0.0, max_new_tokens=max_tokens)
+    with models.start([(model_id, messages, params)], threading.Event()) as replies:
+        for _, event in replies:
+            if isinstance(event, Exception):
+                raise event
+    live = replies.live[0]
+    return live.meter.time_to_first_token, live.text
 
 
 def switching(runs: int) -> dict:

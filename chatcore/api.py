@@ -115,46 +115,34 @@ def _error(exc: ApiError) -> JSONResponse:
 
 
 class _Reply:
-    """One generation: a thread drives the manager's stream into an asyncio queue."""
+    """One generation, read on the event loop: its worker hands events straight to the
+    loop, so a request runs on the manager's worker thread and nothing else."""
 
     def __init__(self, manager: ModelManager, body: ChatRequest, params) -> None:
         self.body = body
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.cancel = threading.Event()
-        self._queue: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        messages = body.chat_messages()
-
-        def pump() -> None:
-            try:
-                for event in manager.stream_events(body.model, messages, params, self.cancel):
-                    if isinstance(event, Chunk):
-                        loop.call_soon_threadsafe(self._queue.put_nowait, event)
-            except Exception as exc:  # noqa: BLE001 - handed to the request
-                loop.call_soon_threadsafe(self._queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(self._queue.put_nowait, _END)
-
-        self._thread = threading.Thread(target=pump, name=f"api-{body.model}", daemon=True)
-        self._thread.start()
+        self._replies = manager.start([(body.model, body.chat_messages(), params)],
+                                      self.cancel, loop=asyncio.get_running_loop())
 
     async def next(self):
-        item = await self._queue.get()
-        if isinstance(item, ContextOverflow):
-            raise ApiError(400, str(item), param="messages", code="context_length_exceeded")
-        if isinstance(item, ModelUnavailable):
-            raise _unavailable(item)
-        if isinstance(item, Exception):  # BackendError: the text is fit to show
-            raise ApiError(500, f"generation failed: {item}", kind="server_error")
-        return item
-
+        """The next chunk of the reply, `_END` after the last; errors as ApiError."""
+        async for _, item in self._replies:
+            if isinstance(item, ContextOverflow):
+                raise ApiError(400, str(item), param="messages", code="context_length_exceeded")
+            if isinstance(item, ModelUnavailable):
+                raise _unavailable(item)
+            if isinstance(item, Exception):  # BackendError: the text is fit to show
+                raise ApiError(500, f"generation failed: {item}", kind="server_error")
+            if isinstance(item, Chunk):
+                return item
+        return _END
 
     async def close(self) -> None:
         """Cancel the generation and wait until its worker has stopped."""
-        self.cancel.set()
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._thread.join)
+            await self._replies.aclose()
 
     def _chunk(self, delta: dict, finish: str | None = None, usage=None) -> str:
         document = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,

@@ -6,11 +6,22 @@ refused with a 400 that names the field, rather than silently ignored.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from backends.base import GenParams, Message
+from chatcore.sampling import (
+    OptionalMaxNewTokens,
+    OptionalRepetitionPenalty,
+    OptionalSeed,
+    OptionalTemperature,
+    OptionalTopK,
+    OptionalTopP,
+    SamplingSettings,
+    gen_params,
+    merge,
+)
 
 MAX_BODY_BYTES = 4 * 2**20
 
@@ -63,14 +74,15 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    # The sampling settings take the bounds of chatcore/sampling.py; None: the entry's default.
+    temperature: OptionalTemperature = None
+    top_p: OptionalTopP = None
+    top_k: OptionalTopK = None
+    max_tokens: OptionalMaxNewTokens = None
+    max_completion_tokens: OptionalMaxNewTokens = None
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    seed: OptionalSeed = None
+    repetition_penalty: OptionalRepetitionPenalty = None
     n: Literal[1] = 1
     user: str | None = None
     frequency_penalty: Literal[0, 0.0] | None = None
@@ -89,19 +101,15 @@ class ChatRequest(BaseModel):
         return [Message("system" if m.role == "developer" else m.role, m.text)
                 for m in self.messages]
 
-    def params(self, defaults: Any) -> GenParams:
-        """These settings over the model entry's defaults."""
+    def params(self, defaults: SamplingSettings) -> GenParams:
+        """These settings over the model entry's defaults (a ValidationError if the result
+        is out of range, which the fields' own bounds already rule out)."""
         stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        pick = lambda mine, theirs: theirs if mine is None else mine  # noqa: E731
-        return GenParams(
-            temperature=pick(self.temperature, defaults.temperature),
-            top_p=pick(self.top_p, defaults.top_p),
-            top_k=pick(self.top_k, defaults.top_k),
-            max_new_tokens=pick(self.max_completion_tokens or self.max_tokens,
-                                defaults.max_new_tokens),
-            repetition_penalty=pick(self.repetition_penalty, defaults.repetition_penalty),
-            seed=pick(self.seed, defaults.seed),
-            stop=tuple(stops))
+        settings = merge(defaults, temperature=self.temperature, top_p=self.top_p,
+                         top_k=self.top_k,
+                         max_new_tokens=self.max_completion_tokens or self.max_tokens,
+                         repetition_penalty=self.repetition_penalty, seed=self.seed)
+        return gen_params(settings, stop=tuple(stops))
 
 
 def parse_request(raw: bytes) -> ChatRequest:

@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from chatcore.sampling import SamplingSettings
+
 BackendName = Literal["llamacpp", "transformers", "openai"]
 BACKENDS = ("llamacpp", "transformers", "openai")
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
@@ -30,19 +32,6 @@ MAX_ID, MAX_NAME, MAX_DESCRIPTION, MAX_TEMPLATE = 64, 200, 2_000, 100_000
 
 class ConfigError(Exception):
     """models.yaml cannot be used at all; the message is one line for a person."""
-
-
-class GenerationDefaults(BaseModel):
-    """Sampling defaults a model entry starts the page with."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.9, gt=0.0, le=1.0)
-    top_k: int = Field(40, ge=0)
-    max_new_tokens: int = Field(512, ge=1)
-    repetition_penalty: float = Field(1.0, gt=0.0)
-    seed: int | None = Field(None, ge=0)
 
 
 class Quantization(BaseModel):
@@ -77,7 +66,8 @@ class ModelEntry(BaseModel):
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     timeout: float | None = Field(None, gt=0, le=3600)
     context_length: int = Field(2048, ge=64)
-    defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    # Sampling defaults the page and the API start from; bounds in chatcore/sampling.py.
+    defaults: SamplingSettings = Field(default_factory=SamplingSettings)
     chat_template: str | None = Field(None, max_length=MAX_TEMPLATE)
     description: str = Field("", max_length=MAX_DESCRIPTION)
     n_gpu_layers: int = Field(0, ge=-1)

@@ -13,11 +13,19 @@ from chatcore.config import ModelEntry
 from chatcore.sources import resolve_weights
 
 APP_NAME = "local-chat"
+ENGINES: dict[str, type[Backend]] = {"llamacpp": LlamaCppBackend,
+                                     "transformers": TransformersBackend,
+                                     "openai": OpenAIBackend}
 
 
 def default_cache_dir() -> Path:
     """Where GGUF weights dequantized for bitsandbytes are kept between runs."""
     return Path(platformdirs.user_cache_dir(APP_NAME)) / "dequantized"
+
+
+def engine_class(entry: ModelEntry) -> type[Backend]:
+    """The class that runs the entry: its capability flags, known without loading."""
+    return ENGINES[entry.backend]
 
 
 def make_backend(entry: ModelEntry, allow_download: bool = False,

@@ -14,13 +14,13 @@ import os
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from backends.base import BackendError
-from backends.chat_template import guess_fallback
+from backends.footprint import MemoryEstimate, PlannerError
+from backends.gguf import gguf_shape
 from chatcore.config import (
     LLAMACPP_ONLY,
     MAX_ID,
@@ -30,104 +30,27 @@ from chatcore.config import (
     ModelRegistry,
     load_layered_registry,
 )
-from chatcore.discovery import FoundModel, ScanResult, inspect_path, scan
-from chatcore.manager import ModelManager, ModelUnavailable, Room, UnknownModel
+from chatcore.discovery import ScanResult, inspect_path, scan
+from chatcore.download_queue import DownloadQueue
 from chatcore.factory import make_backend
-from chatcore.hub import DownloadQueue, Hub, HubError, HubRepo, RepoListing
-from backends.footprint import MemoryEstimate, PlannerError
-from backends.gguf import gguf_shape, shape_from_header
-from backends.llamacpp_memory import llamacpp_estimate_of
-from chatcore.memory import format_bytes, gpu_devices
-from chatcore.sources import ModelNotAvailable, resolve_weights
+from chatcore.fit import Fit, judge_fit, layers_on_gpu
+from chatcore.hub import Hub
+from chatcore.library_errors import LibraryError, NotAllowed
+from chatcore.library_hub import LibraryHub
+from chatcore.manager import ModelManager
+from chatcore.memory import gpu_devices
+from chatcore.model_files import FoundModel, suggest_entry
+from chatcore.sources import ModelNotAvailable
 
 log = logging.getLogger(__name__)
 
 PERSONAL_FILE = "models.yaml"
-DEFAULT_CONTEXT = 4096  # what an added model starts with when it was trained for more
-MAX_QUERY = 200
-TIGHT_MARGIN = 0.10
 # What a person may change from the Models tab; everything else is edited in the file.
 EDITABLE = ("name", "context_length", "defaults", "chat_template", "description", "backend",
             "quantization")
 
 
-class LibraryError(Exception):
-    """A library change was refused; the message says why, for a person."""
-
-
-class NotAllowed(LibraryError):
-    """The signed-in user may look at the library but not change it."""
-
-
-@dataclass(frozen=True)
-class Fit:
-    """Whether a model fits the budget: "fits", "tight" (only after unloading idle models,
-    or within 10% of the budget) or "won't fit", with the numbers behind the word."""
-
-    verdict: str
-    needs: int
-    detail: str
-    gpu_layers: int | None = None
-
-    @property
-    def badge(self) -> str:
-        icon = {"fits": "🟢", "tight": "🟡"}.get(self.verdict, "🔴")
-        return f"{icon} {self.verdict}"
-
-
-def judge_fit(estimate: MemoryEstimate, room: Room) -> Fit:
-    """The one rule for badges; the numbers come from the planner that loads models."""
-    needs = estimate.total
-    parts = (f"weights {format_bytes(estimate.weights)} + KV cache "
-             f"{format_bytes(estimate.kv_cache + estimate.saved_states)} + working "
-             f"{format_bytes(estimate.working)}")
-    detail = (f"needs {format_bytes(needs)} ({parts}); {format_bytes(max(room.free, 0))} free "
-              f"of a {format_bytes(room.limit)} budget on {room.device}")
-    if needs <= room.free and needs <= room.limit * (1 - TIGHT_MARGIN):
-        verdict = "fits"
-    elif needs <= room.free + room.evictable:
-        verdict = "tight"
-        if needs > room.free:
-            detail += f" (after unloading {', '.join(mid for mid, _ in room.idle)})"
-    else:
-        verdict = "won't fit"
-    return Fit(verdict, needs, detail)
-
-
-def layers_on_gpu(estimate: MemoryEstimate, n_layers: int, gpu: Room) -> int:
-    """How many of a GGUF's layers the GPU's free budget holds (llama.cpp's n_gpu_layers),
-    after the KV cache and working memory, which go there first."""
-    if n_layers <= 0 or gpu.limit <= 0:
-        return 0
-    per_layer = estimate.weights / n_layers
-    room = gpu.free - estimate.kv_cache - estimate.working
-    return max(0, min(n_layers, int(room // per_layer))) if per_layer else 0
-
-
-def suggest_entry(found: FoundModel, model_id: str,
-                  context_length: int | None = None) -> tuple[dict, list[str]]:
-    """A registry entry for a found model, with notes for the person (a guessed template)."""
-    notes = []
-    trained = found.context_length or 2048
-    entry: dict = {
-        "id": model_id,
-        "name": found.name[:200],
-        "backend": "llamacpp" if found.format == "gguf" else "transformers",
-        "path": str(found.path),
-        "context_length": context_length or min(trained, DEFAULT_CONTEXT),
-        "description": f"Found in {found.source}: {found.path}"[:2000],
-    }
-    if found.has_chat_template is False:
-        guess = guess_fallback(found.architecture)
-        entry["chat_template"] = guess
-        notes.append(f"{found.name} carries no chat template: using the {guess} fallback, "
-                     f"guessed from its architecture ({found.architecture or 'unknown'}); "
-                     "set chat_template to another fallback, or to none for completion mode "
-                     "(the text is continued as-is)")
-    return entry, notes
-
-
-class ModelLibrary:
+class ModelLibrary(LibraryHub):
     """Adds, edits and removes models in the person's registry file, and keeps the
     manager's registry in step with it."""
 
@@ -261,94 +184,6 @@ class ModelLibrary:
                 raise ConfigError(f"{new[0].reason}; the last good registry stays")
             return self.manager.replace_registry(registry)
 
-    # -- the Hub ---------------------------------------------------------------------
-    def _require_hub(self) -> Hub:
-        if self.hub is None:
-            raise LibraryError("downloads are off: start the app with --allow-download to "
-                               "search the Hugging Face Hub and fetch models")
-        return self.hub
-
-    def search(self, text: str, kind: str = "gguf") -> list[HubRepo]:
-        text = text.strip()[:MAX_QUERY]
-        if not text:
-            raise LibraryError("type a few letters of a model's name to search for")
-        return self._require_hub().search(text, kind)
-
-    def listing(self, repo_id: str) -> RepoListing:
-        return self._require_hub().listing(repo_id)
-
-    def hub_fit(self, repo_id: str, filename: str, context_length: int | None = None) -> Fit:
-        """The badge of a GGUF on the Hub before downloading it, from a range read of its
-        header; the numbers are the same planner's as for a file on disk."""
-        metadata, tensors, size = self._require_hub().gguf_header(repo_id, filename)
-        try:
-            shape = shape_from_header(metadata, tensors)
-        except Exception as exc:  # noqa: BLE001 - the header came from elsewhere
-            raise LibraryError(f"{repo_id}/{filename}: cannot read its header ({exc})") from exc
-        arch = metadata.get("general.architecture")
-        trained = metadata.get(f"{arch}.context_length") or 2048
-        context = context_length or min(int(trained), DEFAULT_CONTEXT)
-        estimate = llamacpp_estimate_of(shape, size, context)
-        return self._with_gpu_layers(judge_fit(estimate, self.manager.room("cpu")), estimate,
-                                     shape.n_layers)
-
-    def download(self, repo_id: str, filename: str, user: str | None = None) -> str:
-        """Queue a GGUF download; it joins the person's registry when it is complete."""
-        self._require_admin(user)
-        self._require_hub()
-        return self.downloads.submit(repo_id, filename)
-
-    def download_entry(self, model_id: str, user: str | None = None) -> str:
-        """Queue the file a registry entry expects (the shipped Llama, Mistral, Falcon)."""
-        entry = self.manager.entry(model_id)
-        if not entry.repo or not entry.file:
-            raise LibraryError(f"{model_id} is a whole checkpoint ({entry.repo or 'no repo'}): "
-                               "fetch it with huggingface-cli download; this app downloads "
-                               "GGUF files")
-        return self.download(entry.repo, entry.file, user)
-
-    def can_download(self, model_id: str) -> bool:
-        """Whether the entry's GGUF is missing here and the Hub may fetch it."""
-        try:
-            entry = self.manager.entry(model_id)
-        except (UnknownModel, ModelUnavailable):
-            return False
-        if self.hub is None or not (entry.repo and entry.file):
-            return False
-        try:
-            resolve_weights(entry, allow_download=False)
-        except ModelNotAvailable as exc:
-            return exc.not_downloaded
-        return False
-
-    def remote_summary(self, model_id: str) -> str | None:
-        """Download size and fit of a missing entry's file, read from the Hub once in the
-        background ("…" until then), so a list can show it without waiting on the network."""
-        if not self.can_download(model_id):
-            return None
-        entry = self.manager.entry(model_id)
-        key = (entry.repo, entry.file, entry.context_length)
-        with self._remote_lock:
-            if key in self._remote:
-                return self._remote[key]
-            self._remote[key] = "…"
-        threading.Thread(target=self._fetch_remote, args=(key,), name="hub-summary",
-                         daemon=True).start()
-        return "…"
-
-    def _fetch_remote(self, key: tuple) -> None:
-        repo, filename, context = key
-        try:
-            size = next(f.size for f in self._require_hub().listing(repo).gguf_files
-                        if f.filename == filename)
-            summary = f"{format_bytes(size)} · {self.hub_fit(repo, filename, context).badge}"
-        except StopIteration:
-            summary = f"⚠️ {repo} has no file {filename}"
-        except (HubError, LibraryError) as exc:
-            summary = f"⚠️ {exc}"
-        with self._remote_lock:
-            self._remote[key] = summary
-
     def register_download(self, repo_id: str, filename: str, path: Path) -> None:
         """A finished download: an entry that expects it is now available; anything else
         is added to the person's registry, by repo and file, like the shipped entries."""
@@ -463,30 +298,6 @@ class ModelLibrary:
                           registry.personal))
 
 
-class WeightsCheck:
-    """Reads a weights file's header once per size and modification time, so lists can say
-    "unreadable: <reason>" before anyone loads it (the header read takes milliseconds)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[Path, int, int], str | None] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, path: Path) -> str | None:
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            return f"{path}: {exc.strerror or exc}"
-        key = (path, stat.st_size, stat.st_mtime_ns)
-        with self._lock:
-            if key in self._seen:
-                return self._seen[key]
-        problem = inspect_path(path).problem
-        problem = problem.removeprefix("unreadable: ") if problem else None
-        with self._lock:
-            self._seen[key] = problem
-        return problem
-
-
 def _planned(entry: ModelEntry) -> tuple[MemoryEstimate, str] | None:
     """What the planner would reserve for this entry, and on which device; None when its
     weights are not here or cannot be read (the reason is shown elsewhere). Never downloads."""
@@ -503,4 +314,3 @@ def _planned(entry: ModelEntry) -> tuple[MemoryEstimate, str] | None:
 
 def personal_registry(data_dir: Path) -> Path:
     return Path(data_dir) / PERSONAL_FILE
-

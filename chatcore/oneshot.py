@@ -5,24 +5,30 @@ import sys
 import threading
 from typing import TextIO
 
-from backends.base import GenParams, Message
+from backends.base import Chunk, GenParams, Message
 from chatcore.manager import ModelManager
 from chatcore.meter import EMPTY_REPLY
 
 
 def run_prompt(manager: ModelManager, model_id: str, prompt: str, system: str | None,
-               params: GenParams, out: TextIO = sys.stdout) -> str:
-    """Stream the reply to `out`; returns the finish reason. Raises the manager's errors."""
+               params: GenParams, out: TextIO | None = None) -> str:
+    """Stream the reply to `out` (stdout); returns the finish reason. Raises the manager's
+    errors."""
+    out = out or sys.stdout
     messages = [Message("system", system)] if system else []
     messages.append(Message("user", prompt))
-    finish, saw_text = "stop", False
-    for chunk in manager.stream_chat(model_id, messages, params, threading.Event()):
-        out.write(chunk.text)
-        out.flush()
-        saw_text = saw_text or bool(chunk.text.strip())
-        finish = chunk.finish_reason or finish
+    with manager.start([(model_id, messages, params)], threading.Event()) as replies:
+        for _, event in replies:
+            if isinstance(event, Exception):
+                raise event
+            if isinstance(event, Chunk):
+                out.write(event.text)
+                out.flush()
     out.write("\n")
     out.flush()
-    if not saw_text:
+    live = replies.live[0]
+    for note in live.notes():
+        print(f"note: {note}", file=sys.stderr)
+    if not live.meter.saw_text:
         print(f"note: {EMPTY_REPLY}", file=sys.stderr)
-    return finish
+    return live.meter.finish_reason or "stop"

@@ -11,17 +11,12 @@ import gradio as gr
 
 from backends.base import BackendError, Chunk, GenParams, Message, PromptReport
 from chatcore.context import title_from, with_system
-from chatcore.manager import (
-    Loading,
-    ModelManager,
-    ModelUnavailable,
-    Trimmed,
-    UnknownModel,
-    Waiting,
-)
-from chatcore.meter import ReplyMeter
+from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
+from chatcore.replies import LiveReply, progress_bar
 from chatcore.store import NotFound, Store, StoredMessage
-from chatui.transcript import Turn, chatbot_messages, turns_from
+from chatui.sampling_controls import params_from_controls
+from chatui.stop_registry import StopRegistry
+from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
 
 log = logging.getLogger(__name__)
 
@@ -44,44 +39,17 @@ def session_key(request: gr.Request | None) -> str:
     return (request.session_hash if request is not None else None) or "anonymous"
 
 
-def gen_params(temperature: float, top_p: float, top_k: float, max_new_tokens: float,
-               repetition_penalty: float, seed: float | None) -> GenParams:
-    return GenParams(
-        temperature=float(temperature),
-        top_p=float(top_p),
-        top_k=int(top_k),
-        max_new_tokens=int(max_new_tokens),
-        repetition_penalty=float(repetition_penalty),
-        seed=None if seed is None or seed < 0 else int(seed),
-    )
-
-
-def event_note(event: Loading | Waiting | Trimmed, name: str) -> str:
-    """The line under a reply while it loads, waits in line, or after history was cut."""
-    if isinstance(event, Loading):
-        return f"Loading {name}: {event.step} {progress_bar(event.fraction)} {event.fraction:.0%}"
-    if isinstance(event, Waiting):
-        return (f"Waiting for {name}: {event.ahead} request"
-                f"{'s' if event.ahead != 1 else ''} ahead of you")
-    return (f"{event.dropped} earlier message{'s' if event.dropped != 1 else ''}"
-            " left out to fit the model's context")
-
-
-def progress_bar(fraction: float, width: int = 12) -> str:
-    filled = round(max(0.0, min(1.0, fraction)) * width)
-    return "▰" * filled + "▱" * (width - filled)
-
-
 class ChatHandlers:
     """Gradio callbacks for one chat page; the store holds what was said, the manager runs."""
 
-    def __init__(self, manager: ModelManager, store: Store) -> None:
+    def __init__(self, manager: ModelManager, store: Store,
+                 stops: StopRegistry | None = None) -> None:
         self.manager = manager
         self.store = store
+        self.stops = stops or StopRegistry()
 
     def model_name(self, model_id: str) -> str:
-        entry = self.manager.registry.get(model_id)
-        return entry.name if entry else model_id
+        return model_name(self.manager.registry, model_id)
 
     def display(self, user: str, conversation_id: int | None) -> list[Turn]:
         return turns_from(self._messages(user, conversation_id), self.model_name)
@@ -96,7 +64,8 @@ class ChatHandlers:
             yield chatbot_messages(self.display(user, conversation_id)), message, \
                 conversation_id, editing
             return
-        params = gen_params(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
+        params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
+                                      repetition_penalty, seed)
         if conversation_id is not None and editing:
             self._supersede_last_exchange(user, conversation_id)
         if conversation_id is None:
@@ -121,7 +90,8 @@ class ChatHandlers:
             return
         if messages[-1].role == "assistant":
             self.store.supersede(user, conversation_id, [messages[-1].id])
-        params = gen_params(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
+        params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
+                                      repetition_penalty, seed)
         yield from self._reply(user, conversation_id, model_id, system, params,
                                session_key(request))
 
@@ -137,10 +107,27 @@ class ChatHandlers:
             yield chatbot_messages(self.display(user, conversation_id)), gr.update(), \
                 conversation_id, False
             return
-        params = gen_params(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed)
+        if (why := self._cannot_continue(model_id)) is not None:
+            gr.Info(why)
+            yield chatbot_messages(self.display(user, conversation_id)), gr.update(), \
+                conversation_id, False
+            return
+        params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
+                                      repetition_penalty, seed)
         params = replace(params, continue_final=True)
         yield from self._reply(user, conversation_id, model_id, system, params,
                                session_key(request), continuing=messages[-1])
+
+    def _cannot_continue(self, model_id: str) -> str | None:
+        """Why the model's engine cannot extend a cut reply, or None when it can."""
+        try:
+            engine = self.manager.engine(model_id)
+        except (UnknownModel, ModelUnavailable) as exc:
+            return str(exc)
+        if engine.can_continue:
+            return None
+        return (f"{self.model_name(model_id)} cannot continue a cut reply: its engine does "
+                "not take a started answer. Regenerate it with a higher Max new tokens.")
 
     def edit_last(self, conversation_id: int | None, request: gr.Request) -> tuple:
         """Put the last user message back in the box; Send then replaces it and its reply."""
@@ -152,7 +139,7 @@ class ChatHandlers:
         return last_user.content, True
 
     def stop(self, request: gr.Request) -> None:
-        self.manager.cancel(session_key(request))
+        self.stops.stop(session_key(request))
 
     # -- what the model sees -------------------------------------------------------------
     def inspect(self, conversation_id: int | None, request: gr.Request) -> tuple[str, str]:
@@ -167,6 +154,8 @@ class ChatHandlers:
         reply = conversation.messages[replies[-1]]
         prompt = with_system(conversation.system_prompt, conversation.messages[:replies[-1]])
         params = GenParams(**(reply.params or {}))
+        if (hidden := prompt_hidden(self.manager, reply.model or "")) is not None:
+            return "", hidden
         try:
             report, dropped = self.manager.inspect(reply.model or "", prompt, params)
         except (UnknownModel, ModelUnavailable, BackendError) as exc:
@@ -202,75 +191,52 @@ class ChatHandlers:
         stored = self._messages(user, conversation_id)
         prompt = with_system(system, stored)
         turns = turns_from(stored, self.model_name)
-        if continuing is not None:
-            reply = turns[-1]
-            reply.footer = ""
-        else:
-            reply = Turn("assistant", "")
-            turns.append(reply)
+        name = self.model_name(model_id)
+        shown = turns.pop() if continuing is not None else None
         outputs = lambda streaming: (chatbot_messages(turns, streaming), "",  # noqa: E731
                                      conversation_id, False)
-        cancel = self.manager.begin_generation(key)
-        meter = ReplyMeter()
-        notice = ""
-        text = ""
-        name = self.model_name(model_id)
+        cancel = self.stops.begin(key)
         try:
             # The model starts first; the page hears of the new message with the first words
             # (or FIRST_WORDS_WAIT_S later), so updating it does not slow the prompt's reading.
-            with self.manager.start_many([(model_id, prompt, params)], cancel) as replies:
+            with self.manager.start([(model_id, prompt, params)], cancel) as replies:
+                live = replies.live[0]
+                turns.append(live_turn(live, name, shown))
                 if not replies.wait_for_news(FIRST_WORDS_WAIT_S):
                     yield outputs(True)
                 last_update = time.perf_counter()
                 for _, event in replies:
-                    if isinstance(event, Exception):
-                        raise event
-                    first_words = False
-                    if isinstance(event, Trimmed):
-                        notice = reply.footer = event_note(event, name)
-                    elif isinstance(event, (Loading, Waiting)):
-                        reply.footer = event_note(event, name)
-                    else:
-                        meter.observe(event)
-                        first_words = not text and bool(event.text)
-                        text += event.text
-                        reply.content += event.text
-                        reply.footer = notice
+                    first_words = isinstance(event, Chunk) and event.text == live.text != ""
+                    turns[-1] = live_turn(live, name, shown)
                     now = time.perf_counter()
                     # The first words go out at once; the interval paces what follows.
                     if now - last_update >= UPDATE_INTERVAL_S or \
                             not isinstance(event, Chunk) or first_words:
                         last_update = now
                         yield outputs(True)
-            reply.footer = " · ".join(filter(None, [meter.summary(name), notice]))
-            self._save(user, conversation_id, model_id, params, meter, text, continuing)
+            turns[-1] = live_turn(live, name, shown)
+            if not live.error:
+                self._save(user, conversation_id, live, continuing)
         except (UnknownModel, ModelUnavailable, BackendError) as exc:
-            reply.error = str(exc)
-            reply.footer = ""
+            turns.append(Turn("assistant", shown.content if shown else "", error=str(exc)))
         except Exception as exc:  # noqa: BLE001 - never a traceback on the page
             log.exception("reply from %s failed", model_id)
-            reply.error = f"unexpected error: {exc}"
-            reply.footer = ""
+            turns.append(Turn("assistant", shown.content if shown else "",
+                              error=f"unexpected error: {exc}"))
         finally:
-            self.manager.end_generation(key, cancel)
+            self.stops.end(key, cancel)
         yield outputs(False)
 
-    def _save(self, user: str, conversation_id: int, model_id: str, params: GenParams,
-              meter: ReplyMeter, text: str, continuing: StoredMessage | None) -> None:
-        stopped = meter.finish_reason == "cancelled"
+    def _save(self, user: str, conversation_id: int, live: LiveReply,
+              continuing: StoredMessage | None) -> None:
         if continuing is not None:
-            self.store.extend_message(user, conversation_id, continuing.id, text,
-                                      meter.completion_tokens, meter.finish_reason, stopped)
+            self.store.extend_message(user, conversation_id, continuing.id, live.text,
+                                      live.meter.completion_tokens, live.meter.finish_reason,
+                                      live.stopped)
             return
-        if not text and stopped:
+        if not live.text and live.stopped:
             return  # stopped before the first word: nothing to keep
-        self.store.add_message(user, conversation_id, StoredMessage(
-            "assistant", text, model=model_id, params=params.settings(),
-            time_to_first_token=meter.time_to_first_token,
-            tokens_per_second=meter.tokens_per_second,
-            prompt_tokens=meter.usage.prompt_tokens if meter.usage else None,
-            completion_tokens=meter.completion_tokens, finish_reason=meter.finish_reason,
-            stopped=stopped))
+        self.store.add_message(user, conversation_id, live.message())
 
     def _messages(self, user: str, conversation_id: int | None) -> list[StoredMessage]:
         if conversation_id is None:
@@ -285,6 +251,18 @@ class ChatHandlers:
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
         if last_user is not None:
             self.store.supersede(user, conversation_id, [m.id for m in messages[last_user:]])
+
+
+def prompt_hidden(manager: ModelManager, model_id: str) -> str | None:
+    """Why the Inspector cannot show this model's exact prompt, or None when it can."""
+    try:
+        engine = manager.engine(model_id)
+    except (UnknownModel, ModelUnavailable) as exc:
+        return f"⚠️ {exc}"
+    if engine.shows_prompt:
+        return None
+    return (f"{model_name(manager.registry, model_id)}: its engine (a remote server) applies "
+            "its own chat template, so the exact prompt it sees is not available here.")
 
 
 def inspector_details(model_name: str, report: PromptReport, params: GenParams,

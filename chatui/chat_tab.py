@@ -5,13 +5,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from chatcore.config import GenerationDefaults
-from chatcore.library import LibraryError, ModelLibrary
+from chatcore.library import ModelLibrary
+from chatcore.library_errors import LibraryError
 from chatcore.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
 from chatcore.presets import BUILTIN_PRESETS
 from chatcore.store import Store
 from chatui.chat_handlers import ChatHandlers
 from chatui.conversations import ConversationHandlers
+from chatui.sampling_controls import seed_number, seed_value, slider
 
 
 def model_choices(manager: ModelManager) -> list[tuple[str, str]]:
@@ -65,7 +66,7 @@ def select_model(manager: ModelManager, model_id: str,
         return (model_info(manager, model_id),) + (gr.update(),) * 6
     return (model_info(manager, model_id, library), defaults.temperature, defaults.top_p,
             defaults.top_k, defaults.max_new_tokens, defaults.repetition_penalty,
-            _seed_value(defaults))
+            seed_value(defaults))
 
 
 def _download(library: ModelLibrary | None, model_id: str, request: gr.Request) -> str:
@@ -76,10 +77,6 @@ def _download(library: ModelLibrary | None, model_id: str, request: gr.Request) 
     except (LibraryError, UnknownModel, ModelUnavailable) as exc:
         return f"⚠️ {exc}"
     return f"Downloading **{model_id}**: the Models tab shows the progress."
-
-
-def _seed_value(defaults: GenerationDefaults) -> int:
-    return -1 if defaults.seed is None else defaults.seed
 
 
 def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
@@ -153,20 +150,17 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                 system = gr.Textbox(label="System prompt", lines=2, elem_id="system",
                                     placeholder="Empty: the model's own default")
                 with gr.Row():
-                    temperature = gr.Slider(0.0, 2.0, step=0.05, value=defaults.temperature,
-                                            label="Temperature (0 = greedy)",
-                                            elem_id="temperature")
-                    top_p = gr.Slider(0.05, 1.0, step=0.05, value=defaults.top_p, label="Top p")
-                    top_k = gr.Slider(0, 200, step=1, value=defaults.top_k,
-                                      label="Top k (0 = off)")
+                    temperature = slider("temperature", defaults.temperature,
+                                         elem_id="temperature")
+                    top_p = slider("top_p", defaults.top_p, elem_id="top-p")
+                    top_k = slider("top_k", defaults.top_k, elem_id="top-k")
                 with gr.Row():
-                    max_new_tokens = gr.Slider(1, 8192, step=1, value=defaults.max_new_tokens,
-                                               label="Max new tokens", elem_id="max-new-tokens")
-                    repetition_penalty = gr.Slider(0.5, 2.0, step=0.05,
-                                                   value=defaults.repetition_penalty,
-                                                   label="Repetition penalty")
-                    seed = gr.Number(value=_seed_value(defaults), precision=0,
-                                     label="Seed (-1 = random)")
+                    max_new_tokens = slider("max_new_tokens", defaults.max_new_tokens,
+                                            elem_id="max-new-tokens")
+                    repetition_penalty = slider("repetition_penalty",
+                                                defaults.repetition_penalty,
+                                                elem_id="repetition-penalty")
+                    seed = seed_number(seed_value(defaults), elem_id="seed")
 
     params = [model, system, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
               seed]

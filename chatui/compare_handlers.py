@@ -13,19 +13,21 @@ import gradio as gr
 from backends.base import BackendError, Chunk, GenParams
 from chatcore.comparison import MAX_PANES, MIN_PANES, Comparison, Round
 from chatcore.context import title_from
-from chatcore.manager import Loading, ModelManager, ModelUnavailable, Trimmed, UnknownModel, Waiting
-from chatcore.meter import ReplyMeter
+from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.ratings import Standing, leaderboard
-from chatcore.store import Store, StoredMessage
+from chatcore.sampling import SamplingSettings
+from chatcore.store import Store
 from chatcore.votes import all_battles, votes_to_csv, votes_to_json
 from chatui.chat_handlers import (
     UPDATE_INTERVAL_S,
-    event_note,
     inspector_details,
+    prompt_hidden,
     session_key,
     user_of,
 )
-from chatui.transcript import Turn, chatbot_messages, turns_from
+from chatui.sampling_controls import pane_params
+from chatui.stop_registry import StopRegistry
+from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +45,15 @@ def compare_key(request: gr.Request | None) -> str:
 
 
 class CompareHandlers:
-    def __init__(self, manager: ModelManager, store: Store, export_dir: Path) -> None:
+    def __init__(self, manager: ModelManager, store: Store, export_dir: Path,
+                 stops: StopRegistry | None = None) -> None:
         self.manager = manager
         self.store = store
         self.export_dir = export_dir
+        self.stops = stops or StopRegistry()
 
     def model_name(self, model_id: str) -> str:
-        entry = self.manager.registry.get(model_id)
-        return entry.display_name if entry else model_id
+        return model_name(self.manager.registry, model_id)
 
     # -- a round -------------------------------------------------------------------------
     def send(self, message: str, comparison: Comparison | None, blind: bool, count: float,
@@ -77,71 +80,59 @@ class CompareHandlers:
         max_tokens = settings[2 * MAX_PANES:3 * MAX_PANES]
         setups = []
         for index in range(count):
-            model_id = models[index]
-            defaults = self.manager.registry.get(model_id)
-            base = defaults.defaults if defaults is not None else None
-            setups.append((model_id, GenParams(
-                temperature=float(temperatures[index]),
-                top_p=base.top_p if base else 0.9, top_k=base.top_k if base else 40,
-                max_new_tokens=int(max_tokens[index]),
-                repetition_penalty=base.repetition_penalty if base else 1.0,
-                seed=base.seed if base else None)))
+            entry = self.manager.registry.get(models[index])
+            defaults = entry.defaults if entry is not None else SamplingSettings()
+            setups.append((models[index], pane_params(defaults, temperatures[index],
+                                                      max_tokens[index])))
         return setups
 
     def _round(self, comparison: Comparison, text: str, key: str) -> Iterator[tuple]:
         panes = comparison.panes
         round_ = Round.begin(text, len(panes))
-        live = [Turn("assistant", "") for _ in panes]
-        meters = [ReplyMeter() for _ in panes]
-        notices = [""] * len(panes)
         requests = [(p.model_id, comparison.prompt_for(i, text), p.params)
                     for i, p in enumerate(panes)]
-        cancel = self.manager.begin_generation(key)
+        turns = [Turn("assistant", "") for _ in panes]
+        cancel = self.stops.begin(key)
         try:
-            with self.manager.start_many(requests, cancel) as replies:
-                yield self._outputs(comparison, (round_, live), "")
+            with self.manager.start(requests, cancel) as replies:
+                yield self._outputs(comparison, (round_, turns), "")
                 last_update = time.perf_counter()
                 for index, event in replies:
-                    first_words = isinstance(event, Chunk) and event.text and \
-                        not live[index].content
-                    self._apply(comparison, index, event, live[index], meters[index], notices)
+                    live = replies.live[index]
+                    first_words = isinstance(event, Chunk) and event.text == live.text != ""
+                    turns[index] = live_turn(live, self._shown_name(comparison, index))
                     now = time.perf_counter()
                     if now - last_update >= UPDATE_INTERVAL_S or \
                             not isinstance(event, Chunk) or first_words:
                         last_update = now
-                        yield self._outputs(comparison, (round_, live), "")
+                        yield self._outputs(comparison, (round_, turns), "")
+            for index, live in enumerate(replies.live):
+                turns[index] = live_turn(live, self._shown_name(comparison, index))
+                if live.error:
+                    round_.errors[index] = live.error
+                else:
+                    round_.replies[index] = live.message()
         except (UnknownModel, ModelUnavailable) as exc:
-            for turn in live:
-                turn.error = turn.error or str(exc)
+            for index, turn in enumerate(turns):
+                turn.error = round_.errors[index] = str(exc)
         except Exception as exc:  # noqa: BLE001 - never a traceback on the page
             log.exception("comparison round failed")
-            for turn in live:
-                turn.error = turn.error or f"unexpected error: {exc}"
+            for index, turn in enumerate(turns):
+                turn.error = round_.errors[index] = f"unexpected error: {exc}"
         finally:
-            self.manager.end_generation(key, cancel)
-        for index, pane in enumerate(panes):
-            turn, meter = live[index], meters[index]
-            if turn.error:
-                round_.errors[index] = turn.error
-                continue
-            turn.footer = " · ".join(filter(None, [
-                meter.summary(self._shown_name(comparison, index)), notices[index]]))
-            round_.replies[index] = StoredMessage(
-                "assistant", turn.content, model=pane.model_id, params=pane.params.settings(),
-                time_to_first_token=meter.time_to_first_token,
-                tokens_per_second=meter.tokens_per_second,
-                prompt_tokens=meter.usage.prompt_tokens if meter.usage else None,
-                completion_tokens=meter.completion_tokens, finish_reason=meter.finish_reason,
-                stopped=meter.finish_reason == "cancelled")
+            self.stops.end(key, cancel)
         comparison.rounds.append(round_)
         comparison.inspector = self._inspect(comparison, requests)
-        yield self._outputs(comparison, (round_, live), "", streaming=False)
+        yield self._outputs(comparison, (round_, turns), "", streaming=False)
 
     def _inspect(self, comparison: Comparison, requests) -> str:
         """Each pane's prompt after its chat template, and what ended its reply."""
         parts = []
         for index, (model_id, messages, params) in enumerate(requests):
             heading = f"### {comparison.label(index)}: {self.model_name(model_id)}"
+            if (hidden := prompt_hidden(self.manager, model_id)) is not None:
+                parts.append(f"{heading}\n\n{hidden}")
+                continue
             try:
                 report, dropped = self.manager.inspect(model_id, messages, params)
             except (UnknownModel, ModelUnavailable, BackendError) as exc:
@@ -150,20 +141,6 @@ class CompareHandlers:
             details = inspector_details(self.model_name(model_id), report, params, dropped)
             parts.append(f"{heading}\n\n{details}\n\n~~~~text\n{report.prompt}\n~~~~")
         return "\n\n".join(parts)
-
-    def _apply(self, comparison: Comparison, index: int, event, turn: Turn, meter: ReplyMeter,
-               notices: list[str]) -> None:
-        name = self._shown_name(comparison, index)
-        if isinstance(event, Exception):
-            turn.error, turn.footer = str(event), ""
-        elif isinstance(event, Trimmed):
-            notices[index] = turn.footer = event_note(event, name)
-        elif isinstance(event, (Loading, Waiting)):
-            turn.footer = event_note(event, name)
-        else:
-            meter.observe(event)
-            turn.content += event.text
-            turn.footer = notices[index]
 
     def _shown_name(self, comparison: Comparison, index: int) -> str:
         if not comparison.revealed:
@@ -216,11 +193,11 @@ class CompareHandlers:
 
     # -- controls ------------------------------------------------------------------------
     def stop(self, request: gr.Request) -> None:
-        self.manager.cancel(compare_key(request))
+        self.stops.stop(compare_key(request))
 
     def new_round(self, request: gr.Request) -> tuple:
         """Forget the comparison on the page (a saved one stays saved) and stop it."""
-        self.manager.cancel(compare_key(request))
+        self.stops.stop(compare_key(request))
         return (*self._outputs(None, None, "", streaming=False), "")
 
     def vote(self, outcome: str, comparison: Comparison | None, request: gr.Request) -> tuple:

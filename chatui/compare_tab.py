@@ -10,6 +10,7 @@ from chatcore.manager import ModelManager
 from chatcore.store import Store
 from chatui.chat_tab import model_choices
 from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
+from chatui.sampling_controls import slider
 
 
 def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
@@ -38,13 +39,10 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
                     choices=choices, value=usable[index % len(usable)],
                     label=f"Model {LABELS[index]}", elem_id=f"compare-model-{index}"))
                 with gr.Accordion("Settings", open=False, elem_id=f"compare-settings-{index}"):
-                    temperatures.append(gr.Slider(0.0, 2.0, step=0.05,
-                                                  value=defaults.temperature,
-                                                  label="Temperature (0 = greedy)",
-                                                  elem_id=f"compare-temperature-{index}"))
-                    max_tokens.append(gr.Slider(1, 4096, step=1, value=defaults.max_new_tokens,
-                                                label="Max new tokens",
-                                                elem_id=f"compare-max-tokens-{index}"))
+                    temperatures.append(slider("temperature", defaults.temperature,
+                                               elem_id=f"compare-temperature-{index}"))
+                    max_tokens.append(slider("max_new_tokens", defaults.max_new_tokens,
+                                             elem_id=f"compare-max-tokens-{index}"))
                 panes.append(gr.Chatbot(label=f"Model {LABELS[index]}", height=420,
                                         elem_id=f"compare-pane-{index}", sanitize_html=True,
                                         buttons=["copy"], feedback_options=None,

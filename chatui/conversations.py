@@ -51,7 +51,7 @@ class ConversationHandlers:
                 _earlier_markdown(earlier))
 
     def new_chat(self, request: gr.Request) -> tuple:
-        self.manager.cancel(session_key(request))
+        self.chat.stops.stop(session_key(request))
         return [], None, False, "", gr.update(value=None), "", ""
 
     def open(self, conversation_id: int | None, request: gr.Request) -> tuple:

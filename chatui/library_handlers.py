@@ -8,11 +8,13 @@ from pathlib import Path
 import gradio as gr
 
 from chatcore.config import MAX_DESCRIPTION, MAX_ID, MAX_NAME, ConfigError
-from chatcore.discovery import FoundModel
-from chatcore.hub import HubError, format_progress
-from chatcore.library import LibraryError, ModelLibrary
+from chatcore.download_queue import format_progress
+from chatcore.hub_errors import HubError
+from chatcore.library import ModelLibrary
+from chatcore.library_errors import LibraryError
 from chatcore.manager import ModelUnavailable, UnknownModel
 from chatcore.memory import format_bytes
+from chatcore.model_files import FoundModel
 from chatui.chat_handlers import user_of
 
 SCAN_COLUMNS = ["Scan id", "Source", "Name", "Quant", "Params", "Size", "Context", "Template",

@@ -9,7 +9,9 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from chatcore.config import ModelRegistry
 from chatcore.meter import reply_summary
+from chatcore.replies import LiveReply
 from chatcore.store import StoredMessage
 
 
@@ -19,6 +21,18 @@ class Turn:
     content: str
     footer: str = ""
     error: str = ""
+
+
+def model_name(registry: ModelRegistry, model_id: str) -> str:
+    """How the page names a model: its display name, or the id of one no longer listed."""
+    entry = registry.get(model_id)
+    return entry.display_name if entry else model_id
+
+
+def live_turn(live: LiveReply, name: str, continued: Turn | None = None) -> Turn:
+    """The bubble of a reply in progress (after `continued`'s text, when it extends one)."""
+    start = continued.content if continued is not None else ""
+    return Turn("assistant", start + live.text, live.footer(name), live.error)
 
 
 def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str]) -> list[Turn]:

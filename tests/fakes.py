@@ -11,6 +11,8 @@ from backends.base import Backend, BackendError, Chunk, GenParams, Message, Usag
 class ScriptedBackend(Backend):
     """Yields the words of `reply` one by one, `delay` seconds apart."""
 
+    can_continue = True  # it stands in for a local engine
+
     def __init__(self, reply: str = "one two three four five", delay: float = 0.0,
                  fail_at: int | None = None, fail_load: str | None = None,
                  memory: int = 0) -> None:
@@ -55,3 +57,25 @@ class ScriptedBackend(Backend):
 
     def memory_estimate(self) -> int:
         return self.memory
+
+
+def reply_chunks(manager, model_id: str, messages: Sequence[Message], params: GenParams,
+                 cancel: threading.Event | None = None) -> Iterator[Chunk]:
+    """One reply's chunks through `manager.start`, the way every entry point runs replies;
+    its error is raised. Closing the generator early cancels the reply and joins it."""
+    with manager.start([(model_id, messages, params)], cancel or threading.Event()) as replies:
+        for _, event in replies:
+            if isinstance(event, Exception):
+                raise event
+            if isinstance(event, Chunk):
+                yield event
+
+
+def reply_events(manager, model_id: str, messages: Sequence[Message], params: GenParams,
+                 cancel: threading.Event | None = None) -> Iterator[object]:
+    """Like `reply_chunks`, with the loading, waiting and trimming events too."""
+    with manager.start([(model_id, messages, params)], cancel or threading.Event()) as replies:
+        for _, event in replies:
+            if isinstance(event, Exception):
+                raise event
+            yield event

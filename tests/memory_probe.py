@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -24,6 +23,7 @@ from chatcore.config import load_registry  # noqa: E402
 from chatcore.factory import make_backend  # noqa: E402
 from chatcore.manager import ModelManager  # noqa: E402
 from chatcore.memory import process_rss_bytes, release_freed_memory  # noqa: E402
+from tests.fakes import reply_chunks  # noqa: E402
 
 FILLER = "The cat sat on the mat and looked at the garden. "
 
@@ -46,8 +46,7 @@ def main(model_id: str, cache_dir: str) -> None:
     while loaded.count_tokens([Message("user", words)]) > room:
         words = words[: int(len(words) * 0.95)]
     prompt = [Message("user", words)]
-    list(manager.stream_chat(model_id, prompt, GenParams(temperature=0.0, max_new_tokens=16),
-                             threading.Event()))
+    list(reply_chunks(manager, model_id, prompt, GenParams(temperature=0.0, max_new_tokens=16)))
     release_freed_memory()
     growth = process_rss_bytes() - before
     print(json.dumps({"model": model_id, "estimate": estimate, "growth": growth,

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import httpx
+import pytest
 from gradio_client import Client
 
 MODEL = "smollm2-135m"
@@ -69,6 +70,7 @@ def bad_bodies(count: int, seed: int = 2026) -> list[tuple[str, bytes]]:
     return [mutate() for _ in range(count)]
 
 
+@pytest.mark.slow
 def test_a_thousand_bad_bodies_all_get_4xx_in_openai_shape(running_app):
     kinds: dict[str, int] = {}
     with httpx.Client(base_url=running_app.url, timeout=30) as client:
@@ -96,6 +98,7 @@ def test_an_oversized_body_is_413_in_openai_shape(running_app):
     assert "larger than 4 MiB" in reply.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_directory_without_weights_says_so(tmp_path):
     from backends.base import BackendError
     from backends.hf import HFSettings, TransformersBackend

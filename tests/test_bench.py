@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
 
 
 def test_the_quick_benchmark_writes_json_markdown_and_a_plot(tmp_path):

@@ -11,6 +11,8 @@ from playwright.sync_api import sync_playwright
 from chatcore.store import Store
 from tests.conftest import start_app
 
+pytestmark = pytest.mark.slow  # drives the app in chromium
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]

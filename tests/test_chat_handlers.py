@@ -8,7 +8,7 @@ import pytest
 from chatcore.config import BrokenEntry, ModelEntry, ModelRegistry
 from chatcore.manager import ModelManager
 from chatcore.store import Store
-from chatui.chat_handlers import ChatHandlers
+from chatui.chat_handlers import ChatHandlers, prompt_hidden
 from chatui.chat_tab import model_choices, model_info, select_model
 from chatui.conversations import ConversationHandlers
 from tests.conftest import SHIPPED_MODELS
@@ -228,3 +228,31 @@ def test_a_reply_that_ends_before_any_text_says_so(page):
     conversation = page.store.list_conversations("alice")[0]
     reopened = page.chat.display("alice", conversation.id)
     assert "the model ended its reply before any text" in reopened[-1].footer
+
+
+def test_continue_and_the_inspector_say_why_a_remote_model_cannot(page, monkeypatch):
+    """Capabilities come from the engine's class, before anything loads or is sent."""
+    remote = ModelEntry(id="far", name="Far", backend="openai",
+                        base_url="http://127.0.0.1:9/v1")
+    page.manager.replace_registry(ModelRegistry(
+        path=SHIPPED_MODELS, entries=(*page.manager.registry.entries, remote), broken=()))
+    said = []
+    monkeypatch.setattr("chatui.chat_handlers.gr.Info", said.append)
+    conversation_id = send(page, "count")[-1][2]
+    reply = page.store.get_conversation("alice", conversation_id).messages[-1]
+    page.store.extend_message("alice", conversation_id, reply.id, "", 0, "length", False)
+    asked = len(page.backend.prompts)
+    list(page.chat.continue_reply(conversation_id, "far", *PARAMS, request=ALICE))
+    assert said == ["Far cannot continue a cut reply: its engine does not take a started "
+                    "answer. Regenerate it with a higher Max new tokens."]
+    assert len(page.backend.prompts) == asked
+    assert "applies its own chat template" in prompt_hidden(page.manager, "far")
+
+
+def test_settings_the_engine_cannot_apply_are_named_under_the_reply(page):
+    page.backend.unhonoured = lambda params: [f"top_k {params.top_k}"]
+    conversation_id = send(page, "hello")[-1][2]
+    shown = page.chat.display("alice", conversation_id)
+    live = send(page, "again", conversation_id)[-1][0][-1]["content"]
+    assert "not applied by this engine: top_k 40" in live
+    assert shown[-1].content == "Paris is the capital"  # the note is not part of the reply

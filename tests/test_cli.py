@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import CAPITAL_PROMPT, ROOT
 
 
@@ -20,6 +22,7 @@ def test_one_shot_streams_the_reply_to_stdout(smollm2_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_one_shot_system_prompt_and_seed_are_used(smollm2_path):
     args = ("--prompt", "Tell me a joke.", "--temperature", "1.0", "--seed", "7",
             "--max-new-tokens", "30")
@@ -41,6 +44,7 @@ def test_unknown_model_id_exits_non_zero_with_one_line():
                                "smollm2-135m, smollm2-135m-4bit, llama-3.1-8b-instruct-q4")
 
 
+@pytest.mark.slow
 def test_model_that_cannot_load_exits_non_zero_with_one_line(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\x00" * 64)
@@ -53,6 +57,7 @@ def test_model_that_cannot_load_exits_non_zero_with_one_line(tmp_path):
     assert lines[0].startswith(f"error: broken: cannot read the GGUF header of {bad}")
 
 
+@pytest.mark.slow
 def test_model_not_downloaded_exits_non_zero_and_names_what_it_expects():
     result = run_cli("--model", "llama-3.1-8b-instruct-q4", "--prompt", "hi")
     assert result.returncode == 1
@@ -60,6 +65,7 @@ def test_model_not_downloaded_exits_non_zero_and_names_what_it_expects():
     assert "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF" in result.stderr
 
 
+@pytest.mark.slow
 def test_list_models_prints_backend_and_state(smollm2_path):
     result = run_cli("--list-models")
     assert result.returncode == 0
@@ -73,6 +79,7 @@ def test_list_models_prints_backend_and_state(smollm2_path):
     assert "mistralai/Mistral-7B-Instruct-v0.3" in result.stdout
 
 
+@pytest.mark.slow
 def test_help_explains_every_flag():
     result = run_cli("--help")
     for flag in ("--models", "--host", "--port", "--model", "--offline", "--log-level",
@@ -83,6 +90,7 @@ def test_help_explains_every_flag():
     assert "127.0.0.1" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_host_beyond_loopback_needs_an_api_key_or_sign_in(tmp_path):
     result = run_cli("--host", "0.0.0.0", "--data-dir", str(tmp_path), "--no-browser")
     assert result.returncode == 2
@@ -91,6 +99,7 @@ def test_a_host_beyond_loopback_needs_an_api_key_or_sign_in(tmp_path):
                                      "or require sign-in with --auth")
 
 
+@pytest.mark.slow
 def test_unusable_allowed_hosts_and_cors_origins_are_one_line(tmp_path):
     for flag, value in (("--allowed-hosts", "http://chat.lan"), ("--cors-origin", "*")):
         result = run_cli(flag, value, "--data-dir", str(tmp_path), "--no-browser")
@@ -99,6 +108,7 @@ def test_unusable_allowed_hosts_and_cors_origins_are_one_line(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_one_line(tmp_path):
     import socket
 

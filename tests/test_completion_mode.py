@@ -33,6 +33,7 @@ def reply(backend, messages, params=GREEDY):
     return "".join(c.text for c in chunks), chunks[-1]
 
 
+@pytest.mark.slow
 def test_the_copy_lost_only_its_chat_template(smollm2_path, untemplated_gguf):
     import gguf
 
@@ -52,6 +53,7 @@ def test_a_gguf_without_template_or_override_is_refused_naming_the_guess(untempl
     assert guess_fallback("llama") == "llama3"
 
 
+@pytest.mark.slow
 def test_the_guessed_fallback_loads_and_replies(untemplated_gguf):
     """SmolLM2 was not tuned on Llama 3's markers, so only the plumbing is asserted."""
     backend = LlamaCppBackend(untemplated_gguf, chat_template=guess_fallback("llama"))
@@ -71,6 +73,7 @@ def test_the_guessed_fallback_loads_and_replies(untemplated_gguf):
         backend.unload()
 
 
+@pytest.mark.slow
 def test_completion_mode_continues_the_text(completion_llamacpp):
     messages = [Message("user", OPENING)]
     text, last = reply(completion_llamacpp, messages)
@@ -88,6 +91,7 @@ def test_completion_mode_continues_the_text(completion_llamacpp):
     assert last.usage.prompt_tokens == len(plain)
 
 
+@pytest.mark.slow
 def test_completion_mode_joins_system_and_turns_and_only_request_stops_apply(
         completion_llamacpp):
     messages = [Message("system", "Geography facts."), Message("user", "Germany: Berlin."),
@@ -99,6 +103,7 @@ def test_completion_mode_joins_system_and_turns_and_only_request_stops_apply(
     assert "\n" not in text and last.finish_reason == "stop"
 
 
+@pytest.mark.slow
 def test_completion_mode_fits_the_context_by_dropping_old_turns(completion_llamacpp):
     history = []
     for n in range(12):
@@ -116,6 +121,7 @@ def test_completion_mode_fits_the_context_by_dropping_old_turns(completion_llama
     assert text and last.usage.prompt_tokens == report.prompt_tokens
 
 
+@pytest.mark.slow
 def test_completion_mode_on_transformers_continues_the_text(untemplated_gguf):
     backend = TransformersBackend(untemplated_gguf, HFSettings(device="cpu"),
                                   chat_template="none")

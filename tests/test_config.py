@@ -157,6 +157,7 @@ def test_relative_path_is_resolved_against_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("text,code", [("models: [\n", 2), ("models: []\n", 2)])
+@pytest.mark.slow
 def test_cli_stops_with_exit_2_and_no_traceback(tmp_path, text, code):
     path = write(tmp_path, text)
     result = subprocess.run([sys.executable, str(ROOT / "chat_app.py"), "--models", str(path),
@@ -167,6 +168,7 @@ def test_cli_stops_with_exit_2_and_no_traceback(tmp_path, text, code):
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0]
 
 
+@pytest.mark.slow
 def test_cli_lists_a_broken_entry_and_keeps_the_valid_ones(tmp_path, smollm2_path):
     text = (f"models:\n  - {{id: smol, backend: llamacpp, path: '{smollm2_path}'}}\n"
             "  - {id: typo, backend: llamacpp, path: x.gguf, temprature: 1}\n")

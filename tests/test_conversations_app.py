@@ -13,6 +13,8 @@ from chatcore.store import Store
 from tests.conftest import CAPITAL_PROMPT, start_app
 from tests.test_app_client import STORY_PROMPT, reply_text, send_args
 
+pytestmark = pytest.mark.slow  # starts and kills the app
+
 
 def stop_app(app) -> None:
     app.process.terminate()

@@ -16,7 +16,8 @@ import gguf
 import numpy as np
 import pytest
 
-from chatcore.discovery import FoundModel, ScanResult, ScanRoot, default_roots, inspect_path, scan
+from chatcore.discovery import ScanResult, ScanRoot, default_roots, inspect_path, scan
+from chatcore.model_files import FoundModel
 
 SMOL_PARAMS = 134_515_008  # the tensor elements SmolLM2-135M's header lists
 SMOL_CONTEXT = 8192  # llama.context_length in its header

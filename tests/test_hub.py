@@ -28,15 +28,9 @@ import pytest
 
 from backends.gguf import read_gguf_header
 from backends.hf_memory import checkpoint_shape
-from chatcore.hub import (
-    DownloadCancelled,
-    DownloadJob,
-    DownloadQueue,
-    Hub,
-    HubError,
-    format_progress,
-    quantization_of,
-)
+from chatcore.download_queue import DownloadJob, DownloadQueue, format_progress
+from chatcore.hub import Hub, quantization_of
+from chatcore.hub_errors import DownloadCancelled, HubError
 from tests.conftest import ROOT, SMOLLM2_FILE
 from tests.hub_server import HubServer
 
@@ -340,6 +334,7 @@ def test_cancel_mid_way_then_resume(hub: Hub, server: HubServer, cache: Path, hu
     assert server.bytes_sent(SMOL, SMOLLM2_FILE) == size
 
 
+@pytest.mark.slow
 def test_sigkill_mid_way_then_resume(server: HubServer, tmp_path: Path, hub_root: Path):
     cache = tmp_path / "child-cache"
     local = hub_root / SMOL / SMOLLM2_FILE
@@ -486,6 +481,7 @@ def impatient(hub: Hub) -> Hub:
     return Hub(endpoint=hub.endpoint, token=False, timeout=1.0, cache_dir=hub.cache_dir)
 
 
+@pytest.mark.slow
 def test_stalled_server_times_out_then_works(hub: Hub, server: HubServer, hub_root: Path):
     name = "tiny-IQ4_XS.gguf"
     server.stall(TINY, name)  # accepts the request, never answers
@@ -502,6 +498,7 @@ def test_stalled_server_times_out_then_works(hub: Hub, server: HubServer, hub_ro
     assert sha256_of(hub.download(TINY, name)) == sha256_of(hub_root / TINY / name)
 
 
+@pytest.mark.slow
 def test_stall_mid_body_resumes_within_the_call(hub: Hub, server: HubServer, hub_root: Path):
     name = "tiny-F16.gguf"
     server.stall(TINY, name, after_bytes=3_000_001, times=1)
@@ -513,6 +510,7 @@ def test_stall_mid_body_resumes_within_the_call(hub: Hub, server: HubServer, hub
     assert server.bytes_sent(TINY, name) == DUMMY_SIZES[name]
 
 
+@pytest.mark.slow
 def test_stall_without_progress_keeps_the_bytes(hub: Hub, server: HubServer, hub_root: Path):
     name = "tiny-F16.gguf"
     server.stall(TINY, name, after_bytes=0)  # headers, then nothing, on every try

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from backends.base import GenParams, Message
 from backends.chat_template import NAMED_TEMPLATES, ChatTemplate
 from chatcore.config import ModelEntry, ModelRegistry, load_registry
@@ -11,6 +13,7 @@ from chatcore.factory import make_backend
 from chatcore.manager import ModelManager
 from chatui.models_tab import status_rows
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
+from tests.fakes import reply_chunks
 
 CONVERSATION = [Message("system", "You answer in one sentence."),
                 Message("user", "Hello!"), Message("assistant", "Hi, how can I help?"),
@@ -22,6 +25,7 @@ def as_dicts(messages) -> list[dict]:
     return [m.as_dict() for m in messages]
 
 
+@pytest.mark.slow
 def test_the_inspector_shows_what_the_tokenizer_itself_renders(smollm2, smollm2_fp32):
     expected = smollm2_fp32._tokenizer.apply_chat_template(
         as_dicts(CONVERSATION), tokenize=False, add_generation_prompt=True)
@@ -84,11 +88,12 @@ def test_the_meter_counts_what_the_backend_counts():
     manager.unload_all()
 
 
+@pytest.mark.slow
 def test_unloading_the_smollm2_fp32_gives_memory_back_or_says_so(smollm2_path):
     entry = ModelEntry(id="fp32", backend="transformers", path=str(smollm2_path))
     manager = ModelManager(ModelRegistry(path=SHIPPED_MODELS, entries=(entry,), broken=()),
                            make_backend)
-    list(manager.stream_chat("fp32", [Message("user", CAPITAL_PROMPT)], PARAMS,
+    list(reply_chunks(manager, "fp32", [Message("user", CAPITAL_PROMPT)], PARAMS,
                              threading.Event()))
     manager.unload("fp32")
     report = manager.memory_report("fp32")
@@ -105,6 +110,7 @@ def test_unloading_the_smollm2_fp32_gives_memory_back_or_says_so(smollm2_path):
         assert "not given back" in row
 
 
+@pytest.mark.slow
 def test_the_inspector_on_the_page_handlers(smollm2_path, tmp_path):
     from types import SimpleNamespace
 

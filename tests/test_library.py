@@ -16,20 +16,22 @@ from backends.base import GenParams, Message
 from backends.footprint import MemoryEstimate
 from chatcore.config import ConfigError, ModelEntry, load_layered_registry
 from chatcore.factory import make_backend
-from chatcore.library import LibraryError, ModelLibrary, NotAllowed, WeightsCheck, judge_fit
+from chatcore.fit import WeightsCheck, judge_fit
+from chatcore.library import ModelLibrary
+from chatcore.library_errors import LibraryError, NotAllowed
 from chatcore.manager import ModelManager, ModelState, Room
 from chatcore.memory import MemoryBudget
 from chatui.library_handlers import LibraryHandlers
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
-from tests.fakes import ScriptedBackend
+from tests.fakes import ScriptedBackend, reply_chunks
 from tests.test_cli import run_cli
 
 GREEDY = GenParams(temperature=0.0, max_new_tokens=24)
 
 
 def reply(manager: ModelManager, model_id: str, text: str = CAPITAL_PROMPT) -> str:
-    return "".join(c.text for c in manager.stream_chat(model_id, [Message("user", text)], GREEDY,
-                                                        threading.Event()))
+    return "".join(c.text for c in reply_chunks(manager, model_id, [Message("user", text)],
+                                                GREEDY))
 
 
 @pytest.fixture()
@@ -78,6 +80,7 @@ def test_the_persons_file_is_laid_over_the_shipped_one(tmp_path):
     assert load_layered_registry(SHIPPED_MODELS, empty).ids == shipped.ids
 
 
+@pytest.mark.slow
 def test_add_a_file_then_it_answers_without_a_restart(tmp_path, renamed_smollm2):
     library = make_library(tmp_path)
     entry, notes = library.add(str(renamed_smollm2))
@@ -167,6 +170,7 @@ def test_edit_remove_and_a_bad_hand_edit_keeps_the_last_good_registry(tmp_path,
     assert library.reload() == []
 
 
+@pytest.mark.slow
 def test_an_edit_while_a_model_answers_applies_after_the_reply(tmp_path):
     backends = []
 
@@ -181,7 +185,7 @@ def test_an_edit_while_a_model_answers_applies_after_the_reply(tmp_path):
                            budget=MemoryBudget({"cpu": 10**9}))
     library = ModelLibrary(manager, SHIPPED_MODELS, personal, env={}, home=tmp_path)
     cancel = threading.Event()
-    stream = manager.stream_chat("slow", [Message("user", "hi")], GenParams(), cancel)
+    stream = reply_chunks(manager, "slow", [Message("user", "hi")], GenParams(), cancel)
     first = next(stream)
     library.edit("slow", {"context_length": 1024})
     assert manager.status("slow").state == ModelState.GENERATING  # not disturbed
@@ -221,6 +225,7 @@ def test_fit_of_the_real_model_uses_the_load_estimate(tmp_path, renamed_smollm2)
     assert cramped.fit_of_found(found, 512).verdict == "won't fit"
 
 
+@pytest.mark.slow
 def test_cli_add_then_chat_and_truthful_list(tmp_path, renamed_smollm2, smollm2_path):
     data = tmp_path / "data"
     added = run_cli("--add", str(renamed_smollm2), "--id", "my-tiny", "--data-dir", str(data))
@@ -244,6 +249,7 @@ def test_cli_add_then_chat_and_truthful_list(tmp_path, renamed_smollm2, smollm2_
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_scan_finds_an_lm_studio_folder(tmp_path, smollm2_path):
     home = tmp_path / "home"
     folder = home / ".lmstudio" / "models" / "someone" / "SmolLM2-GGUF"
@@ -275,6 +281,7 @@ def test_cli_scan_finds_an_lm_studio_folder(tmp_path, smollm2_path):
     assert "smollm2-135m-instruct-q4_1" in added.stdout
 
 
+@pytest.mark.slow
 def test_a_model_without_a_template_gets_a_guessed_fallback_or_completion_mode(
         tmp_path, untemplated_gguf):
     library = make_library(tmp_path)
@@ -314,7 +321,7 @@ def test_the_edit_form_changes_engine_quantization_and_sampling_defaults(tmp_pat
 
 
 def test_layers_on_the_gpu_after_its_kv_cache_and_working_memory():
-    from chatcore.library import layers_on_gpu
+    from chatcore.fit import layers_on_gpu
 
     estimate = MemoryEstimate(weights=3000, kv_cache=500, working=500)  # 30 layers of 100
     assert layers_on_gpu(estimate, 30, Room("cuda:0", 10_000, 10_000, ())) == 30
@@ -323,6 +330,7 @@ def test_layers_on_the_gpu_after_its_kv_cache_and_working_memory():
     assert layers_on_gpu(estimate, 30, Room("cuda:0", 0, 0, ())) == 0  # no GPU
 
 
+@pytest.mark.slow
 def test_admins_without_sign_in_is_a_usage_error(tmp_path):
     result = run_cli("--admins", "alice", "--data-dir", str(tmp_path), "--no-browser")
     assert result.returncode == 2

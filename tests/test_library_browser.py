@@ -18,6 +18,8 @@ from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS, RunningApp, start_app
 from tests.test_browser import CHROMIUM_ARGS, pick, use_greedy_decoding, wait_for_finished_reply
 from tests.test_request_guard import stop
 
+pytestmark = pytest.mark.slow  # starts the app and drives it in chromium
+
 ADDED_NAME = "tiny-assistant.Q4_1.gguf"
 
 

@@ -22,8 +22,10 @@ from backends.base import GenParams, Message
 from backends.llamacpp_memory import llamacpp_estimate
 from chatcore.config import load_layered_registry
 from chatcore.factory import make_backend
+from chatcore.fit import WeightsCheck
 from chatcore.hub import Hub
-from chatcore.library import ModelLibrary, NotAllowed, WeightsCheck
+from chatcore.library import ModelLibrary
+from chatcore.library_errors import NotAllowed
 from chatcore.manager import ModelManager, ModelState
 from chatcore.memory import MemoryBudget
 from chatui.library_handlers import LibraryHandlers
@@ -32,6 +34,7 @@ from tests.hub_server import HubServer
 from tests.test_browser import CHROMIUM_ARGS, pick, use_greedy_decoding, wait_for_finished_reply
 from tests.test_hub import SMOL, hub_root, server  # noqa: F401 - the served repos, the server
 from tests.test_request_guard import stop
+from tests.fakes import reply_chunks
 
 SAFETY_S = 120  # a hang guard, not a timing
 
@@ -64,12 +67,12 @@ def library_with_hub(tmp_path: Path, server: HubServer, cache: Path,  # noqa: F8
 
 
 def answer(manager: ModelManager, model_id: str) -> str:
-    return "".join(c.text for c in manager.stream_chat(
-        model_id, [Message("user", CAPITAL_PROMPT)], GenParams(temperature=0.0,
-                                                                max_new_tokens=24),
-        threading.Event()))
+    return "".join(c.text for c in reply_chunks(
+        manager, model_id, [Message("user", CAPITAL_PROMPT)],
+        GenParams(temperature=0.0, max_new_tokens=24)))
 
 
+@pytest.mark.slow
 def test_fit_before_download_then_download_add_and_answer(  # noqa: F811 - fixtures
         tmp_path, server, this_cache, smollm2_path):
     library = library_with_hub(tmp_path, server, this_cache)
@@ -155,6 +158,7 @@ def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_download_then_chat(tmp_path, server, this_cache):  # noqa: F811
     env = {**os.environ, "HF_ENDPOINT": server.endpoint, "HF_HUB_CACHE": str(this_cache)}
     env.pop("HF_HUB_OFFLINE", None)
@@ -182,6 +186,7 @@ def hub_app(tmp_path, server, this_cache) -> Iterator:  # noqa: F811
     stop(app)
 
 
+@pytest.mark.slow
 def test_search_download_and_chat_in_the_browser(hub_app, server, chromium_path,  # noqa: F811
                                                  artifacts):
     server.throttle(SMOL, SMOLLM2_FILE, chunk_bytes=256 * 1024, delay_s=0.05)  # ~5 MB/s

@@ -9,17 +9,29 @@ import time
 
 import pytest
 
-from backends.base import GenParams, Message
+from backends.base import Chunk, GenParams, Message
 from chatcore.config import ModelEntry, ModelRegistry, load_registry
 from chatcore.factory import make_backend
-from chatcore.manager import Loading, ModelBusy, ModelManager, ModelState, ModelUnavailable, Waiting
+from chatcore.manager import ModelBusy, ModelManager, ModelState, ModelUnavailable
+from chatcore.replies import Loading, Waiting
 from chatcore.memory import MemoryBudget, parse_size
 from tests.conftest import CAPITAL_PROMPT, ROOT, SHIPPED_MODELS, generation_threads
-from tests.fakes import ScriptedBackend
+from tests.fakes import ScriptedBackend, reply_chunks, reply_events
 
 MB = 10**6
 HELLO = [Message("user", "hello")]
 GREEDY = GenParams(temperature=0.0, max_new_tokens=24)
+SAFETY_S = 30  # how long a test waits for an event: a hang guard, never a timing
+
+
+def until(condition, timeout: float = SAFETY_S) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def scripted_manager(sizes_mb: dict[str, int], budget_mb: int, **backend_args) -> tuple:
@@ -38,17 +50,14 @@ def resident(manager: ModelManager) -> set[str]:
 
 def reply(manager: ModelManager, model_id: str, params: GenParams = GREEDY,
           messages=HELLO) -> str:
-    return "".join(c.text for c in manager.stream_chat(model_id, messages, params,
-                                                       threading.Event()))
+    return "".join(c.text for c in reply_chunks(manager, model_id, messages, params))
 
 
 # -- scripted backends that declare their sizes ----------------------------------------------
 def test_eviction_is_least_recently_used_first():
     manager, _ = scripted_manager({"a": 40, "b": 40, "c": 40}, budget_mb=100)
     reply(manager, "a")
-    time.sleep(0.01)
-    reply(manager, "b")
-    time.sleep(0.01)
+    reply(manager, "b")  # no pause between replies: use order is a counter, not a clock
     reply(manager, "a")  # a is now the most recently used
     reply(manager, "c")
     assert resident(manager) == {"a", "c"}
@@ -60,7 +69,7 @@ def test_a_generating_model_is_never_evicted_and_a_refusal_gives_the_numbers():
         busy={"reply": "w " * 200, "delay": 0.01})
     reply(manager, "idle")
     cancel = threading.Event()
-    stream = manager.stream_chat("busy", HELLO, GREEDY, cancel)
+    stream = reply_chunks(manager, "busy", HELLO, GREEDY, cancel)
     next(stream)  # busy is generating now
     assert manager.status("busy").state == ModelState.GENERATING
     reply(manager, "c")  # room comes from the idle model only
@@ -88,36 +97,59 @@ def test_a_model_larger_than_the_budget_is_refused_without_evicting():
 
 
 def test_the_line_for_one_model_is_served_in_arrival_order():
-    manager, _ = scripted_manager({"m": 10}, budget_mb=100,
-                                  m={"reply": "a b c d e f g h", "delay": 0.05})
-    finished: list[int] = []
+    """Four clients join the line one after the other (each once the one before is in it);
+    the backend records whom it serves, and each reply holds the model until the last
+    client has seen its place move up, so every step of the line is observed."""
+    manager, backends = scripted_manager({"m": 10}, budget_mb=100, m={"reply": "a b c d"})
+    backend = backends["m"]
+    original = backend.stream_chat
+    served: list[str] = []
     positions: dict[int, list[int]] = {}
+    moved = threading.Condition()
+
+    def recording(messages, params, cancel):
+        served.append(messages[-1].content)
+        turn = len(served) - 1
+        if turn < 3:  # hold the model until client 3 has seen itself 3 - turn places back
+            with moved:
+                moved.wait_for(lambda: 3 - turn in positions.get(3, []), SAFETY_S)
+        yield from original(messages, params, cancel)
+    backend.stream_chat = recording
+    replies: dict[int, str] = {}
 
     def client(number: int) -> None:
-        for event in manager.stream_events("m", HELLO, GREEDY, threading.Event()):
+        chunks = []
+        for event in reply_events(manager, "m", [Message("user", f"client {number}")],
+                                           GREEDY, threading.Event()):
             if isinstance(event, Waiting):
-                positions.setdefault(number, []).append(event.ahead)
-        finished.append(number)
+                with moved:
+                    positions.setdefault(number, []).append(event.ahead)
+                    moved.notify_all()
+            elif isinstance(event, Chunk):
+                chunks.append(event.text)
+        replies[number] = "".join(chunks)
 
     threads = []
     for number in range(4):
         threads.append(threading.Thread(target=client, args=(number,)))
         threads[-1].start()
-        time.sleep(0.03)  # arrive in order
+        assert until(lambda: manager.status("m").queued == number + 1), \
+            f"client {number} never joined the line"
     for thread in threads:
         thread.join()
-    assert finished == [0, 1, 2, 3]
-    assert positions[3][0] == 3 and positions[3][-1] == 1
+    assert served == [f"client {n}" for n in range(4)]
+    assert positions[3] == [3, 2, 1]
     assert 0 not in positions
+    assert replies == {n: "a b c d" for n in range(4)}
 
 
 def test_a_request_that_gives_up_while_waiting_leaves_the_line():
     manager, _ = scripted_manager({"m": 10}, budget_mb=100,
                                   m={"reply": "x " * 40, "delay": 0.01})
-    first = manager.stream_chat("m", HELLO, GREEDY, threading.Event())
+    first = reply_chunks(manager, "m", HELLO, GREEDY, threading.Event())
     next(first)
     cancel = threading.Event()
-    waiting = manager.stream_events("m", HELLO, GREEDY, cancel)
+    waiting = reply_events(manager, "m", HELLO, GREEDY, cancel)
     assert isinstance(next(waiting), Waiting)
     cancel.set()
     assert [e.finish_reason for e in waiting] == ["cancelled"]
@@ -158,6 +190,7 @@ def shipped(dequantized_cache):
 LLAMACPP, TRANSFORMERS = "smollm2-135m", "smollm2-135m-4bit"
 
 
+@pytest.mark.slow
 def test_llamacpp_and_transformers_resident_together_and_switching_does_not_reload(shipped):
     manager = shipped()
     assert "Paris" in reply(manager, LLAMACPP, messages=[Message("user", CAPITAL_PROMPT)])
@@ -165,12 +198,13 @@ def test_llamacpp_and_transformers_resident_together_and_switching_does_not_relo
     assert resident(manager) == {LLAMACPP, TRANSFORMERS}
     first_backend = manager.load(LLAMACPP)
     for model_id in (LLAMACPP, TRANSFORMERS, LLAMACPP):
-        events = list(manager.stream_events(model_id, HELLO, GREEDY, threading.Event()))
+        events = list(reply_events(manager, model_id, HELLO, GREEDY, threading.Event()))
         assert not any(isinstance(e, Loading) for e in events), f"{model_id} was reloaded"
     assert manager.load(LLAMACPP) is first_backend
     assert manager.status(LLAMACPP).load_seconds is not None
 
 
+@pytest.mark.slow
 def test_a_budget_for_one_model_makes_the_second_load_evict_the_first(shipped):
     probe = shipped()
     sizes = [make_backend(probe.entry(i), cache_dir=None).memory_estimate()
@@ -183,29 +217,48 @@ def test_a_budget_for_one_model_makes_the_second_load_evict_the_first(shipped):
     assert manager.status(LLAMACPP).state == ModelState.AVAILABLE
 
 
+@pytest.mark.slow
 def test_different_models_stream_at_the_same_time(shipped):
+    """Each engine's first token waits until the other engine has computed one too: were
+    the models served one at a time, that token would never come and the log shows it."""
     manager = shipped()
-    manager.load(LLAMACPP)
-    manager.load(TRANSFORMERS)
-    spans: dict[str, list[float]] = {}
     story = [Message("user", "Write a long story about a dragon who learns to cook.")]
+    log: list[str] = []  # which model computed each token, in order
+    lock = threading.Lock()
+    firsts = {m: threading.Event() for m in (LLAMACPP, TRANSFORMERS)}
+    for model_id, other in ((LLAMACPP, TRANSFORMERS), (TRANSFORMERS, LLAMACPP)):
+        backend = manager.load(model_id)
+        original = backend.stream_chat
+
+        def recording(messages, params, cancel, model_id=model_id, other=other,
+                      original=original):
+            for chunk in original(messages, params, cancel):
+                if chunk.text:
+                    with lock:
+                        log.append(model_id)
+                    if not firsts[model_id].is_set():
+                        firsts[model_id].set()
+                        firsts[other].wait(SAFETY_S)  # a hang guard only
+                yield chunk
+        backend.stream_chat = recording
 
     def client(model_id: str) -> None:
-        times = [time.perf_counter() for chunk in manager.stream_chat(
-            model_id, story, GenParams(temperature=0.0, max_new_tokens=60), threading.Event())
-            if chunk.text]
-        spans[model_id] = times
+        list(reply_chunks(manager, model_id, story, GenParams(temperature=0.0,
+                                                            max_new_tokens=60),
+                                 threading.Event()))
 
     threads = [threading.Thread(target=client, args=(m,)) for m in (TRANSFORMERS, LLAMACPP)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    slow, fast = spans[TRANSFORMERS], spans[LLAMACPP]
-    # The fast model streamed while the slow one was still streaming.
-    assert any(slow[0] < t < slow[-1] for t in fast), (slow[0], slow[-1], fast[0], fast[-1])
+    assert all(event.is_set() for event in firsts.values())
+    # Both had computed a token before either computed its second: they ran together.
+    assert set(log[:2]) == {LLAMACPP, TRANSFORMERS}, log[:10]
+    assert log.count(LLAMACPP) > 1 and log.count(TRANSFORMERS) > 1
 
 
+@pytest.mark.slow
 def test_a_truncated_gguf_fails_with_a_reason_and_the_default_model_still_answers(
         tmp_path, smollm2_path):
     truncated = tmp_path / "truncated.gguf"
@@ -228,6 +281,7 @@ def test_a_truncated_gguf_fails_with_a_reason_and_the_default_model_still_answer
 
 
 @pytest.mark.parametrize("model_id", [LLAMACPP, TRANSFORMERS])
+@pytest.mark.slow
 def test_the_planner_estimate_is_within_30_percent_of_the_measured_growth(
         model_id, dequantized_cache):
     result = subprocess.run([sys.executable, str(ROOT / "tests" / "memory_probe.py"),
@@ -241,6 +295,7 @@ def test_the_planner_estimate_is_within_30_percent_of_the_measured_growth(
     assert abs(estimate - growth) <= 0.3 * growth
 
 
+@pytest.mark.slow
 def test_the_gguf_header_reader_agrees_with_the_gguf_package(smollm2_path, tmp_path):
     import gguf
 

@@ -24,6 +24,7 @@ def test_greedy_answer_names_paris(smollm2):
     assert chunks[-1].finish_reason == "stop"
 
 
+@pytest.mark.slow
 def test_greedy_streamed_text_equals_non_streamed_text(smollm2):
     """Our token loop must give what llama-cpp-python's own completion gives."""
     messages = STORY
@@ -55,6 +56,7 @@ def test_chat_template_comes_from_gguf_metadata(smollm2):
     assert "You are a helpful AI assistant named SmolLM" in default
 
 
+@pytest.mark.slow
 def test_system_prompt_changes_the_answer(smollm2):
     question = Message("user", CAPITAL_PROMPT)
     plain = "".join(c.text for c in collect(smollm2, [question]))
@@ -124,6 +126,7 @@ def test_missing_file_is_refused(tmp_path):
         LlamaCppBackend(tmp_path / "absent.gguf").load()
 
 
+@pytest.mark.slow
 def test_alternating_conversations_reuse_their_saved_state_and_answer_the_same(smollm2):
     """Two conversations taking turns: each turn reads only its new tokens, and the reply
     is the one a full re-read gives."""
@@ -150,3 +153,46 @@ def test_alternating_conversations_reuse_their_saved_state_and_answer_the_same(s
         assert reply(dragons) == from_saved
     finally:
         smollm2._states = saved
+
+
+def test_a_stop_string_ends_the_engines_decoding_at_the_match(smollm2, monkeypatch):
+    """The shared base closes llama.cpp's decoding when a stop string matches: by the last
+    chunk its token generator is closed, and no token after the matching one was computed
+    (generate evaluates a sampled token only when asked for the next one)."""
+    llm = smollm2._llm
+    generators = []
+    real_generate = llm.generate
+
+    def recording_generate(*args, **kwargs):
+        generators.append(real_generate(*args, **kwargs))
+        return generators[-1]
+
+    monkeypatch.setattr(llm, "generate", recording_generate)
+    chunks, evaluated = [], None
+    for chunk in smollm2.stream_chat(
+            STORY, GenParams(temperature=0.0, max_new_tokens=400, stop=("dragon",)),
+            threading.Event()):
+        if chunk.finish_reason is not None:
+            assert generators[0].gi_frame is None, "llama.cpp was still decoding"
+            evaluated = llm.n_tokens
+        chunks.append(chunk)
+    assert "".join(c.text for c in chunks) == "Once upon a time, there was a "
+    usage = chunks[-1].usage
+    assert chunks[-1].finish_reason == "stop" and usage.completion_tokens < 20
+    assert evaluated == usage.prompt_tokens + usage.completion_tokens - 1
+
+
+def test_continue_extends_a_cut_reply(smollm2):
+    cut = [Message("user", CAPITAL_PROMPT), Message("assistant", "The capital of France is")]
+    chunks = collect(smollm2, cut, GenParams(temperature=0.0, max_new_tokens=8,
+                                             continue_final=True))
+    assert "".join(c.text for c in chunks).startswith(" Paris")
+    assert chunks[-1].finish_reason == "stop"
+
+
+def test_capabilities_and_placement(smollm2, smollm2_path):
+    assert LlamaCppBackend.can_continue and LlamaCppBackend.shows_prompt
+    assert LlamaCppBackend.exact_token_counts
+    assert smollm2.placement == "cpu"  # no GPU layers asked for
+    assert LlamaCppBackend(smollm2_path).placement == ""  # not loaded
+    assert smollm2.unhonoured(GenParams(top_k=40, repetition_penalty=1.3, seed=1)) == []

@@ -5,9 +5,12 @@ from __future__ import annotations
 import threading
 
 import httpx
+import pytest
 from gradio_client import Client
 
 from tests.test_app_client import reply_text, send_args
+
+pytestmark = pytest.mark.slow  # many clients on the running app
 
 SESSIONS, TURNS = 8, 3
 

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
-from backends.base import BackendError, GenParams, Message
+from backends.base import BackendError, Chunk, GenParams, Message
 from chatcore.config import ModelEntry, ModelRegistry
 from chatcore.factory import make_backend
 from chatcore.manager import ModelManager, ModelState, ModelUnavailable, UnknownModel
+from chatcore.replies import Waiting
 from tests.conftest import SHIPPED_MODELS, generation_threads
-from tests.fakes import ScriptedBackend
+from chatui.stop_registry import StopRegistry
+from tests.fakes import ScriptedBackend, reply_chunks, reply_events
 
 HELLO = [Message("user", "hello")]
+SAFETY_S = 30  # how long a test waits for an event: a hang guard, never a timing
 
 
 def registry_of(*ids: str) -> ModelRegistry:
@@ -29,7 +31,7 @@ def test_early_close_cancels_and_joins_the_worker():
     backend = ScriptedBackend(" ".join(["word"] * 200), delay=0.01)
     manager = manager_with({"m": backend})
     cancel = threading.Event()
-    stream = manager.stream_chat("m", HELLO, GenParams(), cancel)
+    stream = reply_chunks(manager, "m", HELLO, GenParams(), cancel)
     next(stream)
     stream.close()  # what a disconnecting client does
     assert cancel.is_set()
@@ -40,57 +42,93 @@ def test_early_close_cancels_and_joins_the_worker():
 def test_cancel_by_session_key_stops_only_that_session():
     manager = manager_with({"a": ScriptedBackend("x " * 100, delay=0.01),
                             "b": ScriptedBackend("y " * 20, delay=0.01)})
-    event_a = manager.begin_generation("session-a")
-    event_b = manager.begin_generation("session-b")
-    stream_a = manager.stream_chat("a", HELLO, GenParams(), event_a)
+    stops = StopRegistry()  # the page's: Stop in one tab ends that tab's reply
+    event_a = stops.begin("session-a")
+    event_b = stops.begin("session-b")
+    stream_a = reply_chunks(manager, "a", HELLO, GenParams(), event_a)
     next(stream_a)
-    assert manager.cancel("session-a") is True
+    assert stops.stop("session-a") is True
     last_a = list(stream_a)[-1]
-    last_b = list(manager.stream_chat("b", HELLO, GenParams(), event_b))[-1]
+    last_b = list(reply_chunks(manager, "b", HELLO, GenParams(), event_b))[-1]
     assert last_a.finish_reason == "cancelled"
     assert last_b.finish_reason == "stop" and last_b.usage.completion_tokens == 20
-    assert manager.cancel("nobody") is False
+    assert stops.stop("nobody") is False
+    replaced = stops.begin("session-b")  # a new reply in the same tab stops the old one
+    assert event_b.is_set() and not replaced.is_set()
+    stops.end("session-b", event_b)  # the old reply ending does not forget the new one
+    assert stops.stop("session-b") is True and replaced.is_set()
 
 
 def test_backend_error_reaches_the_consumer_and_the_next_request_works():
     backend = ScriptedBackend("a b c d", fail_at=2)
     manager = manager_with({"m": backend})
     with pytest.raises(BackendError, match="scripted failure at word 2"):
-        list(manager.stream_chat("m", HELLO, GenParams(), threading.Event()))
+        list(reply_chunks(manager, "m", HELLO, GenParams(), threading.Event()))
     assert generation_threads() == []
     backend.fail_at = None
-    assert list(manager.stream_chat("m", HELLO, GenParams(), threading.Event()))[-1].finish_reason == "stop"
+    assert list(reply_chunks(manager, "m", HELLO, GenParams(), threading.Event()))[-1].finish_reason == "stop"
 
 
 def test_one_generation_at_a_time_per_model():
-    backend = ScriptedBackend("a b c d e", delay=0.02)
+    """The first reply holds the model until the second request waits in line: had the
+    manager let the second in instead, the backend would count two calls at once."""
+    backend = ScriptedBackend("a b c d e")
     manager = manager_with({"m": backend})
-    spans: list[tuple[float, float]] = []
+    original = backend.stream_chat
+    lock = threading.Lock()
+    calls = {"now": 0, "most": 0}
+    entered, release = threading.Event(), threading.Event()
 
-    def run() -> None:
-        stream = manager.stream_chat("m", HELLO, GenParams(), threading.Event())
-        first = None
-        for chunk in stream:
-            first = first or time.perf_counter()
-        spans.append((first, time.perf_counter()))
+    def counting(messages, params, cancel):
+        with lock:
+            calls["now"] += 1
+            calls["most"] = max(calls["most"], calls["now"])
+            if calls["now"] > 1:
+                release.set()
+        entered.set()
+        try:
+            if messages[-1].content == "first":
+                release.wait(SAFETY_S)  # until the second request waits, or got in too
+            yield from original(messages, params, cancel)
+        finally:
+            with lock:
+                calls["now"] -= 1
+    backend.stream_chat = counting
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    (s1, e1), (s2, e2) = sorted(spans)
-    assert s2 >= e1 - 0.01, "two generations overlapped on one model"
+    replies: dict[str, str] = {}
+    told_to_wait: list[str] = []
+
+    def run(text: str) -> None:
+        chunks = []
+        for event in reply_events(manager, "m", [Message("user", text)], GenParams(),
+                                           threading.Event()):
+            if isinstance(event, Waiting):
+                told_to_wait.append(text)
+                release.set()
+            elif isinstance(event, Chunk):
+                chunks.append(event.text)
+        replies[text] = "".join(chunks)
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert entered.wait(SAFETY_S), "the first reply never reached the backend"
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    for thread in (first, second):
+        thread.join()
+    assert calls["most"] == 1, "two generations ran on one model at once"
+    assert told_to_wait == ["second"]
+    assert replies == {"first": "a b c d e", "second": "a b c d e"}
 
 
 def test_a_failed_load_marks_the_model_and_leaves_others_working():
     manager = manager_with({"bad": ScriptedBackend(fail_load="truncated file"),
                             "good": ScriptedBackend("fine")})
     with pytest.raises(ModelUnavailable, match="truncated file"):
-        list(manager.stream_chat("bad", HELLO, GenParams(), threading.Event()))
+        list(reply_chunks(manager, "bad", HELLO, GenParams(), threading.Event()))
     assert manager.status("bad").state == ModelState.FAILED
     assert manager.status("bad").reason == "truncated file"
-    text = "".join(c.text for c in manager.stream_chat("good", HELLO, GenParams(), threading.Event()))
+    text = "".join(c.text for c in reply_chunks(manager, "good", HELLO, GenParams(), threading.Event()))
     assert text == "fine"
     assert manager.status("good").state == ModelState.RESIDENT
 
@@ -101,6 +139,7 @@ def test_unknown_model_lists_the_known_ids():
         manager.entry("zz")
 
 
+@pytest.mark.slow
 def test_real_model_stops_through_the_manager(smollm2_path):
     """Stop on the real engine: the reply ends within a few tokens and no worker is left."""
     from chatcore.config import load_registry
@@ -109,7 +148,7 @@ def test_real_model_stops_through_the_manager(smollm2_path):
     manager = ModelManager(registry, make_backend)
     cancel = threading.Event()
     story = [Message("user", "Write a long story about a dragon who learns to cook.")]
-    stream = manager.stream_chat("smollm2-135m", story,
+    stream = reply_chunks(manager, "smollm2-135m", story,
                                  GenParams(temperature=0.0, max_new_tokens=400), cancel)
     received = [next(stream) for _ in range(3)]
     cancel.set()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from gradio_client import Client
 
 from backends.base import GenParams, Message
@@ -11,7 +12,7 @@ from chatcore.manager import ModelManager
 from chatcore.memory import MemoryBudget
 from chatui.models_tab import COLUMNS, ModelsHandlers, status_rows
 from tests.conftest import SHIPPED_MODELS
-from tests.fakes import ScriptedBackend
+from tests.fakes import ScriptedBackend, reply_chunks
 
 
 def test_table_shows_state_memory_and_reasons():
@@ -24,7 +25,7 @@ def test_table_shows_state_memory_and_reasons():
         broken=(BrokenEntry(3, "typo", "typo", "models.yaml: entry 3: field 'x': unknown field"),))
     manager = ModelManager(registry, lambda e: backends[e.id],
                            budget=MemoryBudget({"cpu": 10**9}))
-    list(manager.stream_chat("ok", [Message("user", "hi")], GenParams(), threading.Event()))
+    list(reply_chunks(manager, "ok", [Message("user", "hi")], GenParams(), threading.Event()))
     try:
         manager.load("bad")
     except Exception:  # noqa: BLE001 - the failure is what the table must show
@@ -43,6 +44,7 @@ def test_table_shows_state_memory_and_reasons():
     assert status_rows(manager)[0][2] == "available"
 
 
+@pytest.mark.slow
 def test_load_and_unload_buttons_on_the_running_app(running_app):
     client = Client(running_app.url, verbose=False)
     client.predict("smollm2-135m", api_name="/load_model")

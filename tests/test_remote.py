@@ -24,6 +24,7 @@ def remote(base_url: str, **kwargs) -> OpenAIBackend:
     return backend
 
 
+@pytest.mark.slow
 def test_streams_from_a_real_server_and_matches_its_own_reply(llama_server):
     backend = remote(llama_server.base_url)
     chunks = list(backend.stream_chat([Message("user", CAPITAL_PROMPT)], GREEDY,
@@ -39,6 +40,7 @@ def test_streams_from_a_real_server_and_matches_its_own_reply(llama_server):
     backend.unload()
 
 
+@pytest.mark.slow
 def test_stop_closes_the_stream(llama_server):
     backend = remote(llama_server.base_url)
     cancel = threading.Event()
@@ -54,6 +56,7 @@ def test_stop_closes_the_stream(llama_server):
     backend.unload()
 
 
+@pytest.mark.slow
 def test_a_model_the_server_does_not_serve_is_named(llama_server):
     with pytest.raises(BackendError, match=r"does not serve 'gpt-9'; it serves: smollm2"):
         remote(llama_server.base_url, remote_model="gpt-9")
@@ -67,6 +70,7 @@ def test_connection_refused_reads_as_a_sentence():
                                  "(is the server running?)")
 
 
+@pytest.mark.slow
 def test_a_server_that_never_answers_times_out(tmp_path):
     with socket.socket() as silent:  # accepts connections, never says a word
         silent.bind(("127.0.0.1", 0))
@@ -78,6 +82,7 @@ def test_a_server_that_never_answers_times_out(tmp_path):
         assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_a_missing_key_variable_is_named(monkeypatch, llama_server):
     monkeypatch.delenv("NO_SUCH_KEY_VARIABLE", raising=False)
     with pytest.raises(BackendError, match="the environment variable NO_SUCH_KEY_VARIABLE"):
@@ -105,6 +110,7 @@ def last_bot_text(result) -> str:
                                                             for p in content)
 
 
+@pytest.mark.slow
 def test_through_the_page_and_the_api_and_a_server_killed_mid_stream(
         tmp_path, smollm2_path):
     server = start_llama_server(smollm2_path)
@@ -139,3 +145,34 @@ def test_through_the_page_and_the_api_and_a_server_killed_mid_stream(
         server.stop()
         app.process.terminate()
         app.process.wait(timeout=20)
+
+
+def test_capabilities_and_placement():
+    backend = OpenAIBackend("http://127.0.0.1:8000/v1/", "smollm2")
+    assert not OpenAIBackend.can_continue
+    assert not OpenAIBackend.shows_prompt  # the server applies its own template
+    assert not OpenAIBackend.exact_token_counts  # the server's counts, or an estimate
+    assert backend.placement == "remote: http://127.0.0.1:8000/v1"
+
+
+def test_unhonoured_names_the_settings_a_plain_openai_request_cannot_carry():
+    backend = OpenAIBackend("http://127.0.0.1:8000/v1", "smollm2")
+    assert backend.unhonoured(GenParams(top_k=0, repetition_penalty=1.0, seed=7,
+                                        stop=("a", "b"))) == []
+    assert backend.unhonoured(GenParams(top_k=40, repetition_penalty=1.3)) == [
+        "top_k 40", "repetition penalty 1.3"]
+    assert backend.unhonoured(GenParams(top_k=0, stop=("1", "2", "3", "4", "5"))) == [
+        "stop strings past the first 4: '5'"]
+
+
+@pytest.mark.slow
+def test_continuing_a_cut_reply_is_refused_not_answered_afresh(llama_server):
+    backend = remote(llama_server.base_url)
+    cut = [Message("user", CAPITAL_PROMPT), Message("assistant", "The capital of France is")]
+    with pytest.raises(BackendError, match=r"^smollm2 on a remote server cannot continue a "
+                                           r"cut reply$"):
+        list(backend.stream_chat(cut, GenParams(temperature=0.0, max_new_tokens=8,
+                                                continue_final=True), threading.Event()))
+    chunks = list(backend.stream_chat(cut[:1], GREEDY, threading.Event()))
+    assert "Paris" in "".join(c.text for c in chunks)  # the connection is still good
+    backend.unload()

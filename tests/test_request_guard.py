@@ -135,6 +135,7 @@ def gradio_paths() -> list[tuple[str, str]]:
             ("GET", "/v1/models"), ("POST", "/v1/chat/completions")]
 
 
+@pytest.mark.slow
 def test_foreign_empty_and_port_only_hosts_get_403_everywhere(guarded_app):
     port = port_of(guarded_app)
     for host in ("evil.example", f"evil.example:{port}", f":{port}", "", None):
@@ -148,6 +149,7 @@ def test_foreign_empty_and_port_only_hosts_get_403_everywhere(guarded_app):
     assert model_state(guarded_app) == "available"
 
 
+@pytest.mark.slow
 def test_own_names_and_allowed_hosts_get_200(guarded_app):
     port = port_of(guarded_app)
     for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost.",
@@ -157,6 +159,7 @@ def test_own_names_and_allowed_hosts_get_200(guarded_app):
             assert status == 200, (host, path, status, body[:200])
 
 
+@pytest.mark.slow
 def test_foreign_origins_cannot_post_and_the_model_does_not_run(guarded_app):
     url, port = guarded_app.url, port_of(guarded_app)
     for origin in (EVIL, f"http://127.0.0.1:{port + 1}", f"http://localhost:{port + 1}",
@@ -194,6 +197,7 @@ def fresh_app(tmp_path_factory) -> Iterator[RunningApp]:
     stop(app)
 
 
+@pytest.mark.slow
 def test_foreign_origin_and_plain_text_do_not_run_the_model(fresh_app):
     url = fresh_app.url
     reply = httpx.post(f"{url}v1/chat/completions", json=chat_body(),
@@ -213,6 +217,7 @@ def test_foreign_origin_and_plain_text_do_not_run_the_model(fresh_app):
     assert Client(url, verbose=False).predict("", api_name="/conversations") == []
 
 
+@pytest.mark.slow
 def test_cors_is_closed_except_v1_for_the_named_front_end(guarded_app):
     url = guarded_app.url
     preflight = {"Access-Control-Request-Method": "POST",
@@ -238,6 +243,7 @@ def test_cors_is_closed_except_v1_for_the_named_front_end(guarded_app):
     assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
 
 
+@pytest.mark.slow
 def test_the_page_itself_still_posts_with_its_own_origin(guarded_app):
     url = guarded_app.url.rstrip("/")
     reply = httpx.post(f"{url}/v1/chat/completions", json=chat_body(),
@@ -257,6 +263,7 @@ def own_address() -> str:
     pytest.fail("this test needs a network interface with an IPv4 address besides loopback")
 
 
+@pytest.mark.slow
 def test_beyond_loopback_the_machine_addresses_answer_and_others_do_not(tmp_path):
     app = start_app(["--models", str(SHIPPED_MODELS), "--data-dir", str(tmp_path),
                      "--host", "0.0.0.0", "--api-key", "k3y"])
@@ -310,6 +317,7 @@ def serve_page(html: str) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
+@pytest.mark.slow
 def test_a_page_from_another_origin_reads_nothing_and_runs_nothing(fresh_app, chromium_path,
                                                                    artifacts: Path):
     html = ATTACK_PAGE.replace("APP/", fresh_app.url).replace("BODY", json.dumps(chat_body()))

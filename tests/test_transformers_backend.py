@@ -30,6 +30,7 @@ def hf_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "hf-generate"]
 
 
+@pytest.mark.slow
 def test_smollm2_from_gguf_answers_paris(smollm2_fp32):
     chunks = list(smollm2_fp32.stream_chat(CAPITAL, GREEDY, threading.Event()))
     assert "Paris" in text_of(chunks)
@@ -39,6 +40,7 @@ def test_smollm2_from_gguf_answers_paris(smollm2_fp32):
     assert hf_threads() == []
 
 
+@pytest.mark.slow
 def test_greedy_streamed_text_equals_non_streamed_text(smollm2_fp32):
     import torch
 
@@ -56,6 +58,7 @@ def test_greedy_streamed_text_equals_non_streamed_text(smollm2_fp32):
 
 
 @pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.slow
 def test_smollm2_quantized_from_the_cached_safetensors_answers_paris(
         smollm2_path, smollm2_fp32, dequantized_cache, bits):
     backend = TransformersBackend(smollm2_path, HFSettings(quant_bits=bits, device="cpu"),
@@ -111,6 +114,7 @@ def tiny_footprints() -> dict:
 
 @pytest.mark.parametrize("quantization", list(QUANTIZATIONS))
 @pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.slow
 def test_tiny_checkpoint_loads_streams_and_stops(tiny_checkpoints, tiny_footprints, arch,
                                                  quantization):
     backend = TransformersBackend(
@@ -141,6 +145,7 @@ def test_tiny_checkpoint_loads_streams_and_stops(tiny_checkpoints, tiny_footprin
         backend.unload()
 
 
+@pytest.mark.slow
 def test_every_quantization_was_smaller(tiny_footprints):
     """Runs after the matrix above (pytest keeps file order)."""
     assert len(tiny_footprints) == len(ARCHITECTURES) * len(QUANTIZATIONS)
@@ -192,6 +197,7 @@ def test_error_inside_generate_reaches_the_chat_and_the_next_request_works(tiny_
     store.close()
 
 
+@pytest.mark.slow
 def test_unavailable_cuda_device_is_a_clear_error(tiny_checkpoints):
     import torch
 
@@ -200,3 +206,40 @@ def test_unavailable_cuda_device_is_a_clear_error(tiny_checkpoints):
     backend = TransformersBackend(tiny_checkpoints["llama"], HFSettings(device="cuda:0"))
     with pytest.raises(BackendError, match="device 'cuda:0' asked for, but no CUDA GPU"):
         backend.load()
+
+
+@pytest.mark.slow
+def test_a_stop_string_halts_generate_and_joins_the_worker(smollm2_fp32):
+    """The shared base closes the engine's decoding on a stop string: by the last chunk
+    generate has ended and its worker thread is joined, long before max_new_tokens."""
+    story = [Message("user", "Write a long story about a dragon who learns to cook.")]
+    chunks = []
+    for chunk in smollm2_fp32.stream_chat(
+            story, GenParams(temperature=0.0, max_new_tokens=400, stop=("dragon",)),
+            threading.Event()):
+        if chunk.finish_reason is not None:
+            assert hf_threads() == [], "generate was still running"
+        chunks.append(chunk)
+    assert text_of(chunks) == "Once upon a time, in a land far away, there lived a "
+    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage.completion_tokens < 30  # the worker runs a token or two ahead
+
+
+@pytest.mark.slow
+def test_continue_extends_a_cut_reply(smollm2_fp32):
+    cut = [Message("user", CAPITAL_PROMPT), Message("assistant", "The capital of France is")]
+    chunks = list(smollm2_fp32.stream_chat(
+        cut, GenParams(temperature=0.0, max_new_tokens=8, continue_final=True),
+        threading.Event()))
+    assert text_of(chunks).startswith(" Paris")
+    assert chunks[-1].finish_reason == "stop"
+    assert hf_threads() == []
+
+
+@pytest.mark.slow
+def test_capabilities(smollm2_fp32, smollm2_path):
+    assert TransformersBackend.can_continue and TransformersBackend.shows_prompt
+    assert TransformersBackend.exact_token_counts
+    assert smollm2_fp32.placement == "cpu"
+    assert TransformersBackend(smollm2_path, HFSettings(device="cpu")).placement == ""
+    assert smollm2_fp32.unhonoured(GenParams(top_k=40, repetition_penalty=1.3, seed=1)) == []

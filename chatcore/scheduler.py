@@ -1,0 +1,114 @@
+"""Running replies: one worker per reply, a fair line per model, the CPU shared between
+replies that decode on this machine's cores.
+
+A model's engine answers one reply at a time unless it schedules requests itself (a remote
+server): the others wait in the model's line and are told their place. A reply holds its
+model (it is not evicted) from the moment it asks until its last chunk.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import replace
+
+from backends.base import BackendError, Chunk
+from chatcore.config import ModelEntry
+from chatcore.context import fit_context
+from chatcore.cpu_share import CpuShare
+from chatcore.replies import (
+    LiveReply,
+    Loading,
+    Replies,
+    ReplyRequest,
+    Trimmed,
+    Unhonoured,
+    Waiting,
+)
+from chatcore.residency import Residency
+from chatcore.slots import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+WAIT_POLL_S = 0.1
+
+
+class Scheduler:
+    def __init__(self, residency: Residency, entry_of: Callable[[str], ModelEntry],
+                 cpu: CpuShare) -> None:
+        self._residency = residency
+        self._entry_of = entry_of
+        self.cpu = cpu
+
+    def start(self, requests: Sequence[ReplyRequest | tuple], cancel: threading.Event,
+              loop: asyncio.AbstractEventLoop | None = None) -> Replies:
+        """Start every reply now, before anyone reads: a page can show its placeholder while
+        the model already works. `cancel` stops them all; `loop` makes the replies readable
+        with `async for` on that event loop."""
+        requests = [ReplyRequest(*request) for request in requests]
+        for request in requests:
+            self._entry_of(request.model_id)  # an unknown id fails here, in the caller
+        replies = Replies([LiveReply(r.model_id, r.params) for r in requests], cancel, loop)
+
+        def target(index: int, request: ReplyRequest) -> Callable[[], None]:
+            return lambda: self._serve(request, cancel, replies, index)
+
+        return replies.run([target(i, r) for i, r in enumerate(requests)],
+                           [f"generate-{r.model_id}" for r in requests])
+
+    def _serve(self, request: ReplyRequest, cancel: threading.Event, replies: Replies,
+               index: int) -> None:
+        model_id, params = request.model_id, request.params
+        emit = lambda item: replies.emit(index, item)  # noqa: E731
+        residency = self._residency
+        with residency.lock:
+            slot = residency.slot(model_id)
+            slot.in_use += 1  # a model someone waits for is not evicted
+        ticket = None
+        try:
+            entry = self._entry_of(model_id)
+            backend = residency.load(entry, lambda f, step: emit(Loading(f, step)))
+            messages, dropped = fit_context(request.messages, backend.count_tokens,
+                                            entry.context_length, params.max_new_tokens)
+            if dropped:
+                emit(Trimmed(dropped))
+            if unhonoured := backend.unhonoured(params):
+                emit(Unhonoured(tuple(unhonoured)))
+            ticket = None if backend.concurrent else slot.line.join()
+            ahead = None
+            while ticket is not None and not slot.line.wait_turn(ticket, WAIT_POLL_S):
+                if cancel.is_set():
+                    emit(Chunk("", finish_reason="cancelled"))
+                    return
+                if (position := slot.line.position(ticket)) != ahead:
+                    ahead = position
+                    emit(Waiting(position))
+            self._generate(slot, backend, messages, params, cancel, emit)
+        except (BackendError, ModelUnavailable) as exc:  # ContextOverflow among them
+            emit(exc)
+        except Exception as exc:  # noqa: BLE001 - shown to the person, logged in full
+            log.exception("generation with %s failed", model_id)
+            emit(BackendError(f"{model_id} failed while generating: {exc}"))
+        finally:
+            if ticket is not None:
+                slot.line.leave(ticket)
+            residency.mark_used(model_id)
+            with residency.lock:
+                slot.in_use -= 1
+            residency.unload_if_stale(model_id)
+            replies.finish(index)
+
+    def _generate(self, slot, backend, messages, params, cancel, emit) -> None:
+        with self._residency.lock:
+            slot.generating += 1
+        share = self.cpu.share() if backend.decodes_on_cpu() else nullcontext(None)
+        try:
+            with share as threads:
+                params = replace(params, threads=threads) if threads else params
+                for chunk in backend.stream_chat(messages, params, cancel):
+                    emit(chunk)
+        finally:
+            with self._residency.lock:
+                slot.generating -= 1

@@ -1,0 +1,92 @@
+"""The page's sampling controls, built from `chatcore.sampling`, and their values read back.
+
+Every slider takes its range, step, label and help text from `SamplingSettings`, so the
+page offers exactly what models.yaml and the API accept. Values coming back are validated
+by the same model: an out-of-range value (which a slider cannot send, though a script
+calling the page's API could) is refused with a `gr.Error` naming the control and the
+bound, as Gradio itself refuses a value outside a slider's range; it is not clamped.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from pydantic import ValidationError
+
+from backends.base import GenParams
+from chatcore import sampling
+from chatcore.sampling import SamplingSettings
+
+
+def slider(name: str, value: float, **kwargs: Any) -> gr.Slider:
+    """A slider for the sampling setting `name`, its range, step, label and info from the
+    schema; `kwargs` (elem_id, scale, a shorter label...) go to gr.Slider as they are."""
+    minimum, maximum, step = sampling.bounds(name)
+    field = SamplingSettings.model_fields[name]
+    options: dict[str, Any] = {"label": sampling.label(name),
+                               "info": sampling.description(name)}
+    if field.annotation is int:
+        options["precision"] = 0  # the handler gets an int, as the schema wants
+    options.update(kwargs)
+    return gr.Slider(minimum, maximum, value=value, step=step, **options)
+
+
+def seed_number(value: int, **kwargs: Any) -> gr.Number:
+    """The seed box: a whole number, -1 for a random seed each time."""
+    options: dict[str, Any] = {"label": sampling.label("seed"),
+                               "info": sampling.description("seed"), "precision": 0}
+    options.update(kwargs)
+    return gr.Number(value=value, **options)
+
+
+def seed_value(settings: SamplingSettings) -> int:
+    """The seed box's value for these settings: -1 when the seed is random."""
+    return -1 if settings.seed is None else settings.seed
+
+
+def params_from_controls(temperature: float, top_p: float, top_k: float,
+                         max_new_tokens: float, repetition_penalty: float,
+                         seed: float | None) -> GenParams:
+    """The page's controls as backend parameters; a seed of None or below 0 is random.
+
+    Validated through SamplingSettings; a value out of range raises gr.Error naming the
+    control and the bound."""
+    return sampling.gen_params(_validated(
+        temperature=temperature, top_p=top_p, top_k=_whole(top_k),
+        max_new_tokens=_whole(max_new_tokens), repetition_penalty=repetition_penalty,
+        seed=None if seed is None or seed < 0 else _whole(seed)))
+
+
+def pane_params(defaults: SamplingSettings, temperature: float,
+                max_new_tokens: float) -> GenParams:
+    """A Compare pane's parameters: the model entry's defaults with the pane's temperature
+    and max new tokens over them (None keeps the default)."""
+    try:
+        settings = sampling.merge(defaults, temperature=temperature,
+                                  max_new_tokens=_whole(max_new_tokens))
+    except ValidationError as exc:
+        raise gr.Error(_message(exc)) from None
+    return sampling.gen_params(settings)
+
+
+def _validated(**values: Any) -> SamplingSettings:
+    try:
+        return SamplingSettings.model_validate(values)
+    except ValidationError as exc:
+        raise gr.Error(_message(exc)) from None
+
+
+def _whole(value: Any) -> Any:
+    """A float with no fraction as an int (a slider or number box may send 40.0); anything
+    else as it is, for the schema to accept or refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _message(exc: ValidationError) -> str:
+    """One line naming the control as the page labels it, the bound and the value."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error.get("loc") else ""
+    where = sampling.label(name) if name in SamplingSettings.model_fields else name
+    return f"{where}: {error['msg']} (got {error.get('input')!r})"
