@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 
-from backends.base import BackendError, Chunk
+from backends.base import Backend, BackendError, Chunk, GenParams, Message
 from chatcore.config import ModelEntry
 from chatcore.context import fit_context
 from chatcore.cpu_share import CpuShare
@@ -28,7 +28,7 @@ from chatcore.replies import (
     Waiting,
 )
 from chatcore.residency import Residency
-from chatcore.slots import ModelUnavailable
+from chatcore.slots import ModelSlot, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,9 @@ class Scheduler:
             residency.unload_if_stale(model_id)
             replies.finish(index)
 
-    def _generate(self, slot, backend, messages, params, cancel, emit) -> None:
+    def _generate(self, slot: ModelSlot, backend: Backend, messages: Sequence[Message],
+                  params: GenParams, cancel: threading.Event,
+                  emit: Callable[[object], None]) -> None:
         with self._residency.lock:
             slot.generating += 1
         share = self.cpu.share() if backend.decodes_on_cpu() else nullcontext(None)

@@ -195,13 +195,14 @@ class ChatHandlers:
         shown = turns.pop() if continuing is not None else None
         outputs = lambda streaming: (chatbot_messages(turns, streaming), "",  # noqa: E731
                                      conversation_id, False)
+        turns.append(Turn("assistant", shown.content if shown else ""))
         cancel = self.stops.begin(key)
         try:
             # The model starts first; the page hears of the new message with the first words
             # (or FIRST_WORDS_WAIT_S later), so updating it does not slow the prompt's reading.
             with self.manager.start([(model_id, prompt, params)], cancel) as replies:
                 live = replies.live[0]
-                turns.append(live_turn(live, name, shown))
+                turns[-1] = live_turn(live, name, shown)
                 if not replies.wait_for_news(FIRST_WORDS_WAIT_S):
                     yield outputs(True)
                 last_update = time.perf_counter()
@@ -218,11 +219,10 @@ class ChatHandlers:
             if not live.error:
                 self._save(user, conversation_id, live, continuing)
         except (UnknownModel, ModelUnavailable, BackendError) as exc:
-            turns.append(Turn("assistant", shown.content if shown else "", error=str(exc)))
+            turns[-1] = Turn("assistant", turns[-1].content, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - never a traceback on the page
             log.exception("reply from %s failed", model_id)
-            turns.append(Turn("assistant", shown.content if shown else "",
-                              error=f"unexpected error: {exc}"))
+            turns[-1] = Turn("assistant", turns[-1].content, error=f"unexpected error: {exc}")
         finally:
             self.stops.end(key, cancel)
         yield outputs(False)
