@@ -22,6 +22,17 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Measured robust on every path SmolLM2 runs: greedy decoding answers with "Paris".
 CAPITAL_PROMPT = "Name the capital of France."
 ARTIFACTS = ROOT / "test-artifacts"
+SAFETY_S = 30  # how long a test waits for an event: a hang guard, never a timing
+
+
+def until(condition, timeout: float = SAFETY_S) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def smollm2_gguf() -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,15 +14,16 @@ import pytest
 
 from tests.conftest import (
     CAPITAL_PROMPT,
+    SAFETY_S,
     SHIPPED_MODELS,
     free_port,
     generation_threads,
     start_app,
+    until,
 )
 
 STORY = "Write a long story about a dragon who learns to cook."
 MODEL = "smollm2-135m"
-SAFETY_S = 30  # how long a test waits for an event: a hang guard, never a timing
 
 
 def chat(url: str, **body) -> httpx.Response:
@@ -172,16 +172,6 @@ class CancelWatch:
                 yield chunk
         backend.stream_chat = stream_chat
         return backend
-
-
-def until(condition, timeout: float = SAFETY_S) -> bool:
-    """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @contextmanager

@@ -8,7 +8,8 @@ import pytest
 from gradio_client import Client
 
 from tests.conftest import CAPITAL_PROMPT
-from tests.test_api import assert_stopped_at_once, served_in_process, until
+from tests.conftest import until
+from tests.test_api import assert_stopped_at_once, served_in_process
 
 STORY_PROMPT = "Write a long story about a dragon who learns to cook."
 

@@ -24,14 +24,13 @@ from chatcore.ratings import leaderboard
 from chatcore.store import Store
 from chatcore.votes import all_battles, votes_to_csv, votes_to_json
 from chatui.compare_handlers import CompareHandlers
-from tests.conftest import SHIPPED_MODELS, generation_threads
+from tests.conftest import SAFETY_S, SHIPPED_MODELS, generation_threads
 from tests.fakes import ScriptedBackend, reply_chunks
 
 BOB = SimpleNamespace(session_hash="tab-2", username="bob")
 IDS = ("alpha", "beta", "gamma", "delta")
 WORDS = " ".join(f"w{i}" for i in range(30))
 STORY_PROMPT = "Write a long story about a dragon who learns to cook."
-SAFETY_S = 30  # how long a test waits for an event: a hang guard, never a timing
 
 
 def scripted_page(tmp_path, delay: float = 0.01, **backend_args):

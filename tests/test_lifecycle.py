@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -15,23 +14,19 @@ from chatcore.factory import make_backend
 from chatcore.manager import ModelBusy, ModelManager, ModelState, ModelUnavailable
 from chatcore.replies import Loading, Waiting
 from chatcore.memory import MemoryBudget, parse_size
-from tests.conftest import CAPITAL_PROMPT, ROOT, SHIPPED_MODELS, generation_threads
+from tests.conftest import (
+    CAPITAL_PROMPT,
+    ROOT,
+    SAFETY_S,
+    SHIPPED_MODELS,
+    generation_threads,
+    until,
+)
 from tests.fakes import ScriptedBackend, reply_chunks, reply_events
 
 MB = 10**6
 HELLO = [Message("user", "hello")]
 GREEDY = GenParams(temperature=0.0, max_new_tokens=24)
-SAFETY_S = 30  # how long a test waits for an event: a hang guard, never a timing
-
-
-def until(condition, timeout: float = SAFETY_S) -> bool:
-    """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def scripted_manager(sizes_mb: dict[str, int], budget_mb: int, **backend_args) -> tuple:

@@ -10,12 +10,11 @@ from chatcore.config import ModelEntry, ModelRegistry
 from chatcore.factory import make_backend
 from chatcore.manager import ModelManager, ModelState, ModelUnavailable, UnknownModel
 from chatcore.replies import Waiting
-from tests.conftest import SHIPPED_MODELS, generation_threads
+from tests.conftest import SAFETY_S, SHIPPED_MODELS, generation_threads
 from chatui.stop_registry import StopRegistry
 from tests.fakes import ScriptedBackend, reply_chunks, reply_events
 
 HELLO = [Message("user", "hello")]
-SAFETY_S = 30  # how long a test waits for an event: a hang guard, never a timing
 
 
 def registry_of(*ids: str) -> ModelRegistry:
