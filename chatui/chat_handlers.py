@@ -208,12 +208,12 @@ class ChatHandlers:
                 last_update = time.perf_counter()
                 for _, event in replies:
                     first_words = isinstance(event, Chunk) and event.text == live.text != ""
-                    turns[-1] = live_turn(live, name, shown)
                     now = time.perf_counter()
                     # The first words go out at once; the interval paces what follows.
                     if now - last_update >= UPDATE_INTERVAL_S or \
                             not isinstance(event, Chunk) or first_words:
                         last_update = now
+                        turns[-1] = live_turn(live, name, shown)
                         yield outputs(True)
             turns[-1] = live_turn(live, name, shown)
             if not live.error:

@@ -100,11 +100,12 @@ class CompareHandlers:
                 for index, event in replies:
                     live = replies.live[index]
                     first_words = isinstance(event, Chunk) and event.text == live.text != ""
-                    turns[index] = live_turn(live, self._shown_name(comparison, index))
                     now = time.perf_counter()
                     if now - last_update >= UPDATE_INTERVAL_S or \
                             not isinstance(event, Chunk) or first_words:
                         last_update = now
+                        for pane, reply in enumerate(replies.live):
+                            turns[pane] = live_turn(reply, self._shown_name(comparison, pane))
                         yield self._outputs(comparison, (round_, turns), "")
             for index, live in enumerate(replies.live):
                 turns[index] = live_turn(live, self._shown_name(comparison, index))
