@@ -98,8 +98,10 @@ class Backend(ABC):
     """One loaded (or loadable) model on one engine."""
 
     # True when the engine schedules several requests itself (a remote server); otherwise
-    # the manager lets one reply at a time use the model.
+    # the manager lets `parallel` replies at a time use the model.
     concurrent: bool = False
+    # Replies the engine decodes at once (llama.cpp's batch slots); the rest wait in line.
+    parallel: int = 1
 
     # Capabilities, declared by each engine's class (False until an engine says otherwise).
     can_continue: bool = False
@@ -120,6 +122,12 @@ class Backend(ABC):
         """Where the loaded model runs, for a person: "cpu", "cuda:0, cpu", "cpu + 20 GPU
         layers", "remote: http://host:8000/v1"; "" when not loaded or not known."""
         return ""
+
+    @property
+    def runtime_notes(self) -> list[str]:
+        """How the loaded model runs, for the Models tab and the bench ("plain buffers (the
+        AMX probe died with SIGILL)", "4 parallel", "KV cache q8_0"); empty when not loaded."""
+        return []
 
     def unhonoured(self, params: GenParams) -> list[str]:
         """The settings in `params` this engine will not apply, in words for a person

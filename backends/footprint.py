@@ -22,6 +22,8 @@ class ModelShape:
     vocab_size: int
     n_params: int
     n_embedding_params: int  # input embeddings and output head: never quantized
+    n_embd: int = 0  # hidden size (0: not known)
+    n_ff: int = 0  # feed-forward size (0: not known)
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,13 @@ class MemoryEstimate:
     kv_cache: int
     working: int
     saved_states: int = 0  # llama.cpp: recent conversations' KV caches, kept for reuse
+    kv_note: str = ""  # what the KV cache holds, for a person: "4 slots × 2048 tokens, f16"
 
     @property
     def total(self) -> int:
         return self.weights + self.kv_cache + self.working + self.saved_states
 
 
-def kv_cache_bytes(shape: ModelShape, context_length: int, bytes_per_value: int) -> int:
-    return 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * context_length * bytes_per_value
+def kv_cache_bytes(shape: ModelShape, context_length: int, bytes_per_value: float) -> int:
+    return int(2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * context_length
+               * bytes_per_value)

@@ -139,7 +139,13 @@ def shape_from_header(metadata: dict, tensors: list[tuple[str, int]]) -> ModelSh
         head_dim=number("attention.key_length", embedding // heads), vocab_size=vocab,
         n_params=sum(count for _, count in tensors),
         n_embedding_params=sum(count for name, count in tensors
-                               if name in ("token_embd.weight", "output.weight")))
+                               if name in ("token_embd.weight", "output.weight")),
+        n_embd=embedding, n_ff=_largest(metadata.get(f"{arch}.feed_forward_length", 0)))
+
+
+def _largest(value) -> int:
+    """A size that some architectures give per layer, as a list."""
+    return int(max(value)) if isinstance(value, list) and value else int(value or 0)
 
 
 def check_gguf(path: Path) -> str | None:

@@ -1,70 +1,54 @@
 """GGUF models through llama-cpp-python: the default engine on CPU.
 
-Decoding is our own loop over `Llama.generate`, so cancellation is checked before every
-token is computed and tokens are counted exactly; the chat template is the one in the GGUF
-metadata (or the entry's override), rendered in the sandbox. Prompt, room, stop strings and
-usage are the shared local base's (backends/local.py).
+One llama.cpp context per model serves up to `parallel` replies at once through continuous
+batching (backends/llamacpp_batch.py): cancellation is checked before every step and tokens
+are counted exactly. The chat template is the one in the GGUF metadata (or the entry's
+override), rendered in the sandbox. Prompt, room, stop strings and usage are the shared
+local base's (backends/local.py). The model and context are built with llama-cpp-python's
+low-level wrappers rather than `Llama`, which has no setting for several sequences, weight
+buffer types or automatic flash attention.
 """
 from __future__ import annotations
 
 import codecs
 import logging
-import random
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
+from backends.amx_probe import AmxSettingError, BufferPath, choose_buffers
 from backends.base import BackendError, GenParams, ProgressCallback
 from backends.chat_template import ChatTemplate
 from backends.cores import physical_cores
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import check_gguf
-from backends.llamacpp_memory import llamacpp_estimate
+from backends.llamacpp_batch import BatchDecoder
+from backends.llamacpp_memory import KV_TYPES, llamacpp_estimate
 from backends.llamacpp_states import SavedStates
 from backends.local import Decoding, LocalBackend
 
 log = logging.getLogger(__name__)
 
-# Llama() takes no argument for weight buffer types, so loads patch its defaults briefly.
-_DEFAULT_PARAMS_PATCH = threading.Lock()
+KvCacheType = Literal["f16", "q8_0", "q4_0"]
+FlashAttention = Literal["auto", "on", "off"]
+N_BATCH = 512  # tokens one step may hold: every running reply's next token + prompt chunks
 
 
-def cpu_has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            return any(line.startswith("flags") and " amx_int8" in line for line in info)
-    except OSError:
-        return False
-
-
-@contextmanager
-def _plain_cpu_weight_buffers():
-    """Keep llama.cpp off its AMX weight buffers while a model loads.
-
-    With llama-cpp-python 0.3.36 built natively on an AMX CPU (Sapphire Rapids and later),
-    decoding any batch of two or more tokens through AMX-repacked weights segfaults; plain
-    CPU buffers are correct, at about half the single-token speed.
-    """
-    from llama_cpp import llama_cpp as lib
-
-    with _DEFAULT_PARAMS_PATCH:
-        original = lib.llama_model_default_params
-
-        def without_extra_buffers():
-            params = original()
-            params.use_extra_bufts = False
-            return params
-
-        lib.llama_model_default_params = without_extra_buffers
-        try:
-            yield
-        finally:
-            lib.llama_model_default_params = original
+def kv_cache_problem(kv_cache: str, flash_attention: str) -> str | None:
+    """Why llama.cpp would refuse this cache type with this flash attention setting."""
+    if kv_cache not in KV_TYPES:
+        return f"kv_cache {kv_cache!r} is not one of {', '.join(KV_TYPES)}"
+    if flash_attention not in ("auto", "on", "off"):
+        return f"flash_attention {flash_attention!r} is not one of auto, on, off"
+    if kv_cache != "f16" and flash_attention == "off":
+        return (f"kv_cache {kv_cache} quantizes the V cache, which llama.cpp can do only with "
+                "flash attention: set flash_attention to auto or on, or kv_cache to f16")
+    return None
 
 
 class LlamaCppBackend(LocalBackend):
-    """One GGUF file with one llama.cpp context; not thread-safe, the manager serialises it."""
+    """One GGUF file with one llama.cpp context of `parallel` slots, each a full context."""
 
     template_origin = "the GGUF file's metadata"
 
@@ -75,71 +59,131 @@ class LlamaCppBackend(LocalBackend):
         chat_template: str | None = None,
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
+        parallel: int = 1,
+        kv_cache: KvCacheType = "f16",
+        flash_attention: FlashAttention = "auto",
+        buffers: BufferPath | None = None,
     ) -> None:
         super().__init__(context_length, chat_template)
+        if problem := kv_cache_problem(kv_cache, flash_attention):
+            raise BackendError(problem)
+        if parallel < 1:
+            raise BackendError(f"parallel must be at least 1 (got {parallel})")
         self.model_path = Path(model_path)
         self.n_threads = n_threads or physical_cores()
         self.n_gpu_layers = n_gpu_layers
-        self._llm = None
-        self._states: SavedStates | None = None
+        self.parallel = parallel
+        self.kv_cache = kv_cache
+        self.flash_attention = flash_attention
+        self._buffers_choice = buffers  # None: the AMX probe decides at the first load
+        self.buffers: BufferPath | None = None
+        self._model = None
+        self._ctx = None
+        self._decoder: BatchDecoder | None = None
         self._eos_ids: tuple[int, ...] = ()
         self._placement = ""
 
     # -- lifecycle -------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
-        if self._llm is not None:
+        if self._decoder is not None:
             return
         report = progress or (lambda fraction, step: None)
         report(0.0, "reading")
         _check_gguf(self.model_path)
         try:
-            from llama_cpp import Llama
+            import llama_cpp
+            from llama_cpp._internals import LlamaContext, LlamaModel
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise BackendError(
                 "llama-cpp-python is not installed: pip install -r requirements.txt"
             ) from exc
         try:
-            with _plain_cpu_weight_buffers() if cpu_has_amx() else _no_patch():
-                llm = Llama(
-                    model_path=str(self.model_path),
-                    n_ctx=self.context_length,
-                    n_threads=self.n_threads,
-                    n_gpu_layers=self.n_gpu_layers,
-                    verbose=False,
-                )
+            buffers = self._buffers_choice or choose_buffers(probe_model=self.model_path)
+        except AmxSettingError as exc:
+            raise BackendError(str(exc)) from exc
+        _quiet(llama_cpp)
+        try:
+            model = LlamaModel(path_model=str(self.model_path),
+                               params=self._model_params(llama_cpp, buffers), verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        report(0.7, "making the context")
+        try:
+            ctx = LlamaContext(model=model, params=self._context_params(llama_cpp),
+                               verbose=False)
+        except ValueError as exc:
+            model.close()
+            raise BackendError(
+                f"llama.cpp could not make a context for {self.model_path.name} "
+                f"({self.parallel} slots of {self.context_length} tokens, KV cache "
+                f"{self.kv_cache}, flash attention {self.flash_attention}): out of memory, "
+                "or a quantized KV cache on a device without flash attention") from exc
         report(0.8, "reading chat template")
         try:
+            metadata = model.metadata()
             self._template = ChatTemplate.choose(
-                self._template_override, llm.metadata.get("tokenizer.chat_template"),
-                bos_token=_token_text(llm, llm.token_bos()),
-                eos_token=_token_text(llm, llm.token_eos()),
+                self._template_override, metadata.get("tokenizer.chat_template"),
+                bos_token=_token_text(model, model.token_bos()),
+                eos_token=_token_text(model, model.token_eos()),
                 model_name=self.model_path.name,
-                architecture=llm.metadata.get("general.architecture"))
+                architecture=metadata.get("general.architecture"))
         except BackendError:
-            llm.close()
+            ctx.close()
+            model.close()
             raise
-        self._llm = llm
-        self._states = SavedStates(self._saved_states_bytes())
-        self._eos_ids = _end_of_generation_ids(llm)
-        self._warnings = self._template.check([_token_text(llm, t) for t in self._eos_ids])
-        self._placement = _placement(llm, self.n_gpu_layers)
+        self._model, self._ctx, self.buffers = model, ctx, buffers
+        self._eos_ids = _end_of_generation_ids(model)
+        self._warnings = self._template.check([_token_text(model, t) for t in self._eos_ids])
+        self._placement = _placement(metadata, self.n_gpu_layers)
+        states = SavedStates(self._saved_states_bytes())
+        self._decoder = BatchDecoder(ctx.ctx, model.vocab, model.n_vocab(), self.parallel,
+                                     N_BATCH, self.n_threads, states, self.model_path.stem)
         report(1.0, "ready")
-        log.info("loaded %s with %d threads on %s", self.model_path.name, self.n_threads,
-                 self._placement)
+        log.info("loaded %s with %d threads, %d slots, on %s, %s", self.model_path.name,
+                 self.n_threads, self.parallel, self._placement, buffers.describe())
+
+    def _model_params(self, llama_cpp, buffers: BufferPath):
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0x7FFFFFFF if self.n_gpu_layers == -1 else self.n_gpu_layers
+        params.use_extra_bufts = buffers.extra_buffers
+        return params
+
+    def _context_params(self, llama_cpp):
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.context_length * self.parallel  # each slot holds a full context
+        params.n_seq_max = self.parallel
+        params.kv_unified = False
+        params.n_batch = params.n_ubatch = N_BATCH
+        params.n_threads = params.n_threads_batch = self.n_threads
+        params.type_k = params.type_v = _GGML_TYPES[self.kv_cache](llama_cpp)
+        params.flash_attn_type = {
+            "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+            "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED}[self.flash_attention]
+        params.no_perf = True
+        return params
 
     def unload(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
-        self._llm = None
+        if self._decoder is not None:
+            self._decoder.close()
+        if self._ctx is not None:
+            self._ctx.close()
+        if self._model is not None:
+            self._model.close()
+        self._decoder = self._ctx = self._model = None
         self._template = None
-        self._states = None
         self._placement = ""
 
     @property
     def placement(self) -> str:
         return self._placement
+
+    @property
+    def runtime_notes(self) -> list[str]:
+        if self._decoder is None or self.buffers is None:
+            return []
+        return [self.buffers.describe(), f"{self.parallel} parallel",
+                f"KV cache {self.kv_cache}", f"flash attention {self.flash_attention}"]
 
     def decodes_on_cpu(self) -> bool:
         return self.n_gpu_layers != -1  # partly offloaded models still decode layers here
@@ -150,7 +194,8 @@ class LlamaCppBackend(LocalBackend):
     def memory_breakdown(self) -> MemoryEstimate:
         _check_gguf(self.model_path)
         try:
-            return llamacpp_estimate(self.model_path, self.context_length)
+            return llamacpp_estimate(self.model_path, self.context_length, self.parallel,
+                                     self.kv_cache)
         except PlannerError as exc:
             raise BackendError(str(exc)) from exc
 
@@ -174,82 +219,88 @@ class LlamaCppBackend(LocalBackend):
 
     def _tokenize(self, prompt: str) -> list[int]:
         """BOS as the GGUF asks, unless the prompt already starts with it (a template wrote it)."""
-        llm = self._require_llm()
+        model = self._require_model()
         bos = self._require_template().bos_token
-        add_bos = llm._model.add_bos_token() and not (bos and prompt.startswith(bos))
-        return llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        add_bos = model.add_bos_token() and not (bos and prompt.startswith(bos))
+        return model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
     # -- generation --------------------------------------------------------------------
     def _decode(self, prompt: list[int], max_new: int, params: GenParams,
                 cancel: threading.Event, decoding: Decoding) -> Iterator[str]:
-        """One token at a time from `Llama.generate`, after the longest saved state that
-        the prompt starts with; the thread count follows `params.threads` between tokens."""
-        llm = self._require_llm()
-        import llama_cpp
-
-        if self._states is not None:
-            self._states.restore_best(llm, prompt)
-        llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
-        tokens = llm.generate(
-            prompt,
-            temp=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            min_p=0.0,
-            repeat_penalty=params.repetition_penalty,
-        )
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        threads = self.n_threads
+        """The reply's tokens from its slot in the batch, turned into text here."""
+        model = self._require_model()
+        decoder = self._decoder
+        sequence = decoder.submit(prompt, max_new, params, cancel) if decoder else None
+        if sequence is None:
+            return
+        eog = set(self._eos_ids)
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:
-            while decoding.tokens < max_new:
-                if cancel.is_set():
-                    break
-                if params.threads is not None and \
-                        (wanted := min(self.n_threads, params.threads())) != threads:
-                    threads = wanted
-                    llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)
-                token = next(tokens)
+            for token in decoder.tokens(sequence):
                 decoding.tokens += 1
-                if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                if cancel.is_set():  # computed while Stop came: not shown
+                    break
+                if token in eog:
                     decoding.ended_on_eog = True
                     break
-                text = decoder.decode(llm.detokenize([token]))
-                if text:
-                    yield text
+                if piece := text.decode(model.detokenize([token])):
+                    yield piece
         finally:  # also when the base closes this generator on a stop string
-            tokens.close()
-            if threads != self.n_threads:
-                llama_cpp.llama_set_n_threads(llm._ctx.ctx, self.n_threads, self.n_threads)
-        tail = decoder.decode(b"", final=True)
-        if tail:
+            decoder.leave(sequence)
+        if tail := text.decode(b"", final=True):
             yield tail
 
-    def _reply_done(self) -> None:
-        if self._states is not None and self._llm is not None:
-            self._states.save(self._llm)
-
-    def _require_llm(self):
-        if self._llm is None:
+    def _require_model(self):
+        if self._model is None or self._decoder is None:
             raise BackendError(f"{self.model_path.name} is not loaded")
-        return self._llm
+        return self._model
 
 
-@contextmanager
-def _no_patch():
-    yield
+def reference_llama(model_path: Path, buffers: BufferPath, n_ctx: int = 2048,
+                    n_threads: int | None = None, flash_attn: bool = True):
+    """llama-cpp-python's own `Llama` on the same weight buffers as this backend: what tests
+    and the bench compare the batched engine against (flash attention on, as "auto" gives
+    on the CPU: it changes the arithmetic, so greedy text follows it). `Llama` takes no buffer setting, so
+    its model defaults are patched while it loads (in this thread; nothing else loads)."""
+    import llama_cpp
+    from llama_cpp import llama_cpp as lib
+
+    original = lib.llama_model_default_params
+
+    def with_buffers():
+        params = original()
+        params.use_extra_bufts = buffers.extra_buffers
+        return params
+
+    lib.llama_model_default_params = with_buffers
+    try:
+        return llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, verbose=False,
+                               n_threads=n_threads or physical_cores(), flash_attn=flash_attn)
+    finally:
+        lib.llama_model_default_params = original
 
 
-def _end_of_generation_ids(llm) -> tuple[int, ...]:
+_GGML_TYPES = {"f16": lambda lib: lib.GGML_TYPE_F16, "q8_0": lambda lib: lib.GGML_TYPE_Q8_0,
+               "q4_0": lambda lib: lib.GGML_TYPE_Q4_0}
+
+
+def _quiet(llama_cpp) -> None:
+    """llama.cpp's own log lines go to stderr only for errors, as with Llama(verbose=False)."""
+    llama_cpp.llama_backend_init()
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+
+
+def _end_of_generation_ids(model) -> tuple[int, ...]:
     import llama_cpp
 
-    vocab = llm._model.vocab
-    return tuple(t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t))
+    return tuple(t for t in range(model.n_vocab())
+                 if llama_cpp.llama_vocab_is_eog(model.vocab, t))
 
 
-def _token_text(llm, token_id: int) -> str:
+def _token_text(model, token_id: int) -> str:
     if token_id < 0:
         return ""
-    return llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+    return model.detokenize([token_id], special=True).decode("utf-8", errors="replace")
 
 
 def _check_gguf(path: Path) -> None:
@@ -259,14 +310,14 @@ def _check_gguf(path: Path) -> None:
         raise BackendError(problem)
 
 
-def _placement(llm, n_gpu_layers: int) -> str:
+def _placement(metadata: dict[str, str], n_gpu_layers: int) -> str:
     """Where llama.cpp put the layers: cpu, "cpu + N GPU layers" or "GPU (all N layers)"."""
     import llama_cpp
 
     if n_gpu_layers == 0 or not llama_cpp.llama_supports_gpu_offload():
         return "cpu"
     try:
-        layers = int(llm.metadata[f"{llm.metadata['general.architecture']}.block_count"])
+        layers = int(metadata[f"{metadata['general.architecture']}.block_count"])
     except (KeyError, ValueError):
         layers = None
     if layers is None:

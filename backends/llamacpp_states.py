@@ -1,10 +1,11 @@
 """Saved llama.cpp KV caches of recent conversations, found again by their token prefix.
 
-llama.cpp keeps only the last prompt it evaluated, so when two conversations take turns on
-one model each would re-read its whole history. After every reply the context's sequence is
-copied out here (KV cache only, no logits: a few MB for a small model); before a reply, the
-saved state sharing the longest prefix with the new prompt is copied back if it saves more
-than re-reading. The least recently used states go first when the capacity is reached.
+A slot's KV cache is emptied when its reply ends, so when conversations take turns on one
+model each would re-read its whole history. After every reply the slot's sequence is copied
+out here (KV cache only, no logits: a few MB for a small model); when a reply joins a slot,
+the saved state sharing the longest prefix with its prompt is copied into that slot if it
+saves more than re-reading. The least recently used states go first when the capacity is
+reached.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class SavedStates:
+    """Not thread-safe: the batch decoder's thread is its only user."""
+
     def __init__(self, capacity_bytes: int) -> None:
         self.capacity_bytes = capacity_bytes
         # Each state is a ctypes buffer handed back to llama.cpp as it is: no extra copies.
@@ -40,19 +43,18 @@ class SavedStates:
     def __len__(self) -> int:
         return len(self._states)
 
-    def save(self, llm) -> None:
-        """Keep the context's current sequence, replacing states it extends."""
+    def save(self, ctx, slot: int, tokens: Sequence[int]) -> None:
+        """Keep `slot`'s sequence (which holds `tokens`), replacing states it extends."""
         import llama_cpp
 
-        tokens = tuple(llm._input_ids.tolist())
+        tokens = tuple(tokens)
         if not tokens:
             return
-        ctx = llm._ctx.ctx
-        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        size = llama_cpp.llama_state_seq_get_size(ctx, slot)
         if size > self.capacity_bytes:
             return
         buffer = (ctypes.c_uint8 * size)()
-        if llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0) != size:
+        if llama_cpp.llama_state_seq_get_data(ctx, buffer, size, slot) != size:
             return
         for key in [k for k in self._states if shared_prefix(k, tokens) == len(k)]:
             del self._states[key]  # an earlier turn of the same conversation
@@ -60,29 +62,29 @@ class SavedStates:
         while self.size_bytes > self.capacity_bytes:
             self._states.popitem(last=False)
 
-    def restore_best(self, llm, prompt: Sequence[int]) -> int:
-        """Load the saved state that shares most of `prompt`, when that beats what the
-        context already holds. Returns the tokens the context now shares with `prompt`."""
+    def best(self, prompt: Sequence[int]) -> int:
+        """How many tokens of `prompt` the best saved state holds (0: none worth it)."""
+        return max((shared_prefix(key, prompt) for key in self._states), default=0) \
+            if self._states else 0
+
+    def restore_best(self, ctx, slot: int, prompt: Sequence[int]) -> int:
+        """Copy the saved state that shares most of `prompt` into the empty `slot`, when it
+        saves re-reading at least MIN_GAIN_TOKENS. Returns the tokens the slot then holds
+        (the whole saved state, which may run past the shared prefix: trim it)."""
         import llama_cpp
 
-        current = shared_prefix(llm._input_ids.tolist(), prompt)
-        best_key, best = None, current + MIN_GAIN_TOKENS - 1
+        best_key, best = None, MIN_GAIN_TOKENS - 1
         for key in self._states:
             shared = shared_prefix(key, prompt)
             if shared > best:
                 best_key, best = key, shared
         if best_key is None:
-            return current
+            return 0
         data = self._states[best_key]
         self._states.move_to_end(best_key)
-        llm._ctx.kv_cache_clear()
-        if llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, data, len(data), 0) == 0:
+        if llama_cpp.llama_state_seq_set_data(ctx, data, len(data), slot) == 0:
             log.warning("could not restore a saved state; the prompt is read in full")
-            llm.n_tokens = 0
             return 0
-        llm.input_ids[:len(best_key)] = best_key
-        llm.n_tokens = len(best_key)
-        llm._requires_eval = True  # the logits were not saved
         return best
 
     def clear(self) -> None:

@@ -47,7 +47,7 @@ class LocalBackend(Backend):
     """A model whose chat template, tokenizer and decoding run in this process.
 
     Subclasses set `_template` and `_warnings` when they load, and implement `_model_name`,
-    `_encode_prompt`, `_eog_ids` and `_decode`; `_reply_done` runs after a reply's last chunk.
+    `_encode_prompt`, `_eog_ids` and `_decode`.
     """
 
     can_continue = True
@@ -87,9 +87,6 @@ class LocalBackend(Backend):
         when a stop string matches, and the engine's computation must end with it (a
         `finally` that stops the engine and waits for any worker of its own).
         """
-
-    def _reply_done(self) -> None:
-        """Runs after the last chunk of a reply was taken (off the reply's critical path)."""
 
     # -- prompting ------------------------------------------------------------------------
     def render_prompt(self, messages: Sequence[Message], continue_final: bool = False) -> str:
@@ -147,4 +144,3 @@ class LocalBackend(Backend):
         tail = "" if stops.stopped else stops.flush()
         yield Chunk(tail, finish_reason=finish,
                     usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion))
-        self._reply_done()

@@ -13,7 +13,9 @@ import uuid
 
 import httpx
 
-from backends.llamacpp import LlamaCppBackend
+from backends.amx_probe import choose_buffers
+from backends.cores import physical_cores
+from backends.llamacpp import reference_llama
 from bench.common import (
     MODEL,
     PROMPTS,
@@ -125,12 +127,11 @@ def gradio_floor(runs: int) -> dict:
 def run(app: AppProcess, runs: int, max_tokens: int) -> dict:
     from gradio_client import Client
 
-    backend = LlamaCppBackend(smollm2_gguf(), context_length=CONTEXT)  # same settings
-    backend.load()
-    llm = backend._llm
+    buffers = choose_buffers(probe_model=smollm2_gguf())  # the app's weight buffers
+    llm = reference_llama(smollm2_gguf(), buffers, n_ctx=CONTEXT)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(runs + 1)]
     raw = [raw_stream(llm, p, max_tokens) for p in prompts]
-    backend.unload()
+    llm.close()
     with httpx.Client() as http:
         api = [api_stream(http, app.url, p, max_tokens) for p in prompts]
     client = Client(app.url, verbose=False)
@@ -154,8 +155,8 @@ def run(app: AppProcess, runs: int, max_tokens: int) -> dict:
         results[name]["extra_time_to_first_token_ms"] = None if extra is None else extra * 1000
         results[name]["meets_targets"] = ratio is not None and ratio >= 0.97 and \
             extra is not None and extra * 1000 <= 25
-    results["settings"] = {"runs": runs, "max_tokens": max_tokens, "threads": backend.n_threads,
-                           "context": CONTEXT}
+    results["settings"] = {"runs": runs, "max_tokens": max_tokens, "threads": physical_cores(),
+                           "context": CONTEXT, "buffers": buffers.describe()}
     return results
 
 

@@ -11,8 +11,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from backends.llamacpp import kv_cache_problem
 from chatcore.sampling import SamplingSettings
 
 BackendName = Literal["llamacpp", "transformers", "openai"]
@@ -21,7 +29,9 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
 # Fields that only the transformers engine understands, with their "not set" values.
 TRANSFORMERS_ONLY = {"quantization": "none", "dtype": "auto", "device": "auto",
                      "max_memory": None, "trust_remote_code": False}
-LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None}
+LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None, "parallel": None, "kv_cache": "f16",
+                 "flash_attention": "auto"}
+CPU_PARALLEL = 4  # replies a llama.cpp entry on the CPU batches unless it says otherwise
 # Fields that only a remote OpenAI-compatible server needs.
 OPENAI_ONLY = {"remote_model": None, "api_key_env": None, "timeout": None}
 
@@ -72,11 +82,23 @@ class ModelEntry(BaseModel):
     description: str = Field("", max_length=MAX_DESCRIPTION)
     n_gpu_layers: int = Field(0, ge=-1)
     n_threads: int | None = Field(None, ge=1)
+    # Replies decoded together in one batch, each with a full context of KV cache (charged
+    # by the planner); 1 answers one at a time. Default: 4 on the CPU, 1 with GPU layers.
+    parallel: int | None = Field(None, ge=1, le=16)
+    kv_cache: Literal["f16", "q8_0", "q4_0"] = "f16"
+    flash_attention: Literal["auto", "on", "off"] = "auto"
     quantization: Literal["none", "8bit", "4bit"] | Quantization = "none"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field("auto", pattern=DEVICE_PATTERN)
     max_memory: dict[str | int, str] | None = None
     trust_remote_code: bool = False
+
+    @field_validator("flash_attention", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: object) -> object:
+        """YAML reads an unquoted on/off as true/false."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) \
+            else value
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
@@ -102,6 +124,11 @@ class ModelEntry(BaseModel):
                 for name, unset in fields.items():
                     if getattr(self, name) != unset:
                         raise ValueError(f"'{name}' applies to backend {owner} only")
+        if self.backend == "llamacpp":
+            if problem := kv_cache_problem(self.kv_cache, self.flash_attention):
+                raise ValueError(problem)
+            if self.parallel is None:
+                self.parallel = CPU_PARALLEL if self.n_gpu_layers == 0 else 1
         if self.backend == "openai":
             self.base_url = (self.base_url or "").rstrip("/")
             self.remote_model = self.remote_model or self.id
@@ -125,6 +152,9 @@ class ModelEntry(BaseModel):
         """Backend, quantization and device, as shown beside the name in the dropdown."""
         if self.backend == "openai":
             return f"remote · {self.base_url}"
+        if self.backend == "llamacpp":
+            return " · ".join([self.backend, f"{self.parallel} parallel", f"KV {self.kv_cache}",
+                               f"flash attention {self.flash_attention}"])
         if self.backend != "transformers":
             return self.backend
         spec = self.quantization_spec

@@ -43,6 +43,9 @@ def make_backend(entry: ModelEntry, allow_download: bool = False,
             chat_template=entry.chat_template,
             n_threads=entry.n_threads,
             n_gpu_layers=entry.n_gpu_layers,
+            parallel=entry.parallel or 1,
+            kv_cache=entry.kv_cache,
+            flash_attention=entry.flash_attention,
         )
     if entry.backend == "transformers":
         spec = entry.quantization_spec

@@ -1,4 +1,5 @@
-"""A first-come, first-served line for one model: one holder at a time, positions visible."""
+"""A first-come, first-served line for one model: up to `holders` served at a time (the
+engine's parallel slots), the rest waiting with their positions visible."""
 from __future__ import annotations
 
 import threading
@@ -6,7 +7,7 @@ from collections import deque
 
 
 class Ticket:
-    """A place in one line; `position` 0 means it is this ticket's turn."""
+    """A place in one line; `position` 0 means it is served now."""
 
 
 class FairQueue:
@@ -20,13 +21,15 @@ class FairQueue:
             self._line.append(ticket)
         return ticket
 
-    def position(self, ticket: Ticket) -> int:
+    def position(self, ticket: Ticket, holders: int = 1) -> int:
+        """How many waiting requests are ahead of this one (0: served now)."""
         with self._changed:
-            return self._line.index(ticket)
+            return max(0, self._line.index(ticket) - holders + 1)
 
-    def wait_turn(self, ticket: Ticket, timeout: float) -> bool:
+    def wait_turn(self, ticket: Ticket, timeout: float, holders: int = 1) -> bool:
+        """Wait until the ticket is among the first `holders`; False after `timeout`."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._line[0] is ticket, timeout)
+            return self._changed.wait_for(lambda: self._line.index(ticket) < holders, timeout)
 
     def leave(self, ticket: Ticket) -> None:
         """Give up the turn, or the place in line; the next in line is woken."""

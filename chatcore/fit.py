@@ -34,8 +34,9 @@ class Fit:
 def judge_fit(estimate: MemoryEstimate, room: Room) -> Fit:
     """The one rule for badges; the numbers come from the planner that loads models."""
     needs = estimate.total
+    kv_note = f" ({estimate.kv_note})" if estimate.kv_note else ""
     parts = (f"weights {format_bytes(estimate.weights)} + KV cache "
-             f"{format_bytes(estimate.kv_cache + estimate.saved_states)} + working "
+             f"{format_bytes(estimate.kv_cache + estimate.saved_states)}{kv_note} + working "
              f"{format_bytes(estimate.working)}")
     detail = (f"needs {format_bytes(needs)} ({parts}); {format_bytes(max(room.free, 0))} free "
               f"of a {format_bytes(room.limit)} budget on {room.device}")

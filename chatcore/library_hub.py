@@ -6,6 +6,7 @@ import threading
 
 from backends.gguf import shape_from_header
 from backends.llamacpp_memory import llamacpp_estimate_of
+from chatcore.config import CPU_PARALLEL
 from chatcore.fit import Fit, judge_fit
 from chatcore.hub import Hub, HubRepo, RepoListing
 from chatcore.hub_errors import HubError
@@ -48,7 +49,7 @@ class LibraryHub:
         arch = metadata.get("general.architecture")
         trained = metadata.get(f"{arch}.context_length") or 2048
         context = context_length or min(int(trained), DEFAULT_CONTEXT)
-        estimate = llamacpp_estimate_of(shape, size, context)
+        estimate = llamacpp_estimate_of(shape, size, context, CPU_PARALLEL)  # a new entry's
         return self._with_gpu_layers(judge_fit(estimate, self.manager.room("cpu")), estimate,
                                      shape.n_layers)
 

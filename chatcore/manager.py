@@ -146,6 +146,11 @@ class ModelManager:
         backend = self._residency.backend(model_id)
         return backend.placement if backend is not None else ""
 
+    def runtime_notes(self, model_id: str) -> list[str]:
+        """How a loaded model runs (weight buffers, parallel slots, KV cache), or []."""
+        backend = self._residency.backend(model_id)
+        return backend.runtime_notes if backend is not None else []
+
     def template_warnings(self, model_id: str) -> list[str]:
         with self._residency.lock:
             slot = self._residency.peek(model_id)

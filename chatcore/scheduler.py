@@ -1,7 +1,8 @@
 """Running replies: one worker per reply, a fair line per model, the CPU shared between
 replies that decode on this machine's cores.
 
-A model's engine answers one reply at a time unless it schedules requests itself (a remote
+A model's engine answers as many replies at once as it has parallel slots (llama.cpp batches
+them; most engines have one), or all of them when it schedules requests itself (a remote
 server): the others wait in the model's line and are told their place. A reply holds its
 model (it is not evicted) from the moment it asks until its last chunk.
 """
@@ -77,15 +78,15 @@ class Scheduler:
             if unhonoured := backend.unhonoured(params):
                 emit(Unhonoured(tuple(unhonoured)))
             ticket = None if backend.concurrent else slot.line.join()
-            ahead = None
-            while ticket is not None and not slot.line.wait_turn(ticket, WAIT_POLL_S):
+            ahead, holders = None, backend.parallel
+            while ticket is not None and not slot.line.wait_turn(ticket, WAIT_POLL_S, holders):
                 if cancel.is_set():
                     emit(Chunk("", finish_reason="cancelled"))
                     return
-                if (position := slot.line.position(ticket)) != ahead:
+                if (position := slot.line.position(ticket, holders)) != ahead:
                     ahead = position
                     emit(Waiting(position))
-            self._generate(slot, backend, messages, params, cancel, emit)
+            self._generate(model_id, slot, backend, messages, params, cancel, emit)
         except (BackendError, ModelUnavailable) as exc:  # ContextOverflow among them
             emit(exc)
         except Exception as exc:  # noqa: BLE001 - shown to the person, logged in full
@@ -100,12 +101,13 @@ class Scheduler:
             residency.unload_if_stale(model_id)
             replies.finish(index)
 
-    def _generate(self, slot: ModelSlot, backend: Backend, messages: Sequence[Message],
-                  params: GenParams, cancel: threading.Event,
+    def _generate(self, model_id: str, slot: ModelSlot, backend: Backend,
+                  messages: Sequence[Message], params: GenParams, cancel: threading.Event,
                   emit: Callable[[object], None]) -> None:
         with self._residency.lock:
             slot.generating += 1
-        share = self.cpu.share() if backend.decodes_on_cpu() else nullcontext(None)
+        # The replies one model batches count once: they decode in one pass of its threads.
+        share = self.cpu.share(model_id) if backend.decodes_on_cpu() else nullcontext(None)
         try:
             with share as threads:
                 params = replace(params, threads=threads) if threads else params

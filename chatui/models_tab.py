@@ -59,7 +59,7 @@ def _row(manager: ModelManager, s: ModelStatus, library: ModelLibrary | None = N
     entry = manager.registry.get(s.id)
     details = s.reason or (entry.source_text if entry else "")
     if placement := manager.placement(s.id):
-        details = f"on {placement}"
+        details = " · ".join([f"on {placement}", *manager.runtime_notes(s.id)])
     notes = [f"⚠ {w}" for w in manager.template_warnings(s.id)]
     if (memory := manager.memory_report(s.id)) is not None:
         notes.append(memory_line(memory))

@@ -91,10 +91,11 @@ def untemplated_gguf(smollm2_path: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2(smollm2_path: Path):
-    """One loaded llama.cpp backend for the whole session (tests run one at a time)."""
+    """One loaded llama.cpp backend for the whole session, batching 4 replies as models.yaml's
+    CPU entries do."""
     from backends.llamacpp import LlamaCppBackend
 
-    backend = LlamaCppBackend(smollm2_path, context_length=2048)
+    backend = LlamaCppBackend(smollm2_path, context_length=2048, parallel=4)
     backend.load()
     yield backend
     backend.unload()

@@ -1,6 +1,8 @@
 """Load one shipped model in a fresh process and print its estimate and real RSS growth.
 
-    python tests/memory_probe.py MODEL_ID CACHE_DIR
+    python tests/memory_probe.py MODEL_ID CACHE_DIR ['{"kv_cache": "q8_0"}']
+
+The optional JSON changes fields of the shipped entry (validated as models.yaml would be).
 
 The growth is measured after a reply to a prompt that fills most of the context, so the
 KV cache and working buffers count, as they will in use. Libraries are imported before
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -19,7 +22,7 @@ import torch  # noqa: E402,F401
 import transformers  # noqa: E402,F401
 
 from backends.base import GenParams, Message  # noqa: E402
-from chatcore.config import load_registry  # noqa: E402
+from chatcore.config import ModelEntry, load_registry  # noqa: E402
 from chatcore.factory import make_backend  # noqa: E402
 from chatcore.manager import ModelManager  # noqa: E402
 from chatcore.memory import process_rss_bytes, release_freed_memory  # noqa: E402
@@ -28,8 +31,11 @@ from tests.fakes import reply_chunks  # noqa: E402
 FILLER = "The cat sat on the mat and looked at the garden. "
 
 
-def main(model_id: str, cache_dir: str) -> None:
+def main(model_id: str, cache_dir: str, changes: str = "{}") -> None:
     registry = load_registry(Path(__file__).resolve().parent.parent / "models.yaml")
+    changed = ModelEntry(**{**registry.get(model_id).model_dump(), **json.loads(changes)})
+    registry = replace(registry, entries=tuple(changed if e.id == model_id else e
+                                               for e in registry.entries))
     manager = ModelManager(registry, lambda e: make_backend(e, cache_dir=Path(cache_dir)))
     entry = manager.entry(model_id)
     backend = make_backend(entry, cache_dir=Path(cache_dir))
@@ -54,4 +60,4 @@ def main(model_id: str, cache_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

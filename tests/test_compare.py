@@ -230,15 +230,17 @@ def test_save_as_conversations_and_export_markdown(page):
     assert "## Round 2" in text and "### Model A: " in text and f"beta says {WORDS}" in text
 
 
-def test_cpu_share_splits_cores_between_running_replies():
+def test_cpu_share_splits_cores_between_models_and_counts_a_batch_once():
     share = CpuShare(cores=4)
     assert share.threads() == 4
-    with share.share() as first:
+    with share.share("a") as first:
         assert first() == 4
-        with share.share():
+        with share.share("b"):
             assert first() == 2
-            with share.share():
+            with share.share("c"):
                 assert first() == 1
+            with share.share("b"):  # a second reply batched by model b
+                assert first() == 2 and share.running == 2
         assert first() == 4
     assert share.running == 0
 

@@ -86,7 +86,7 @@ def test_completion_mode_continues_the_text(completion_llamacpp):
     assert report.template == "none: completion mode (models.yaml)"
     assert report.stop_strings == ()  # only the model's end-of-sequence tokens end it
     assert report.eos_ids
-    plain = completion_llamacpp._llm.tokenize(OPENING.encode(), add_bos=False, special=True)
+    plain = completion_llamacpp._model.tokenize(OPENING.encode(), add_bos=False, special=True)
     assert report.prompt_tokens == len(plain) == completion_llamacpp.count_tokens(messages)
     assert last.usage.prompt_tokens == len(plain)
 

@@ -20,6 +20,7 @@ from playwright.sync_api import sync_playwright
 
 from backends.base import GenParams, Message
 from backends.llamacpp_memory import llamacpp_estimate
+from chatcore.config import CPU_PARALLEL
 from chatcore.config import load_layered_registry
 from chatcore.factory import make_backend
 from chatcore.fit import WeightsCheck
@@ -81,7 +82,7 @@ def test_fit_before_download_then_download_add_and_answer(  # noqa: F811 - fixtu
     sent = server.bytes_sent(SMOL, SMOLLM2_FILE)
     assert 0 < sent <= 16 * 2**20, sent  # the header only, of a 98 MB file
     assert fit.verdict == "fits"
-    assert fit.needs == llamacpp_estimate(smollm2_path, 4096).total  # the loads' planner
+    assert fit.needs == llamacpp_estimate(smollm2_path, 4096, CPU_PARALLEL).total  # loads' planner
     job = library.download(SMOL, SMOLLM2_FILE)
     done = library.downloads.wait(job, SAFETY_S)
     assert done.state == "done", done

@@ -275,17 +275,20 @@ def test_a_truncated_gguf_fails_with_a_reason_and_the_default_model_still_answer
     manager.unload_all()
 
 
-@pytest.mark.parametrize("model_id", [LLAMACPP, TRANSFORMERS])
+@pytest.mark.parametrize("model_id, changes", [
+    (LLAMACPP, {}),  # four slots of f16 KV cache, as shipped
+    (LLAMACPP, {"kv_cache": "q8_0"}),
+    (TRANSFORMERS, {})])
 @pytest.mark.slow
 def test_the_planner_estimate_is_within_30_percent_of_the_measured_growth(
-        model_id, dequantized_cache):
+        model_id, changes, dequantized_cache):
     result = subprocess.run([sys.executable, str(ROOT / "tests" / "memory_probe.py"),
-                             model_id, str(dequantized_cache)],
+                             model_id, str(dequantized_cache), json.dumps(changes)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     numbers = json.loads(result.stdout.strip().splitlines()[-1])
     estimate, growth = numbers["estimate"], numbers["growth"]
-    print(f"{model_id}: estimated {estimate / MB:.0f} MB, measured RSS growth "
+    print(f"{model_id} {changes}: estimated {estimate / MB:.0f} MB, measured RSS growth "
           f"{growth / MB:.0f} MB after a {numbers['prompt_tokens']}-token prompt")
     assert abs(estimate - growth) <= 0.3 * growth
 

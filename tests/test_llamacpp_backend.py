@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from backends.base import BackendError, GenParams, Message
-from backends.llamacpp import LlamaCppBackend
+from backends.llamacpp import LlamaCppBackend, reference_llama
 from tests.conftest import CAPITAL_PROMPT
 
 GREEDY = GenParams(temperature=0.0, max_new_tokens=48)
@@ -25,13 +25,17 @@ def test_greedy_answer_names_paris(smollm2):
 
 
 @pytest.mark.slow
-def test_greedy_streamed_text_equals_non_streamed_text(smollm2):
-    """Our token loop must give what llama-cpp-python's own completion gives."""
+def test_greedy_streamed_text_equals_non_streamed_text(smollm2, smollm2_path):
+    """Our batched token loop must give what llama-cpp-python's own completion gives."""
     messages = STORY
     streamed = collect(smollm2, messages, GenParams(temperature=0.0, max_new_tokens=60))
     assert len([c for c in streamed if c.text]) > 10, "the reply arrived in one piece"
-    raw = smollm2._llm.create_completion(smollm2.render_prompt(messages), temperature=0.0,
-                                         max_tokens=60)
+    llm = reference_llama(smollm2_path, smollm2.buffers)
+    try:
+        raw = llm.create_completion(smollm2.render_prompt(messages), temperature=0.0,
+                                    max_tokens=60)
+    finally:
+        llm.close()
     assert "".join(c.text for c in streamed) == raw["choices"][0]["text"]
 
 
@@ -41,11 +45,13 @@ def test_usage_counts_prompt_and_completion_tokens(smollm2):
     usage = chunks[-1].usage
     assert chunks[-1].finish_reason == "length"
     assert usage.completion_tokens == 25
-    expected_prompt = len(smollm2._llm.tokenize(smollm2.render_prompt(messages).encode(),
-                                                add_bos=False, special=True))
+    model = smollm2._model
+    expected_prompt = len(model.tokenize(smollm2.render_prompt(messages).encode(),
+                                         add_bos=False, special=True))
     assert usage.prompt_tokens == expected_prompt == smollm2.count_tokens(messages)
     text = "".join(c.text for c in chunks)
-    assert len(smollm2._llm.tokenize(text.encode(), add_bos=False)) == pytest.approx(25, abs=2)
+    assert len(model.tokenize(text.encode(), add_bos=False, special=False)) == \
+        pytest.approx(25, abs=2)
 
 
 def test_chat_template_comes_from_gguf_metadata(smollm2):
@@ -128,8 +134,8 @@ def test_missing_file_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_alternating_conversations_reuse_their_saved_state_and_answer_the_same(smollm2):
-    """Two conversations taking turns: each turn reads only its new tokens, and the reply
-    is the one a full re-read gives."""
+    """Two conversations taking turns: each turn reads only its new tokens (a saved state is
+    copied into the joining slot), and the reply is the one a full re-read gives."""
     params = GenParams(temperature=0.0, max_new_tokens=24)
 
     def reply(messages):
@@ -138,45 +144,44 @@ def test_alternating_conversations_reuse_their_saved_state_and_answer_the_same(s
     dragons = [Message("user", "Tell me something about dragons.")]
     sea = [Message("user", "Tell me something about the sea.")]
     dragons.append(Message("assistant", reply(dragons)))
-    sea.append(Message("assistant", reply(sea)))  # the context now holds the sea
+    sea.append(Message("assistant", reply(sea)))
     dragons.append(Message("user", "And what do they eat?"))
 
-    llm = smollm2._llm
+    states = smollm2._decoder.states
     prompt = smollm2._tokenize(smollm2.render_prompt(dragons))
-    shared = smollm2._states.restore_best(llm, prompt)
+    shared = states.best(prompt)
     assert len(prompt) - shared < 20, f"only {shared} of {len(prompt)} tokens reused"
     from_saved = reply(dragons)
 
-    saved, smollm2._states = smollm2._states, None
+    smollm2._decoder.states = None  # the whole prompt is read again
     try:
-        llm.reset()  # forget the context: the whole prompt is read again
         assert reply(dragons) == from_saved
     finally:
-        smollm2._states = saved
+        smollm2._decoder.states = states
 
 
 def test_a_stop_string_ends_the_engines_decoding_at_the_match(smollm2, monkeypatch):
-    """The shared base closes llama.cpp's decoding when a stop string matches: by the last
-    chunk its token generator is closed, and no token after the matching one was computed
-    (generate evaluates a sampled token only when asked for the next one)."""
-    llm = smollm2._llm
-    generators = []
-    real_generate = llm.generate
+    """The shared base closes the reply's decoding when a stop string matches: by the last
+    chunk its slot is handed back, and no token after the matching one was computed (the
+    batch decodes a sequence's next token only once its reader asked for it)."""
+    decoder = smollm2._decoder
+    sequences = []
+    real_submit = decoder.submit
 
-    def recording_generate(*args, **kwargs):
-        generators.append(real_generate(*args, **kwargs))
-        return generators[-1]
+    def recording_submit(*args, **kwargs):
+        sequences.append(real_submit(*args, **kwargs))
+        return sequences[-1]
 
-    monkeypatch.setattr(llm, "generate", recording_generate)
+    monkeypatch.setattr(decoder, "submit", recording_submit)
     chunks, evaluated = [], None
     for chunk in smollm2.stream_chat(
             STORY, GenParams(temperature=0.0, max_new_tokens=400, stop=("dragon",)),
             threading.Event()):
         if chunk.finish_reason is not None:
-            assert generators[0].gi_frame is None, "llama.cpp was still decoding"
-            evaluated = llm.n_tokens
+            assert sequences[0].finished.is_set(), "llama.cpp was still decoding"
+            evaluated = len(sequences[0].in_cache)
         chunks.append(chunk)
-    assert "".join(c.text for c in chunks) == "Once upon a time, there was a "
+    assert "".join(c.text for c in chunks) == "Once upon a time, in the land of Eldrador, there lived a magnificent "
     usage = chunks[-1].usage
     assert chunks[-1].finish_reason == "stop" and usage.completion_tokens < 20
     assert evaluated == usage.prompt_tokens + usage.completion_tokens - 1
@@ -194,5 +199,34 @@ def test_capabilities_and_placement(smollm2, smollm2_path):
     assert LlamaCppBackend.can_continue and LlamaCppBackend.shows_prompt
     assert LlamaCppBackend.exact_token_counts
     assert smollm2.placement == "cpu"  # no GPU layers asked for
+    assert smollm2.runtime_notes == [smollm2.buffers.describe(), "4 parallel", "KV cache f16",
+                                     "flash attention auto"]
     assert LlamaCppBackend(smollm2_path).placement == ""  # not loaded
     assert smollm2.unhonoured(GenParams(top_k=40, repetition_penalty=1.3, seed=1)) == []
+
+
+def test_a_q8_0_kv_cache_answers_and_is_charged_less(smollm2_path):
+    backend = LlamaCppBackend(smollm2_path, context_length=1024, parallel=2, kv_cache="q8_0")
+    backend.load()
+    try:
+        chunks = collect(backend, [Message("user", CAPITAL_PROMPT)])
+        assert "Paris" in "".join(c.text for c in chunks)
+        assert "KV cache q8_0" in backend.runtime_notes
+    finally:
+        backend.unload()
+    f16 = LlamaCppBackend(smollm2_path, context_length=1024, parallel=2).memory_breakdown()
+    q8 = backend.memory_breakdown()
+    assert q8.kv_cache == pytest.approx(f16.kv_cache * 17 / 32, rel=0.01)
+    assert q8.kv_note == "2 slots × 1024 tokens, q8_0"
+
+
+@pytest.mark.parametrize("kv_cache", ["q8_0", "q4_0"])
+def test_a_quantized_kv_cache_without_flash_attention_is_refused_with_its_reason(
+        smollm2_path, kv_cache):
+    with pytest.raises(BackendError) as refused:
+        LlamaCppBackend(smollm2_path, kv_cache=kv_cache, flash_attention="off").load()
+    reason = str(refused.value)
+    assert "\n" not in reason
+    assert reason == (f"kv_cache {kv_cache} quantizes the V cache, which llama.cpp can do only "
+                      "with flash attention: set flash_attention to auto or on, or kv_cache "
+                      "to f16")

@@ -1,0 +1,273 @@
+"""Continuous batching: one llama.cpp context decodes the next token of every running reply
+of a model in one `llama_decode`, as llama.cpp's own server does with its slots.
+
+Each reply is a sequence with its own id in the context's KV cache (one slot each, a full
+context per slot), its own sampler chain (temperature, top_p, top_k, repetition penalty,
+seed), its own token budget and cancel event. A step decodes one token for every sequence
+that is generating plus prompt chunks of sequences that are joining; sequences join and
+leave only between steps, so Stop on one reply frees its slot and the others go on. On a
+CPU one pass over the weights for four tokens costs little more than one pass for one, so
+four replies share the model at close to one reply's speed each.
+
+The decoding runs on one thread per loaded model (`batch-<model>`); a reply's own thread
+reads its sampled tokens from a queue and turns them into text. A sequence's next token is
+decoded only after its reader has taken the previous one and asked for more, so a reply
+that ends on a stop string has computed nothing past the match.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from backends.base import BackendError, GenParams
+from backends.llamacpp_states import SavedStates
+
+log = logging.getLogger(__name__)
+
+PENALTY_LAST_N = 64  # tokens the repetition penalty looks back over, as llama-cpp-python
+_END = object()  # put on a sequence's queue after its last token
+
+
+@dataclass(eq=False)
+class BatchSequence:
+    """One reply in the batch: what the decoding thread needs, and its way back."""
+
+    slot: int
+    prompt: list[int]
+    max_new: int
+    params: GenParams
+    cancel: threading.Event
+    sampler: object  # llama_sampler_p
+    pending: list[int] = field(default_factory=list)  # prompt tokens not read yet
+    in_cache: list[int] = field(default_factory=list)  # tokens in this slot's KV cache
+    next_token: int | None = None  # sampled, not yet decoded
+    generated: int = 0
+    taken: int = 0  # tokens its reader has taken and asked past: it decodes no further ahead
+    leaving: bool = False
+    tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+
+def _ready(sequence: BatchSequence) -> bool:
+    """Has work for the next step: prompt left to read, or a token its reader has asked past,
+    or an end to be handled."""
+    return bool(sequence.pending) or sequence.leaving or sequence.cancel.is_set() or (
+        sequence.next_token is not None and sequence.taken == sequence.generated)
+
+
+def sampler_chain(n_vocab: int, params: GenParams):
+    """The sampler for one sequence, in llama-cpp-python's order (penalties, top_k, top_p,
+    temperature, then a seeded draw; greedy at temperature 0)."""
+    import llama_cpp as lib
+
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    add = lambda sampler: lib.llama_sampler_chain_add(chain, sampler)  # noqa: E731
+    add(lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repetition_penalty,
+                                         0.0, 0.0))
+    if params.temperature == 0:
+        add(lib.llama_sampler_init_greedy())
+        return chain
+    if params.top_k > 0:
+        add(lib.llama_sampler_init_top_k(params.top_k))
+    add(lib.llama_sampler_init_top_p(params.top_p, 1))
+    add(lib.llama_sampler_init_temp(params.temperature))
+    seed = params.seed if params.seed is not None else random.randrange(2**31)
+    add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    return chain
+
+
+class BatchDecoder:
+    """Runs every reply of one llama.cpp context; `slots` replies at a time."""
+
+    def __init__(self, ctx, vocab, n_vocab: int, slots: int, n_batch: int, n_threads: int,
+                 states: SavedStates | None, name: str) -> None:
+        self._ctx = ctx
+        self._vocab = vocab
+        self._n_vocab = n_vocab
+        self._n_batch = n_batch
+        self._n_threads = n_threads
+        self._threads_now = n_threads
+        self.states = states
+        self._free = list(range(slots))
+        self._joining: list[BatchSequence] = []
+        self._running: list[BatchSequence] = []
+        self._changed = threading.Condition()
+        self._closed = False
+        import llama_cpp as lib
+
+        self._lib = lib
+        self._memory = lib.llama_get_memory(ctx)
+        self._batch = lib.llama_batch_init(n_batch, 0, 1)
+        self.steps = 0  # llama_decode calls, for tests and the bench
+        self.widest = 0  # most replies that sampled a token in one step
+        self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
+        self._thread.start()
+
+    # -- a reply's side ----------------------------------------------------------------
+    def submit(self, prompt: Sequence[int], max_new: int, params: GenParams,
+               cancel: threading.Event) -> BatchSequence | None:
+        """Take a free slot (waiting for the one a finished reply is handing back) and join
+        the batch at the next step; None when `cancel` is set first."""
+        if not prompt:
+            raise BackendError("the prompt is empty: there is nothing to answer")
+        with self._changed:
+            while not self._free:
+                if cancel.is_set() or self._closed:
+                    return None
+                self._changed.wait(0.05)
+            if self._closed:
+                raise BackendError("the model was unloaded")
+            slot = self._free.pop(0)
+            sequence = BatchSequence(slot, list(prompt), max_new, params, cancel,
+                                     sampler_chain(self._n_vocab, params))
+            self._joining.append(sequence)
+            self._changed.notify_all()
+        return sequence
+
+    def tokens(self, sequence: BatchSequence) -> Iterator[int]:
+        """The sequence's sampled tokens as they come; raises what failed its decoding."""
+        while True:
+            item = sequence.tokens.get()
+            if item is _END:
+                return
+            if isinstance(item, BackendError):
+                raise item
+            yield item
+            with self._changed:  # the reader wants the next one
+                sequence.taken += 1
+                self._changed.notify_all()
+
+    def leave(self, sequence: BatchSequence) -> None:
+        """End the sequence at the next step (a stop string, a reader gone) and wait until
+        its slot is free: no token of it is computed after this returns."""
+        with self._changed:
+            sequence.leaving = True
+            self._changed.notify_all()
+        while not sequence.finished.wait(0.1):
+            if not self._thread.is_alive():
+                return
+
+    def close(self) -> None:
+        """End every sequence and the decoding thread; the context may be freed after."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join()
+        self._lib.llama_batch_free(self._batch)
+
+    # -- the decoding thread -------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(
+                    lambda: self._closed or self._joining or any(map(_ready, self._running)),
+                    timeout=0.05 if self._running else None)  # cancel events are polled
+                if self._closed:
+                    for sequence in self._joining + self._running:
+                        self._finish(sequence, BackendError("the model was unloaded"))
+                    return
+                for sequence in self._joining:
+                    self._join(sequence)
+                self._running.extend(self._joining)
+                self._joining.clear()
+                for sequence in [s for s in self._running if s.leaving or s.cancel.is_set()]:
+                    self._finish(sequence)
+                ready = [s for s in self._running if _ready(s)]
+            if ready:
+                try:
+                    self._step(ready)
+                except BackendError as exc:
+                    with self._changed:
+                        for sequence in ready:
+                            self._finish(sequence, exc)
+                except Exception as exc:  # noqa: BLE001 - each reader gets the reason
+                    log.exception("batched decoding failed")
+                    with self._changed:
+                        for sequence in ready:
+                            self._finish(sequence, BackendError(f"decoding failed: {exc}"))
+
+    def _join(self, sequence: BatchSequence) -> None:
+        """Put the longest saved prefix of the prompt into the slot; the rest is read by the
+        next steps. At least the prompt's last token is read, for its logits."""
+        lib, slot, prompt = self._lib, sequence.slot, sequence.prompt
+        lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+        reused = self.states.restore_best(self._ctx, slot, prompt) if self.states else 0
+        reused = min(reused, len(prompt) - 1)
+        if reused > 0:
+            lib.llama_memory_seq_rm(self._memory, slot, reused, -1)
+        sequence.in_cache = list(prompt[:reused])
+        sequence.pending = list(prompt[reused:])
+
+    def _step(self, ready: list[BatchSequence]) -> None:
+        lib, batch = self._lib, self._batch
+        count, outputs = 0, []  # (sequence, index in the batch whose logits it samples)
+
+        def add(token: int, sequence: BatchSequence, logits: bool) -> None:
+            nonlocal count
+            batch.token[count] = token
+            batch.pos[count] = len(sequence.in_cache)
+            batch.n_seq_id[count] = 1
+            batch.seq_id[count][0] = sequence.slot
+            batch.logits[count] = logits
+            sequence.in_cache.append(token)
+            if logits:
+                outputs.append((sequence, count))
+            count += 1
+
+        for sequence in ready:  # the generating ones first: one token each
+            if sequence.next_token is not None:
+                add(sequence.next_token, sequence, True)
+                sequence.next_token = None
+        for sequence in ready:  # then what joining prompts fit in the rest of the batch
+            take = min(len(sequence.pending), self._n_batch - count)
+            for i, token in enumerate(sequence.pending[:take]):
+                add(token, sequence, i == len(sequence.pending) - 1)
+            del sequence.pending[:take]
+        batch.n_tokens = count
+        self._follow_threads(ready)
+        result = lib.llama_decode(self._ctx, batch)
+        self.steps += 1
+        self.widest = max(self.widest, len(outputs))
+        if result != 0:
+            raise BackendError(f"llama.cpp could not decode a batch of {count} tokens "
+                               f"(llama_decode returned {result})")
+        for sequence, index in outputs:
+            token = lib.llama_sampler_sample(sequence.sampler, self._ctx, index)
+            sequence.generated += 1
+            sequence.tokens.put(token)
+            if lib.llama_vocab_is_eog(self._vocab, token) or \
+                    sequence.generated >= sequence.max_new:
+                with self._changed:
+                    self._finish(sequence)
+            else:
+                sequence.next_token = token
+
+    def _follow_threads(self, running: list[BatchSequence]) -> None:
+        """Use the cores this model's share allows now (asked between steps)."""
+        ask: Callable[[], int] | None = next(
+            (s.params.threads for s in running if s.params.threads is not None), None)
+        wanted = min(self._n_threads, ask()) if ask else self._n_threads
+        if wanted != self._threads_now:
+            self._threads_now = wanted
+            self._lib.llama_set_n_threads(self._ctx, wanted, wanted)
+
+    def _finish(self, sequence: BatchSequence, error: BackendError | None = None) -> None:
+        """Hand the sequence's slot back (called with the lock held)."""
+        if sequence.finished.is_set():
+            return
+        sequence.tokens.put(error if error is not None else _END)
+        if self.states is not None and error is None and sequence.in_cache:
+            self.states.save(self._ctx, sequence.slot, sequence.in_cache)
+        self._lib.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)
+        self._lib.llama_sampler_free(sequence.sampler)
+        for line in (self._running, self._joining):
+            if sequence in line:
+                line.remove(sequence)
+        self._free.append(sequence.slot)
+        sequence.finished.set()
+        self._changed.notify_all()
+
