@@ -12,7 +12,9 @@ four replies share the model at close to one reply's speed each.
 The decoding runs on one thread per loaded model (`batch-<model>`); a reply's own thread
 reads its sampled tokens from a queue and turns them into text. A sequence's next token is
 decoded only after its reader has taken the previous one and asked for more, so a reply
-that ends on a stop string has computed nothing past the match.
+that ends on a stop string has computed nothing past the match; and the readers' Python
+never runs beside llama.cpp's threads (on a small machine a thread that takes a core from
+them mid-step makes the others spin, and a step then takes many times as long).
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 
 PENALTY_LAST_N = 64  # tokens the repetition penalty looks back over, as llama-cpp-python
 _END = object()  # put on a sequence's queue after its last token
+# How long a step waits for readers still taking their last token, so that every reply
+# joins the same step instead of drifting into steps of their own.
+CATCH_UP_S = 0.005
 
 
 @dataclass(eq=False)
@@ -52,11 +57,21 @@ class BatchSequence:
     finished: threading.Event = field(default_factory=threading.Event)
 
 
+def _ending(sequence: BatchSequence) -> bool:
+    return sequence.leaving or sequence.cancel.is_set()
+
+
 def _ready(sequence: BatchSequence) -> bool:
-    """Has work for the next step: prompt left to read, or a token its reader has asked past,
-    or an end to be handled."""
-    return bool(sequence.pending) or sequence.leaving or sequence.cancel.is_set() or (
-        sequence.next_token is not None and sequence.taken == sequence.generated)
+    """Has work for the next step: prompt left to read, or a token its reader has asked
+    past (and no end to be handled first)."""
+    return not _ending(sequence) and (bool(sequence.pending) or (
+        sequence.next_token is not None and sequence.taken == sequence.generated))
+
+
+def _lagging(sequence: BatchSequence) -> bool:
+    """Its reader has not yet asked past its last token."""
+    return sequence.next_token is not None and sequence.taken < sequence.generated \
+        and not _ending(sequence)
 
 
 def sampler_chain(n_vocab: int, params: GenParams):
@@ -164,7 +179,8 @@ class BatchDecoder:
         while True:
             with self._changed:
                 self._changed.wait_for(
-                    lambda: self._closed or self._joining or any(map(_ready, self._running)),
+                    lambda: self._closed or self._joining or any(
+                        _ready(s) or _ending(s) for s in self._running),
                     timeout=0.05 if self._running else None)  # cancel events are polled
                 if self._closed:
                     for sequence in self._joining + self._running:
@@ -174,8 +190,10 @@ class BatchDecoder:
                     self._join(sequence)
                 self._running.extend(self._joining)
                 self._joining.clear()
-                for sequence in [s for s in self._running if s.leaving or s.cancel.is_set()]:
+                for sequence in [s for s in self._running if _ending(s)]:
                     self._finish(sequence)
+                self._changed.wait_for(lambda: not any(map(_lagging, self._running)),
+                                       timeout=CATCH_UP_S)
                 ready = [s for s in self._running if _ready(s)]
             if ready:
                 try:

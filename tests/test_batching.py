@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 PROMPTS = [CAPITAL_PROMPT, STORY_PROMPT, "Tell me something about the sea.",
            "Write a long story about a lighthouse keeper and a storm."]
 LENGTHS = [48, 40, 24, 32]
-GREEDY = GenParams(temperature=0.0)
+# A hang guard for whole replies of up to 120 tokens, never a timing: on a busy machine a
+# step of four can take a few hundred milliseconds.
+REPLY_GUARD_S = 10 * SAFETY_S
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def at_once(targets) -> list:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(SAFETY_S)
+        thread.join(REPLY_GUARD_S)
     assert not any(t.is_alive() for t in threads), "a batched reply never finished"
     return results
 

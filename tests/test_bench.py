@@ -1,29 +1,146 @@
 """The benchmark command, in its one-short-run form, so it cannot rot. Its numbers are
-reported, never asserted."""
+reported, never asserted: only the parts and their shape are checked (and, on made-up
+numbers, how the targets and the llama-server anchor are reported)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from bench import llama_server, report, targets
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
+TARGETS = {"aggregate_4_vs_1", "vs_llama_server", "first_token", "fairness",
+           "parallel_4_alone", "amx_vs_plain"}
 
 
-def test_the_quick_benchmark_writes_json_markdown_and_a_plot(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if k != "LLAMA_SERVER"}  # the anchor is opt-in
+    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    for part in ("streaming", "backends", "concurrency", "switching", "threads",
-                 "conversations", "machine"):
+    return json.loads((out / "results.json").read_text()), (out / "results.md").read_text(), out
+
+
+@pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
+def test_the_quick_benchmark_writes_json_markdown_and_a_plot(quick_run):
+    results, markdown, out = quick_run
+    for part in ("streaming", "backends", "concurrency", "llama_server", "compare", "buffers",
+                 "kv_cache", "targets", "switching", "threads", "conversations", "machine",
+                 "buffer_path"):
         assert part in results, f"the report has no {part} part"
     for path in ("raw", "api", "page", "page_client"):
         assert results["streaming"][path]["runs"] == 1
-    assert [level["clients"] for level in results["concurrency"]["levels"]] == [1, 2, 4]
-    markdown = (tmp_path / "results.md").read_text()
     assert "| app: HTTP API (SSE) |" in markdown and "Long conversations" in markdown
-    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
+def test_concurrency_runs_each_level_with_one_and_four_slots(quick_run):
+    results, markdown, _ = quick_run
+    c = results["concurrency"]
+    assert [run["parallel"] for run in c["runs"]] == [1, 4]
+    for run in c["runs"]:
+        assert [level["clients"] for level in run["levels"]] == [1, 4]
+        for level in run["levels"]:
+            assert len(level["time_to_first_token_s"]) == level["clients"]
+            assert len(level["per_client_decode_tokens_per_second"]) == level["clients"]
+    assert "| app, parallel 1 | 4 |" in markdown and "| app, parallel 4 | 4 |" in markdown
+
+
+@pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
+def test_without_llama_server_the_report_says_the_anchor_was_not_run(quick_run):
+    results, markdown, _ = quick_run
+    assert results["llama_server"]["run"] is False
+    assert "LLAMA_SERVER" in results["llama_server"]["why"]
+    assert "Anchor: llama-server was not run" in markdown
+
+
+@pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
+def test_compare_panes_batched_and_taking_turns(quick_run):
+    results, markdown, _ = quick_run
+    rounds = results["compare"]["rounds"]
+    assert [r["parallel"] for r in rounds] == [4, 1]
+    assert all(len(r["panes"]) == 2 for r in rounds)
+    assert "two panes on one entry" in markdown and "taking turns (parallel 1)" in markdown
+
+
+@pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
+def test_buffer_path_amx_comparison_and_kv_cache_are_reported(quick_run):
+    results, markdown, _ = quick_run
+    assert f"Weight buffers: {results['buffer_path']}" in markdown
+    buffers = results["buffers"]
+    assert buffers["run"] or buffers["why"]  # where the probe fails, the reason is given
+    assert "AMX buffers against plain buffers" in markdown
+    assert [row["kv_cache"] for row in results["kv_cache"]["rows"]] == ["f16", "q8_0"]
+    assert "| q8_0 |" in markdown
+
+
+@pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
+def test_every_target_is_checked_or_says_why_not(quick_run):
+    results, markdown, _ = quick_run
+    assert {check["name"] for check in results["targets"]} == TARGETS
+    for check in results["targets"]:
+        if check["met"] is None:  # not checked: a reason, or nothing was measured
+            assert check["why"] or check["value"] is None
+    assert "Batching targets" in markdown
+    assert any(mark in markdown for mark in ("✅", "❌"))
+
+
+# -- made-up numbers: fast ----------------------------------------------------------------
+
+def _level(clients: int, aggregate: float, decode: list[float], firsts: list[float]) -> dict:
+    return {"clients": clients, "aggregate_tokens_per_second": aggregate,
+            "per_client_tokens_per_second": decode, "per_client_decode_tokens_per_second": decode,
+            "time_to_first_token_s": firsts, "tokens": [16] * clients, "wall_s": 1.0}
+
+
+def _concurrency() -> dict:
+    return {"max_tokens": 16, "clients": [1, 4], "every_client_answered": True, "runs": [
+        {"parallel": 1, "levels": [_level(1, 50, [50], [0.1]),
+                                   _level(4, 50, [50] * 4, [0.1, 0.4, 0.7, 1.0])]},
+        {"parallel": 4, "levels": [_level(1, 49, [49], [0.1]),
+                                   _level(4, 100, [25, 25, 25, 20], [0.1, 0.2, 0.2, 0.4])]}]}
+
+
+def test_targets_compare_the_right_levels():
+    anchor = {"run": True, "levels": [_level(4, 80, [20] * 4, [0.1] * 4)]}
+    checks = {c["name"]: c for c in targets.checks(
+        {"concurrency": _concurrency(), "llama_server": anchor,
+         "buffers": {"run": False, "why": "plain buffers (the AMX probe died with SIGILL)"}})}
+    assert checks.keys() == TARGETS
+    assert checks["aggregate_4_vs_1"]["value"] == pytest.approx(100 / 49)
+    assert checks["vs_llama_server"]["value"] == pytest.approx(100 / 80)
+    assert checks["first_token"]["value"] == 0.4 and checks["first_token"]["met"] is False
+    assert checks["fairness"]["value"] == pytest.approx(0.8) and checks["fairness"]["met"]
+    assert checks["parallel_4_alone"]["value"] == pytest.approx(49 / 50)
+    assert checks["amx_vs_plain"]["met"] is None and "SIGILL" in checks["amx_vs_plain"]["why"]
+    lines = "\n".join(report.target_lines(list(checks.values())))
+    assert "❌" in lines and "✅" in lines and "➖" in lines and "SIGILL" in lines
+
+
+def test_the_anchor_row_and_ratio_are_reported_when_llama_server_ran():
+    anchor = {"run": True, "slots": 4, "command": "llama-server -np 4 --no-repack",
+              "version": "llama-server 1", "levels": [_level(4, 80, [20] * 4, [0.1] * 4)]}
+    lines = "\n".join(report.concurrency_lines(_concurrency(), anchor))
+    assert "| llama-server, -np 4 | 4 |" in lines and "4 clients 1.25×" in lines
+    lines = "\n".join(report.concurrency_lines(_concurrency(), {"run": False, "why": "no"}))
+    assert "Anchor: llama-server was not run: no." in lines
+
+
+def test_a_llama_server_that_is_missing_or_exits_is_reported_not_raised(monkeypatch, tmp_path):
+    monkeypatch.delenv("LLAMA_SERVER", raising=False)
+    assert "LLAMA_SERVER is not set" in llama_server.run([4], 4)["why"]
+    monkeypatch.setenv("LLAMA_SERVER", str(tmp_path / "missing"))
+    assert "not an executable file" in llama_server.run([4], 4)["why"]
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\necho 'error: invalid argument: --no-repack' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("LLAMA_SERVER", str(fake))
+    result = llama_server.run([4], 4)
+    assert result["run"] is False and "invalid argument: --no-repack" in result["why"]

@@ -211,7 +211,7 @@ def test_a_q8_0_kv_cache_answers_and_is_charged_less(smollm2_path):
     try:
         chunks = collect(backend, [Message("user", CAPITAL_PROMPT)])
         assert "Paris" in "".join(c.text for c in chunks)
-        assert "KV cache q8_0" in backend.runtime_notes
+        assert backend.runtime_notes[2:] == ["KV cache q8_0", "flash attention auto"]
     finally:
         backend.unload()
     f16 = LlamaCppBackend(smollm2_path, context_length=1024, parallel=2).memory_breakdown()
