@@ -117,6 +117,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """Ask a server to stop, and make it stop if it does not within 20 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class AppProcess:
     """chat_app.py serving the shipped models on a free loopback port, with its own data."""
 
@@ -146,12 +157,7 @@ class AppProcess:
         raise SystemExit("the app did not start for the benchmark")
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
         self._data.cleanup()
 
     def __enter__(self) -> AppProcess:

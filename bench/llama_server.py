@@ -20,7 +20,7 @@ import httpx
 
 from backends.cores import physical_cores
 from bench import concurrency
-from bench.common import free_port, smollm2_gguf
+from bench.common import free_port, smollm2_gguf, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,7 @@ class LlamaServer:
         return " | ".join(self._log.read().strip().splitlines()[-lines:]) or "no output"
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._log.close()
 
     def __enter__(self) -> LlamaServer:

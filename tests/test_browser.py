@@ -157,6 +157,11 @@ def test_a_conversation_survives_a_restart_and_can_be_renamed_searched_and_delet
 
             page.get_by_text("This conversation").click()
             title = page.locator("#title textarea, #title input").first
+            # Opening the conversation fills the title box; typing before that lands would
+            # be overwritten, and the rename would keep the old title.
+            page.wait_for_function(
+                "() => { const box = document.querySelector('#title textarea, #title input');"
+                " return box && box.value.includes('capital'); }", timeout=30_000)
             title.fill("Geography quiz")
             page.locator("#rename").click()
             page.locator("#conversations label", has_text="Geography quiz").wait_for()
