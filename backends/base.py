@@ -125,8 +125,9 @@ class Backend(ABC):
 
     @property
     def runtime_notes(self) -> list[str]:
-        """How the loaded model runs, for the Models tab and the bench ("plain buffers (the
-        AMX probe died with SIGILL)", "4 parallel", "KV cache q8_0"); empty when not loaded."""
+        """How the loaded model runs, where the entry's settings do not say it, for the
+        Models tab and the bench ("plain buffers (the AMX probe died with SIGILL)"); empty
+        when not loaded."""
         return []
 
     def unhonoured(self, params: GenParams) -> list[str]:

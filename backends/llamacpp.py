@@ -184,10 +184,9 @@ class LlamaCppBackend(LocalBackend):
 
     @property
     def runtime_notes(self) -> list[str]:
-        if self._decoder is None or self.buffers is None:
-            return []
-        return [self.buffers.describe(), f"{self.parallel} parallel",
-                f"KV cache {self.kv_cache}", f"flash attention {self.flash_attention}"]
+        """The weight buffers, known only once loaded (slots, cache type and flash
+        attention are the entry's settings, shown beside it)."""
+        return [self.buffers.describe()] if self._decoder and self.buffers else []
 
     def decodes_on_cpu(self) -> bool:
         return self.n_gpu_layers != -1  # partly offloaded models still decode layers here

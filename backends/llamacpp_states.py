@@ -63,29 +63,28 @@ class SavedStates:
             self._states.popitem(last=False)
 
     def best(self, prompt: Sequence[int]) -> int:
-        """How many tokens of `prompt` the best saved state holds (0: none worth it)."""
-        return max((shared_prefix(key, prompt) for key in self._states), default=0) \
-            if self._states else 0
+        """How many tokens of `prompt` the best saved state holds (0: none worth restoring)."""
+        return self._best(prompt)[1]
 
     def restore_best(self, ctx, slot: int, prompt: Sequence[int]) -> int:
         """Copy the saved state that shares most of `prompt` into the empty `slot`, when it
-        saves re-reading at least MIN_GAIN_TOKENS. Returns the tokens the slot then holds
-        (the whole saved state, which may run past the shared prefix: trim it)."""
+        saves re-reading at least MIN_GAIN_TOKENS. Returns how many tokens of `prompt` the
+        slot then holds; the state may run past them, and the caller trims it there."""
         import llama_cpp
 
-        best_key, best = None, MIN_GAIN_TOKENS - 1
-        for key in self._states:
-            shared = shared_prefix(key, prompt)
-            if shared > best:
-                best_key, best = key, shared
-        if best_key is None:
+        key, shared = self._best(prompt)
+        if key is None:
             return 0
-        data = self._states[best_key]
-        self._states.move_to_end(best_key)
+        data = self._states[key]
+        self._states.move_to_end(key)
         if llama_cpp.llama_state_seq_set_data(ctx, data, len(data), slot) == 0:
             log.warning("could not restore a saved state; the prompt is read in full")
             return 0
-        return best
+        return shared
 
-    def clear(self) -> None:
-        self._states.clear()
+    def _best(self, prompt: Sequence[int]) -> tuple[tuple[int, ...] | None, int]:
+        best_key, best = None, MIN_GAIN_TOKENS - 1
+        for key in self._states:
+            if (shared := shared_prefix(key, prompt)) > best:
+                best_key, best = key, shared
+        return best_key, best if best_key is not None else 0
