@@ -88,6 +88,11 @@ class ModelManager:
         """
         return self._scheduler.start(requests, cancel, loop)
 
+    def wait_quiet(self, cancel: threading.Event) -> bool:
+        """Block until no person's reply is running or waiting (False if cancelled first):
+        background work (an evaluation run) calls this before each of its replies."""
+        return self._scheduler.wait_quiet(cancel)
+
     # -- status ------------------------------------------------------------------------
     def entry(self, model_id: str) -> ModelEntry:
         entry = self.registry.get(model_id)
@@ -172,6 +177,19 @@ class ModelManager:
 
     def room(self, device: str) -> Room:
         return self._residency.room(device)
+
+    def plan(self, model_id: str) -> tuple[int, str]:
+        """Bytes a load of `model_id` would reserve and the device, without loading it.
+        Raises ModelUnavailable when its weights are not here or cannot be read."""
+        entry = self.entry(model_id)
+        try:
+            return self._residency.plan(entry)
+        except (ModelNotAvailable, BackendError) as exc:
+            raise ModelUnavailable(f"{entry.name}: {exc}") from exc
+
+    def resident(self) -> list[str]:
+        """Ids of the models in memory now (loaded, not loading)."""
+        return [e.id for e in self.registry.entries if self._residency.backend(e.id)]
 
     def unload(self, model_id: str) -> bool:
         """Free a resident model; False if it was not resident. Refused while it answers."""

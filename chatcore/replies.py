@@ -24,6 +24,9 @@ class ReplyRequest(NamedTuple):
     model_id: str
     messages: Sequence[Message]
     params: GenParams
+    # A background reply (an evaluation run's) starts only when no person's reply is running
+    # or waiting, so a chat or Compare request made during a run is served first.
+    background: bool = False
 
 
 @dataclass(frozen=True)

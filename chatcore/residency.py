@@ -130,6 +130,17 @@ class Residency:
             if reason is not None:
                 slot.failure = reason
 
+    def plan(self, entry: ModelEntry) -> tuple[int, str]:
+        """What loading `entry` would reserve, and on which device, without loading it (the
+        resident model's own figure when it is loaded). Raises ModelNotAvailable or
+        BackendError when its weights are not here or cannot be read."""
+        with self.lock:
+            slot = self.slot(entry.id)
+            if slot.backend is not None and slot.estimate is not None:
+                return slot.estimate, slot.device
+        backend = self._factory(entry)
+        return backend.memory_estimate(), backend.memory_device()
+
     # -- room --------------------------------------------------------------------------
     def room(self, device: str) -> Room:
         """The budget of one device, what resident and loading models take of it, and what

@@ -4,7 +4,9 @@ replies that decode on this machine's cores.
 A model's engine answers as many replies at once as it has parallel slots (llama.cpp batches
 them; most engines have one), or all of them when it schedules requests itself (a remote
 server): the others wait in the model's line and are told their place. A reply holds its
-model (it is not evicted) from the moment it asks until its last chunk.
+model (it is not evicted) from the moment it asks until its last chunk. Background replies
+(an evaluation run's) wait until no person's reply is running or waiting, so the run yields
+between its replies.
 """
 from __future__ import annotations
 
@@ -42,6 +44,18 @@ class Scheduler:
         self._residency = residency
         self._entry_of = entry_of
         self.cpu = cpu
+        self._people = 0  # replies a person asked for, running or waiting
+        self._quiet = threading.Condition()
+
+    def wait_quiet(self, cancel: threading.Event) -> bool:
+        """Block until no person's reply is running or waiting; False if `cancel` is set
+        first. Background work calls this between its replies."""
+        with self._quiet:
+            while self._people:
+                if cancel.is_set():
+                    return False
+                self._quiet.wait(WAIT_POLL_S)
+        return not cancel.is_set()
 
     def start(self, requests: Sequence[ReplyRequest | tuple], cancel: threading.Event,
               loop: asyncio.AbstractEventLoop | None = None) -> Replies:
@@ -52,6 +66,8 @@ class Scheduler:
         for request in requests:
             self._entry_of(request.model_id)  # an unknown id fails here, in the caller
         replies = Replies([LiveReply(r.model_id, r.params) for r in requests], cancel, loop)
+        with self._quiet:
+            self._people += sum(not r.background for r in requests)
 
         def target(index: int, request: ReplyRequest) -> Callable[[], None]:
             return lambda: self._serve(request, cancel, replies, index)
@@ -69,6 +85,9 @@ class Scheduler:
             slot.in_use += 1  # a model someone waits for is not evicted
         ticket = None
         try:
+            if request.background and not self.wait_quiet(cancel):
+                emit(Chunk("", finish_reason="cancelled"))
+                return
             entry = self._entry_of(model_id)
             backend = residency.load(entry, lambda f, step: emit(Loading(f, step)))
             messages, dropped = fit_context(request.messages, backend.count_tokens,
@@ -99,6 +118,10 @@ class Scheduler:
             with residency.lock:
                 slot.in_use -= 1
             residency.unload_if_stale(model_id)
+            if not request.background:
+                with self._quiet:
+                    self._people -= 1
+                    self._quiet.notify_all()
             replies.finish(index)
 
     def _generate(self, model_id: str, slot: ModelSlot, backend: Backend,

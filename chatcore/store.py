@@ -10,7 +10,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,57 @@ MIGRATIONS: Sequence[str] = (
         panes TEXT NOT NULL
     );
     CREATE INDEX votes_by_user ON votes (user, id);
+    """,
+    """
+    CREATE TABLE prompt_sets (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        prompts TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        UNIQUE (user, name)
+    );
+    CREATE TABLE eval_runs (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL DEFAULT '',
+        set_name TEXT NOT NULL,
+        prompts TEXT NOT NULL,
+        candidates TEXT NOT NULL,
+        system_prompt TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX eval_runs_by_user ON eval_runs (user, id);
+    CREATE TABLE eval_replies (
+        run_id INTEGER NOT NULL REFERENCES eval_runs (id) ON DELETE CASCADE,
+        prompt INTEGER NOT NULL,
+        candidate INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+        content TEXT NOT NULL DEFAULT '',
+        time_to_first_token REAL,
+        tokens_per_second REAL,
+        completion_tokens INTEGER,
+        finish_reason TEXT,
+        error TEXT NOT NULL DEFAULT '',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        started REAL,
+        finished REAL,
+        PRIMARY KEY (run_id, prompt, candidate)
+    );
+    CREATE TABLE eval_votes (
+        run_id INTEGER NOT NULL REFERENCES eval_runs (id) ON DELETE CASCADE,
+        prompt INTEGER NOT NULL,
+        a INTEGER NOT NULL,
+        b INTEGER NOT NULL,
+        judge TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL CHECK (outcome IN ('a', 'b', 'tie', 'bad')),
+        shown_first INTEGER NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (run_id, prompt, a, b, judge)
+    );
     """,
 )
 
@@ -154,6 +206,19 @@ class Store:
                 except sqlite3.Error:
                     self._db.execute("ROLLBACK")
                     raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held under the lock for one committed transaction (rolled back
+        if the block raises): for modules that keep their own tables in this file."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def integrity_check(self) -> str:
         with self._lock:

@@ -14,6 +14,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from chatcore.api import build_api
+from chatcore.eval_runner import EvalRunner
+from chatcore.eval_store import EvalStore
 from chatcore.config import ConfigError
 from chatcore.library import ModelLibrary
 from chatcore.manager import ModelManager
@@ -22,6 +24,8 @@ from chatcore.store import Store
 from chatcore.transfer import MAX_IMPORT_BYTES
 from chatui.chat_tab import build_chat_tab, model_choices
 from chatui.compare_tab import build_compare_tab
+from chatui.evaluate_handlers import EvaluateHandlers
+from chatui.evaluate_tab import REVIEW_KEYS_JS, build_evaluate_tab
 from chatui.models_tab import build_models_tab
 
 log = logging.getLogger(__name__)
@@ -32,43 +36,61 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
 
 
 def build_app(manager: ModelManager, store: Store, initial_model: str, export_dir: Path,
-              library: ModelLibrary | None = None) -> gr.Blocks:
+              library: ModelLibrary | None = None,
+              evaluations: EvalRunner | None = None) -> gr.Blocks:
+    """`evaluations` runs the Evaluate tab's runs; serve() passes the one it resumes and
+    closes, and without one the page makes its own."""
+    evaluations = evaluations or EvalRunner(manager, EvalStore(store))
     with gr.Blocks(title="Local Chat", analytics_enabled=False) as app:
         gr.Markdown("## Local Chat\nOpen models on this machine; nothing leaves it.")
         with gr.Tab("Chat", id="chat") as chat_tab:
             chat_model = build_chat_tab(app, manager, store, initial_model, export_dir, library)
         with gr.Tab("Compare", id="compare") as compare_tab:
             pickers = build_compare_tab(app, manager, store, initial_model, export_dir)
+        with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
+            handlers = EvaluateHandlers(manager, evaluations.evals, evaluations, export_dir)
+            eval_pickers, eval_timer, eval_lists, eval_list_outputs = build_evaluate_tab(
+                app, manager, handlers, initial_model)
         with gr.Tab("Models", id="models") as models_tab:
             timer, registry_changes = build_models_tab(app, manager, library)
-        # The Models tab refreshes only while it is shown; the other tabs read the model
-        # list again when shown, and at once after this page changed the registry.
-        pickers_out = [chat_model, *pickers]
+        # The Models tab and the Evaluate tab's progress refresh only while shown; the other
+        # tabs read the model list again when shown, and at once after this page changed the
+        # registry.
+        pickers_out = [chat_model, *pickers, *eval_pickers]
+        timers = [timer, eval_timer]
 
         def fresh_choices() -> list:
             return [gr.update(choices=model_choices(manager))] * len(pickers_out)
 
-        models_tab.select(lambda: gr.Timer(active=True), None, [timer], api_name=False,
-                          queue=False)
+        models_tab.select(lambda: [gr.Timer(active=True), gr.Timer(active=False)], None,
+                          timers, api_name=False, queue=False)
         for tab in (chat_tab, compare_tab):
-            tab.select(lambda: [gr.Timer(active=False), *fresh_choices()], None,
-                       [timer, *pickers_out], api_name=False, queue=False)
+            tab.select(lambda: [gr.Timer(active=False)] * 2 + fresh_choices(), None,
+                       [*timers, *pickers_out], api_name=False, queue=False)
+
+        def evaluate_shown(request: gr.Request) -> list:
+            return [gr.Timer(active=False), gr.Timer(active=True), *fresh_choices(),
+                    *eval_lists(request)]
+
+        evaluate_tab.select(evaluate_shown, None, [*timers, *pickers_out, *eval_list_outputs],
+                            api_name=False, queue=False)
         for change in registry_changes:
             change.then(fresh_choices, None, pickers_out, api_name=False, queue=False)
     return app
 
 
 def build_server(manager: ModelManager, store: Store, initial_model: str, export_dir: Path,
-                 access: Access, library: ModelLibrary | None = None):
+                 access: Access, library: ModelLibrary | None = None,
+                 evaluations: EvalRunner | None = None):
     """The page at / and the API at /v1 as one ASGI app, behind the Host and Origin guard."""
-    blocks = build_app(manager, store, initial_model, export_dir, library)
+    blocks = build_app(manager, store, initial_model, export_dir, library, evaluations)
     blocks.queue(default_concurrency_limit=16)
     server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     server_app.include_router(build_api(manager, access.api_key, access.auth))
     server_app = gr.mount_gradio_app(
         server_app, blocks, path="", auth=access.auth, allowed_paths=[str(export_dir)],
         max_file_size=MAX_IMPORT_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
-        enable_monitoring=False, mcp_server=False, show_error=False)
+        enable_monitoring=False, mcp_server=False, show_error=False, head=REVIEW_KEYS_JS)
     return guard(server_app, access)
 
 
@@ -79,7 +101,9 @@ def serve(manager: ModelManager, store: Store, initial_model: str, access: Acces
     _check_port(host, port)
     export_dir = data_dir / "exports"
     export_dir.mkdir(parents=True, exist_ok=True)
-    server_app = build_server(manager, store, initial_model, export_dir, access, library)
+    evaluations = EvalRunner(manager, EvalStore(store))
+    server_app = build_server(manager, store, initial_model, export_dir, access, library,
+                              evaluations)
     server = uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=5))
     runner = threading.Thread(target=server.run, name="http-server")
@@ -98,12 +122,14 @@ def serve(manager: ModelManager, store: Store, initial_model: str, access: Acces
         print(f"OpenAI-compatible API: {url}v1", flush=True)
         if open_browser:
             webbrowser.open(url)
+        evaluations.resume_all()  # runs a stopped app left going
         while runner.is_alive():
             runner.join(0.5)
     except KeyboardInterrupt:
         server.should_exit = True
         runner.join()
     finally:
+        evaluations.close()
         manager.unload_all()
         store.close()
 

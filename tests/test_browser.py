@@ -384,3 +384,60 @@ def test_the_inspector_shows_the_prompt_and_the_meter_follows_the_draft(page, ar
                            f" return m && Number(m[1]) > {longer + 500}; }}", timeout=30_000)
     page.screenshot(path=str(artifacts / "inspector-and-meter.png"), full_page=True)
     box.fill("")
+
+
+def test_evaluate_a_set_of_two_prompts_review_with_keys_and_see_ratings(page, artifacts):
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#eval-set-new").click()
+    page.locator("#eval-set-name input").fill("Browser set")
+    for text, category in (("Name the capital of France.", "facts"),
+                           ("What is 2 + 2?", "math")):
+        page.locator("#eval-new-prompt input").fill(text)
+        page.locator("#eval-new-category input").fill(category)
+        page.locator("#eval-add-prompt").click()
+        page.wait_for_function(
+            f"() => document.querySelector('#eval-set-rows').innerText.includes({text!r})")
+    page.locator("#eval-set-save").click()
+    page.wait_for_function("() => document.querySelector('#eval-set-status').innerText"
+                           ".includes('Saved “Browser set” (2 prompts)')")
+    pick(page, "eval-model-0", "SmolLM2 135M Instruct (Q4_1)")
+    pick(page, "eval-model-1", "SmolLM2 135M Instruct [transformers · 4bit nf4 · auto]")
+    for index in (0, 1):
+        page.locator(f"#eval-settings-{index}").get_by_text("Settings").click()
+        set_number(page, f"eval-max-tokens-{index}", "24")
+    page.locator("#eval-start").click()
+    page.wait_for_function("() => document.querySelector('#eval-run-status').innerText"
+                           ".includes('started: 2 prompts × 2 models')")
+    values: list[str] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        bar = page.locator("#eval-progress-bar")
+        if bar.count():
+            values.append(bar.get_attribute("value"))
+            if "4 of 4 replies · done" in page.locator("#eval-progress-text").inner_text():
+                break
+        time.sleep(0.05)
+    assert "4 of 4 replies · done" in page.locator("#eval-progress-text").inner_text()
+    moved = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+    assert len(set(moved)) >= 3, f"the progress bar did not move in steps: {moved}"
+    header = page.locator("#review-header")
+    page.wait_for_function("() => document.querySelector('#review-header').innerText"
+                           ".includes('Pair 1 of 2')")
+    header.click()  # focus on the page, not a text field: the keys are for the queue
+    page.keyboard.press("1")
+    page.wait_for_function("() => document.querySelector('#review-revealed').innerText"
+                           ".includes('You voted A is better')")
+    assert "SmolLM2" in page.locator("#review-revealed").inner_text()  # names after the vote
+    page.wait_for_function("() => document.querySelector('#review-header').innerText"
+                           ".includes('Pair 2 of 2')")
+    assert "SmolLM2" not in page.locator("#review-reply-a").inner_text()
+    page.keyboard.press("b")
+    page.wait_for_function("() => document.querySelector('#review-header').innerText"
+                           ".includes('All 2 pairs reviewed')")
+    ratings = page.locator("#eval-ratings")
+    page.wait_for_function("() => document.querySelector('#eval-ratings').innerText"
+                           ".includes('Overall')")
+    for word in ("Overall", "facts", "math", "SmolLM2 135M Instruct"):
+        assert word in ratings.inner_text(), f"{word!r} missing from the ratings table"
+    assert "Overall" in page.locator("#eval-choose").inner_text()
+    page.screenshot(path=str(artifacts / "evaluate-tab.png"), full_page=True)

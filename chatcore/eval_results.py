@@ -1,0 +1,98 @@
+"""What a run's votes say: the review queue over its stored replies, and the ratings, the
+"which to choose" table and the judge's agreement, in one place for the page and the report.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from chatcore.eval_ratings import (
+    PRIOR_RIDGE,
+    Choice,
+    PairVote,
+    RatingTable,
+    choices,
+    rating_tables,
+    style_of,
+)
+from chatcore.eval_store import PERSON, EvalReply, EvalRun, EvalStore, EvalVote
+from chatcore.judge import Agreement, agreement
+from chatcore.review_queue import ReviewItem, next_open, review_queue, reviewable
+
+RATING_ROUNDS = 200
+
+
+@dataclass
+class RunResults:
+    run: EvalRun
+    replies: dict[tuple[int, int], EvalReply]  # (prompt, candidate) -> reply
+    votes: list[EvalVote]  # the person's
+    judge_votes: dict[str, list[EvalVote]]  # judge model id -> its votes
+
+    @classmethod
+    def load(cls, evals: EvalStore, run: EvalRun) -> RunResults:
+        replies = {(r.prompt, r.candidate): r for r in evals.replies(run.id)}
+        everyone = evals.votes(run.id, judge=None)
+        judges: dict[str, list[EvalVote]] = {}
+        for vote in everyone:
+            if vote.judge != PERSON:
+                judges.setdefault(vote.judge, []).append(vote)
+        return cls(run, replies, [v for v in everyone if v.judge == PERSON], judges)
+
+    # -- the review queue --------------------------------------------------------------------
+    def ready(self, prompt: int, candidate: int) -> bool:
+        reply = self.replies.get((prompt, candidate))
+        return reply is not None and reply.state == "done"
+
+    def queue(self) -> list[ReviewItem]:
+        """Pairs whose two replies are done, in the balanced round-robin order; the seed is
+        the run's id, so the order is the same after a restart."""
+        full = review_queue(len(self.run.prompts), len(self.run.candidates), seed=self.run.id)
+        return reviewable(full, self.ready)
+
+    def next_item(self) -> tuple[ReviewItem | None, int, int]:
+        """The next pair to vote on (None when all are voted), votes cast, pairs ready."""
+        queue = self.queue()
+        voted = {v.key for v in self.votes}
+        index = next_open(queue, voted)
+        done = sum(1 for item in queue if (item.prompt, *item.pair) in voted)
+        return (None if index is None else queue[index]), done, len(queue)
+
+    # -- ratings -----------------------------------------------------------------------------
+    def pair_votes(self, votes: list[EvalVote]) -> list[PairVote]:
+        labels = [c.label for c in self.run.candidates]
+        found = []
+        for vote in votes:
+            a, b = self.replies.get((vote.prompt, vote.a)), self.replies.get((vote.prompt, vote.b))
+            if a is None or b is None:
+                continue
+            found.append(PairVote(labels[vote.a], labels[vote.b],
+                                  "tie" if vote.outcome == "bad" else vote.outcome,
+                                  self.run.prompts[vote.prompt].category,
+                                  style_of(a.content), style_of(b.content)))
+        return found
+
+    def tables(self, judge: str = PERSON) -> list[RatingTable]:
+        votes = self.votes if judge == PERSON else self.judge_votes.get(judge, [])
+        return rating_tables(self.pair_votes(votes), rounds=RATING_ROUNDS, seed=self.run.id,
+                             ridge=PRIOR_RIDGE)
+
+    def speed(self) -> dict[str, float]:
+        """Median decode speed of each candidate's replies in this run."""
+        found = {}
+        for index, candidate in enumerate(self.run.candidates):
+            rates = [r.tokens_per_second for (p, c), r in self.replies.items()
+                     if c == index and r.tokens_per_second]
+            if rates:
+                found[candidate.label] = statistics.median(rates)
+        return found
+
+    def memory(self) -> dict[str, int]:
+        return {c.label: c.memory_bytes for c in self.run.candidates if c.memory_bytes}
+
+    def choices(self, tables: list[RatingTable]) -> list[Choice]:
+        return choices(tables, self.speed(), self.memory())
+
+    def agreement(self, judge: str) -> Agreement:
+        return agreement({v.key: v.outcome for v in self.votes},
+                         {v.key: v.outcome for v in self.judge_votes.get(judge, [])})

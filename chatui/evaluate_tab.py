@@ -1,0 +1,261 @@
+"""The Evaluate tab: a prompt set run over 2-4 models unattended, a blind review queue,
+ratings per category with style control, a judge, and the report."""
+from __future__ import annotations
+
+import gradio as gr
+
+from chatcore.eval_runner import MAX_CANDIDATES, MIN_CANDIDATES
+from chatcore.judge import RUBRIC
+from chatcore.manager import ModelManager
+from chatcore.prompt_sets import MAX_IMPORT_BYTES
+from chatui.chat_handlers import user_of
+from chatui.chat_tab import model_choices
+from chatui.evaluate_handlers import (
+    CHOICE_COLUMNS,
+    NO_RUN,
+    RATING_COLUMNS,
+    SET_COLUMNS,
+    EvaluateHandlers,
+)
+from chatui.sampling_controls import slider
+
+PROGRESS_TICK_S = 1.0
+
+# Keys for the review queue: 1/a = A better, 2/b = B better, 3/t = tie, 4/x = both bad;
+# ignored while typing in a text field. Given to the page's <head>.
+REVIEW_KEYS_JS = """
+<script>
+document.addEventListener('keydown', (event) => {
+  const target = event.target;
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (target && (target.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName))) return;
+  const ids = {'1': 'review-a', 'a': 'review-a', '2': 'review-b', 'b': 'review-b',
+               '3': 'review-tie', 't': 'review-tie', '4': 'review-bad', 'x': 'review-bad'};
+  const id = ids[event.key.toLowerCase()];
+  const button = id && document.getElementById(id);
+  if (button && button.offsetParent !== null && !button.disabled) {
+    event.preventDefault();
+    button.click();
+  }
+});
+</script>
+"""
+
+
+def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: EvaluateHandlers,
+                       initial_model: str) -> tuple:
+    """Builds the tab; returns its model pickers (their choices follow the registry), the
+    progress timer (ticking only while the tab is shown), and the refresh of its set and
+    run lists with their outputs (for when the tab is shown again)."""
+    choices = model_choices(manager)
+    usable = [initial_model] + [m for _, m in choices
+                                if m != initial_model and manager.status(m).usable]
+    defaults = manager.entry(initial_model).defaults
+    item = gr.State(None)
+
+    gr.Markdown("Try models on your own prompts: pick a set, run it over 2 to 4 models in "
+                "the background, then review the replies blind, pair by pair.")
+    with gr.Accordion("1. Prompt set", open=True, elem_id="eval-set-box"):
+        with gr.Row():
+            set_picker = gr.Dropdown(choices=[], label="Prompt set", scale=3,
+                                     elem_id="eval-set")
+            new_set = gr.Button("New", size="sm", scale=0, elem_id="eval-set-new")
+            duplicate = gr.Button("Duplicate", size="sm", scale=0, elem_id="eval-set-duplicate")
+            delete = gr.Button("Delete", size="sm", variant="stop", scale=0,
+                               elem_id="eval-set-delete")
+        set_name = gr.Textbox(label="Name", max_length=80, elem_id="eval-set-name")
+        rows = gr.Dataframe(headers=SET_COLUMNS, value=[["", "", ""]], col_count=3,
+                            row_count=1, interactive=True, wrap=True,
+                            label="Prompts (one per row; category and reference optional)",
+                            elem_id="eval-set-rows")
+        with gr.Row(equal_height=True):
+            new_prompt = gr.Textbox(label="New prompt", lines=1, max_length=8000, scale=4,
+                                    elem_id="eval-new-prompt")
+            new_category = gr.Textbox(label="Category", max_length=40, scale=1,
+                                      elem_id="eval-new-category")
+            new_reference = gr.Textbox(label="Reference or note", max_length=8000, scale=2,
+                                       elem_id="eval-new-reference")
+            add = gr.Button("Add prompt", size="sm", scale=0, elem_id="eval-add-prompt")
+        with gr.Row():
+            save = gr.Button("Save set", variant="primary", size="sm", elem_id="eval-set-save")
+            export_jsonl = gr.Button("Export .jsonl", size="sm", elem_id="eval-set-jsonl")
+            export_csv = gr.Button("Export .csv", size="sm", elem_id="eval-set-csv")
+            upload = gr.UploadButton(f"Import .jsonl / .csv (up to {MAX_IMPORT_BYTES // 1000} kB)",
+                                     file_types=[".jsonl", ".csv"], size="sm",
+                                     elem_id="eval-set-import")
+        set_status = gr.Markdown(elem_id="eval-set-status")
+
+    with gr.Accordion("2. Run", open=True, elem_id="eval-run-box"):
+        pickers, temperatures, max_tokens = [], [], []
+        with gr.Row(equal_height=False):
+            for index in range(MAX_CANDIDATES):
+                with gr.Column(min_width=200):
+                    pickers.append(gr.Dropdown(
+                        choices=choices,
+                        value=usable[index] if index < min(MIN_CANDIDATES, len(usable)) else None,
+                        label=f"Model {index + 1}" + ("" if index < MIN_CANDIDATES
+                                                      else " (optional)"),
+                        elem_id=f"eval-model-{index}"))
+                    with gr.Accordion("Settings", open=False,
+                                      elem_id=f"eval-settings-{index}"):
+                        temperatures.append(slider("temperature", defaults.temperature,
+                                                   elem_id=f"eval-temperature-{index}"))
+                        max_tokens.append(slider("max_new_tokens", defaults.max_new_tokens,
+                                                 elem_id=f"eval-max-tokens-{index}"))
+        system = gr.Textbox(label="System prompt (every model)", lines=1, max_length=4000,
+                            placeholder="Empty: each model's own default",
+                            elem_id="eval-system")
+        start = gr.Button("Start run", variant="primary", elem_id="eval-start")
+        with gr.Row():
+            run_picker = gr.Dropdown(choices=[], label="Run", scale=3, elem_id="eval-run")
+            pause = gr.Button("Pause", size="sm", scale=0, elem_id="eval-pause")
+            resume = gr.Button("Resume", size="sm", scale=0, elem_id="eval-resume")
+            cancel = gr.Button("Cancel", size="sm", variant="stop", scale=0,
+                               elem_id="eval-cancel")
+        progress = gr.HTML(NO_RUN, elem_id="eval-progress")
+        run_status = gr.Markdown(elem_id="eval-run-status")
+
+    with gr.Accordion("3. Review (blind)", open=True, elem_id="eval-review-box"):
+        gr.Markdown("Which reply is better? Keys: **1** or **A**, **2** or **B**, **3** or "
+                    "**T** for a tie, **4** or **X** when both are bad. The names show after "
+                    "your vote; you can stop and continue later.")
+        review_header = gr.Markdown(NO_RUN, elem_id="review-header")
+        review_prompt = gr.Markdown(elem_id="review-prompt")
+        review_reference = gr.Markdown(elem_id="review-reference")
+        with gr.Row(equal_height=False):
+            with gr.Column():
+                gr.Markdown("**A**")
+                reply_a = gr.Markdown(elem_id="review-reply-a", sanitize_html=True)
+            with gr.Column():
+                gr.Markdown("**B**")
+                reply_b = gr.Markdown(elem_id="review-reply-b", sanitize_html=True)
+        with gr.Row():
+            vote_buttons = {
+                "A": gr.Button("A is better (1)", elem_id="review-a"),
+                "B": gr.Button("B is better (2)", elem_id="review-b"),
+                "tie": gr.Button("Tie (3)", elem_id="review-tie"),
+                "bad": gr.Button("Both bad (4)", elem_id="review-bad"),
+            }
+        revealed = gr.Markdown(elem_id="review-revealed")
+
+    with gr.Accordion("4. Ratings", open=True, elem_id="eval-ratings-box"):
+        gr.Markdown("Bradley-Terry ratings (Elo scale) with 95% bootstrap intervals, overall "
+                    "and per category, beside a style-controlled rating that takes reply "
+                    "length and Markdown structure out.")
+        choose = gr.Dataframe(headers=CHOICE_COLUMNS, value=[], interactive=False,
+                              label="Which to choose", elem_id="eval-choose")
+        ratings = gr.Dataframe(headers=RATING_COLUMNS, value=[], interactive=False,
+                               label="Ratings per category", elem_id="eval-ratings")
+        style_note = gr.Markdown(elem_id="eval-style-note")
+        with gr.Row():
+            draw = gr.Button("Plot quality vs speed", size="sm", elem_id="eval-plot-button")
+            report = gr.Button("Export report", size="sm", elem_id="eval-report")
+        plot = gr.Image(label="Quality vs speed (marker size = memory)", type="filepath",
+                        interactive=False, elem_id="eval-plot")
+        with gr.Accordion("Judge (optional)", open=False, elem_id="eval-judge-box"):
+            gr.Markdown("A model votes on every pair through this fixed rubric, in both "
+                        "orders; a verdict that flips with the order counts as a tie. Its "
+                        "votes are kept apart from yours.")
+            gr.Code(RUBRIC, language=None, interactive=False, label="Rubric")
+            with gr.Row():
+                judge = gr.Dropdown(choices=choices, value=None, label="Judge model", scale=3,
+                                    elem_id="eval-judge")
+                judge_start = gr.Button("Let it judge", size="sm", scale=0,
+                                        elem_id="eval-judge-start")
+            judge_status = gr.Markdown(elem_id="eval-judge-status")
+        report_status = gr.Markdown(elem_id="eval-report-status")
+        download = gr.File(label="Download", visible=False, interactive=False,
+                           file_count="multiple", elem_id="eval-download")
+
+    # -- prompt sets -----------------------------------------------------------------------
+    set_picker.change(handlers.open_set, [set_picker], [set_name, rows, set_status],
+                      api_name=False, queue=False)
+    new_set.click(handlers.new_set, None, [set_name, rows, set_status], api_name=False,
+                  queue=False)
+    adding = [rows, new_prompt, new_category, new_reference]
+    add.click(handlers.add_prompt, adding, [*adding, set_status], api_name=False, queue=False)
+    new_prompt.submit(handlers.add_prompt, adding, [*adding, set_status], api_name=False,
+                      queue=False)
+    save.click(handlers.save_set, [set_picker, set_name, rows], [set_picker, set_status],
+               api_name=False)
+    duplicate.click(handlers.duplicate_set, [set_picker], [set_picker, set_status],
+                    api_name=False)
+    delete.click(handlers.delete_set, [set_picker], [set_picker, set_status], api_name=False)
+    upload.upload(handlers.import_set, [upload], [set_picker, set_status], api_name=False)
+
+    def exporter(kind: str):
+        def export(choice: str | None, request: gr.Request):
+            return handlers.export_set(choice, kind, request)
+        return export
+
+    export_jsonl.click(exporter("jsonl"), [set_picker], [download, set_status], api_name=False)
+    export_csv.click(exporter("csv"), [set_picker], [download, set_status], api_name=False)
+
+    # -- runs ------------------------------------------------------------------------------
+    review_outputs = [review_header, review_prompt, review_reference, reply_a, reply_b, item]
+    rating_outputs = [ratings, choose, style_note]
+
+    # Gradio hands the request only to a named parameter, so the rows are spelled out.
+    def start_run(choice: str | None, system_prompt: str, model_1, temperature_1, tokens_1,
+                  model_2, temperature_2, tokens_2, model_3, temperature_3, tokens_3,
+                  model_4, temperature_4, tokens_4, request: gr.Request):
+        return handlers.start_run(
+            choice, system_prompt, model_1, temperature_1, tokens_1, model_2, temperature_2,
+            tokens_2, model_3, temperature_3, tokens_3, model_4, temperature_4, tokens_4,
+            request=request)
+
+    candidate_inputs = [c for row in zip(pickers, temperatures, max_tokens) for c in row]
+    start.click(start_run, [set_picker, system, *candidate_inputs], [run_picker, run_status],
+                api_name=False)
+
+    def opened(run_id, request: gr.Request):
+        return (handlers.progress_html(run_id, request), *handlers.next_pair(run_id, request),
+                *handlers.ratings(run_id, request), handlers.judge_status(run_id, request), "")
+
+    run_picker.change(opened, [run_picker],
+                      [progress, *review_outputs, *rating_outputs, judge_status, revealed],
+                      api_name=False)
+
+    def controller(action: str):
+        def control(run_id, request: gr.Request):
+            return handlers.control(action, run_id, request)
+        return control
+
+    for action, button in (("pause", pause), ("resume", resume), ("cancel", cancel)):
+        button.click(controller(action), [run_picker], [run_picker, run_status], api_name=False)
+
+    def tick(run_id, shown_item, request: gr.Request):
+        """Progress, and the first pair as soon as one is ready (a shown pair stays)."""
+        pair = handlers.next_pair(run_id, request) if shown_item is None \
+            else (gr.update(),) * len(review_outputs)
+        return (handlers.progress_html(run_id, request), *pair,
+                handlers.judge_status(run_id, request))
+
+    timer = gr.Timer(PROGRESS_TICK_S, active=False)
+    timer.tick(tick, [run_picker, item], [progress, *review_outputs, judge_status],
+               api_name=False, queue=False, show_progress="hidden")
+
+    # -- review ----------------------------------------------------------------------------
+    def voter(choice: str):
+        def cast(shown, run_id, request: gr.Request):
+            return (handlers.vote(choice, shown, run_id, request),
+                    *handlers.next_pair(run_id, request), *handlers.ratings(run_id, request))
+        return cast
+
+    for choice, button in vote_buttons.items():
+        button.click(voter(choice), [item, run_picker], [revealed, *review_outputs,
+                                                         *rating_outputs], api_name=False)
+
+    # -- ratings, judge, report ------------------------------------------------------------
+    draw.click(handlers.plot, [run_picker], [plot], api_name=False)
+    judge_start.click(handlers.start_judge, [run_picker, judge], [judge_status], api_name=False)
+    report.click(handlers.export_report, [run_picker], [download, report_status],
+                 api_name=False)
+
+    def first_view(request: gr.Request):
+        user = user_of(request)
+        return (gr.update(choices=handlers.set_choices(user)),
+                gr.update(choices=handlers.run_choices(user)))
+
+    app.load(first_view, None, [set_picker, run_picker], api_name=False)
+    return [*pickers, judge], timer, first_view, [set_picker, run_picker]
