@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from chatcore.eval_ratings import RatingTable, quality_speed_plot
-from chatcore.eval_results import RunResults
+from chatcore.eval_results import RunResults, interval_text
 from chatcore.eval_store import PERSON
 from chatcore.judge import RUBRIC
 from chatcore.memory import format_bytes
@@ -24,7 +24,7 @@ def export_run(results: RunResults, folder: Path, stem: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     tables = results.tables()
     plot = None
-    if tables and tables[0].style:
+    if results.votes and tables[0].style:
         plot = quality_speed_plot(tables[0], results.speed(), results.memory(),
                                   folder / f"{stem}.png")
     report = folder / f"{stem}.md"
@@ -46,7 +46,10 @@ def report_markdown(results: RunResults, tables: list[RatingTable],
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
     lines = [f"# Evaluation: {run.set_name}", "",
              f"Run {run.id}, started {when}, {run.state}; {len(run.prompts)} prompts × "
-             f"{len(run.candidates)} models; {len(results.votes)} votes.", ""]
+             f"{len(run.candidates)} models; {len(results.votes)} votes"
+             + (f" ({bad} of them both bad)" if (bad := sum(v.outcome == "bad"
+                                                             for v in results.votes)) else "")
+             + ".", ""]
     if run.system_prompt.strip():
         lines += [f"System prompt: {run.system_prompt.strip()}", ""]
     speed = results.speed()
@@ -58,16 +61,16 @@ def report_markdown(results: RunResults, tables: list[RatingTable],
         rate = f"{speed[c.label]:.1f}" if c.label in speed else "–"
         lines.append(f"| {_cell(c.label)} | `{c.model}` | {settings} | {memory} | {rate} |")
     lines += [""]
-    if not tables:
-        lines += ["No votes yet: review the queue in the Evaluate tab.", ""]
+    if not results.votes:
+        lines += ["No votes of yours yet: review the queue in the Evaluate tab.", ""]
     else:
         lines += ["## Which to choose", "",
                   "| Category | Best (style-controlled) | Clearly ahead? | Runner-up | tok/s | "
                   "Memory |", "|---|---|---|---|---|---|"]
-        for choice in results.choices(tables):
+        for choice, verdict in results.choices(tables):
             lines.append(
                 f"| {choice.category or 'Overall'} | {_cell(choice.best)} | "
-                f"{'no: intervals overlap' if choice.overlaps_next else 'yes'} | "
+                f"{verdict} | "
                 f"{_cell(choice.runner_up or '–')} | "
                 f"{f'{choice.tokens_per_second:.1f}' if choice.tokens_per_second else '–'} | "
                 f"{format_bytes(choice.memory_bytes) if choice.memory_bytes else '–'} |")
@@ -121,8 +124,8 @@ def _rating_lines(tables: list[RatingTable]) -> list[str]:
             s = style.get(r.model)
             lines.append(
                 f"| {table.category or 'Overall'} | {_cell(r.model)} | {r.rating:.0f} | "
-                f"{r.low:.0f} to {r.high:.0f} | {f'{s.rating:.0f}' if s else '–'} | "
-                f"{f'{s.low:.0f} to {s.high:.0f}' if s else '–'} | {r.games} |")
+                f"{interval_text(r)} | {f'{s.rating:.0f}' if s else '–'} | "
+                f"{interval_text(s) if s else '–'} | {r.games} |")
     return lines + [""]
 
 

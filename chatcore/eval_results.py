@@ -10,6 +10,7 @@ from chatcore.eval_ratings import (
     PRIOR_RIDGE,
     Choice,
     PairVote,
+    Rating,
     RatingTable,
     choices,
     rating_tables,
@@ -20,6 +21,16 @@ from chatcore.judge import Agreement, agreement
 from chatcore.review_queue import ReviewItem, next_open, review_queue, reviewable
 
 RATING_ROUNDS = 200
+# Below this many games a rating's interval is not shown (the page says "needs 5 votes"),
+# as on the Compare tab's leaderboard.
+MIN_GAMES = 5
+
+
+def interval_text(rating: Rating) -> str:
+    """A rating's 95% interval in words, or how many votes it still needs."""
+    if rating.games < MIN_GAMES:
+        return f"needs {MIN_GAMES} votes"
+    return f"{rating.low:.0f} to {rating.high:.0f}"
 
 
 @dataclass
@@ -90,8 +101,17 @@ class RunResults:
     def memory(self) -> dict[str, int]:
         return {c.label: c.memory_bytes for c in self.run.candidates if c.memory_bytes}
 
-    def choices(self, tables: list[RatingTable]) -> list[Choice]:
-        return choices(tables, self.speed(), self.memory())
+    def choices(self, tables: list[RatingTable]) -> list[tuple[Choice, str]]:
+        """One per table, with whether the best is clearly ahead, in words. With fewer than
+        MIN_GAMES games it never is: a bootstrap over one or two votes gives a zero-width
+        interval, which would look certain."""
+        found = []
+        for table, choice in zip(tables, choices(tables, self.speed(), self.memory())):
+            games = next((r.games for r in table.plain if r.model == choice.best), 0)
+            verdict = (f"not yet: needs {MIN_GAMES} votes" if games < MIN_GAMES
+                       else "no: intervals overlap" if choice.overlaps_next else "yes")
+            found.append((choice, verdict))
+        return found
 
     def agreement(self, judge: str) -> Agreement:
         return agreement({v.key: v.outcome for v in self.votes},

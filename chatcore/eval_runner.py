@@ -164,7 +164,7 @@ class EvalRunner:
         run = self.evals.run(user, run_id)
         if run.state not in ("paused", "running"):
             raise RunRefused(f"run {run_id} is {run.state}: only a paused run resumes")
-        self.evals.set_state(user, run_id, "running")
+        self.evals.set_state(user, run_id, "running", note="")
         self._launch(user, run_id)
 
     def cancel(self, user: str, run_id: int) -> None:
@@ -185,7 +185,7 @@ class EvalRunner:
                 job.thread.join()
 
     def wait(self, run_id: int, timeout: float | None = None) -> bool:
-        """Wait for the run's thread to end; False after `timeout` (for tests and the CLI)."""
+        """Wait for the run's thread to end; False after `timeout` (tests and scripts)."""
         with self._lock:
             job = self._jobs.get(run_id)
         if job is None or job.thread is None:

@@ -14,7 +14,7 @@ import gradio as gr
 
 from chatcore.eval_ratings import RatingTable
 from chatcore.eval_report import export_run
-from chatcore.eval_results import RunResults
+from chatcore.eval_results import RunResults, interval_text
 from chatcore.eval_runner import EvalRunner, RunRefused
 from chatcore.eval_store import EvalNotFound, EvalRun, EvalStore, EvalVote
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
@@ -165,9 +165,9 @@ class EvaluateHandlers:
     def run_choices(self, user: str) -> list[tuple[str, int]]:
         found = []
         for run in self.evals.runs(user):
-            done = sum(r.state != "running" for r in self.evals.replies(run.id))
-            found.append((f"#{run.id} · {run.set_name} · {run.state} · {done}/{run.total}",
-                          run.id))
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
+            found.append((f"#{run.id} · {run.set_name} · {len(run.candidates)} models · "
+                          f"{when}", run.id))
         return found
 
     def start_run(self, choice: str | None, system: str, *candidates,
@@ -252,12 +252,24 @@ class EvaluateHandlers:
                 header += f" {waiting} more once the run has their replies."
             return header, "", "", "", "", None
         prompt = results.run.prompts[item.prompt]
-        header = (f"**Pair {voted + 1} of {ready}** (of {total} in the run) · prompt "
-                  f"{item.prompt + 1}" + (f" · {prompt.category}" if prompt.category else ""))
+        header = _pair_header(item, prompt.category, voted, ready, total)
         reference = f"**Reference:** {prompt.reference}" if prompt.reference else ""
         a = results.replies[(item.prompt, item.left)].content or "*(empty reply)*"
         b = results.replies[(item.prompt, item.right)].content or "*(empty reply)*"
         return header, prompt.text, reference, a, b, [item.prompt, item.left, item.right]
+
+    def header(self, run_id: int | None, shown: Sequence[int] | None,
+               request: gr.Request) -> str:
+        """The header of the pair on the page, its counts brought up to date (more pairs
+        become ready while the run goes on; the shown pair stays)."""
+        results = self._results(user_of(request), run_id)
+        if results is None or not shown:
+            return NO_RUN
+        item = ReviewItem(*shown)
+        _, voted, ready = results.next_item()
+        total = results.run.total // len(results.run.candidates) * _pairs(results.run)
+        return _pair_header(item, results.run.prompts[item.prompt].category, voted, ready,
+                            total)
 
     def vote(self, choice: str, item: Sequence[int] | None, run_id: int | None,
              request: gr.Request) -> str:
@@ -277,15 +289,18 @@ class EvaluateHandlers:
     def ratings(self, run_id: int | None, request: gr.Request) -> tuple:
         """Rating rows, "which to choose" rows, and a note on the style coefficients."""
         results = self._results(user_of(request), run_id)
-        if results is None or not results.votes:
+        if results is None or not (results.votes or results.judge_votes):
             return [], [], "No votes yet: review some pairs."
+        judged = [row for judge in results.judge_votes
+                  for row in _rating_rows(results.tables(judge), f" (judge {judge})")]
+        if not results.votes:
+            return judged, [], "No votes of yours yet: the rows are the judge's."
         tables = results.tables()
-        return _rating_rows(tables), [
-            [c.category or "Overall", c.best,
-             "no: intervals overlap" if c.overlaps_next else "yes", c.runner_up or "–",
+        return _rating_rows(tables) + judged, [
+            [c.category or "Overall", c.best, verdict, c.runner_up or "–",
              round(c.tokens_per_second, 1) if c.tokens_per_second else "–",
              format_bytes(c.memory_bytes) if c.memory_bytes else "–"]
-            for c in results.choices(tables)], _style_note(tables[0])
+            for c, verdict in results.choices(tables)], _style_note(tables[0])
 
     def plot(self, run_id: int | None, request: gr.Request):
         results = self._results(user_of(request), run_id)
@@ -320,9 +335,8 @@ class EvaluateHandlers:
             agreement = results.agreement(judge)
             agree = (f"agrees with you on {agreement.rate:.0%} of {agreement.total} pairs"
                      if agreement.rate is not None else "no pair voted by both of you yet")
-            best = results.tables(judge)
-            top = f"; its top model: {best[0].style[0].model}" if best and best[0].style else ""
-            lines.append(f"**{judge}**: {len(votes)} votes (kept apart from yours), {agree}{top}.")
+            lines.append(f"**{judge}**: {len(votes)} votes (kept apart from yours; its "
+                         f"ratings are the table's “judge” rows), {agree}.")
         return "\n\n".join(lines) or "No judge votes yet."
 
     def export_report(self, run_id: int | None, request: gr.Request) -> tuple:
@@ -341,6 +355,11 @@ class EvaluateHandlers:
                                  f"{secrets.token_hex(4)}.{kind}"
 
 
+def _pair_header(item: ReviewItem, category: str, voted: int, ready: int, total: int) -> str:
+    return (f"**Pair {voted + 1} of {ready}** (of {total} in the run) · prompt "
+            f"{item.prompt + 1}" + (f" · {category}" if category else ""))
+
+
 def _pairs(run: EvalRun) -> int:
     k = len(run.candidates)
     return k * (k - 1) // 2
@@ -357,15 +376,15 @@ def _prompts_from(rows) -> list[EvalPrompt]:
     return found
 
 
-def _rating_rows(tables: list[RatingTable]) -> list[list]:
+def _rating_rows(tables: list[RatingTable], whose: str = "") -> list[list]:
     rows = []
     for table in tables:
         style = {r.model: r for r in table.style}
         for r in table.plain:
             s = style.get(r.model)
-            rows.append([table.category or "Overall", r.model, round(r.rating),
-                         f"{r.low:.0f} to {r.high:.0f}", round(s.rating) if s else "–",
-                         f"{s.low:.0f} to {s.high:.0f}" if s else "–", r.games])
+            rows.append([(table.category or "Overall") + whose, r.model, round(r.rating),
+                         interval_text(r), round(s.rating) if s else "–",
+                         interval_text(s) if s else "–", r.games])
     return rows
 
 

@@ -227,7 +227,8 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
     def tick(run_id, shown_item, request: gr.Request):
         """Progress, and the first pair as soon as one is ready (a shown pair stays)."""
         pair = handlers.next_pair(run_id, request) if shown_item is None \
-            else (gr.update(),) * len(review_outputs)
+            else (handlers.header(run_id, shown_item, request),
+                  *(gr.update(),) * (len(review_outputs) - 1))
         return (handlers.progress_html(run_id, request), *pair,
                 handlers.judge_status(run_id, request))
 

@@ -389,11 +389,11 @@ def test_the_inspector_shows_the_prompt_and_the_meter_follows_the_draft(page, ar
 def test_evaluate_a_set_of_two_prompts_review_with_keys_and_see_ratings(page, artifacts):
     page.get_by_role("tab", name="Evaluate").click()
     page.locator("#eval-set-new").click()
-    page.locator("#eval-set-name input").fill("Browser set")
+    page.locator("#eval-set-name textarea").fill("Browser set")
     for text, category in (("Name the capital of France.", "facts"),
                            ("What is 2 + 2?", "math")):
-        page.locator("#eval-new-prompt input").fill(text)
-        page.locator("#eval-new-category input").fill(category)
+        page.locator("#eval-new-prompt textarea").fill(text)
+        page.locator("#eval-new-category textarea").fill(category)
         page.locator("#eval-add-prompt").click()
         page.wait_for_function(
             f"() => document.querySelector('#eval-set-rows').innerText.includes({text!r})")
@@ -440,4 +440,7 @@ def test_evaluate_a_set_of_two_prompts_review_with_keys_and_see_ratings(page, ar
     for word in ("Overall", "facts", "math", "SmolLM2 135M Instruct"):
         assert word in ratings.inner_text(), f"{word!r} missing from the ratings table"
     assert "Overall" in page.locator("#eval-choose").inner_text()
+    assert "needs 5 votes" in ratings.inner_text()  # one vote a category: no interval yet
+    page.locator("#eval-plot-button").click()
+    page.locator("#eval-plot img").wait_for(timeout=30_000)
     page.screenshot(path=str(artifacts / "evaluate-tab.png"), full_page=True)

@@ -163,7 +163,11 @@ def test_a_judge_votes_in_both_orders_and_is_kept_apart(tmp_path):
     assert handlers.judges.wait(run_id, SAFETY_S)
     status = handlers.judge_status(run_id, CAROL)
     # "Verdict: A" in both orders means the first shown wins each time: it flips, so a tie.
-    assert "**judge**: 12 votes (kept apart from yours)" in status
+    assert "**judge**: 12 votes (kept apart from yours" in status
+    rows, choose, note = handlers.ratings(run_id, CAROL)
+    assert {row[0] for row in rows} == {"Overall (judge judge)", "facts (judge judge)",
+                                        "math (judge judge)"}
+    assert choose == [] and note == "No votes of yours yet: the rows are the judge's."
     votes = handlers.evals.votes(run_id, judge="judge")
     assert len(votes) == 12 and {v.outcome for v in votes} == {"tie"}
     assert handlers.evals.votes(run_id) == []  # the person's votes: none
