@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from backends.thinking import Markers
+
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 ProgressCallback = Callable[[float, str], None]
@@ -39,6 +41,12 @@ class GenParams:
     stop: tuple[str, ...] = field(default_factory=tuple)
     # Extend the final assistant message instead of starting a new one (a cut reply).
     continue_final: bool = False
+    # Thinking models: None leaves the template's default; True or False is rendered through
+    # the chat template's `enable_thinking` where it takes one.
+    think: bool | None = None
+    # The most tokens a thought may take; then the backend writes the end marker itself and
+    # the model goes on to the answer. None or 0: no limit.
+    thinking_budget: int = 0
     # How many CPU threads to use right now; asked between tokens, so a reply speeds up when
     # a neighbour sharing the cores finishes. None: the backend's own setting.
     threads: Callable[[], int] | None = field(default=None, compare=False, repr=False)
@@ -47,13 +55,15 @@ class GenParams:
         """The sampling settings worth keeping with a reply."""
         return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
                 "max_new_tokens": self.max_new_tokens,
-                "repetition_penalty": self.repetition_penalty, "seed": self.seed}
+                "repetition_penalty": self.repetition_penalty, "seed": self.seed,
+                "think": self.think, "thinking_budget": self.thinking_budget}
 
 
 @dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int = 0  # of the completion tokens, those of the thought
 
     @property
     def total_tokens(self) -> int:
@@ -67,6 +77,7 @@ class Chunk:
     text: str
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    thought: str = ""  # new text of the model's thought (backends/thinking.py), not answer
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,11 @@ class Backend(ABC):
     shows_prompt: bool = False
     """True when `prompt_report` can show the exact text the model reads, after its chat
     template; False where a server applies a template this app never sees."""
+
+    # The thought's markers when the model thinks (backends/thinking.py); None otherwise.
+    reasoning: Markers | None = None
+    # True when the Think switch reaches the model (its template takes enable_thinking).
+    thinking_switch: bool = False
 
     exact_token_counts: bool = False
     """True when `count_tokens` and the usage of the last chunk are the model's own

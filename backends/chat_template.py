@@ -221,14 +221,17 @@ class ChatTemplate:
         return warnings
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True,
-               continue_final: bool = False) -> str:
-        """The prompt; with `continue_final`, it ends inside the last (assistant) message."""
+               continue_final: bool = False, enable_thinking: bool | None = None) -> str:
+        """The prompt; with `continue_final`, it ends inside the last (assistant) message.
+        `enable_thinking` reaches templates that switch thinking (None: their default)."""
+        switch = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
         try:
             rendered = self._template.render(
                 messages=[m.as_dict() for m in messages],
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
                 add_generation_prompt=add_generation_prompt and not continue_final,
+                **switch,
             )
         except TemplateError as exc:
             raise BackendError(f"chat template failed to render: {exc}") from exc

@@ -25,6 +25,7 @@ from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import gguf_shape
 from backends.hf_memory import checkpoint_shape, transformers_estimate
 from backends.local import Decoding, LocalBackend
+from backends.thinking import Markers
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,10 @@ class TransformersBackend(LocalBackend):
     template_origin = "the tokenizer's config"
 
     def __init__(self, source: Path, settings: HFSettings, context_length: int = 2048,
-                 chat_template: str | None = None, cache_dir: Path | None = None) -> None:
+                 chat_template: str | None = None, cache_dir: Path | None = None,
+                 reasoning: Markers | None = None) -> None:
         """`source` is a checkpoint directory or a GGUF file (loaded dequantized)."""
-        super().__init__(context_length, chat_template)
+        super().__init__(context_length, chat_template, reasoning)
         self.source = Path(source)
         self.settings = settings
         self._cache_dir = cache_dir

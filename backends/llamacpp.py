@@ -27,6 +27,7 @@ from backends.llamacpp_batch import BatchDecoder
 from backends.llamacpp_memory import KV_TYPES, llamacpp_estimate
 from backends.llamacpp_states import SavedStates
 from backends.local import Decoding, LocalBackend
+from backends.thinking import Markers
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ class LlamaCppBackend(LocalBackend):
         kv_cache: KvCacheType = "f16",
         flash_attention: FlashAttention = "auto",
         buffers: BufferPath | None = None,
+        reasoning: Markers | None = None,
     ) -> None:
-        super().__init__(context_length, chat_template)
+        super().__init__(context_length, chat_template, reasoning)
         if problem := kv_cache_problem(kv_cache, flash_attention):
             raise BackendError(problem)
         if parallel < 1:

@@ -27,6 +27,7 @@ from backends.base import (
 )
 from backends.chat_template import ChatTemplate
 from backends.stops import StopStringFilter
+from backends.thinking import Markers, ThoughtSplitter, takes_enable_thinking, template_markers
 
 
 @dataclass
@@ -56,11 +57,34 @@ class LocalBackend(Backend):
     # Where prompt_report says the template came from when the model's own one is used.
     template_origin = "the model file"
 
-    def __init__(self, context_length: int, chat_template: str | None) -> None:
+    def __init__(self, context_length: int, chat_template: str | None,
+                 reasoning: Markers | None = None) -> None:
         self.context_length = context_length
         self._template_override = chat_template
+        self._reasoning = reasoning
         self._template: ChatTemplate | None = None
         self._warnings: list[str] = []
+
+    @property
+    def reasoning(self) -> Markers | None:
+        """The thought's markers: the entry's, or the usual ones when the loaded template
+        mentions them."""
+        if self._reasoning is not None or self._template is None:
+            return self._reasoning
+        return template_markers(self._template.source)
+
+    @property
+    def thinking_switch(self) -> bool:
+        return self._template is not None and takes_enable_thinking(self._template.source)
+
+    def unhonoured(self, params: GenParams) -> list[str]:
+        ignored = []
+        if params.think is not None and not self.thinking_switch:
+            ignored.append("the Think switch (this model's template has none)")
+        if params.thinking_budget and self.reasoning is None:
+            ignored.append("the thinking budget (this model is not set up as one that "
+                           "thinks: see reasoning in models.yaml)")
+        return ignored
 
     # -- what an engine implements --------------------------------------------------------
     @property
@@ -89,14 +113,17 @@ class LocalBackend(Backend):
         """
 
     # -- prompting ------------------------------------------------------------------------
-    def render_prompt(self, messages: Sequence[Message], continue_final: bool = False) -> str:
-        return self._require_template().render(messages, continue_final=continue_final)
+    def render_prompt(self, messages: Sequence[Message], continue_final: bool = False,
+                      think: bool | None = None) -> str:
+        template = self._require_template()
+        return template.render(messages, continue_final=continue_final,
+                               enable_thinking=think if self.thinking_switch else None)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return self._encode_prompt(self.render_prompt(messages))[1]
 
     def prompt_report(self, messages: Sequence[Message], params: GenParams) -> PromptReport:
-        prompt = self.render_prompt(messages, params.continue_final)
+        prompt = self.render_prompt(messages, params.continue_final, params.think)
         template = self._require_template()
         return PromptReport(
             prompt=prompt, template=template.describe_origin(self.template_origin),
@@ -117,19 +144,51 @@ class LocalBackend(Backend):
     # -- generation -----------------------------------------------------------------------
     def stream_chat(self, messages: Sequence[Message], params: GenParams,
                     cancel: threading.Event) -> Iterator[Chunk]:
-        prompt, prompt_tokens = self._encode_prompt(
-            self.render_prompt(messages, params.continue_final))
+        rendered = self.render_prompt(messages, params.continue_final, params.think)
+        prompt, prompt_tokens = self._encode_prompt(rendered)
         max_new = reply_room(prompt_tokens, self.context_length, params.max_new_tokens)
+        markers = self.reasoning
+        split = ThoughtSplitter(markers, inside=_opens_thought(rendered, markers)) \
+            if markers else None
+        budget = (params.thinking_budget or None) if split is not None else None
         stops = StopStringFilter(self._stop_strings(params))
         decoding = Decoding()
+        spent = thought_tokens = 0  # tokens of a pass ended at the budget; of the thought
+        raw = ""  # what the model wrote, for the prompt that goes on after a cut thought
         pieces = self._decode(prompt, max_new, params, cancel, decoding)
         try:
-            for piece in pieces:
-                shown = stops.feed(piece)
-                if shown:
-                    yield Chunk(shown)
-                if stops.stopped:
+            while True:
+                counted = 0
+                for piece in pieces:
+                    raw += piece
+                    ended_before = split is None or split.thought_ended
+                    if chunk := _chunk(split, stops.feed(piece)):
+                        yield chunk
+                    if not ended_before and split.thought_started:  # a piece of the thought
+                        thought_tokens += decoding.tokens - counted
+                    counted = decoding.tokens
+                    if stops.stopped:
+                        break
+                    if budget is not None and split.in_thought and thought_tokens >= budget:
+                        break
+                else:
                     break
+                if stops.stopped or not split.in_thought:
+                    break
+                # The thought spent its budget: write the end marker and go on to the answer.
+                pieces.close()
+                held = _chunk(split, stops.flush())
+                thought = (held.thought if held else "") + split.force_end()
+                if thought:
+                    yield Chunk("", thought=thought)
+                spent += decoding.tokens
+                raw = raw.rstrip() + f"\n{markers.end}\n\n"
+                prompt, tokens = self._encode_prompt(rendered + raw)
+                room = min(max_new - spent, self.context_length - tokens)
+                if room <= 0:
+                    break
+                stops, decoding = StopStringFilter(self._stop_strings(params)), Decoding()
+                pieces = self._decode(prompt, room, params, cancel, decoding)
         finally:
             pieces.close()  # a stop string, or a reader that left: the engine stops here
         finish: FinishReason
@@ -140,7 +199,30 @@ class LocalBackend(Backend):
         else:
             finish = "length"
         # The end-of-generation token is no reply text, and is not counted as such.
-        completion = decoding.tokens - (1 if decoding.ended_on_eog else 0)
-        tail = "" if stops.stopped else stops.flush()
-        yield Chunk(tail, finish_reason=finish,
-                    usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion))
+        completion = spent + decoding.tokens - (1 if decoding.ended_on_eog else 0)
+        tail = None if stops.stopped else _chunk(split, stops.flush())
+        if split is not None:
+            more_thought, more_answer = split.flush()
+            tail = Chunk((tail.text if tail else "") + more_answer,
+                         thought=(tail.thought if tail else "") + more_thought)
+        yield Chunk(tail.text if tail else "", finish_reason=finish,
+                    thought=tail.thought if tail else "",
+                    usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                                reasoning_tokens=min(thought_tokens, completion)))
+
+
+def _opens_thought(prompt: str, markers: Markers) -> bool:
+    """The prompt leaves a thought open: a template that starts every reply thinking, or a
+    reply pre-filled with the start marker (and perhaps its first words)."""
+    start = prompt.rfind(markers.start)
+    return start >= 0 and markers.end not in prompt[start:]
+
+
+def _chunk(split: ThoughtSplitter | None, text: str) -> Chunk | None:
+    """New text as a chunk, its thought apart when the model thinks; None when empty."""
+    if not text:
+        return None
+    if split is None:
+        return Chunk(text)
+    thought, answer = split.feed(text)
+    return Chunk(answer, thought=thought) if thought or answer else None

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 import httpx
 
 from backends.base import Backend, BackendError, Chunk, GenParams, Message, Usage
+from backends.thinking import Markers, ThoughtSplitter
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,9 @@ class OpenAIBackend(Backend):
     exact_token_counts = False  # the server's usage when it sends one, else an estimate
 
     def __init__(self, base_url: str, remote_model: str, api_key_env: str | None = None,
-                 timeout: float | None = None, context_length: int = 2048) -> None:
+                 timeout: float | None = None, context_length: int = 2048,
+                 reasoning: Markers | None = None) -> None:
+        self.reasoning = reasoning  # markers the server may leave inside its text
         self.base_url = base_url.rstrip("/")
         self.remote_model = remote_model
         self.api_key_env = api_key_env
@@ -103,6 +106,10 @@ class OpenAIBackend(Backend):
             ignored.append(f"top_k {params.top_k}")
         if params.repetition_penalty != 1.0:
             ignored.append(f"repetition penalty {params.repetition_penalty:g}")
+        if params.think is not None:
+            ignored.append("the Think switch (the server renders its own template)")
+        if params.thinking_budget:
+            ignored.append("the thinking budget (the protocol has no field for it)")
         if len(params.stop) > MAX_STOP_STRINGS:
             extra = ", ".join(repr(s) for s in params.stop[MAX_STOP_STRINGS:])
             ignored.append(f"stop strings past the first {MAX_STOP_STRINGS}: {extra}")
@@ -122,6 +129,9 @@ class OpenAIBackend(Backend):
         if params.stop:
             body["stop"] = list(params.stop)[:MAX_STOP_STRINGS]
         finish, usage, pieces = "stop", None, 0
+        # A server sends the thought as `reasoning_content` (vLLM, llama.cpp's server with a
+        # reasoning format) or leaves its markers inside the text: both become thought.
+        split = ThoughtSplitter(self.reasoning) if self.reasoning else None
         try:
             with self._require_client().stream("POST", "/chat/completions", json=body) as reply:
                 if reply.status_code != 200:
@@ -135,10 +145,15 @@ class OpenAIBackend(Backend):
                             raise BackendError(f"{self.base_url}: {_error_text(event)}")
                         usage = event.get("usage") or usage
                         for choice in event.get("choices") or []:
-                            text = (choice.get("delta") or {}).get("content") or ""
-                            if text:
+                            delta = choice.get("delta") or {}
+                            text = delta.get("content") or ""
+                            thought = delta.get("reasoning_content") or ""
+                            if split is not None and text:
+                                more_thought, text = split.feed(text)
+                                thought += more_thought
+                            if text or thought:
                                 pieces += 1
-                                yield Chunk(text)
+                                yield Chunk(text, thought=thought)
                             if choice.get("finish_reason"):
                                 finish = FINISH_REASONS.get(choice["finish_reason"], "stop")
         except Exception as exc:  # noqa: BLE001 - a closed stream after Stop is no failure
@@ -148,7 +163,8 @@ class OpenAIBackend(Backend):
                 raise
         if cancel.is_set():
             finish = "cancelled"
-        yield Chunk("", finish_reason=finish, usage=Usage(
+        thought, text = split.flush() if split is not None else ("", "")
+        yield Chunk(text, thought=thought, finish_reason=finish, usage=Usage(
             prompt_tokens=int(usage["prompt_tokens"]) if usage else self.count_tokens(messages),
             completion_tokens=int(usage["completion_tokens"]) if usage else pieces))
 

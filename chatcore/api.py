@@ -157,6 +157,10 @@ class _Reply:
             yield self._chunk({"role": "assistant", "content": ""})
             item = first
             while item is not _END:
+                # The thought goes as `reasoning_content` (the convention of DeepSeek's API,
+                # vLLM and llama.cpp's server), the answer as `content`.
+                if item.thought:
+                    yield self._chunk({"reasoning_content": item.thought})
                 if item.text:
                     yield self._chunk({"content": item.text})
                 if item.finish_reason is not None:
@@ -175,12 +179,13 @@ class _Reply:
 
     async def complete(self, first, request: Request) -> JSONResponse:
         """Collect the whole reply, cancelling it if the client goes away meanwhile."""
-        text, finish, usage = [], "stop", None
+        text, thought, finish, usage = [], [], "stop", None
         watcher = asyncio.create_task(_cancel_on_disconnect(request, self.cancel))
         try:
             item = first
             while item is not _END:
                 text.append(item.text)
+                thought.append(item.thought)
                 if item.finish_reason is not None:
                     finish, usage = _finish(item.finish_reason), item.usage
                 item = await self.next()
@@ -189,11 +194,13 @@ class _Reply:
         finally:
             watcher.cancel()
             await self.close()
+        message = {"role": "assistant", "content": "".join(text)}
+        if any(thought):
+            message["reasoning_content"] = "".join(thought)
         return JSONResponse({
             "id": self.id, "object": "chat.completion", "created": self.created,
             "model": self.body.model,
-            "choices": [{"index": 0, "finish_reason": finish,
-                         "message": {"role": "assistant", "content": "".join(text)}}],
+            "choices": [{"index": 0, "finish_reason": finish, "message": message}],
             "usage": _usage(usage) if usage else None})
 
 
@@ -202,8 +209,11 @@ def _finish(reason: str) -> str:
 
 
 def _usage(usage) -> dict:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+    found = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+             "total_tokens": usage.total_tokens}
+    if usage.reasoning_tokens:
+        found["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return found
 
 
 async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> None:

@@ -15,6 +15,8 @@ from chatcore.sampling import (
     OptionalMaxNewTokens,
     OptionalRepetitionPenalty,
     OptionalSeed,
+    OptionalThink,
+    OptionalThinkingBudget,
     OptionalTemperature,
     OptionalTopK,
     OptionalTopP,
@@ -83,6 +85,9 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: OptionalSeed = None
     repetition_penalty: OptionalRepetitionPenalty = None
+    # Thinking models: the switch (rendered through the template) and the thought's budget.
+    think: OptionalThink = None
+    thinking_budget: OptionalThinkingBudget = None
     n: Literal[1] = 1
     user: str | None = None
     frequency_penalty: Literal[0, 0.0] | None = None
@@ -108,7 +113,8 @@ class ChatRequest(BaseModel):
         settings = merge(defaults, temperature=self.temperature, top_p=self.top_p,
                          top_k=self.top_k,
                          max_new_tokens=self.max_completion_tokens or self.max_tokens,
-                         repetition_penalty=self.repetition_penalty, seed=self.seed)
+                         repetition_penalty=self.repetition_penalty, seed=self.seed,
+                         think=self.think, thinking_budget=self.thinking_budget)
         return gen_params(settings, stop=tuple(stops))
 
 

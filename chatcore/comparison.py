@@ -103,7 +103,10 @@ class Comparison:
                 tokens_per_second=reply.tokens_per_second if reply else None,
                 completion_tokens=reply.completion_tokens if reply else None,
                 finish_reason="error" if latest.errors[index] or reply is None
-                else reply.finish_reason))
+                else reply.finish_reason,
+                thought=reply.thought if reply else "",
+                thought_seconds=reply.thought_seconds if reply else None,
+                thought_tokens=reply.thought_tokens if reply else None))
         vote = Vote(prompt=latest.prompt, outcome=outcome, panes=panes,
                     system_prompt=self.system, blind=not self.revealed)
         self.voted = len(self.rounds)

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from backends.llamacpp import kv_cache_problem
+from backends.thinking import Markers
 from chatcore.sampling import SamplingSettings
 
 BackendName = Literal["llamacpp", "transformers", "openai"]
@@ -59,6 +60,15 @@ class Quantization(BaseModel):
         return f"{self.bits}bit" if self.bits == 8 else f"4bit {self.quant_type}"
 
 
+class Reasoning(BaseModel):
+    """The markers a thinking model writes around its thought."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field("<think>", min_length=1, max_length=40)
+    end: str = Field("</think>", min_length=1, max_length=40)
+
+
 class ModelEntry(BaseModel):
     """One model a person can pick; exactly one source field says where its weights are."""
 
@@ -92,6 +102,13 @@ class ModelEntry(BaseModel):
     device: str = Field("auto", pattern=DEVICE_PATTERN)
     max_memory: dict[str | int, str] | None = None
     trust_remote_code: bool = False
+    # A thinking model's markers ({start: "<think>", end: "</think>"}); without it they are
+    # found in the chat template when it mentions them (local models only).
+    reasoning: Reasoning | None = None
+
+    @property
+    def markers(self) -> Markers | None:
+        return Markers(self.reasoning.start, self.reasoning.end) if self.reasoning else None
 
     @field_validator("flash_attention", mode="before")
     @classmethod

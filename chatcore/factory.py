@@ -34,7 +34,7 @@ def make_backend(entry: ModelEntry, allow_download: bool = False,
     if entry.is_remote:
         return OpenAIBackend(entry.base_url or "", entry.remote_model or entry.id,
                              api_key_env=entry.api_key_env, timeout=entry.timeout,
-                             context_length=entry.context_length)
+                             context_length=entry.context_length, reasoning=entry.markers)
     weights = resolve_weights(entry, allow_download=allow_download)
     if entry.backend == "llamacpp":
         return LlamaCppBackend(
@@ -46,6 +46,7 @@ def make_backend(entry: ModelEntry, allow_download: bool = False,
             parallel=entry.parallel or 1,
             kv_cache=entry.kv_cache,
             flash_attention=entry.flash_attention,
+            reasoning=entry.markers,
         )
     if entry.backend == "transformers":
         spec = entry.quantization_spec
@@ -61,5 +62,6 @@ def make_backend(entry: ModelEntry, allow_download: bool = False,
         )
         return TransformersBackend(weights, settings, context_length=entry.context_length,
                                    chat_template=entry.chat_template,
-                                   cache_dir=cache_dir or default_cache_dir())
+                                   cache_dir=cache_dir or default_cache_dir(),
+                                   reasoning=entry.markers)
     raise ValueError(f"unknown backend {entry.backend!r}")  # the schema prevents this

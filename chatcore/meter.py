@@ -19,7 +19,7 @@ class ReplyMeter:
     def observe(self, chunk: Chunk) -> None:
         now = time.perf_counter()
         self.saw_text = self.saw_text or bool(chunk.text.strip())
-        if chunk.text and self.first_text_at is None:
+        if (chunk.text or chunk.thought) and self.first_text_at is None:
             self.first_text_at = now
         if chunk.finish_reason is not None:
             self.finished_at = now

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -70,6 +71,14 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
+def thought_title(seconds: float | None, tokens: int | None) -> str:
+    """"Thought for 3.2 s, 140 tokens": how a folded thought is titled everywhere."""
+    parts = [f"{seconds:.1f} s"] if seconds is not None else []
+    if tokens:
+        parts.append(plural(tokens, "token"))
+    return "Thought" + (f" for {', '.join(parts)}" if parts else "")
+
+
 @dataclass
 class LiveReply:
     """One reply as it arrives; `apply` each event, read `text` and `footer`, and keep
@@ -84,6 +93,9 @@ class LiveReply:
     status: Loading | Waiting | None = None  # what the reply waits for now
     trimmed: int = 0
     unhonoured: tuple[str, ...] = ()
+    thought: str = ""  # a thinking model's thought, apart from `text`
+    thought_began: float | None = None
+    thought_ended: float | None = None
 
     def apply(self, event: StreamEvent | Exception) -> None:
         if isinstance(event, Exception):
@@ -97,8 +109,31 @@ class LiveReply:
         else:
             self.status = None
             self.meter.observe(event)
+            now = time.perf_counter()
+            if event.thought:
+                self.thought_began = self.thought_began or now
+                self.thought += event.thought
+            if self.thought_began and not self.thought_ended and (
+                    event.text or event.finish_reason is not None):
+                self.thought_ended = now
             self.text += event.text
             self.done = event.finish_reason is not None
+
+    @property
+    def thinking(self) -> bool:
+        """The model is in its thought now (it began one and has not answered yet)."""
+        return self.thought_began is not None and self.thought_ended is None
+
+    @property
+    def thought_seconds(self) -> float | None:
+        if self.thought_began is None:
+            return None
+        return (self.thought_ended or time.perf_counter()) - self.thought_began
+
+    @property
+    def thought_tokens(self) -> int | None:
+        usage = self.meter.usage
+        return usage.reasoning_tokens if usage and self.thought else None
 
     @property
     def stopped(self) -> bool:
@@ -136,7 +171,8 @@ class LiveReply:
             tokens_per_second=meter.tokens_per_second,
             prompt_tokens=meter.usage.prompt_tokens if meter.usage else None,
             completion_tokens=meter.completion_tokens, finish_reason=meter.finish_reason,
-            stopped=self.stopped)
+            stopped=self.stopped, thought=self.thought, thought_seconds=self.thought_seconds,
+            thought_tokens=self.thought_tokens)
 
 
 _DONE = object()

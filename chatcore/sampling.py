@@ -53,6 +53,16 @@ Seed = Annotated[int, Field(
     json_schema_extra={"label": "Seed (-1 = random)", "step": 1})]
 
 
+Think = Annotated[bool, Field(
+    description="Thinking models: whether the model thinks before it answers, through the "
+                "chat template's enable_thinking; none keeps the template's default.",
+    json_schema_extra={"label": "Think"})]
+ThinkingBudget = Annotated[int, Field(
+    ge=0, le=32768,
+    description="Thinking models: the most tokens the thought may take; then the end "
+                "marker is written for the model and it answers. 0 or none: no limit.",
+    json_schema_extra={"label": "Thinking budget (tokens, 0 = no limit)", "step": 1})]
+
 
 def optional(setting: Any) -> Any:
     """The same setting, also taking None ("not given": the API request's fields).
@@ -69,8 +79,11 @@ OptionalTopK = optional(TopK)
 OptionalMaxNewTokens = optional(MaxNewTokens)
 OptionalRepetitionPenalty = optional(RepetitionPenalty)
 OptionalSeed = optional(Seed)
+OptionalThink = optional(Think)
+OptionalThinkingBudget = optional(ThinkingBudget)
 
-FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed")
+FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed",
+          "think", "thinking_budget")
 
 
 class SamplingSettings(BaseModel):
@@ -84,6 +97,8 @@ class SamplingSettings(BaseModel):
     max_new_tokens: MaxNewTokens = 512
     repetition_penalty: RepetitionPenalty = 1.0
     seed: OptionalSeed = None
+    think: OptionalThink = None
+    thinking_budget: ThinkingBudget = 0
 
 
 def merge(defaults: SamplingSettings, **overrides: Any) -> SamplingSettings:
@@ -102,7 +117,9 @@ def gen_params(settings: SamplingSettings, stop: tuple[str, ...] | list[str] = (
     return GenParams(temperature=float(settings.temperature), top_p=float(settings.top_p),
                      top_k=int(settings.top_k), max_new_tokens=int(settings.max_new_tokens),
                      repetition_penalty=float(settings.repetition_penalty),
-                     seed=settings.seed, stop=tuple(stop), continue_final=continue_final)
+                     seed=settings.seed, think=settings.think,
+                     thinking_budget=settings.thinking_budget, stop=tuple(stop),
+                     continue_final=continue_final)
 
 
 def _metadata(name: str) -> tuple[Any, dict]:

@@ -124,6 +124,11 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (run_id, prompt, a, b, judge)
     );
     """,
+    """
+    ALTER TABLE messages ADD COLUMN thought TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN thought_seconds REAL;
+    ALTER TABLE messages ADD COLUMN thought_tokens INTEGER;
+    """,
 )
 
 
@@ -146,6 +151,10 @@ class StoredMessage:
     superseded: bool = False
     created: float = field(default_factory=time.time)
     id: int | None = None
+    # A thinking model's thought, kept apart: shown folded, left out of later prompts.
+    thought: str = ""
+    thought_seconds: float | None = None
+    thought_tokens: int | None = None
 
 
 @dataclass
@@ -169,7 +178,8 @@ class ConversationSummary:
 
 _MESSAGE_COLUMNS = ("role", "content", "model", "params", "time_to_first_token",
                     "tokens_per_second", "prompt_tokens", "completion_tokens", "finish_reason",
-                    "stopped", "superseded", "created", "id")
+                    "stopped", "superseded", "created", "id", "thought", "thought_seconds",
+                    "thought_tokens")
 
 
 class Store:
@@ -314,11 +324,13 @@ class Store:
         cursor = self._db.execute(
             "INSERT INTO messages (conversation_id, role, content, model, params,"
             " time_to_first_token, tokens_per_second, prompt_tokens, completion_tokens,"
-            " finish_reason, stopped, superseded, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " finish_reason, stopped, superseded, created, thought, thought_seconds,"
+            " thought_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (conversation_id, m.role, m.content, m.model,
              json.dumps(m.params) if m.params is not None else None, m.time_to_first_token,
              m.tokens_per_second, m.prompt_tokens, m.completion_tokens, m.finish_reason,
-             int(m.stopped), int(m.superseded), m.created))
+             int(m.stopped), int(m.superseded), m.created, m.thought, m.thought_seconds,
+             m.thought_tokens))
         return int(cursor.lastrowid)
 
     def supersede(self, user: str, conversation_id: int, message_ids: Sequence[int]) -> None:

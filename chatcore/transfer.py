@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from chatcore.replies import thought_title
 from chatcore.store import Conversation, StoredMessage
 
 FORMAT = "local-chat/conversation"
@@ -33,6 +34,9 @@ class _Message(BaseModel):
     stopped: bool = False
     superseded: bool = False
     created: float | None = None
+    thought: str = Field("", max_length=1_000_000)
+    thought_seconds: float | None = Field(None, ge=0)
+    thought_tokens: int | None = Field(None, ge=0)
 
 
 class _Document(BaseModel):
@@ -47,18 +51,23 @@ class _Document(BaseModel):
     messages: list[_Message] = Field(max_length=MAX_MESSAGES)
 
 
-def to_json(conversation: Conversation) -> str:
+THOUGHT_FIELDS = ("thought", "thought_seconds", "thought_tokens")
+
+
+def to_json(conversation: Conversation, thoughts: bool = False) -> str:
+    """The conversation as JSON; a thinking model's thoughts only when asked."""
+    left_out = {"id"} if thoughts else {"id", *THOUGHT_FIELDS}
     document = {
         "format": FORMAT, "version": 1, "title": conversation.title,
         "model": conversation.model, "system_prompt": conversation.system_prompt,
         "params": conversation.params,
-        "messages": [{k: v for k, v in vars(m).items() if k != "id"}
+        "messages": [{k: v for k, v in vars(m).items() if k not in left_out}
                      for m in conversation.messages],
     }
     return json.dumps(document, indent=2, ensure_ascii=False)
 
 
-def to_markdown(conversation: Conversation) -> str:
+def to_markdown(conversation: Conversation, thoughts: bool = False) -> str:
     lines = [f"# {conversation.title}", "",
              f"Model: `{conversation.model}` · exported {time.strftime('%Y-%m-%d %H:%M')}", ""]
     if conversation.system_prompt:
@@ -69,7 +78,12 @@ def to_markdown(conversation: Conversation) -> str:
             who += ", earlier version"
         if message.stopped:
             who += ", stopped"
-        lines += [f"**{who}**", "", message.content, ""]
+        lines += [f"**{who}**", ""]
+        if thoughts and message.thought:
+            title = thought_title(message.thought_seconds, message.thought_tokens)
+            lines += [f"<details><summary>{title}</summary>", "",
+                      message.thought, "", "</details>", ""]
+        lines += [message.content, ""]
     return "\n".join(lines)
 
 

@@ -27,6 +27,9 @@ class VotedPane:
     tokens_per_second: float | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+    thought: str = ""  # a thinking model's thought, hidden until the vote
+    thought_seconds: float | None = None
+    thought_tokens: int | None = None
 
 
 @dataclass

@@ -12,7 +12,7 @@ import gradio as gr
 from backends.base import BackendError, Chunk, GenParams, Message, PromptReport
 from chatcore.context import title_from, with_system
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
-from chatcore.replies import LiveReply, progress_bar
+from chatcore.replies import LiveReply, progress_bar, thought_title
 from chatcore.store import NotFound, Store, StoredMessage
 from chatui.sampling_controls import params_from_controls
 from chatui.stop_registry import StopRegistry
@@ -58,14 +58,15 @@ class ChatHandlers:
     def send(self, message: str, conversation_id: int | None, editing: bool, model_id: str,
              system: str, temperature: float, top_p: float, top_k: float,
              max_new_tokens: float, repetition_penalty: float, seed: float | None,
-             request: gr.Request) -> Iterator[tuple]:
+             think: str | None = None, thinking_budget: float | None = None,
+             request: gr.Request = None) -> Iterator[tuple]:
         user = user_of(request)
         if not (message or "").strip():
             yield chatbot_messages(self.display(user, conversation_id)), message, \
                 conversation_id, editing
             return
         params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
-                                      repetition_penalty, seed)
+                                      repetition_penalty, seed, think, thinking_budget)
         if conversation_id is not None and editing:
             self._supersede_last_exchange(user, conversation_id)
         if conversation_id is None:
@@ -80,8 +81,9 @@ class ChatHandlers:
 
     def regenerate(self, conversation_id: int | None, model_id: str, system: str,
                    temperature: float, top_p: float, top_k: float, max_new_tokens: float,
-                   repetition_penalty: float, seed: float | None,
-                   request: gr.Request) -> Iterator[tuple]:
+                   repetition_penalty: float, seed: float | None, think: str | None = None,
+                   thinking_budget: float | None = None,
+                   request: gr.Request = None) -> Iterator[tuple]:
         """A new last reply; the earlier one stays in the store, marked superseded."""
         user = user_of(request)
         messages = self._messages(user, conversation_id)
@@ -91,14 +93,15 @@ class ChatHandlers:
         if messages[-1].role == "assistant":
             self.store.supersede(user, conversation_id, [messages[-1].id])
         params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
-                                      repetition_penalty, seed)
+                                      repetition_penalty, seed, think, thinking_budget)
         yield from self._reply(user, conversation_id, model_id, system, params,
                                session_key(request))
 
     def continue_reply(self, conversation_id: int | None, model_id: str, system: str,
                        temperature: float, top_p: float, top_k: float, max_new_tokens: float,
                        repetition_penalty: float, seed: float | None,
-                       request: gr.Request) -> Iterator[tuple]:
+                       think: str | None = None, thinking_budget: float | None = None,
+                       request: gr.Request = None) -> Iterator[tuple]:
         user = user_of(request)
         messages = self._messages(user, conversation_id)
         if not messages or messages[-1].role != "assistant" or \
@@ -113,7 +116,7 @@ class ChatHandlers:
                 conversation_id, False
             return
         params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
-                                      repetition_penalty, seed)
+                                      repetition_penalty, seed, think, thinking_budget)
         params = replace(params, continue_final=True)
         yield from self._reply(user, conversation_id, model_id, system, params,
                                session_key(request), continuing=messages[-1])
@@ -160,8 +163,13 @@ class ChatHandlers:
             report, dropped = self.manager.inspect(reply.model or "", prompt, params)
         except (UnknownModel, ModelUnavailable, BackendError) as exc:
             return "", f"⚠️ {exc}"
-        return report.prompt, inspector_details(self.model_name(reply.model or ""), report,
-                                                params, dropped)
+        details = inspector_details(self.model_name(reply.model or ""), report, params,
+                                    dropped)
+        if reply.thought:
+            title = thought_title(reply.thought_seconds, reply.thought_tokens)
+            details += (f"\n\n**The reply's thought** ({title.lower()}; folded in the chat, "
+                        f"left out of later prompts):\n\n````text\n{reply.thought}\n````")
+        return report.prompt, details
 
     def meter(self, draft: str, conversation_id: int | None, model_id: str, system: str,
               max_new_tokens: float, request: gr.Request) -> str:

@@ -12,7 +12,13 @@ from chatcore.presets import BUILTIN_PRESETS
 from chatcore.store import Store
 from chatui.chat_handlers import ChatHandlers
 from chatui.conversations import ConversationHandlers
-from chatui.sampling_controls import seed_number, seed_value, slider
+from chatui.sampling_controls import (
+    seed_number,
+    seed_value,
+    slider,
+    think_choice,
+    think_radio,
+)
 
 
 def model_choices(manager: ModelManager) -> list[tuple[str, str]]:
@@ -63,10 +69,10 @@ def select_model(manager: ModelManager, model_id: str,
     try:
         defaults = manager.entry(model_id).defaults
     except (UnknownModel, ModelUnavailable):
-        return (model_info(manager, model_id),) + (gr.update(),) * 6
+        return (model_info(manager, model_id),) + (gr.update(),) * 8
     return (model_info(manager, model_id, library), defaults.temperature, defaults.top_p,
             defaults.top_k, defaults.max_new_tokens, defaults.repetition_penalty,
-            seed_value(defaults))
+            seed_value(defaults), think_choice(defaults.think), defaults.thinking_budget)
 
 
 def _download(library: ModelLibrary | None, model_id: str, request: gr.Request) -> str:
@@ -161,9 +167,13 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                                                 defaults.repetition_penalty,
                                                 elem_id="repetition-penalty")
                     seed = seed_number(seed_value(defaults), elem_id="seed")
+                with gr.Row():
+                    think = think_radio(defaults.think, elem_id="think")
+                    thinking_budget = slider("thinking_budget", defaults.thinking_budget,
+                                             elem_id="thinking-budget")
 
     params = [model, system, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
-              seed]
+              seed, think, thinking_budget]
     reply_outputs = [chatbot, message, conversation_id, editing]
     replies = [
         message.submit(chat.send, [message, conversation_id, editing, *params], reply_outputs,
@@ -228,7 +238,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     save_preset.click(convs.save_preset, [preset_name, system], [preset, sidebar_status],
                       api_name=False, queue=False)
     model.change(lambda m: select_model(manager, m, library), [model],
-                 [info, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed],
+                 [info, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed,
+                  think, thinking_budget],
                  api_name=False)
     model.change(lambda m: gr.update(visible=bool(library and library.can_download(m))),
                  [model], [fetch], api_name=False, queue=False)

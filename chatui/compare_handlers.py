@@ -58,7 +58,8 @@ class CompareHandlers:
     # -- a round -------------------------------------------------------------------------
     def send(self, message: str, comparison: Comparison | None, blind: bool, count: float,
              system: str, *pane_settings, request: gr.Request) -> Iterator[tuple]:
-        """`pane_settings`: every pane's model, then temperatures, then max new tokens."""
+        """`pane_settings`: every pane's model, then temperatures, max new tokens, Think
+        switches and thinking budgets (the last two may be left out: the defaults)."""
         text = (message or "").strip()
         if not text:
             yield self._outputs(comparison, None, message)
@@ -78,12 +79,15 @@ class CompareHandlers:
         models = settings[:MAX_PANES]
         temperatures = settings[MAX_PANES:2 * MAX_PANES]
         max_tokens = settings[2 * MAX_PANES:3 * MAX_PANES]
+        thinks = list(settings[3 * MAX_PANES:4 * MAX_PANES]) or [None] * MAX_PANES
+        budgets = list(settings[4 * MAX_PANES:5 * MAX_PANES]) or [None] * MAX_PANES
         setups = []
         for index in range(count):
             entry = self.manager.registry.get(models[index])
             defaults = entry.defaults if entry is not None else SamplingSettings()
             setups.append((models[index], pane_params(defaults, temperatures[index],
-                                                      max_tokens[index])))
+                                                      max_tokens[index], thinks[index],
+                                                      budgets[index])))
         return setups
 
     def _round(self, comparison: Comparison, text: str, key: str) -> Iterator[tuple]:
@@ -165,7 +169,7 @@ class CompareHandlers:
                 turns += turns_from([reply], name_of)
         if live is not None:
             turns += [Turn("user", live[0].prompt), live[1][index]]
-        return chatbot_messages(turns, streaming)
+        return chatbot_messages(turns, streaming, hide_thoughts=not comparison.revealed)
 
     def _outputs(self, comparison: Comparison | None, live, message,
                  streaming: bool = True) -> tuple:

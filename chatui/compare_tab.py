@@ -10,7 +10,7 @@ from chatcore.manager import ModelManager
 from chatcore.store import Store
 from chatui.chat_tab import model_choices
 from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
-from chatui.sampling_controls import slider
+from chatui.sampling_controls import slider, think_radio
 
 
 def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
@@ -32,6 +32,7 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
     system = gr.Textbox(label="System prompt (all panes)", lines=1, elem_id="compare-system",
                         placeholder="Empty: each model's own default")
     columns, pickers, temperatures, max_tokens, panes = [], [], [], [], []
+    thinks, budgets = [], []
     with gr.Row(equal_height=False):
         for index in range(MAX_PANES):
             with gr.Column(visible=index < MIN_PANES, min_width=240) as column:
@@ -43,6 +44,10 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
                                                elem_id=f"compare-temperature-{index}"))
                     max_tokens.append(slider("max_new_tokens", defaults.max_new_tokens,
                                              elem_id=f"compare-max-tokens-{index}"))
+                    thinks.append(think_radio(defaults.think,
+                                              elem_id=f"compare-think-{index}"))
+                    budgets.append(slider("thinking_budget", defaults.thinking_budget,
+                                          elem_id=f"compare-thinking-budget-{index}"))
                 panes.append(gr.Chatbot(label=f"Model {LABELS[index]}", height=420,
                                         elem_id=f"compare-pane-{index}", sanitize_html=True,
                                         buttons=["copy"], feedback_options=None,
@@ -82,18 +87,21 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
 
     round_outputs = [*panes, comparison, message, vote_row, *pickers, inspector]
     round_inputs = [message, comparison, blind, count, system, *pickers, *temperatures,
-                    *max_tokens]
+                    *max_tokens, *thinks, *budgets]
 
     # Gradio hands the request only to a named parameter, so the panes are spelled out.
     def send_round(message: str, state, blind: bool, count: str, system: str,
                    model_a: str, model_b: str, model_c: str, model_d: str,
                    temperature_a: float, temperature_b: float, temperature_c: float,
                    temperature_d: float, max_tokens_a: float, max_tokens_b: float,
-                   max_tokens_c: float, max_tokens_d: float, request: gr.Request):
+                   max_tokens_c: float, max_tokens_d: float, think_a: str, think_b: str,
+                   think_c: str, think_d: str, budget_a: float, budget_b: float,
+                   budget_c: float, budget_d: float, request: gr.Request):
         yield from compare.send(
             message, state, blind, count, system, model_a, model_b, model_c, model_d,
             temperature_a, temperature_b, temperature_c, temperature_d, max_tokens_a,
-            max_tokens_b, max_tokens_c, max_tokens_d, request=request)
+            max_tokens_b, max_tokens_c, max_tokens_d, think_a, think_b, think_c, think_d,
+            budget_a, budget_b, budget_c, budget_d, request=request)
 
     rounds = [
         message.submit(send_round, round_inputs, round_outputs, api_name="compare"),

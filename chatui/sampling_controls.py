@@ -44,26 +44,50 @@ def seed_value(settings: SamplingSettings) -> int:
     return -1 if settings.seed is None else settings.seed
 
 
+THINK_CHOICES = ("model default", "on", "off")
+
+
+def think_radio(value: bool | None, **kwargs: Any) -> gr.Radio:
+    """The Think switch: the template's default, on or off (the schema's label and help)."""
+    options: dict[str, Any] = {"label": sampling.label("think"),
+                               "info": sampling.description("think")}
+    options.update(kwargs)
+    return gr.Radio(list(THINK_CHOICES), value=think_choice(value), **options)
+
+
+def think_choice(value: bool | None) -> str:
+    return THINK_CHOICES[0] if value is None else ("on" if value else "off")
+
+
+def think_value(choice: str | None) -> bool | None:
+    return {"on": True, "off": False}.get(choice or "")
+
+
 def params_from_controls(temperature: float, top_p: float, top_k: float,
                          max_new_tokens: float, repetition_penalty: float,
-                         seed: float | None) -> GenParams:
-    """The page's controls as backend parameters; a seed of None or below 0 is random.
+                         seed: float | None, think: str | None = None,
+                         thinking_budget: float | None = None) -> GenParams:
+    """The page's controls as backend parameters; a seed of None or below 0 is random, a
+    thinking budget of 0 is none.
 
     Validated through SamplingSettings; a value out of range raises gr.Error naming the
     control and the bound."""
     return sampling.gen_params(_validated(
         temperature=temperature, top_p=top_p, top_k=_whole(top_k),
         max_new_tokens=_whole(max_new_tokens), repetition_penalty=repetition_penalty,
-        seed=None if seed is None or seed < 0 else _whole(seed)))
+        seed=None if seed is None or seed < 0 else _whole(seed), think=think_value(think),
+        thinking_budget=_whole(thinking_budget) or 0))
 
 
-def pane_params(defaults: SamplingSettings, temperature: float,
-                max_new_tokens: float) -> GenParams:
-    """A Compare pane's parameters: the model entry's defaults with the pane's temperature
-    and max new tokens over them (None keeps the default)."""
+def pane_params(defaults: SamplingSettings, temperature: float, max_new_tokens: float,
+                think: str | None = None, thinking_budget: float | None = None) -> GenParams:
+    """A Compare pane's parameters: the model entry's defaults with the pane's temperature,
+    max new tokens and thinking settings over them (None keeps the default)."""
     try:
         settings = sampling.merge(defaults, temperature=temperature,
-                                  max_new_tokens=_whole(max_new_tokens))
+                                  max_new_tokens=_whole(max_new_tokens),
+                                  think=think_value(think),
+                                  thinking_budget=_whole(thinking_budget) or None)
     except ValidationError as exc:
         raise gr.Error(_message(exc)) from None
     return sampling.gen_params(settings)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from chatcore.config import ModelRegistry
 from chatcore.meter import reply_summary
-from chatcore.replies import LiveReply
+from chatcore.replies import LiveReply, thought_title
 from chatcore.store import StoredMessage
 
 
@@ -21,6 +21,9 @@ class Turn:
     content: str
     footer: str = ""
     error: str = ""
+    thought: str = ""  # a thinking model's thought, shown folded above the reply
+    thought_title: str = ""
+    thinking: bool = False  # the thought is still being written
 
 
 def model_name(registry: ModelRegistry, model_id: str) -> str:
@@ -32,7 +35,10 @@ def model_name(registry: ModelRegistry, model_id: str) -> str:
 def live_turn(live: LiveReply, name: str, continued: Turn | None = None) -> Turn:
     """The bubble of a reply in progress (after `continued`'s text, when it extends one)."""
     start = continued.content if continued is not None else ""
-    return Turn("assistant", start + live.text, live.footer(name), live.error)
+    title = "Thinking…" if live.thinking else \
+        thought_title(live.thought_seconds, live.thought_tokens)
+    return Turn("assistant", start + live.text, live.footer(name), live.error,
+                thought=live.thought, thought_title=title, thinking=live.thinking)
 
 
 def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str]) -> list[Turn]:
@@ -43,14 +49,25 @@ def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str]) 
             footer = reply_summary(model_name(message.model or "?"), message.time_to_first_token,
                                    message.tokens_per_second, message.completion_tokens,
                                    message.finish_reason, empty=not message.content.strip())
-        turns.append(Turn(message.role, message.content, footer))
+        turns.append(Turn(message.role, message.content, footer, thought=message.thought,
+                          thought_title=thought_title(message.thought_seconds,
+                                                      message.thought_tokens)))
     return turns
 
 
-def chatbot_messages(turns: list[Turn], streaming: bool = False) -> list[dict[str, str]]:
-    """Gradio Chatbot messages; the footer under a reply is small and escaped."""
-    shown = []
+def chatbot_messages(turns: list[Turn], streaming: bool = False,
+                     hide_thoughts: bool = False) -> list[dict]:
+    """Gradio Chatbot messages; the footer under a reply is small and escaped. A thought
+    comes first as a folded message (Gradio's metadata title); with `hide_thoughts` (blind
+    Compare before the vote) only its title, its length and time, is shown."""
+    shown: list[dict] = []
     for index, turn in enumerate(turns):
+        if turn.thought or turn.thinking:
+            shown.append({"role": "assistant",
+                          "content": "(hidden until you vote)" if hide_thoughts
+                          else turn.thought,
+                          "metadata": {"title": turn.thought_title,
+                                       "status": "pending" if turn.thinking else "done"}})
         content = turn.content
         if turn.error:
             content = (content + "\n\n" if content else "") + f"⚠️ {turn.error}"

@@ -182,9 +182,10 @@ def test_presets_built_in_and_saved(page):
 
 
 def test_choosing_a_model_loads_its_defaults(page):
-    info, temperature, top_p, top_k, max_new, penalty, seed = select_model(page.manager, "fake")
+    info, *values = select_model(page.manager, "fake")
     assert "**Fake**" in info
-    assert (temperature, top_p, top_k, max_new, penalty, seed) == (0.7, 0.9, 40, 512, 1.0, -1)
+    # temperature, top p, top k, max new tokens, penalty, seed, Think, thinking budget
+    assert values == [0.7, 0.9, 40, 512, 1.0, -1, "model default", 0]
 
 
 def test_export_writes_inside_the_data_directory_and_import_makes_a_new_conversation(

@@ -27,17 +27,20 @@ from tests.conftest import SHIPPED_MODELS
 from tests.fakes import ScriptedBackend
 
 FIELDS = list(SamplingSettings.model_fields)
-SLIDER_FIELDS = [f for f in FIELDS if f != "seed"]  # the seed is a number box
+SLIDER_FIELDS = [f for f in FIELDS if f not in ("seed", "think")]  # a number box, a switch
 
 # Every sampling slider on the Chat and Compare tabs, by elem_id.
 SLIDERS = {"temperature": "temperature", "top-p": "top_p", "top-k": "top_k",
            "max-new-tokens": "max_new_tokens", "repetition-penalty": "repetition_penalty",
+           "thinking-budget": "thinking_budget",
            **{f"compare-temperature-{i}": "temperature" for i in range(4)},
-           **{f"compare-max-tokens-{i}": "max_new_tokens" for i in range(4)}}
+           **{f"compare-max-tokens-{i}": "max_new_tokens" for i in range(4)},
+           **{f"compare-thinking-budget-{i}": "thinking_budget" for i in range(4)}}
 # The API's names for the settings.
 API_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
               "max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens",
-              "repetition_penalty": "repetition_penalty", "seed": "seed"}
+              "repetition_penalty": "repetition_penalty", "seed": "seed", "think": "think",
+              "thinking_budget": "thinking_budget"}
 CONSTRAINTS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "type")
 
 
