@@ -16,6 +16,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from backends.base import BackendError, Message
+from backends.thinking import template_markers
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,9 @@ class ChatTemplate:
                                add_generation_prompt=False)
         except BackendError as exc:
             return [f"the chat template fails on a two-turn sample: {exc}"]
+        markers = template_markers(self.source)
+        if markers and prompt.rstrip().endswith(markers.start):  # a thinking model's reply
+            prompt = prompt.rstrip()[:-len(markers.start)]  # opens with its thought
         if prompt.rstrip().endswith(sample[-1].content) or not full.startswith(prompt) \
                 or not full[len(prompt):].lstrip().startswith(reply):
             warnings.append("the prompt does not end with the assistant's turn marker, so "

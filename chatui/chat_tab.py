@@ -110,6 +110,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                 with gr.Row():
                     export_md = gr.Button("Export .md", size="sm", elem_id="export-md")
                     export_json = gr.Button("Export .json", size="sm", elem_id="export-json")
+                with_thoughts = gr.Checkbox(label="Include thoughts in exports", value=False,
+                                            elem_id="export-thoughts")
                 download = gr.File(label="Download", visible=False, interactive=False,
                                    elem_id="download")
                 upload = gr.UploadButton("Import .json", file_types=[".json"], size="sm",
@@ -227,10 +229,10 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                   api_name="delete", queue=False)
     keep.click(convs.cancel_delete, None, [confirm_row, sidebar_status], api_name=False,
                queue=False)
-    export_md.click(convs.export_markdown, [conversation_id], [download, sidebar_status],
-                    api_name=False)
-    export_json.click(convs.export_json, [conversation_id], [download, sidebar_status],
-                      api_name=False)
+    export_md.click(convs.export_markdown, [conversation_id, with_thoughts],
+                    [download, sidebar_status], api_name=False)
+    export_json.click(convs.export_json, [conversation_id, with_thoughts],
+                      [download, sidebar_status], api_name=False)
     upload.upload(convs.import_file, [upload, search], [conversations, sidebar_status],
                   api_name=False) \
         .then(convs.open, [conversations], open_outputs, api_name=False, queue=False)

@@ -107,7 +107,9 @@ class ConversationHandlers:
         return gr.update(visible=False), "Kept."
 
     # -- export and import ---------------------------------------------------------------
-    def export(self, conversation_id: int | None, kind: str, request: gr.Request):
+    def export(self, conversation_id: int | None, kind: str, request: gr.Request,
+               thoughts: bool = False):
+        """A file of the conversation; a thinking model's thoughts only when asked."""
         if conversation_id is None:
             return gr.update(visible=False), "Open a conversation to export it."
         try:
@@ -118,15 +120,17 @@ class ConversationHandlers:
         self.export_dir.mkdir(parents=True, exist_ok=True)
         slug = re.sub(r"[^A-Za-z0-9]+", "-", conversation.title).strip("-")[:40] or "chat"
         path = self.export_dir / f"{conversation_id}-{slug}.{kind}"
-        path.write_text(to_markdown(conversation) if kind == "md" else to_json(conversation),
-                        encoding="utf-8")
+        path.write_text(to_markdown(conversation, thoughts) if kind == "md"
+                        else to_json(conversation, thoughts), encoding="utf-8")
         return gr.update(value=str(path), visible=True), f"Exported {path.name}."
 
-    def export_markdown(self, conversation_id: int | None, request: gr.Request):
-        return self.export(conversation_id, "md", request)
+    def export_markdown(self, conversation_id: int | None, thoughts: bool = False,
+                        request: gr.Request = None):
+        return self.export(conversation_id, "md", request, thoughts)
 
-    def export_json(self, conversation_id: int | None, request: gr.Request):
-        return self.export(conversation_id, "json", request)
+    def export_json(self, conversation_id: int | None, thoughts: bool = False,
+                    request: gr.Request = None):
+        return self.export(conversation_id, "json", request, thoughts)
 
     def import_file(self, upload: str | None, query: str, request: gr.Request):
         user = user_of(request)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -444,3 +445,39 @@ def test_evaluate_a_set_of_two_prompts_review_with_keys_and_see_ratings(page, ar
     page.locator("#eval-plot-button").click()
     page.locator("#eval-plot img").wait_for(timeout=30_000)
     page.screenshot(path=str(artifacts / "evaluate-tab.png"), full_page=True)
+
+
+def test_a_thought_streams_into_a_folded_block_with_its_duration(
+        chromium_path, smollm2_path, tmp_path, artifacts):
+    from tests.test_thinking import THINKING_TEMPLATE
+
+    registry = tmp_path / "models.yaml"
+    entry = {"id": "smol-think", "name": "SmolLM2 (thinking)", "backend": "llamacpp",
+             "path": str(smollm2_path), "chat_template": THINKING_TEMPLATE,
+             "defaults": {"temperature": 0.0, "max_new_tokens": 64, "thinking_budget": 24}}
+    registry.write_text(json.dumps({"models": [entry]}), encoding="utf-8")  # YAML reads JSON
+    app = start_app(["--models", str(registry), "--data-dir", str(tmp_path / "data")])
+    try:
+        with sync_playwright() as playwright:
+            browser, page = open_page(playwright, chromium_path, app.url)
+            page.locator("#message textarea").fill(
+                "Write a long story about a dragon who learns to cook.")
+            page.locator("#message textarea").press("Enter")
+            page.wait_for_function(
+                "() => document.querySelector('#chatbot').innerText.includes('tokens/s')",
+                timeout=90_000)
+            chatbot = page.locator("#chatbot")
+            title = chatbot.get_by_text(re.compile(r"Thought for \d+\.\d s, 24 tokens"))
+            title.wait_for(timeout=10_000)
+            answer = page.locator("#chatbot [data-testid='bot']").last.inner_text()
+            assert "tokens/s" in answer and "<think>" not in answer and "</think>" not in answer
+            # Folded: the block's title is shown, its text only once it is opened.
+            texts = chatbot.inner_text()
+            page.screenshot(path=str(artifacts / "thinking-folded.png"), full_page=True)
+            title.click()
+            page.wait_for_function(
+                f"() => document.querySelector('#chatbot').innerText.length > {len(texts)}")
+            page.screenshot(path=str(artifacts / "thinking-open.png"), full_page=True)
+            browser.close()
+    finally:
+        stop(app)

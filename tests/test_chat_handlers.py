@@ -192,11 +192,11 @@ def test_export_writes_inside_the_data_directory_and_import_makes_a_new_conversa
         page, tmp_path):
     conversation_id = send(page, "Name the capital of France.")[-1][2]
     page.store.rename("alice", conversation_id, "../../etc/passwd")
-    download, message = page.convs.export_json(conversation_id, ALICE)
+    download, message = page.convs.export_json(conversation_id, request=ALICE)
     exported = download["value"]
     assert exported.startswith(str(tmp_path / "exports")) and exported.endswith(".json")
     assert message.startswith("Exported ")
-    markdown, _ = page.convs.export_markdown(conversation_id, ALICE)
+    markdown, _ = page.convs.export_markdown(conversation_id, request=ALICE)
     assert "Paris is the capital" in open(markdown["value"], encoding="utf-8").read()
     listed, message = page.convs.import_file(exported, "", ALICE)
     assert message == "Imported “../../etc/passwd”."

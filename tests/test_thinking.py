@@ -94,6 +94,7 @@ def test_the_template_opens_the_thought_and_the_next_prompt_leaves_it_out(thinki
 
 def test_the_think_switch_goes_through_the_template(thinking):
     thinking.load("smol-think")
+    assert thinking.template_warnings("smol-think") == []  # a reply that opens thinking
     report, _ = thinking.inspect("smol-think", QUESTION, GenParams(think=False))
     assert report.prompt.endswith("<think>\n\n</think>\n\n")
     live, chunks = reply(thinking, "smol-think", QUESTION,
