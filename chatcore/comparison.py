@@ -48,6 +48,7 @@ class Comparison:
     rounds: list[Round] = field(default_factory=list)
     voted: int = 0  # rounds that have a vote; a vote is on the latest round
     inspector: str = ""  # what each pane's model received in the latest round
+    attachments: list[int] = field(default_factory=list)  # every pane gets them
 
     @classmethod
     def start(cls, setups: Sequence[tuple[str, GenParams]], system: str = "",

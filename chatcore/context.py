@@ -46,6 +46,18 @@ def fit_context(messages: Sequence[Message], count_tokens: Callable[[Sequence[Me
     return system + turns, dropped
 
 
+def ground(messages: Sequence[Message], grounding, count_tokens: Callable[[Sequence[Message]], int],
+           context_length: int, max_new_tokens: int) -> tuple[list[Message], object | None]:
+    """The messages with the attachments' text in the last user message: whole when it fits
+    the room the prompt and the reply's reserve leave, else the best passages (a
+    chatcore.attachments.Grounding decides). Returns the messages and its Selection, or
+    None without attachments."""
+    if grounding is None:
+        return list(messages), None
+    room = context_length - min(max_new_tokens, context_length // 2) - count_tokens(messages)
+    return grounding.fit(messages, room, count_tokens)
+
+
 def title_from(message: str) -> str:
     """A short title from the first message, without asking a model."""
     words = message.split()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from backends.base import Backend, BackendError, GenParams, Message, ProgressCallback, PromptReport
 from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.context import fit_context, with_system
+from chatcore.context import fit_context, ground, with_system
 from chatcore.cpu_share import CpuShare
 from chatcore.factory import engine_class
 from chatcore.memory import MemoryBudget, process_rss_bytes, release_freed_memory
@@ -227,13 +227,15 @@ class ModelManager:
         return changed
 
     # -- what a model sees -------------------------------------------------------------
-    def inspect(self, model_id: str, messages: Sequence[Message],
-                params: GenParams) -> tuple[PromptReport, int]:
-        """The prompt a reply to `messages` is (or was) given, and how many messages were left
-        out to fit; the model must be resident."""
+    def inspect(self, model_id: str, messages: Sequence[Message], params: GenParams,
+                grounding=None) -> tuple[PromptReport, int]:
+        """The prompt a reply to `messages` (and its attachments' `grounding`) is, or was,
+        given, and how many messages were left out to fit; the model must be resident."""
         backend = self._resident_backend(model_id)
-        fitted, dropped = fit_context(messages, backend.count_tokens,
-                                      self.entry(model_id).context_length,
+        context = self.entry(model_id).context_length
+        messages, _ = ground(messages, grounding, backend.count_tokens, context,
+                             params.max_new_tokens)
+        fitted, dropped = fit_context(messages, backend.count_tokens, context,
                                       params.max_new_tokens)
         return backend.prompt_report(fitted, params), dropped
 

@@ -28,6 +28,9 @@ class ReplyRequest(NamedTuple):
     # A background reply (an evaluation run's) starts only when no person's reply is running
     # or waiting, so a chat or Compare request made during a run is served first.
     background: bool = False
+    # Attachments for the last user message (chatcore.attachments.Grounding): whole, or
+    # the passages that fit, once the model's tokenizer can count them.
+    grounding: object | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,15 @@ class Unhonoured:
     settings: tuple[str, ...]
 
 
-StreamEvent = Chunk | Loading | Waiting | Trimmed | Unhonoured
+@dataclass(frozen=True)
+class Grounded:
+    """What of the attachments the reply was given ("used 6 of 41 passages (pages 3, 4,
+    9)"); empty when they went in whole."""
+
+    note: str
+
+
+StreamEvent = Chunk | Loading | Waiting | Trimmed | Unhonoured | Grounded
 
 
 def progress_bar(fraction: float, width: int = 12) -> str:
@@ -93,6 +104,7 @@ class LiveReply:
     status: Loading | Waiting | None = None  # what the reply waits for now
     trimmed: int = 0
     unhonoured: tuple[str, ...] = ()
+    sources: str = ""  # which passages of the attachments went in (Grounded)
     thought: str = ""  # a thinking model's thought, apart from `text`
     thought_began: float | None = None
     thought_ended: float | None = None
@@ -106,6 +118,8 @@ class LiveReply:
             self.trimmed = event.dropped
         elif isinstance(event, Unhonoured):
             self.unhonoured = event.settings
+        elif isinstance(event, Grounded):
+            self.sources = event.note
         else:
             self.status = None
             self.meter.observe(event)
@@ -147,6 +161,8 @@ class LiveReply:
                          "model's context")
         if self.unhonoured:
             notes.append("not applied by this engine: " + ", ".join(self.unhonoured))
+        if self.sources:
+            notes.append(self.sources)
         return notes
 
     def footer(self, name: str) -> str:
@@ -172,7 +188,7 @@ class LiveReply:
             prompt_tokens=meter.usage.prompt_tokens if meter.usage else None,
             completion_tokens=meter.completion_tokens, finish_reason=meter.finish_reason,
             stopped=self.stopped, thought=self.thought, thought_seconds=self.thought_seconds,
-            thought_tokens=self.thought_tokens)
+            thought_tokens=self.thought_tokens, sources=self.sources)
 
 
 _DONE = object()

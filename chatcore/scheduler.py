@@ -19,9 +19,10 @@ from dataclasses import replace
 
 from backends.base import Backend, BackendError, Chunk, GenParams, Message
 from chatcore.config import ModelEntry
-from chatcore.context import fit_context
+from chatcore.context import fit_context, ground
 from chatcore.cpu_share import CpuShare
 from chatcore.replies import (
+    Grounded,
     LiveReply,
     Loading,
     Replies,
@@ -90,7 +91,12 @@ class Scheduler:
                 return
             entry = self._entry_of(model_id)
             backend = residency.load(entry, lambda f, step: emit(Loading(f, step)))
-            messages, dropped = fit_context(request.messages, backend.count_tokens,
+            messages, selection = ground(request.messages, request.grounding,
+                                         backend.count_tokens, entry.context_length,
+                                         params.max_new_tokens)
+            if selection is not None:
+                emit(Grounded(selection.note()))
+            messages, dropped = fit_context(messages, backend.count_tokens,
                                             entry.context_length, params.max_new_tokens)
             if dropped:
                 emit(Trimmed(dropped))

@@ -15,12 +15,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from chatcore.passage_index import phrase_query
+from chatcore.passage_index import schema as passage_schema
 from chatcore.votes import Vote, vote_from_row
 
 DB_NAME = "chats.sqlite3"
 
 # Each step moves the schema one version up; PRAGMA user_version says where a file stands.
-MIGRATIONS: Sequence[str] = (
+MIGRATIONS: Sequence[str | tuple[str, ...]] = (
     """
     CREATE TABLE conversations (
         id INTEGER PRIMARY KEY,
@@ -129,6 +131,38 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE messages ADD COLUMN thought_seconds REAL;
     ALTER TABLE messages ADD COLUMN thought_tokens INTEGER;
     """,
+    # Attachments, their passages and the messages in FTS5 (BM25 retrieval and search).
+    # Statements one by one: a trigger's body holds semicolons.
+    (
+        """CREATE TABLE attachments (
+            id INTEGER PRIMARY KEY,
+            user TEXT NOT NULL DEFAULT '',
+            message_id INTEGER REFERENCES messages (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            page_count INTEGER,
+            chars INTEGER NOT NULL,
+            pages TEXT NOT NULL,
+            created REAL NOT NULL
+        )""",
+        "CREATE INDEX attachments_by_message ON attachments (message_id)",
+        passage_schema("passages"),
+        "CREATE TRIGGER attachments_gone AFTER DELETE ON attachments BEGIN"
+        " DELETE FROM passages WHERE attachment = old.id; END",
+        "ALTER TABLE messages ADD COLUMN sources TEXT NOT NULL DEFAULT ''",
+        "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages',"
+        " content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+        "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN"
+        " INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END",
+        "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN"
+        " INSERT INTO messages_fts (messages_fts, rowid, content)"
+        " VALUES ('delete', old.id, old.content); END",
+        "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN"
+        " INSERT INTO messages_fts (messages_fts, rowid, content)"
+        " VALUES ('delete', old.id, old.content);"
+        " INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END",
+        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+    ),
 )
 
 
@@ -155,6 +189,7 @@ class StoredMessage:
     thought: str = ""
     thought_seconds: float | None = None
     thought_tokens: int | None = None
+    sources: str = ""  # which passages of the attachments the reply was given, in words
 
 
 @dataclass
@@ -179,7 +214,7 @@ class ConversationSummary:
 _MESSAGE_COLUMNS = ("role", "content", "model", "params", "time_to_first_token",
                     "tokens_per_second", "prompt_tokens", "completion_tokens", "finish_reason",
                     "stopped", "superseded", "created", "id", "thought", "thought_seconds",
-                    "thought_tokens")
+                    "thought_tokens", "sources")
 
 
 class Store:
@@ -209,7 +244,9 @@ class Store:
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for statement in filter(str.strip, script.split(";")):
+                    statements = script if isinstance(script, tuple) else \
+                        filter(str.strip, script.split(";"))
+                    for statement in statements:
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {number}")
                     self._db.execute("COMMIT")
@@ -246,15 +283,22 @@ class Store:
             return int(cursor.lastrowid)
 
     def list_conversations(self, user: str, query: str = "") -> list[ConversationSummary]:
-        """Newest first; `query` matches titles and message text, case-insensitively."""
+        """Newest first; `query` matches titles (as text) and messages (every word, found
+        with FTS5 whatever its case or accents), case-insensitively."""
         sql = "SELECT id, title, updated FROM conversations c WHERE user = ?"
         args: list = [user]
         if query.strip():
             pattern = "%" + query.strip().replace("\\", "\\\\").replace("%", "\\%") \
                 .replace("_", "\\_") + "%"
-            sql += (" AND (title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m"
-                    " WHERE m.conversation_id = c.id AND m.content LIKE ? ESCAPE '\\'))")
-            args += [pattern, pattern]
+            words = phrase_query(query)  # every word, the last as a prefix, in any message
+            sql += " AND (title LIKE ? ESCAPE '\\'"
+            args.append(pattern)
+            if words is not None:
+                sql += (" OR EXISTS (SELECT 1 FROM messages_fts f JOIN messages m"
+                        " ON m.id = f.rowid WHERE messages_fts MATCH ?"
+                        " AND m.conversation_id = c.id)")
+                args.append(words)
+            sql += ")"
         sql += " ORDER BY updated DESC, id DESC"
         with self._lock:
             return [ConversationSummary(*row) for row in self._db.execute(sql, args)]
@@ -325,12 +369,12 @@ class Store:
             "INSERT INTO messages (conversation_id, role, content, model, params,"
             " time_to_first_token, tokens_per_second, prompt_tokens, completion_tokens,"
             " finish_reason, stopped, superseded, created, thought, thought_seconds,"
-            " thought_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " thought_tokens, sources) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (conversation_id, m.role, m.content, m.model,
              json.dumps(m.params) if m.params is not None else None, m.time_to_first_token,
              m.tokens_per_second, m.prompt_tokens, m.completion_tokens, m.finish_reason,
              int(m.stopped), int(m.superseded), m.created, m.thought, m.thought_seconds,
-             m.thought_tokens))
+             m.thought_tokens, m.sources))
         return int(cursor.lastrowid)
 
     def supersede(self, user: str, conversation_id: int, message_ids: Sequence[int]) -> None:

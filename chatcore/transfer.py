@@ -37,6 +37,7 @@ class _Message(BaseModel):
     thought: str = Field("", max_length=1_000_000)
     thought_seconds: float | None = Field(None, ge=0)
     thought_tokens: int | None = Field(None, ge=0)
+    sources: str = Field("", max_length=10_000)
 
 
 class _Document(BaseModel):

@@ -21,7 +21,7 @@ from chatcore.library import ModelLibrary
 from chatcore.manager import ModelManager
 from chatcore.request_guard import Access, guard
 from chatcore.store import Store
-from chatcore.transfer import MAX_IMPORT_BYTES
+from chatcore.documents import MAX_FILE_BYTES
 from chatui.chat_tab import build_chat_tab, model_choices
 from chatui.compare_tab import build_compare_tab
 from chatui.evaluate_handlers import EvaluateHandlers
@@ -89,7 +89,7 @@ def build_server(manager: ModelManager, store: Store, initial_model: str, export
     server_app.include_router(build_api(manager, access.api_key, access.auth))
     server_app = gr.mount_gradio_app(
         server_app, blocks, path="", auth=access.auth, allowed_paths=[str(export_dir)],
-        max_file_size=MAX_IMPORT_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
+        max_file_size=MAX_FILE_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
         enable_monitoring=False, mcp_server=False, show_error=False, head=REVIEW_KEYS_JS)
     return guard(server_app, access)
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import gradio as gr
 
 from backends.base import BackendError, Chunk, GenParams, Message, PromptReport
+from chatcore.attachments import AttachmentStore
 from chatcore.context import title_from, with_system
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
-from chatcore.replies import LiveReply, progress_bar, thought_title
+from chatcore.replies import LiveReply, ReplyRequest, progress_bar, thought_title
 from chatcore.store import NotFound, Store, StoredMessage
 from chatui.sampling_controls import params_from_controls
 from chatui.stop_registry import StopRegistry
@@ -46,21 +47,34 @@ class ChatHandlers:
                  stops: StopRegistry | None = None) -> None:
         self.manager = manager
         self.store = store
+        self.attachments = AttachmentStore(store)
         self.stops = stops or StopRegistry()
 
     def model_name(self, model_id: str) -> str:
         return model_name(self.manager.registry, model_id)
 
     def display(self, user: str, conversation_id: int | None) -> list[Turn]:
-        return turns_from(self._messages(user, conversation_id), self.model_name)
+        """The conversation's bubbles, each message's attachments as chips under it."""
+        messages = self._messages(user, conversation_id)
+        turns = turns_from(messages, self.model_name)
+        if conversation_id is not None:
+            attached = self.attachments.by_message(user, conversation_id)
+            for message, turn in zip(messages, turns):
+                if message.id in attached:
+                    turn.footer = "  ".join(a.chip() for a in attached[message.id])
+        return turns
 
     # -- actions -------------------------------------------------------------------------
     def send(self, message: str, conversation_id: int | None, editing: bool, model_id: str,
              system: str, temperature: float, top_p: float, top_k: float,
              max_new_tokens: float, repetition_penalty: float, seed: float | None,
              think: str | None = None, thinking_budget: float | None = None,
-             request: gr.Request = None) -> Iterator[tuple]:
+             pending: list[int] | None = None, request: gr.Request = None) -> Iterator[tuple]:
+        """`pending`: attachments for this message (they go with it, and stay with the
+        conversation for follow-up questions)."""
         user = user_of(request)
+        if not (message or "").strip() and pending:
+            message = "Summarise the attached text."
         if not (message or "").strip():
             yield chatbot_messages(self.display(user, conversation_id)), message, \
                 conversation_id, editing
@@ -75,7 +89,9 @@ class ChatHandlers:
         else:
             self.store.update_settings(user, conversation_id, model_id, system or "",
                                        params.settings())
-        self.store.add_message(user, conversation_id, StoredMessage("user", message))
+        message_id = self.store.add_message(user, conversation_id, StoredMessage("user", message))
+        if pending:
+            self.attachments.attach(user, message_id, pending)
         yield from self._reply(user, conversation_id, model_id, system, params,
                                session_key(request))
 
@@ -159,8 +175,10 @@ class ChatHandlers:
         params = GenParams(**(reply.params or {}))
         if (hidden := prompt_hidden(self.manager, reply.model or "")) is not None:
             return "", hidden
+        grounding = self._grounding(user_of(request), conversation_id,
+                                    conversation.messages[:replies[-1]])
         try:
-            report, dropped = self.manager.inspect(reply.model or "", prompt, params)
+            report, dropped = self.manager.inspect(reply.model or "", prompt, params, grounding)
         except (UnknownModel, ModelUnavailable, BackendError) as exc:
             return "", f"⚠️ {exc}"
         details = inspector_details(self.model_name(reply.model or ""), report, params,
@@ -172,22 +190,35 @@ class ChatHandlers:
         return report.prompt, details
 
     def meter(self, draft: str, conversation_id: int | None, model_id: str, system: str,
-              max_new_tokens: float, request: gr.Request) -> str:
-        """Tokens the next prompt takes, against the room the context leaves."""
-        history = [Message(m.role, m.content)
-                   for m in self._messages(user_of(request), conversation_id)]
+              max_new_tokens: float, pending: list[int] | None = None,
+              request: gr.Request = None) -> str:
+        """Tokens the next prompt takes, against the room the context leaves; attachments
+        (the conversation's and those waiting to be sent) are counted whole."""
+        user = user_of(request)
+        history = [Message(m.role, m.content) for m in self._messages(user, conversation_id)]
+        ids = ([] if conversation_id is None else
+               self.attachments.of_conversation(user, conversation_id)) + list(pending or [])
+        grounding = self.attachments.grounding(user, ids, draft or "")
         try:
             meter = self.manager.context_meter(model_id, system or "", history, draft or "",
                                                int(max_new_tokens))
+            whole = self.manager.context_meter(
+                model_id, system or "", history, f"{draft or ''}\n\n{grounding.everything()}",
+                int(max_new_tokens)) if grounding is not None else meter
         except (UnknownModel, ModelUnavailable):
             return (f"Context: counted once {self.model_name(model_id)} is loaded "
                     "(it loads with your first message).")
         except BackendError as exc:
             return f"Context: ⚠️ {exc}"
+        attached = whole.draft - meter.draft
         line = (f"Context: system {meter.system} + history {meter.history} + draft "
-                f"{meter.draft} = **{meter.total}** of {meter.budget} tokens "
-                f"{progress_bar(meter.total / max(1, meter.budget))}")
-        if meter.left_out:
+                f"{meter.draft}" + (f" + attachments {attached}" if attached else "")
+                + f" = **{whole.total}** of {meter.budget} tokens "
+                f"{progress_bar(whole.total / max(1, meter.budget))}")
+        if attached and whole.total > meter.budget:
+            line += ("  \nThe attachments do not all fit: the passages that best match your "
+                     "question will be sent.")
+        elif meter.left_out:
             line += (f"  \n⚠️ over the context: the oldest {meter.left_out} message"
                      f"{'s' if meter.left_out != 1 else ''} will be left out")
         return line
@@ -208,7 +239,9 @@ class ChatHandlers:
         try:
             # The model starts first; the page hears of the new message with the first words
             # (or FIRST_WORDS_WAIT_S later), so updating it does not slow the prompt's reading.
-            with self.manager.start([(model_id, prompt, params)], cancel) as replies:
+            wanted = ReplyRequest(model_id, prompt, params,
+                                  grounding=self._grounding(user, conversation_id, stored))
+            with self.manager.start([wanted], cancel) as replies:
                 live = replies.live[0]
                 turns[-1] = live_turn(live, name, shown)
                 if not replies.wait_for_news(FIRST_WORDS_WAIT_S):
@@ -245,6 +278,15 @@ class ChatHandlers:
         if not live.text and live.stopped:
             return  # stopped before the first word: nothing to keep
         self.store.add_message(user, conversation_id, live.message())
+
+    def _grounding(self, user: str, conversation_id: int | None,
+                   messages: Sequence[StoredMessage]):
+        """The conversation's attachments ranked for its last question, or None."""
+        if conversation_id is None:
+            return None
+        question = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        return self.attachments.grounding(
+            user, self.attachments.of_conversation(user, conversation_id), question)
 
     def _messages(self, user: str, conversation_id: int | None) -> list[StoredMessage]:
         if conversation_id is None:

@@ -10,6 +10,7 @@ from chatcore.library_errors import LibraryError
 from chatcore.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
 from chatcore.presets import BUILTIN_PRESETS
 from chatcore.store import Store
+from chatui.attachment_controls import AttachmentControls
 from chatui.chat_handlers import ChatHandlers
 from chatui.conversations import ConversationHandlers
 from chatui.sampling_controls import (
@@ -89,6 +90,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                    export_dir: Path, library: ModelLibrary | None = None) -> gr.Dropdown:
     """Builds the tab; returns its model picker, whose choices follow the registry."""
     chat = ChatHandlers(manager, store)
+    files = AttachmentControls(chat.attachments)
     convs = ConversationHandlers(manager, store, chat, export_dir)
     defaults = manager.entry(initial_model).defaults
     conversation_id = gr.State(None)
@@ -135,6 +137,13 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                                      elem_id="message", autofocus=True)
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                 stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
+            with gr.Row(equal_height=True):
+                attach = gr.UploadButton("📎 Attach files", file_count="multiple", size="sm",
+                                         scale=0, elem_id="attach")
+                chips = gr.Markdown(elem_id="attachments")
+                clear_attached = gr.Button("Remove attachments", size="sm", scale=0,
+                                           elem_id="attachments-clear")
+            pending = gr.State([])
             meter = gr.Markdown(elem_id="context-meter")
             with gr.Row():
                 regenerate = gr.Button("Regenerate", size="sm", elem_id="regenerate")
@@ -177,11 +186,10 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     params = [model, system, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
               seed, think, thinking_budget]
     reply_outputs = [chatbot, message, conversation_id, editing]
+    sending = [message, conversation_id, editing, *params, pending]
     replies = [
-        message.submit(chat.send, [message, conversation_id, editing, *params], reply_outputs,
-                       api_name="send"),
-        send.click(chat.send, [message, conversation_id, editing, *params], reply_outputs,
-                   api_name=False),
+        message.submit(chat.send, sending, reply_outputs, api_name="send"),
+        send.click(chat.send, sending, reply_outputs, api_name=False),
         regenerate.click(chat.regenerate, [conversation_id, *params], reply_outputs,
                          api_name="regenerate"),
         continue_.click(chat.continue_reply, [conversation_id, *params], reply_outputs,
@@ -189,7 +197,16 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     ]
     open_outputs = [chatbot, conversation_id, editing, title, model, system, temperature,
                     top_p, top_k, max_new_tokens, repetition_penalty, earlier]
-    meter_inputs = [message, conversation_id, model, system, max_new_tokens]
+    meter_inputs = [message, conversation_id, model, system, max_new_tokens, pending]
+    for sent in replies[:2]:  # the attachments went with the message
+        sent.then(lambda: ([], ""), None, [pending, chips], api_name=False, queue=False)
+    attach.upload(files.attach, [attach, pending], [pending, chips], api_name=False) \
+        .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
+              show_progress="hidden")
+    message.input(files.paste, [message, pending], [message, pending, chips], api_name=False,
+                  queue=False, trigger_mode="always_last")
+    clear_attached.click(lambda: ([], ""), None, [pending, chips], api_name=False,
+                         queue=False)
     for reply in replies:  # then: the list (a new title), earlier versions, the model panel
         reply.then(convs.after_reply, [search, conversation_id], [conversations, title, earlier],
                    api_name=False, queue=False) \

@@ -11,10 +11,12 @@ from pathlib import Path
 import gradio as gr
 
 from backends.base import BackendError, Chunk, GenParams
+from chatcore.attachments import AttachmentStore
 from chatcore.comparison import MAX_PANES, MIN_PANES, Comparison, Round
 from chatcore.context import title_from
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.ratings import Standing, leaderboard
+from chatcore.replies import ReplyRequest
 from chatcore.sampling import SamplingSettings
 from chatcore.store import Store
 from chatcore.votes import all_battles, votes_to_csv, votes_to_json
@@ -49,6 +51,7 @@ class CompareHandlers:
                  stops: StopRegistry | None = None) -> None:
         self.manager = manager
         self.store = store
+        self.attachments = AttachmentStore(store)
         self.export_dir = export_dir
         self.stops = stops or StopRegistry()
 
@@ -57,10 +60,13 @@ class CompareHandlers:
 
     # -- a round -------------------------------------------------------------------------
     def send(self, message: str, comparison: Comparison | None, blind: bool, count: float,
-             system: str, *pane_settings, request: gr.Request) -> Iterator[tuple]:
+             system: str, *pane_settings, attachments: list[int] | None = None,
+             request: gr.Request) -> Iterator[tuple]:
         """`pane_settings`: every pane's model, then temperatures, max new tokens, Think
         switches and thinking budgets (the last two may be left out: the defaults)."""
         text = (message or "").strip()
+        if not text and attachments:
+            text = "Summarise the attached text."
         if not text:
             yield self._outputs(comparison, None, message)
             return
@@ -72,7 +78,8 @@ class CompareHandlers:
             if comparison.revealed:  # a pane's model can change between rounds
                 for pane, (model_id, params) in zip(comparison.panes, setups):
                     pane.model_id, pane.params = model_id, params
-        yield from self._round(comparison, text, compare_key(request))
+        comparison.attachments += list(attachments or [])
+        yield from self._round(comparison, text, compare_key(request), user_of(request))
 
     def _setups(self, count: int, settings: Sequence) -> list[tuple[str, GenParams]]:
         count = max(MIN_PANES, min(MAX_PANES, count))
@@ -90,11 +97,14 @@ class CompareHandlers:
                                                       budgets[index])))
         return setups
 
-    def _round(self, comparison: Comparison, text: str, key: str) -> Iterator[tuple]:
+    def _round(self, comparison: Comparison, text: str, key: str,
+               user: str = "") -> Iterator[tuple]:
         panes = comparison.panes
         round_ = Round.begin(text, len(panes))
-        requests = [(p.model_id, comparison.prompt_for(i, text), p.params)
-                    for i, p in enumerate(panes)]
+        # One attachment goes to every pane, each fitted to that model's context.
+        grounding = self.attachments.grounding(user, comparison.attachments, text)
+        requests = [ReplyRequest(p.model_id, comparison.prompt_for(i, text), p.params,
+                                 grounding=grounding) for i, p in enumerate(panes)]
         turns = [Turn("assistant", "") for _ in panes]
         cancel = self.stops.begin(key)
         try:
@@ -133,13 +143,13 @@ class CompareHandlers:
     def _inspect(self, comparison: Comparison, requests) -> str:
         """Each pane's prompt after its chat template, and what ended its reply."""
         parts = []
-        for index, (model_id, messages, params) in enumerate(requests):
+        for index, (model_id, messages, params, _, grounding) in enumerate(requests):
             heading = f"### {comparison.label(index)}: {self.model_name(model_id)}"
             if (hidden := prompt_hidden(self.manager, model_id)) is not None:
                 parts.append(f"{heading}\n\n{hidden}")
                 continue
             try:
-                report, dropped = self.manager.inspect(model_id, messages, params)
+                report, dropped = self.manager.inspect(model_id, messages, params, grounding)
             except (UnknownModel, ModelUnavailable, BackendError) as exc:
                 parts.append(f"{heading}\n\n⚠️ {exc}")
                 continue

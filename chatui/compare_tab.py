@@ -8,6 +8,7 @@ import gradio as gr
 from chatcore.comparison import LABELS, MAX_PANES, MIN_PANES
 from chatcore.manager import ModelManager
 from chatcore.store import Store
+from chatui.attachment_controls import AttachmentControls
 from chatui.chat_tab import model_choices
 from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
 from chatui.sampling_controls import slider, think_radio
@@ -65,6 +66,11 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
                         for i, label in enumerate(LABELS)]
         tie = gr.Button("Tie", size="sm", elem_id="compare-vote-tie")
         bad = gr.Button("All bad", size="sm", elem_id="compare-vote-bad")
+    with gr.Row(equal_height=True):
+        attach = gr.UploadButton("📎 Attach files (every pane)", file_count="multiple",
+                                 size="sm", scale=0, elem_id="compare-attach")
+        chips = gr.Markdown(elem_id="compare-attachments")
+    pending = gr.State([])
     status = gr.Markdown(elem_id="compare-status")
     with gr.Accordion("Inspector: what each model received", open=False,
                       elem_id="compare-inspector-box"):
@@ -87,7 +93,7 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
 
     round_outputs = [*panes, comparison, message, vote_row, *pickers, inspector]
     round_inputs = [message, comparison, blind, count, system, *pickers, *temperatures,
-                    *max_tokens, *thinks, *budgets]
+                    *max_tokens, *thinks, *budgets, pending]
 
     # Gradio hands the request only to a named parameter, so the panes are spelled out.
     def send_round(message: str, state, blind: bool, count: str, system: str,
@@ -96,17 +102,22 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
                    temperature_d: float, max_tokens_a: float, max_tokens_b: float,
                    max_tokens_c: float, max_tokens_d: float, think_a: str, think_b: str,
                    think_c: str, think_d: str, budget_a: float, budget_b: float,
-                   budget_c: float, budget_d: float, request: gr.Request):
+                   budget_c: float, budget_d: float, attached: list[int],
+                   request: gr.Request):
         yield from compare.send(
             message, state, blind, count, system, model_a, model_b, model_c, model_d,
             temperature_a, temperature_b, temperature_c, temperature_d, max_tokens_a,
             max_tokens_b, max_tokens_c, max_tokens_d, think_a, think_b, think_c, think_d,
-            budget_a, budget_b, budget_c, budget_d, request=request)
+            budget_a, budget_b, budget_c, budget_d, attachments=attached, request=request)
 
     rounds = [
         message.submit(send_round, round_inputs, round_outputs, api_name="compare"),
         send.click(send_round, round_inputs, round_outputs, api_name=False),
     ]
+    for sent in rounds:  # the attachments went with the prompt, to every pane
+        sent.then(lambda: ([], ""), None, [pending, chips], api_name=False, queue=False)
+    attach.upload(AttachmentControls(compare.attachments).attach, [attach, pending],
+                  [pending, chips], api_name=False)
     stop.click(compare.stop, None, None, api_name="compare_stop", queue=False)
     new_round.click(compare.new_round, None, [*round_outputs, status],
                     api_name="compare_new", queue=False, cancels=rounds)

@@ -49,6 +49,8 @@ def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str]) 
             footer = reply_summary(model_name(message.model or "?"), message.time_to_first_token,
                                    message.tokens_per_second, message.completion_tokens,
                                    message.finish_reason, empty=not message.content.strip())
+            if message.sources:
+                footer += f" · {message.sources}"
         turns.append(Turn(message.role, message.content, footer, thought=message.thought,
                           thought_title=thought_title(message.thought_seconds,
                                                       message.thought_tokens)))

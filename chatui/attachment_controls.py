@@ -1,0 +1,58 @@
+"""The Attach button, the paste that becomes a chip, and the chips, shared by the Chat and
+Compare tabs: files are read once into pending attachments that go with the next message."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import gradio as gr
+
+from chatcore.attachments import AttachmentStore
+from chatcore.documents import (
+    PASTE_CHIP_CHARS,
+    DocumentError,
+    check_message,
+    extract,
+    from_paste,
+)
+from chatui.chat_handlers import user_of
+
+
+class AttachmentControls:
+    def __init__(self, attachments: AttachmentStore) -> None:
+        self.attachments = attachments
+
+    def attach(self, files: Sequence[str] | None, pending: list[int] | None,
+               request: gr.Request) -> tuple:
+        """Read uploaded files into pending attachments for the next message: the ids and
+        the chips. A file that cannot be read is refused with its reason under the chips,
+        and none of this upload is kept."""
+        pending = list(pending or [])
+        paths = [Path(f) for f in (files or [])]
+        try:
+            check_message([(p.name, p.stat().st_size) for p in paths]
+                          + [(a.name, a.chars) for a in self.attachments.described(
+                              user_of(request), pending)])
+            documents = [extract(p.name, p.read_bytes()) for p in paths]
+        except (DocumentError, OSError) as exc:
+            return pending, f"{self.chips(pending, request)}\n\n⚠️ Not attached: {exc}"
+        user = user_of(request)
+        pending += [self.attachments.add(user, d).id for d in documents]
+        return pending, self.chips(pending, request)
+
+    def paste(self, text: str, pending: list[int] | None, request: gr.Request) -> tuple:
+        """A paste of PASTE_CHIP_CHARS or more becomes an attachment chip, not message text."""
+        pending = list(pending or [])
+        if len(text or "") < PASTE_CHIP_CHARS:
+            return gr.update(), pending, gr.update()
+        try:
+            document = from_paste(text)
+        except DocumentError as exc:
+            gr.Info(str(exc))
+            return gr.update(), pending, gr.update()
+        pending.append(self.attachments.add(user_of(request), document).id)
+        return "", pending, self.chips(pending, request)
+
+    def chips(self, pending: list[int] | None, request: gr.Request) -> str:
+        attached = self.attachments.described(user_of(request), list(pending or []))
+        return "  ".join(a.chip() for a in attached)
