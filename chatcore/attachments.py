@@ -33,7 +33,7 @@ class Attached:
             parts.append(f"{self.page_count} page{'s' if self.page_count != 1 else ''}")
         parts.append(f"{tokens:,} tokens" if tokens is not None
                      else f"{self.chars:,} characters")
-        return "📎 " + " · ".join(parts)
+        return "Attached: " + " · ".join(parts)
 
 
 @dataclass(frozen=True)

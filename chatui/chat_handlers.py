@@ -229,7 +229,7 @@ class ChatHandlers:
                continuing: StoredMessage | None = None) -> Iterator[tuple]:
         stored = self._messages(user, conversation_id)
         prompt = with_system(system, stored)
-        turns = turns_from(stored, self.model_name)
+        turns = self.display(user, conversation_id)  # with the attachments' chips
         name = self.model_name(model_id)
         shown = turns.pop() if continuing is not None else None
         outputs = lambda streaming: (chatbot_messages(turns, streaming), "",  # noqa: E731

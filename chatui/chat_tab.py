@@ -138,7 +138,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                 stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
             with gr.Row(equal_height=True):
-                attach = gr.UploadButton("📎 Attach files", file_count="multiple", size="sm",
+                attach = gr.UploadButton("Attach files", file_count="multiple", size="sm",
                                          scale=0, elem_id="attach")
                 chips = gr.Markdown(elem_id="attachments")
                 clear_attached = gr.Button("Remove attachments", size="sm", scale=0,

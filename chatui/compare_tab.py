@@ -67,7 +67,7 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
         tie = gr.Button("Tie", size="sm", elem_id="compare-vote-tie")
         bad = gr.Button("All bad", size="sm", elem_id="compare-vote-bad")
     with gr.Row(equal_height=True):
-        attach = gr.UploadButton("📎 Attach files (every pane)", file_count="multiple",
+        attach = gr.UploadButton("Attach files (every pane)", file_count="multiple",
                                  size="sm", scale=0, elem_id="compare-attach")
         chips = gr.Markdown(elem_id="compare-attachments")
     pending = gr.State([])

@@ -481,3 +481,28 @@ def test_a_thought_streams_into_a_folded_block_with_its_duration(
             browser.close()
     finally:
         stop(app)
+
+
+def test_attach_a_file_send_and_see_its_chip_and_the_reply(page, tmp_path, artifacts):
+    notes = tmp_path / "ferry.md"
+    notes.write_text("# Trip\n\nThe ferry to Bohol leaves at 7:40 from pier 3.\n",
+                     encoding="utf-8")
+    use_greedy_decoding(page)
+    with page.expect_file_chooser() as chooser:
+        page.locator("#attach").click()
+    chooser.value.set_files(str(notes))
+    page.wait_for_function("() => document.querySelector('#attachments').innerText"
+                           ".includes('ferry.md')")
+    box = page.locator("#message textarea")
+    box.fill("When does the ferry leave?")
+    box.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#chatbot').innerText.includes('tokens/s')",
+        timeout=60_000)
+    assert "Attached: ferry.md" in page.locator("#chatbot").inner_text()  # the chip, kept
+    page.wait_for_function("() => !document.querySelector('#attachments').innerText"
+                           ".includes('ferry.md')")  # sent with the message
+    page.get_by_text("Inspector: what the model received").click()
+    page.wait_for_function("() => document.querySelector('#inspector-prompt').innerText"
+                           ".includes('pier 3')", timeout=30_000)
+    page.screenshot(path=str(artifacts / "attachment.png"), full_page=True)
