@@ -27,12 +27,13 @@ class Attached:
     page_count: int | None
     chars: int
 
-    def chip(self, tokens: int | None = None) -> str:
+    def chip(self) -> str:
         parts = [self.name]
         if self.page_count:
             parts.append(f"{self.page_count} page{'s' if self.page_count != 1 else ''}")
-        parts.append(f"{tokens:,} tokens" if tokens is not None
-                     else f"{self.chars:,} characters")
+        # Tokens depend on the model: about 4 characters each here; the context meter counts
+        # them with the model's own tokenizer.
+        parts.append(f"≈{max(1, self.chars // 4):,} tokens")
         return "Attached: " + " · ".join(parts)
 
 
