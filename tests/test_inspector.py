@@ -129,7 +129,8 @@ def test_the_inspector_on_the_page_handlers(smollm2_path, tmp_path):
     assert prompt == backend.render_prompt([Message("system", "Be brief."),
                                             Message("user", CAPITAL_PROMPT)])
     assert "GGUF file's metadata" in details and '"temperature": 0.0' in details
-    meter = chat.meter("a draft", conversation_id, "smollm2-135m", "Be brief.", 16, request)
+    meter = chat.meter("a draft", conversation_id, "smollm2-135m", "Be brief.", 16,
+                       request=request)
     assert meter.startswith("Context: system ") and "of 2032 tokens" in meter
     manager.unload_all()
     store.close()
