@@ -405,7 +405,7 @@ def test_evaluate_a_set_of_two_prompts_review_with_keys_and_see_ratings(page, ar
     pick(page, "eval-model-1", "SmolLM2 135M Instruct [transformers · 4bit nf4 · auto]")
     for index in (0, 1):
         page.locator(f"#eval-settings-{index}").get_by_text("Settings").click()
-        set_number(page, f"eval-max-tokens-{index}", "24")
+        set_number(page, f"eval-max-tokens-{index}", "16")
     page.locator("#eval-start").click()
     page.wait_for_function("() => document.querySelector('#eval-run-status').innerText"
                            ".includes('started: 2 prompts × 2 models')")

@@ -32,7 +32,7 @@ RUN_GUARD_S = 20 * SAFETY_S
 PROMPTS = make_set("three", [EvalPrompt("Name the capital of France.", "facts", "Paris"),
                              EvalPrompt("What is 2 + 2?", "math", "4"),
                              EvalPrompt("Say hello in one word.", "chat")])
-SHORT = GenParams(temperature=0.0, max_new_tokens=24)
+SHORT = GenParams(temperature=0.0, max_new_tokens=16)
 
 
 def test_a_run_over_two_engines_goes_model_by_model_within_the_budget(tmp_path):
