@@ -42,10 +42,6 @@ class RunProgress:
     current: tuple[str, ...]  # labels of the candidates answering now
     seconds_left: float | None
 
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
 
 def plan_waves(candidates: Sequence[Candidate], limits: dict[str, int]) -> list[list[int]]:
     """Candidate indices grouped into waves whose models fit the budget together.
