@@ -23,6 +23,7 @@ from chatcore.factory import APP_NAME, default_cache_dir, make_backend
 from chatcore.fit import WeightsCheck
 from chatcore.hub import Hub
 from chatcore.hub_errors import HubError
+from chatcore.i18n import DEFAULT_LANGUAGE, LANGUAGES, load_texts
 from chatcore.library import ModelLibrary, personal_registry
 from chatcore.library_errors import LibraryError
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
@@ -69,6 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-memory", metavar="SIZE",
                         help="memory the models may take: 12GB for RAM, or cpu=12GB,cuda:0=20GB "
                              "(default: 75%% of the RAM free at start, 90%% of free GPU memory)")
+    parser.add_argument("--language", choices=list(LANGUAGES), metavar="|".join(LANGUAGES),
+                        help="the page's language for everyone (default: each browser's "
+                             "language; a person's own choice on the page comes first), "
+                             "and the language of --prompt's notes")
     parser.add_argument("--no-browser", action="store_true",
                         help="do not open the page in a browser on start")
     parser.add_argument("--log-level", default="WARNING",
@@ -179,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         serve(manager, store, model_id, access, args.port,
-              open_browser=not args.no_browser, data_dir=args.data_dir, library=library)
+              open_browser=not args.no_browser, data_dir=args.data_dir, library=library,
+              language=args.language)
     except ServeError as exc:
         return _fail(str(exc), EXIT_FAILED)
     return 0
@@ -305,7 +311,8 @@ def _one_shot(manager: ModelManager, args: argparse.Namespace, defaults, model_i
         flag = "--" + {"max_new_tokens": "max-new-tokens"}.get(error["loc"][0], error["loc"][0])
         return _fail(f"{flag}: {error['msg']} (got {error['input']})", EXIT_USAGE)
     try:
-        run_prompt(manager, model_id, args.prompt, args.system, params)
+        run_prompt(manager, model_id, args.prompt, args.system, params,
+                   texts=load_texts(args.language or DEFAULT_LANGUAGE))
     except (ModelUnavailable, UnknownModel) as exc:
         return _fail(str(exc), EXIT_FAILED)
     except Exception as exc:  # noqa: BLE001 - BackendError and anything else: one line

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from backends.base import Message
 from chatcore.documents import Document, Page, Passage, passages
+from chatcore.i18n import Texts, english
 from chatcore.passage_index import PassageIndex, Selection, fill, rank, render
 from chatcore.store import Store
 
@@ -27,14 +28,15 @@ class Attached:
     page_count: int | None
     chars: int
 
-    def chip(self) -> str:
+    def chip(self, texts: Texts | None = None) -> str:
+        texts = texts or english()
         parts = [self.name]
         if self.page_count:
-            parts.append(f"{self.page_count} page{'s' if self.page_count != 1 else ''}")
+            parts.append(texts("attach.pages", n=self.page_count))
         # Tokens depend on the model: about 4 characters each here; the context meter counts
         # them with the model's own tokenizer.
-        parts.append(f"≈{max(1, self.chars // 4):,} tokens")
-        return "Attached: " + " · ".join(parts)
+        parts.append(texts("attach.tokens", n=max(1, self.chars // 4)))
+        return texts("attach.chip", details=" · ".join(parts))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from backends.base import GenParams, Message
 from chatcore.context import with_system
+from chatcore.i18n import Texts, english
 from chatcore.store import StoredMessage
 from chatcore.votes import Vote, VotedPane
 
@@ -64,14 +65,16 @@ class Comparison:
                    blind=blind, revealed=not blind)
 
     @staticmethod
-    def label(index: int) -> str:
-        return f"Model {LABELS[index]}"
+    def label(index: int, texts: Texts | None = None) -> str:
+        """A pane's name before the models are shown: "Model A" (in English, the default)."""
+        return (texts or english())("compare.pane", label=LABELS[index])
 
-    def title(self, index: int, name_of: Callable[[str], str]) -> str:
+    def title(self, index: int, name_of: Callable[[str], str],
+              texts: Texts | None = None) -> str:
         """What a pane is called on the page: its label until the names may be shown."""
         if not self.revealed:
-            return self.label(index)
-        return f"{self.label(index)}: {name_of(self.panes[index].model_id)}"
+            return self.label(index, texts=texts)
+        return f"{self.label(index, texts=texts)}: {name_of(self.panes[index].model_id)}"
 
     def history(self, index: int) -> list[StoredMessage]:
         """This pane's own conversation: every finished round it answered."""

@@ -17,6 +17,7 @@ from chatcore.eval_ratings import (
     style_of,
 )
 from chatcore.eval_store import PERSON, EvalReply, EvalRun, EvalStore, EvalVote
+from chatcore.i18n import Texts, english
 from chatcore.judge import Agreement, agreement
 from chatcore.review_queue import ReviewItem, next_open, review_queue, reviewable
 
@@ -26,11 +27,14 @@ RATING_ROUNDS = 200
 MIN_GAMES = 5
 
 
-def interval_text(rating: Rating) -> str:
-    """A rating's 95% interval in words, or how many votes it still needs."""
+def interval_text(rating: Rating, texts: Texts | None = None) -> str:
+    """A rating's 95% interval in words, or how many votes it still needs (English unless
+    `texts` says otherwise: the report is English)."""
+    texts = texts or english()
     if rating.games < MIN_GAMES:
-        return f"needs {MIN_GAMES} votes"
-    return f"{rating.low:.0f} to {rating.high:.0f}"
+        return texts("evaluate.verdict.needs", n=MIN_GAMES)
+    return texts("evaluate.verdict.interval", low=f"{rating.low:.0f}",
+                 high=f"{rating.high:.0f}")
 
 
 @dataclass
@@ -101,15 +105,18 @@ class RunResults:
     def memory(self) -> dict[str, int]:
         return {c.label: c.memory_bytes for c in self.run.candidates if c.memory_bytes}
 
-    def choices(self, tables: list[RatingTable]) -> list[tuple[Choice, str]]:
-        """One per table, with whether the best is clearly ahead, in words. With fewer than
-        MIN_GAMES games it never is: a bootstrap over one or two votes gives a zero-width
-        interval, which would look certain."""
+    def choices(self, tables: list[RatingTable],
+                texts: Texts | None = None) -> list[tuple[Choice, str]]:
+        """One per table, with whether the best is clearly ahead, in words (English unless
+        `texts` says otherwise). With fewer than MIN_GAMES games it never is: a bootstrap over
+        one or two votes gives a zero-width interval, which would look certain."""
+        texts = texts or english()
         found = []
         for table, choice in zip(tables, choices(tables, self.speed(), self.memory())):
             games = next((r.games for r in table.plain if r.model == choice.best), 0)
-            verdict = (f"not yet: needs {MIN_GAMES} votes" if games < MIN_GAMES
-                       else "no: intervals overlap" if choice.overlaps_next else "yes")
+            verdict = texts("evaluate.verdict.not_yet", n=MIN_GAMES) if games < MIN_GAMES \
+                else texts("evaluate.verdict.overlap") if choice.overlaps_next \
+                else texts("evaluate.verdict.yes")
             found.append((choice, verdict))
         return found
 

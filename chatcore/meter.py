@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass, field
 
 from backends.base import Chunk, Usage
+from chatcore.i18n import Texts, english
 
 
 @dataclass
@@ -42,29 +43,29 @@ class ReplyMeter:
         elapsed = self.finished_at - self.first_text_at
         return (self.completion_tokens - 1) / elapsed if elapsed > 0 else None
 
-    def summary(self, model_name: str) -> str:
+    def summary(self, model_name: str, texts: Texts | None = None) -> str:
         return reply_summary(model_name, self.time_to_first_token, self.tokens_per_second,
-                             self.completion_tokens, self.finish_reason, empty=not self.saw_text)
-
-
-EMPTY_REPLY = "the model ended its reply before any text"
+                             self.completion_tokens, self.finish_reason, empty=not self.saw_text,
+                             texts=texts)
 
 
 def reply_summary(model_name: str, time_to_first_token: float | None,
                   tokens_per_second: float | None, completion_tokens: int | None,
-                  finish_reason: str | None, empty: bool = False) -> str:
+                  finish_reason: str | None, empty: bool = False,
+                  texts: Texts | None = None) -> str:
     """The line under a reply, live or read back from the store; an empty reply says so
     rather than showing nothing."""
+    texts = texts or english()
     parts = [model_name]
     if time_to_first_token is not None:
-        parts.append(f"{time_to_first_token:.2f} s to first token")
+        parts.append(texts("reply.first_token", seconds=texts.number(time_to_first_token, 2)))
     if tokens_per_second is not None:
-        parts.append(f"{tokens_per_second:.1f} tokens/s")
-    parts.append(f"{completion_tokens or 0} tokens")
+        parts.append(texts("reply.speed", rate=texts.number(tokens_per_second, 1)))
+    parts.append(texts("reply.tokens", n=completion_tokens or 0))
     if finish_reason == "cancelled":
-        parts.append("stopped")
+        parts.append(texts("reply.stopped"))
     elif finish_reason == "length":
-        parts.append("cut at the token limit")
+        parts.append(texts("reply.cut"))
     if empty and finish_reason != "cancelled":
-        parts.append(EMPTY_REPLY)
+        parts.append(texts("reply.empty"))
     return " · ".join(parts)

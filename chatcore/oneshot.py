@@ -7,14 +7,15 @@ from typing import TextIO
 
 from backends.base import Chunk, GenParams, Message
 from chatcore.manager import ModelManager
-from chatcore.meter import EMPTY_REPLY
+from chatcore.i18n import Texts, english
 
 
 def run_prompt(manager: ModelManager, model_id: str, prompt: str, system: str | None,
-               params: GenParams, out: TextIO | None = None) -> str:
+               params: GenParams, out: TextIO | None = None, texts: Texts | None = None) -> str:
     """Stream the reply to `out` (stdout); returns the finish reason. Raises the manager's
-    errors."""
+    errors. The notes on stderr are in `texts`' language (English unless --language)."""
     out = out or sys.stdout
+    texts = texts or english()
     messages = [Message("system", system)] if system else []
     messages.append(Message("user", prompt))
     with manager.start([(model_id, messages, params)], threading.Event()) as replies:
@@ -27,8 +28,8 @@ def run_prompt(manager: ModelManager, model_id: str, prompt: str, system: str | 
     out.write("\n")
     out.flush()
     live = replies.live[0]
-    for note in live.notes():
+    for note in live.notes(texts):
         print(f"note: {note}", file=sys.stderr)
     if not live.meter.saw_text:
-        print(f"note: {EMPTY_REPLY}", file=sys.stderr)
+        print(f"note: {texts('reply.empty')}", file=sys.stderr)
     return live.meter.finish_reason or "stop"

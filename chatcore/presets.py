@@ -1,10 +1,28 @@
-"""System prompt presets: a few built in; people add their own, kept in the store."""
+"""System prompt presets: a few built in; people add their own, kept in the store.
+
+A built-in preset is an id; its name and prompt are the catalog's `presets.<id>.name` and
+`presets.<id>.prompt`, so each page language shows its own (the Filipino Translator
+translates into Filipino). The model's own default has no prompt at all.
+"""
 from __future__ import annotations
 
-BUILTIN_PRESETS: dict[str, str] = {
-    "Model default": "",
-    "Concise": "Answer briefly and directly. Use as few words as the answer needs.",
-    "Teacher": "Explain step by step, as a patient teacher would, with a small example.",
-    "Code assistant": "You are an expert programmer. Answer with working code and short notes.",
-    "Translator": "Translate the user's text into English. Reply with the translation only.",
-}
+from chatcore.i18n import LANGUAGES, Texts, english, load_texts
+
+BUILTIN_PRESET_IDS: tuple[str, ...] = ("default", "concise", "teacher", "code", "translator")
+# The preset that leaves the system prompt empty: the model's own default.
+NO_PROMPT = "default"
+
+
+def builtin_presets(texts: Texts | None = None) -> dict[str, str]:
+    """The built-in presets as a page shows them: name -> prompt, in `texts`' language."""
+    texts = texts or english()
+    return {texts(f"presets.{preset}.name"):
+            "" if preset == NO_PROMPT else texts(f"presets.{preset}.prompt")
+            for preset in BUILTIN_PRESET_IDS}
+
+
+def builtin_names() -> frozenset[str]:
+    """Every built-in preset's name in every language: names no saved preset may take, so
+    that a saved preset never hides a built-in one on a page in another language."""
+    return frozenset(name for language in LANGUAGES
+                     for name in builtin_presets(load_texts(language)))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from backends.base import Chunk, GenParams, Message
+from chatcore.i18n import Texts, english
 from chatcore.meter import ReplyMeter
 from chatcore.store import StoredMessage
 
@@ -78,16 +79,16 @@ def progress_bar(fraction: float, width: int = 12) -> str:
     return "▰" * filled + "▱" * (width - filled)
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' if count != 1 else ''}"
-
-
-def thought_title(seconds: float | None, tokens: int | None) -> str:
+def thought_title(seconds: float | None, tokens: int | None,
+                  texts: Texts | None = None) -> str:
     """"Thought for 3.2 s, 140 tokens": how a folded thought is titled everywhere."""
-    parts = [f"{seconds:.1f} s"] if seconds is not None else []
+    texts = texts or english()
+    parts = [texts("reply.thought_seconds", seconds=texts.number(seconds, 1))] \
+        if seconds is not None else []
     if tokens:
-        parts.append(plural(tokens, "token"))
-    return "Thought" + (f" for {', '.join(parts)}" if parts else "")
+        parts.append(texts("reply.thought_tokens", n=tokens))
+    return texts("reply.thought_for", details=", ".join(parts)) if parts \
+        else texts("reply.thought")
 
 
 @dataclass
@@ -153,30 +154,32 @@ class LiveReply:
     def stopped(self) -> bool:
         return self.meter.finish_reason == "cancelled"
 
-    def notes(self) -> list[str]:
+    def notes(self, texts: Texts | None = None) -> list[str]:
         """What stays true of the reply: history left out, settings not applied."""
+        texts = texts or english()
         notes = []
         if self.trimmed:
-            notes.append(f"{plural(self.trimmed, 'earlier message')} left out to fit the "
-                         "model's context")
+            notes.append(texts("reply.trimmed", n=self.trimmed))
         if self.unhonoured:
-            notes.append("not applied by this engine: " + ", ".join(self.unhonoured))
+            notes.append(texts("reply.unhonoured", settings=", ".join(self.unhonoured)))
         if self.sources:
             notes.append(self.sources)
         return notes
 
-    def footer(self, name: str) -> str:
+    def footer(self, name: str, texts: Texts | None = None) -> str:
         """The line under the reply: what it waits for, then its figures and notes."""
+        texts = texts or english()
         if self.error:
             return ""
         if isinstance(self.status, Loading):
-            return (f"Loading {name}: {self.status.step} {progress_bar(self.status.fraction)} "
-                    f"{self.status.fraction:.0%}")
+            return texts("reply.loading", model=name, step=self.status.step,
+                         bar=progress_bar(self.status.fraction),
+                         percent=f"{self.status.fraction:.0%}")
         if isinstance(self.status, Waiting):
-            return f"Waiting for {name}: {plural(self.status.ahead, 'request')} ahead of you"
+            return texts("reply.waiting", model=name, n=self.status.ahead)
         if self.done:
-            return " · ".join([self.meter.summary(name), *self.notes()])
-        return " · ".join(self.notes())
+            return " · ".join([self.meter.summary(name, texts), *self.notes(texts)])
+        return " · ".join(self.notes(texts))
 
     def message(self) -> StoredMessage:
         """The assistant message the store keeps, with the reply's figures."""

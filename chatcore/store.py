@@ -163,6 +163,15 @@ MIGRATIONS: Sequence[str | tuple[str, ...]] = (
         " INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END",
         "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
     ),
+    # A person's choices about the app itself (the page's language), per user.
+    """
+    CREATE TABLE preferences (
+        user TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (user, name)
+    );
+    """,
 )
 
 
@@ -448,6 +457,21 @@ class Store:
                 "INSERT INTO presets (user, name, prompt) VALUES (?, ?, ?)"
                 " ON CONFLICT (user, name) DO UPDATE SET prompt = excluded.prompt",
                 (user, name.strip(), prompt))
+
+
+    # -- preferences ---------------------------------------------------------------------
+    def preference(self, user: str, name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM preferences WHERE user = ? AND name = ?",
+                                   (user, name)).fetchone()
+        return row[0] if row else None
+
+    def set_preference(self, user: str, name: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO preferences (user, name, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (user, name) DO UPDATE SET value = excluded.value",
+                (user, name, value))
 
 
 def _message(row: tuple) -> StoredMessage:

@@ -15,13 +15,15 @@ from fastapi import FastAPI
 
 from chatcore.api import build_api
 from chatcore.eval_runner import EvalRunner
-from chatcore.eval_store import EvalStore
 from chatcore.config import ConfigError
+from chatcore.eval_store import EvalStore
+from chatcore.i18n import DEFAULT_LANGUAGE, LANGUAGES, Texts, choose_language, load_texts
 from chatcore.library import ModelLibrary
 from chatcore.manager import ModelManager
 from chatcore.request_guard import Access, guard
 from chatcore.store import Store
 from chatcore.documents import MAX_FILE_BYTES
+from chatui.chat_handlers import user_of
 from chatui.chat_tab import build_chat_tab, model_choices
 from chatui.compare_tab import build_compare_tab
 from chatui.evaluate_handlers import EvaluateHandlers
@@ -29,6 +31,14 @@ from chatui.evaluate_tab import REVIEW_KEYS_JS, build_evaluate_tab
 from chatui.models_tab import build_models_tab
 
 log = logging.getLogger(__name__)
+LANGUAGE_PREFERENCE = "language"  # the store's preference name for the page's language
+# Each language is a page of one Gradio app; the header's switch moves between them, so
+# Gradio's own page bar (which would read "Home") is hidden.
+PAGE_CSS = ".nav-holder { display: none !important; }"
+# Go to the page in the person's language, or mark this one as settled in its own (the html
+# lang attribute, for screen readers and for the browser tests).
+ARRIVE_JS = ("(path) => {{ if (path) window.location.replace(path + window.location.hash);"
+             " else document.documentElement.lang = '{language}' }}")
 
 # System fonts only: the default theme would fetch web fonts, and the app works offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -37,22 +47,74 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
 
 def build_app(manager: ModelManager, store: Store, initial_model: str, export_dir: Path,
               library: ModelLibrary | None = None,
-              evaluations: EvalRunner | None = None) -> gr.Blocks:
-    """`evaluations` runs the Evaluate tab's runs; serve() passes the one it resumes and
-    closes, and without one the page makes its own."""
+              evaluations: EvalRunner | None = None, language: str | None = None) -> gr.Blocks:
+    """The whole page once per shipped language: `/` in `language` (--language, English
+    when not given), every other language at `/<code>`. `evaluations` runs the Evaluate
+    tab's runs; serve() passes the one it resumes and closes, and without one the page makes
+    its own."""
     evaluations = evaluations or EvalRunner(manager, EvalStore(store))
-    with gr.Blocks(title="Local Chat", analytics_enabled=False) as app:
-        gr.Markdown("## Local Chat\nOpen models on this machine; nothing leaves it.")
-        with gr.Tab("Chat", id="chat") as chat_tab:
-            chat_model = build_chat_tab(app, manager, store, initial_model, export_dir, library)
-        with gr.Tab("Compare", id="compare") as compare_tab:
-            pickers = build_compare_tab(app, manager, store, initial_model, export_dir)
-        with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
-            handlers = EvaluateHandlers(manager, evaluations.evals, evaluations, export_dir)
+    root = language or DEFAULT_LANGUAGE
+    pages = PagePaths(root)
+    page = PageParts(manager, store, initial_model, export_dir, library, evaluations, pages,
+                     language)
+    with gr.Blocks(title=load_texts(root)("app.title"), analytics_enabled=False) as app:
+        page.build(app, load_texts(root))
+    for code, (_, name) in LANGUAGES.items():
+        if code != root:
+            with app.route(name, pages.path(code), show_in_navbar=False):
+                page.build(app, load_texts(code))
+    return app
+
+
+class PagePaths:
+    """Where each language's page lives: the default language at `/`, the others at
+    `/<code>`."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def path(self, code: str) -> str:
+        return "/" if code == self.root else f"/{code}"
+
+
+class PageParts:
+    """Builds one language's page: the header with its language switch, and the four tabs,
+    every word from that language's catalog."""
+
+    def __init__(self, manager: ModelManager, store: Store, initial_model: str,
+                 export_dir: Path, library: ModelLibrary | None, evaluations: EvalRunner,
+                 pages: PagePaths, language: str | None) -> None:
+        self.manager, self.store, self.initial_model = manager, store, initial_model
+        self.export_dir, self.library, self.evaluations = export_dir, library, evaluations
+        self.pages, self.language = pages, language
+
+    def language_for(self, request: gr.Request | None) -> str:
+        """The person's switch, then --language, then the browser's Accept-Language."""
+        headers = getattr(request, "headers", None) or {}
+        return choose_language(self.store.preference(user_of(request), LANGUAGE_PREFERENCE),
+                               self.language, headers.get("accept-language"))
+
+    def build(self, app: gr.Blocks, texts: Texts) -> None:
+        manager, store, initial_model = self.manager, self.store, self.initial_model
+        with gr.Row(equal_height=True, elem_id="header"):
+            gr.Markdown(f"## {texts('app.title')}\n{texts('app.tagline')}", elem_id="title")
+            switch = gr.Dropdown([(name, code) for code, (_, name) in LANGUAGES.items()],
+                                 value=texts.language, label=texts("app.language"), scale=0,
+                                 min_width=160, interactive=True, elem_id="language")
+        elsewhere = gr.Textbox(visible=False)  # the page to go to, when not this one
+        with gr.Tab(texts("app.chat"), id="chat") as chat_tab:
+            chat_model = build_chat_tab(app, manager, store, initial_model, self.export_dir,
+                                        self.library, texts=texts)
+        with gr.Tab(texts("app.compare"), id="compare") as compare_tab:
+            pickers = build_compare_tab(app, manager, store, initial_model, self.export_dir,
+                                        texts=texts)
+        with gr.Tab(texts("app.evaluate"), id="evaluate") as evaluate_tab:
+            handlers = EvaluateHandlers(manager, self.evaluations.evals, self.evaluations,
+                                        self.export_dir, texts=texts)
             eval_pickers, eval_timer, eval_lists, eval_list_outputs = build_evaluate_tab(
-                app, manager, handlers, initial_model)
-        with gr.Tab("Models", id="models") as models_tab:
-            timer, registry_changes = build_models_tab(app, manager, library)
+                app, manager, handlers, initial_model, texts=texts)
+        with gr.Tab(texts("app.models"), id="models") as models_tab:
+            timer, registry_changes = build_models_tab(app, manager, self.library, texts=texts)
         # The Models tab and the Evaluate tab's progress refresh only while shown; the other
         # tabs read the model list again when shown, and at once after this page changed the
         # registry.
@@ -60,7 +122,7 @@ def build_app(manager: ModelManager, store: Store, initial_model: str, export_di
         timers = [timer, eval_timer]
 
         def fresh_choices() -> list:
-            return [gr.update(choices=model_choices(manager))] * len(pickers_out)
+            return [gr.update(choices=model_choices(manager, texts=texts))] * len(pickers_out)
 
         models_tab.select(lambda: [gr.Timer(active=True), gr.Timer(active=False)], None,
                           timers, api_name=False, queue=False)
@@ -76,34 +138,55 @@ def build_app(manager: ModelManager, store: Store, initial_model: str, export_di
                             api_name=False, queue=False)
         for change in registry_changes:
             change.then(fresh_choices, None, pickers_out, api_name=False, queue=False)
-    return app
+
+        def arrive(request: gr.Request) -> str:
+            """"" on the right page; else the path of the page in the person's language."""
+            code = self.language_for(request)
+            return "" if code == texts.language else self.pages.path(code)
+
+        def choose(code: str, request: gr.Request) -> str:
+            if code not in LANGUAGES:
+                return ""
+            self.store.set_preference(user_of(request), LANGUAGE_PREFERENCE, code)
+            return "" if code == texts.language else self.pages.path(code)
+
+        go = ARRIVE_JS.format(language=texts.language)
+        app.load(arrive, None, elsewhere, api_name=False, queue=False).then(
+            None, elsewhere, None, js=go, api_name=False, queue=False)
+        switch.input(choose, switch, elsewhere, api_name=False, queue=False).then(
+            None, elsewhere, None, js=go, api_name=False, queue=False)
 
 
 def build_server(manager: ModelManager, store: Store, initial_model: str, export_dir: Path,
                  access: Access, library: ModelLibrary | None = None,
-                 evaluations: EvalRunner | None = None):
-    """The page at / and the API at /v1 as one ASGI app, behind the Host and Origin guard."""
-    blocks = build_app(manager, store, initial_model, export_dir, library, evaluations)
+                 evaluations: EvalRunner | None = None, language: str | None = None):
+    """The page at / (and /<language>) and the API at /v1 as one ASGI app, behind the Host
+    and Origin guard."""
+    blocks = build_app(manager, store, initial_model, export_dir, library, evaluations,
+                       language)
     blocks.queue(default_concurrency_limit=16)
     server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     server_app.include_router(build_api(manager, access.api_key, access.auth))
     server_app = gr.mount_gradio_app(
         server_app, blocks, path="", auth=access.auth, allowed_paths=[str(export_dir)],
         max_file_size=MAX_FILE_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
-        enable_monitoring=False, mcp_server=False, show_error=False, head=REVIEW_KEYS_JS)
+        enable_monitoring=False, mcp_server=False, show_error=False, head=REVIEW_KEYS_JS,
+        css=PAGE_CSS)
     return guard(server_app, access)
 
 
 def serve(manager: ModelManager, store: Store, initial_model: str, access: Access, port: int,
-          open_browser: bool, data_dir: Path, library: ModelLibrary | None = None) -> None:
-    """The page and the API on one port, until Ctrl-C."""
+          open_browser: bool, data_dir: Path, library: ModelLibrary | None = None,
+          language: str | None = None) -> None:
+    """The page and the API on one port, until Ctrl-C. `language` (--language) is every
+    page's language unless a person picks another with the switch."""
     host = access.host
     _check_port(host, port)
     export_dir = data_dir / "exports"
     export_dir.mkdir(parents=True, exist_ok=True)
     evaluations = EvalRunner(manager, EvalStore(store))
     server_app = build_server(manager, store, initial_model, export_dir, access, library,
-                              evaluations)
+                              evaluations, language)
     server = uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=5))
     runner = threading.Thread(target=server.run, name="http-server")

@@ -15,12 +15,14 @@ from chatcore.documents import (
     extract,
     from_paste,
 )
+from chatcore.i18n import Texts, english
 from chatui.chat_handlers import user_of
 
 
 class AttachmentControls:
-    def __init__(self, attachments: AttachmentStore) -> None:
+    def __init__(self, attachments: AttachmentStore, texts: Texts | None = None) -> None:
         self.attachments = attachments
+        self.texts = texts or english()
 
     def attach(self, files: Sequence[str] | None, pending: list[int] | None,
                request: gr.Request) -> tuple:
@@ -35,7 +37,8 @@ class AttachmentControls:
                               user_of(request), pending)])
             documents = [extract(p.name, p.read_bytes()) for p in paths]
         except (DocumentError, OSError) as exc:
-            return pending, f"{self.chips(pending, request)}\n\n⚠️ Not attached: {exc}"
+            refused = self.texts("attach.refused", detail=exc)
+            return pending, f"{self.chips(pending, request)}\n\n{refused}"
         user = user_of(request)
         pending += [self.attachments.add(user, d).id for d in documents]
         return pending, self.chips(pending, request)
@@ -55,4 +58,4 @@ class AttachmentControls:
 
     def chips(self, pending: list[int] | None, request: gr.Request) -> str:
         attached = self.attachments.described(user_of(request), list(pending or []))
-        return "  ".join(a.chip() for a in attached)
+        return "  ".join(a.chip(self.texts) for a in attached)

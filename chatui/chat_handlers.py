@@ -12,6 +12,7 @@ import gradio as gr
 from backends.base import BackendError, Chunk, GenParams, Message, PromptReport
 from chatcore.attachments import AttachmentStore
 from chatcore.context import title_from, with_system
+from chatcore.i18n import Texts, english
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.replies import LiveReply, ReplyRequest, progress_bar, thought_title
 from chatcore.store import NotFound, Store, StoredMessage
@@ -29,6 +30,9 @@ UPDATE_INTERVAL_S = 0.1
 # On a small machine the page's own work competes with the model for the cores; a new
 # message is shown with the reply's first words when they come this quickly.
 FIRST_WORDS_WAIT_S = 0.25
+# Markdown code fences around the Inspector's thought and facts.
+THOUGHT_FENCE = "````"
+CODE_FENCE = "```"
 
 
 def user_of(request: gr.Request | None) -> str:
@@ -44,7 +48,8 @@ class ChatHandlers:
     """Gradio callbacks for one chat page; the store holds what was said, the manager runs."""
 
     def __init__(self, manager: ModelManager, store: Store,
-                 stops: StopRegistry | None = None) -> None:
+                 stops: StopRegistry | None = None, texts: Texts | None = None) -> None:
+        self.texts = texts or english()
         self.manager = manager
         self.store = store
         self.attachments = AttachmentStore(store)
@@ -56,12 +61,12 @@ class ChatHandlers:
     def display(self, user: str, conversation_id: int | None) -> list[Turn]:
         """The conversation's bubbles, each message's attachments as chips under it."""
         messages = self._messages(user, conversation_id)
-        turns = turns_from(messages, self.model_name)
+        turns = turns_from(messages, self.model_name, texts=self.texts)
         if conversation_id is not None:
             attached = self.attachments.by_message(user, conversation_id)
             for message, turn in zip(messages, turns):
                 if message.id in attached:
-                    turn.footer = "  ".join(a.chip() for a in attached[message.id])
+                    turn.footer = "  ".join(a.chip(texts=self.texts) for a in attached[message.id])
         return turns
 
     # -- actions -------------------------------------------------------------------------
@@ -74,13 +79,14 @@ class ChatHandlers:
         conversation for follow-up questions)."""
         user = user_of(request)
         if not (message or "").strip() and pending:
-            message = "Summarise the attached text."
+            message = self.texts("chat.attached_prompt")
         if not (message or "").strip():
-            yield chatbot_messages(self.display(user, conversation_id)), message, \
-                conversation_id, editing
+            yield chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
+                message, conversation_id, editing
             return
         params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
-                                      repetition_penalty, seed, think, thinking_budget)
+                                      repetition_penalty, seed, think, thinking_budget,
+                                      texts=self.texts)
         if conversation_id is not None and editing:
             self._supersede_last_exchange(user, conversation_id)
         if conversation_id is None:
@@ -109,7 +115,8 @@ class ChatHandlers:
         if messages[-1].role == "assistant":
             self.store.supersede(user, conversation_id, [messages[-1].id])
         params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
-                                      repetition_penalty, seed, think, thinking_budget)
+                                      repetition_penalty, seed, think, thinking_budget,
+                                      texts=self.texts)
         yield from self._reply(user, conversation_id, model_id, system, params,
                                session_key(request))
 
@@ -122,17 +129,18 @@ class ChatHandlers:
         messages = self._messages(user, conversation_id)
         if not messages or messages[-1].role != "assistant" or \
                 messages[-1].finish_reason != "length":
-            gr.Info("Only a reply cut at the token limit can be continued.")
-            yield chatbot_messages(self.display(user, conversation_id)), gr.update(), \
-                conversation_id, False
+            gr.Info(self.texts("chat.continue_only_cut"))
+            yield chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
+                gr.update(), conversation_id, False
             return
         if (why := self._cannot_continue(model_id)) is not None:
             gr.Info(why)
-            yield chatbot_messages(self.display(user, conversation_id)), gr.update(), \
-                conversation_id, False
+            yield chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
+                gr.update(), conversation_id, False
             return
         params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
-                                      repetition_penalty, seed, think, thinking_budget)
+                                      repetition_penalty, seed, think, thinking_budget,
+                                      texts=self.texts)
         params = replace(params, continue_final=True)
         yield from self._reply(user, conversation_id, model_id, system, params,
                                session_key(request), continuing=messages[-1])
@@ -145,8 +153,8 @@ class ChatHandlers:
             return str(exc)
         if engine.can_continue:
             return None
-        return (f"{self.model_name(model_id)} cannot continue a cut reply: its engine does "
-                "not take a started answer. Regenerate it with a higher Max new tokens.")
+        return self.texts("chat.cannot_continue", model=self.model_name(model_id),
+                          setting=self.texts("sampling.max_new_tokens"))
 
     def edit_last(self, conversation_id: int | None, request: gr.Request) -> tuple:
         """Put the last user message back in the box; Send then replaces it and its reply."""
@@ -154,7 +162,7 @@ class ChatHandlers:
         last_user = next((m for m in reversed(messages) if m.role == "user"), None)
         if last_user is None:
             return gr.update(), False
-        gr.Info("Editing your last message: Send replaces it and its reply.")
+        gr.Info(self.texts("chat.editing"))
         return last_user.content, True
 
     def stop(self, request: gr.Request) -> None:
@@ -166,27 +174,29 @@ class ChatHandlers:
         try:
             conversation = self.store.get_conversation(user_of(request), conversation_id)
         except (NotFound, TypeError):
-            return "", "Send a message to see what the model receives."
+            return "", self.texts("chat.inspector.empty")
         replies = [i for i, m in enumerate(conversation.messages) if m.role == "assistant"]
         if not replies:
-            return "", "Send a message to see what the model receives."
+            return "", self.texts("chat.inspector.empty")
         reply = conversation.messages[replies[-1]]
         prompt = with_system(conversation.system_prompt, conversation.messages[:replies[-1]])
         params = GenParams(**(reply.params or {}))
-        if (hidden := prompt_hidden(self.manager, reply.model or "")) is not None:
+        if (hidden := prompt_hidden(self.manager, reply.model or "",
+                                    texts=self.texts)) is not None:
             return "", hidden
         grounding = self._grounding(user_of(request), conversation_id,
                                     conversation.messages[:replies[-1]])
         try:
             report, dropped = self.manager.inspect(reply.model or "", prompt, params, grounding)
         except (UnknownModel, ModelUnavailable, BackendError) as exc:
-            return "", f"⚠️ {exc}"
+            return "", self.texts("chat.error", detail=str(exc))
         details = inspector_details(self.model_name(reply.model or ""), report, params,
-                                    dropped)
+                                    dropped, texts=self.texts)
         if reply.thought:
-            title = thought_title(reply.thought_seconds, reply.thought_tokens)
-            details += (f"\n\n**The reply's thought** ({title.lower()}; folded in the chat, "
-                        f"left out of later prompts):\n\n````text\n{reply.thought}\n````")
+            title = thought_title(reply.thought_seconds, reply.thought_tokens, texts=self.texts)
+            lead = self.texts("chat.inspector.thought", title=title.lower())
+            details += (f"\n\n{lead}\n\n{THOUGHT_FENCE}text\n{reply.thought}\n"
+                        f"{THOUGHT_FENCE}")
         return report.prompt, details
 
     def meter(self, draft: str, conversation_id: int | None, model_id: str, system: str,
@@ -206,21 +216,20 @@ class ChatHandlers:
                 model_id, system or "", history, f"{draft or ''}\n\n{grounding.everything()}",
                 int(max_new_tokens)) if grounding is not None else meter
         except (UnknownModel, ModelUnavailable):
-            return (f"Context: counted once {self.model_name(model_id)} is loaded "
-                    "(it loads with your first message).")
+            return self.texts("chat.meter.unloaded", model=self.model_name(model_id))
         except BackendError as exc:
-            return f"Context: ⚠️ {exc}"
+            return self.texts("chat.meter.error", detail=str(exc))
         attached = whole.draft - meter.draft
-        line = (f"Context: system {meter.system} + history {meter.history} + draft "
-                f"{meter.draft}" + (f" + attachments {attached}" if attached else "")
-                + f" = **{whole.total}** of {meter.budget} tokens "
-                f"{progress_bar(whole.total / max(1, meter.budget))}")
+        # Counts as plain digits (no grouping), as the meter has always shown them.
+        attachments = self.texts("chat.meter.attachments", n=str(attached)) if attached else ""
+        line = self.texts(
+            "chat.meter.line", system=str(meter.system), history=str(meter.history),
+            draft=str(meter.draft), attachments=attachments, total=str(whole.total),
+            budget=str(meter.budget), bar=progress_bar(whole.total / max(1, meter.budget)))
         if attached and whole.total > meter.budget:
-            line += ("  \nThe attachments do not all fit: the passages that best match your "
-                     "question will be sent.")
+            line += "  \n" + self.texts("chat.meter.overflow")
         elif meter.left_out:
-            line += (f"  \n⚠️ over the context: the oldest {meter.left_out} message"
-                     f"{'s' if meter.left_out != 1 else ''} will be left out")
+            line += "  \n" + self.texts("chat.meter.left_out", n=meter.left_out)
         return line
 
     # -- the reply -----------------------------------------------------------------------
@@ -232,8 +241,8 @@ class ChatHandlers:
         turns = self.display(user, conversation_id)  # with the attachments' chips
         name = self.model_name(model_id)
         shown = turns.pop() if continuing is not None else None
-        outputs = lambda streaming: (chatbot_messages(turns, streaming), "",  # noqa: E731
-                                     conversation_id, False)
+        outputs = lambda streaming: (  # noqa: E731
+            chatbot_messages(turns, streaming, texts=self.texts), "", conversation_id, False)
         turns.append(Turn("assistant", shown.content if shown else ""))
         cancel = self.stops.begin(key)
         try:
@@ -243,7 +252,7 @@ class ChatHandlers:
                                   grounding=self._grounding(user, conversation_id, stored))
             with self.manager.start([wanted], cancel) as replies:
                 live = replies.live[0]
-                turns[-1] = live_turn(live, name, shown)
+                turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
                 if not replies.wait_for_news(FIRST_WORDS_WAIT_S):
                     yield outputs(True)
                 last_update = time.perf_counter()
@@ -254,16 +263,17 @@ class ChatHandlers:
                     if now - last_update >= UPDATE_INTERVAL_S or \
                             not isinstance(event, Chunk) or first_words:
                         last_update = now
-                        turns[-1] = live_turn(live, name, shown)
+                        turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
                         yield outputs(True)
-            turns[-1] = live_turn(live, name, shown)
+            turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
             if not live.error:
                 self._save(user, conversation_id, live, continuing)
         except (UnknownModel, ModelUnavailable, BackendError) as exc:
             turns[-1] = Turn("assistant", turns[-1].content, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - never a traceback on the page
             log.exception("reply from %s failed", model_id)
-            turns[-1] = Turn("assistant", turns[-1].content, error=f"unexpected error: {exc}")
+            turns[-1] = Turn("assistant", turns[-1].content,
+                             error=self.texts("chat.unexpected_error", detail=str(exc)))
         finally:
             self.stops.end(key, cancel)
         yield outputs(False)
@@ -303,24 +313,30 @@ class ChatHandlers:
             self.store.supersede(user, conversation_id, [m.id for m in messages[last_user:]])
 
 
-def prompt_hidden(manager: ModelManager, model_id: str) -> str | None:
+def prompt_hidden(manager: ModelManager, model_id: str,
+                  texts: Texts | None = None) -> str | None:
     """Why the Inspector cannot show this model's exact prompt, or None when it can."""
+    texts = texts or english()
     try:
         engine = manager.engine(model_id)
     except (UnknownModel, ModelUnavailable) as exc:
-        return f"⚠️ {exc}"
+        return texts("chat.error", detail=str(exc))
     if engine.shows_prompt:
         return None
-    return (f"{model_name(manager.registry, model_id)}: its engine (a remote server) applies "
-            "its own chat template, so the exact prompt it sees is not available here.")
+    return texts("chat.inspector.hidden", model=model_name(manager.registry, model_id))
 
 
 def inspector_details(model_name: str, report: PromptReport, params: GenParams,
-                      dropped: int) -> str:
+                      dropped: int, texts: Texts | None = None) -> str:
+    """Where the chat template came from and how long the prompt is, then the facts as
+    JSON (its keys stay English: they are data)."""
+    texts = texts or english()
     facts = {"model": model_name, "template": report.template,
              "prompt_tokens": report.prompt_tokens, "stop_strings": list(report.stop_strings),
              "end_of_sequence_ids": list(report.eos_ids), "sampling": params.settings(),
              "messages_left_out": dropped}
-    return ("Template from " + report.template + f"; {report.prompt_tokens} prompt tokens"
-            + (f"; the oldest {dropped} messages were left out" if dropped else "")
-            + ".\n\n```json\n" + json.dumps(facts, indent=2, ensure_ascii=False) + "\n```")
+    summary = texts("chat.inspector.summary", template=report.template,
+                    tokens=str(report.prompt_tokens),
+                    left_out=texts("chat.inspector.left_out", n=str(dropped)) if dropped else "")
+    return (f"{summary}\n\n{CODE_FENCE}json\n{json.dumps(facts, indent=2, ensure_ascii=False)}"
+            f"\n{CODE_FENCE}")

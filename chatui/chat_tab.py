@@ -5,10 +5,11 @@ from pathlib import Path
 
 import gradio as gr
 
+from chatcore.i18n import Texts, english, state_key
 from chatcore.library import ModelLibrary
 from chatcore.library_errors import LibraryError
 from chatcore.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
-from chatcore.presets import BUILTIN_PRESETS
+from chatcore.presets import builtin_presets
 from chatcore.store import Store
 from chatui.attachment_controls import AttachmentControls
 from chatui.chat_handlers import ChatHandlers
@@ -22,166 +23,187 @@ from chatui.sampling_controls import (
 )
 
 
-def model_choices(manager: ModelManager) -> list[tuple[str, str]]:
-    return [(_choice_label(manager, s), s.id) for s in manager.statuses()]
+def model_choices(manager: ModelManager, texts: Texts | None = None) -> list[tuple[str, str]]:
+    texts = texts or english()
+    return [(_choice_label(manager, s, texts), s.id) for s in manager.statuses()]
 
 
-def _choice_label(manager: ModelManager, status: ModelStatus) -> str:
+def _choice_label(manager: ModelManager, status: ModelStatus, texts: Texts | None = None) -> str:
+    texts = texts or english()
     label = status.name
     entry = manager.registry.get(status.id)
     if entry is not None:
-        label = entry.display_name + (" ⚠ remote code" if entry.trust_remote_code else "")
+        label = entry.display_name
+        if entry.trust_remote_code:
+            label += " ⚠ " + texts("chat.choice.remote_code")
         if entry.chat_template == "none":
-            label += " · completion mode"
+            label += " · " + texts("chat.choice.completion")
         if manager.template_warnings(status.id):
-            label += " ⚠ template"
-    return label if status.usable else f"{label} ({status.state.value})"
+            label += " ⚠ " + texts("chat.choice.template")
+    return label if status.usable else texts("chat.choice.unusable", label=label,
+                                             state=texts(state_key(status.state)))
 
 
 def model_info(manager: ModelManager, model_id: str | None,
-               library: ModelLibrary | None = None) -> str:
+               library: ModelLibrary | None = None, texts: Texts | None = None) -> str:
+    texts = texts or english()
     if not model_id:
-        return "Choose a model."
+        return texts("chat.info.choose")
     try:
         entry = manager.entry(model_id)
     except (UnknownModel, ModelUnavailable) as exc:
-        return f"⚠️ {exc}"
+        return texts("chat.error", detail=str(exc))
     status = manager.status(model_id)
-    lines = [f"**{entry.name}** · `{entry.settings_label}` · context {entry.context_length}"
-             f" tokens · {status.state.value}"]
+    # The context length is shown as models.yaml writes it (no grouping), as before.
+    lines = [texts("chat.info.header", name=entry.name, settings=entry.settings_label,
+                   context=str(entry.context_length), state=texts(state_key(status.state)))]
     if placement := manager.placement(model_id):
-        lines.append(f"Loaded on: {placement}")
+        lines.append(texts("chat.info.loaded_on", placement=placement))
     if entry.trust_remote_code:
-        lines.append("⚠️ trust_remote_code: this model runs Python code from its repository.")
+        lines.append(texts("chat.info.remote_code"))
     if status.reason:
-        lines.append(f"⚠️ {status.reason}")
+        lines.append(texts("chat.error", detail=status.reason))
     if library is not None and library.can_download(model_id):
-        lines.append(f"Download: {library.remote_summary(model_id)} (the button below "
-                     "fetches it; Models shows the progress)")
-    lines += [f"⚠️ {warning}" for warning in manager.template_warnings(model_id)]
+        lines.append(texts("chat.info.download", summary=library.remote_summary(model_id)))
+    lines += [texts("chat.error", detail=warning)
+              for warning in manager.template_warnings(model_id)]
     if entry.description:
         lines.append(entry.description)
     return "  \n".join(lines)
 
 
 def select_model(manager: ModelManager, model_id: str,
-                 library: ModelLibrary | None = None) -> tuple:
+                 library: ModelLibrary | None = None, texts: Texts | None = None) -> tuple:
     """The info panel and the entry's generation defaults, for a newly chosen model."""
     try:
         defaults = manager.entry(model_id).defaults
     except (UnknownModel, ModelUnavailable):
-        return (model_info(manager, model_id),) + (gr.update(),) * 8
-    return (model_info(manager, model_id, library), defaults.temperature, defaults.top_p,
-            defaults.top_k, defaults.max_new_tokens, defaults.repetition_penalty,
-            seed_value(defaults), think_choice(defaults.think), defaults.thinking_budget)
+        return (model_info(manager, model_id, texts=texts),) + (gr.update(),) * 8
+    return (model_info(manager, model_id, library, texts=texts), defaults.temperature,
+            defaults.top_p, defaults.top_k, defaults.max_new_tokens,
+            defaults.repetition_penalty, seed_value(defaults), think_choice(defaults.think),
+            defaults.thinking_budget)
 
 
-def _download(library: ModelLibrary | None, model_id: str, request: gr.Request) -> str:
+def _download(library: ModelLibrary | None, model_id: str, request: gr.Request,
+              texts: Texts | None = None) -> str:
+    texts = texts or english()
     if library is None:
         return ""
     try:
         library.download_entry(model_id, user=getattr(request, "username", None) or None)
     except (LibraryError, UnknownModel, ModelUnavailable) as exc:
-        return f"⚠️ {exc}"
-    return f"Downloading **{model_id}**: the Models tab shows the progress."
+        return texts("chat.error", detail=str(exc))
+    return texts("chat.downloading", model=model_id)
 
 
 def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
-                   export_dir: Path, library: ModelLibrary | None = None) -> gr.Dropdown:
-    """Builds the tab; returns its model picker, whose choices follow the registry."""
-    chat = ChatHandlers(manager, store)
-    files = AttachmentControls(chat.attachments)
-    convs = ConversationHandlers(manager, store, chat, export_dir)
+                   export_dir: Path, library: ModelLibrary | None = None, *,
+                   texts: Texts) -> gr.Dropdown:
+    """Builds the tab in `texts`' language; returns its model picker, whose choices follow
+    the registry."""
+    chat = ChatHandlers(manager, store, texts=texts)
+    files = AttachmentControls(chat.attachments, texts=texts)
+    convs = ConversationHandlers(manager, store, chat, export_dir, texts=texts)
     defaults = manager.entry(initial_model).defaults
     conversation_id = gr.State(None)
     editing = gr.State(False)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=220, elem_id="sidebar"):
-            new_chat = gr.Button("+ New chat", variant="primary", elem_id="new-chat")
-            search = gr.Textbox(placeholder="Search titles and messages", show_label=False,
+            new_chat = gr.Button(texts("chat.new_chat"), variant="primary", elem_id="new-chat")
+            search = gr.Textbox(placeholder=texts("chat.search"), show_label=False,
                                 elem_id="search")
-            conversations = gr.Radio(choices=[], label="Conversations", elem_id="conversations")
-            with gr.Accordion("This conversation", open=False, elem_id="conversation-actions"):
-                title = gr.Textbox(label="Title", elem_id="title")
-                rename = gr.Button("Rename", size="sm", elem_id="rename")
-                delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete")
+            conversations = gr.Radio(choices=[], label=texts("chat.conversations"),
+                                     elem_id="conversations")
+            with gr.Accordion(texts("chat.this_conversation"), open=False,
+                              elem_id="conversation-actions"):
+                title = gr.Textbox(label=texts("chat.title"), elem_id="title")
+                rename = gr.Button(texts("chat.rename"), size="sm", elem_id="rename")
+                delete = gr.Button(texts("chat.delete"), size="sm", variant="stop",
+                                   elem_id="delete")
                 with gr.Row(visible=False, elem_id="confirm-delete") as confirm_row:
-                    confirm = gr.Button("Delete for good", size="sm", variant="stop",
+                    confirm = gr.Button(texts("chat.delete_confirm"), size="sm", variant="stop",
                                         elem_id="confirm-delete-yes")
-                    keep = gr.Button("Keep", size="sm", elem_id="confirm-delete-no")
+                    keep = gr.Button(texts("chat.keep"), size="sm", elem_id="confirm-delete-no")
                 with gr.Row():
-                    export_md = gr.Button("Export .md", size="sm", elem_id="export-md")
-                    export_json = gr.Button("Export .json", size="sm", elem_id="export-json")
-                with_thoughts = gr.Checkbox(label="Include thoughts in exports", value=False,
+                    export_md = gr.Button(texts("chat.export_md"), size="sm",
+                                          elem_id="export-md")
+                    export_json = gr.Button(texts("chat.export_json"), size="sm",
+                                            elem_id="export-json")
+                with_thoughts = gr.Checkbox(label=texts("chat.export_thoughts"), value=False,
                                             elem_id="export-thoughts")
-                download = gr.File(label="Download", visible=False, interactive=False,
-                                   elem_id="download")
-                upload = gr.UploadButton("Import .json", file_types=[".json"], size="sm",
-                                         elem_id="import")
+                download = gr.File(label=texts("chat.download"), visible=False,
+                                   interactive=False, elem_id="download")
+                upload = gr.UploadButton(texts("chat.import_json"), file_types=[".json"],
+                                         size="sm", elem_id="import")
             sidebar_status = gr.Markdown(elem_id="sidebar-status")
         with gr.Column(scale=4):
             with gr.Row():
-                model = gr.Dropdown(choices=model_choices(manager), value=initial_model,
-                                    label="Model", scale=2, interactive=True, elem_id="model")
+                model = gr.Dropdown(choices=model_choices(manager, texts=texts),
+                                    value=initial_model, label=texts("chat.model"), scale=2,
+                                    interactive=True, elem_id="model")
                 with gr.Column(scale=3):
-                    info = gr.Markdown(model_info(manager, initial_model, library),
+                    info = gr.Markdown(model_info(manager, initial_model, library, texts=texts),
                                        elem_id="model-info")
-                    fetch = gr.Button("Download this model", size="sm", elem_id="model-download",
+                    fetch = gr.Button(texts("chat.download_model"), size="sm",
+                                      elem_id="model-download",
                                       visible=bool(library and library.can_download(initial_model)))
-            chatbot = gr.Chatbot(label="Chat", height=520, elem_id="chatbot", sanitize_html=True,
-                                 render_markdown=True, buttons=["copy"], feedback_options=None,
-                                 allow_tags=False)
+            chatbot = gr.Chatbot(label=texts("chat.chat"), height=520, elem_id="chatbot",
+                                 sanitize_html=True, render_markdown=True, buttons=["copy"],
+                                 feedback_options=None, allow_tags=False)
             with gr.Row():
-                message = gr.Textbox(placeholder="Type a message and press Enter",
+                message = gr.Textbox(placeholder=texts("chat.message"),
                                      show_label=False, scale=8, lines=1, max_lines=8,
                                      elem_id="message", autofocus=True)
-                send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-                stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
+                send = gr.Button(texts("chat.send"), variant="primary", scale=1,
+                                 elem_id="send")
+                stop = gr.Button(texts("chat.stop"), variant="stop", scale=1, elem_id="stop")
             with gr.Row(equal_height=True):
-                attach = gr.UploadButton("Attach files", file_count="multiple", size="sm",
+                attach = gr.UploadButton(texts("chat.attach"), file_count="multiple", size="sm",
                                          scale=0, elem_id="attach")
                 chips = gr.Markdown(elem_id="attachments")
-                clear_attached = gr.Button("Remove attachments", size="sm", scale=0,
+                clear_attached = gr.Button(texts("chat.attach_clear"), size="sm", scale=0,
                                            elem_id="attachments-clear")
             pending = gr.State([])
             meter = gr.Markdown(elem_id="context-meter")
             with gr.Row():
-                regenerate = gr.Button("Regenerate", size="sm", elem_id="regenerate")
-                edit = gr.Button("Edit last message", size="sm", elem_id="edit")
-                continue_ = gr.Button("Continue", size="sm", elem_id="continue")
-            with gr.Accordion("Inspector: what the model received for the last reply",
-                              open=False, elem_id="inspector"):
-                inspector_prompt = gr.Code(label="The prompt, after the chat template",
+                regenerate = gr.Button(texts("chat.regenerate"), size="sm",
+                                       elem_id="regenerate")
+                edit = gr.Button(texts("chat.edit"), size="sm", elem_id="edit")
+                continue_ = gr.Button(texts("chat.continue"), size="sm", elem_id="continue")
+            with gr.Accordion(texts("chat.inspector.title"), open=False, elem_id="inspector"):
+                inspector_prompt = gr.Code(label=texts("chat.inspector.prompt"),
                                            interactive=False, elem_id="inspector-prompt",
                                            wrap_lines=True)
                 inspector_details = gr.Markdown(elem_id="inspector-details")
-            with gr.Accordion("Earlier replies", open=False):
+            with gr.Accordion(texts("chat.earlier"), open=False):
                 earlier = gr.Markdown(elem_id="earlier")
-            with gr.Accordion("Parameters", open=False):
+            with gr.Accordion(texts("chat.parameters"), open=False):
                 with gr.Row():
-                    preset = gr.Dropdown(choices=list(BUILTIN_PRESETS), value=None,
-                                         label="System prompt preset", elem_id="preset")
-                    preset_name = gr.Textbox(label="Save the prompt below as", scale=1,
+                    preset = gr.Dropdown(choices=list(builtin_presets(texts)), value=None,
+                                         label=texts("chat.preset"), elem_id="preset")
+                    preset_name = gr.Textbox(label=texts("chat.preset_name"), scale=1,
                                              elem_id="preset-name")
-                    save_preset = gr.Button("Save preset", size="sm", elem_id="save-preset")
-                system = gr.Textbox(label="System prompt", lines=2, elem_id="system",
-                                    placeholder="Empty: the model's own default")
+                    save_preset = gr.Button(texts("chat.save_preset"), size="sm",
+                                            elem_id="save-preset")
+                system = gr.Textbox(label=texts("chat.system"), lines=2, elem_id="system",
+                                    placeholder=texts("chat.system_placeholder"))
                 with gr.Row():
-                    temperature = slider("temperature", defaults.temperature,
+                    temperature = slider("temperature", defaults.temperature, texts=texts,
                                          elem_id="temperature")
-                    top_p = slider("top_p", defaults.top_p, elem_id="top-p")
-                    top_k = slider("top_k", defaults.top_k, elem_id="top-k")
+                    top_p = slider("top_p", defaults.top_p, texts=texts, elem_id="top-p")
+                    top_k = slider("top_k", defaults.top_k, texts=texts, elem_id="top-k")
                 with gr.Row():
                     max_new_tokens = slider("max_new_tokens", defaults.max_new_tokens,
-                                            elem_id="max-new-tokens")
+                                            texts=texts, elem_id="max-new-tokens")
                     repetition_penalty = slider("repetition_penalty",
-                                                defaults.repetition_penalty,
+                                                defaults.repetition_penalty, texts=texts,
                                                 elem_id="repetition-penalty")
-                    seed = seed_number(seed_value(defaults), elem_id="seed")
+                    seed = seed_number(seed_value(defaults), texts=texts, elem_id="seed")
                 with gr.Row():
-                    think = think_radio(defaults.think, elem_id="think")
+                    think = think_radio(defaults.think, texts=texts, elem_id="think")
                     thinking_budget = slider("thinking_budget", defaults.thinking_budget,
-                                             elem_id="thinking-budget")
+                                             texts=texts, elem_id="thinking-budget")
 
     params = [model, system, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
               seed, think, thinking_budget]
@@ -210,8 +232,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     for reply in replies:  # then: the list (a new title), earlier versions, the model panel
         reply.then(convs.after_reply, [search, conversation_id], [conversations, title, earlier],
                    api_name=False, queue=False) \
-             .then(lambda m: (model_info(manager, m, library),
-                              gr.update(choices=model_choices(manager))),
+             .then(lambda m: (model_info(manager, m, library, texts=texts),
+                              gr.update(choices=model_choices(manager, texts=texts))),
                    [model], [info, model], api_name=False, queue=False) \
              .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
                    api_name=False, queue=False) \
@@ -256,13 +278,13 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     preset.input(convs.apply_preset, [preset], [system], api_name=False, queue=False)
     save_preset.click(convs.save_preset, [preset_name, system], [preset, sidebar_status],
                       api_name=False, queue=False)
-    model.change(lambda m: select_model(manager, m, library), [model],
+    model.change(lambda m: select_model(manager, m, library, texts=texts), [model],
                  [info, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed,
                   think, thinking_budget],
                  api_name=False)
     model.change(lambda m: gr.update(visible=bool(library and library.can_download(m))),
                  [model], [fetch], api_name=False, queue=False)
-    fetch.click(lambda m, request: _download(library, m, request), [model], [info],
+    fetch.click(lambda m, request: _download(library, m, request, texts=texts), [model], [info],
                 api_name=False)
     app.load(convs.on_page_load, None, [conversations, preset], api_name=False)
     gr.api(convs.api_list, api_name="conversations")

@@ -14,6 +14,7 @@ from backends.base import BackendError, Chunk, GenParams
 from chatcore.attachments import AttachmentStore
 from chatcore.comparison import MAX_PANES, MIN_PANES, Comparison, Round
 from chatcore.context import title_from
+from chatcore.i18n import Texts, english
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.ratings import Standing, leaderboard
 from chatcore.replies import ReplyRequest
@@ -33,12 +34,23 @@ from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, tur
 
 log = logging.getLogger(__name__)
 
-LEADERBOARD_COLUMNS = ["Rank", "Model", "Rating", "95% interval", "Win rate", "Wins", "Losses",
-                       "Ties", "Votes"]
+# The leaderboard's columns, as ids: each header is the catalog's `compare.column.<id>`.
+LEADERBOARD_COLUMNS = ["rank", "model", "rating", "interval", "win_rate", "wins", "losses",
+                       "ties", "votes"]
 
 # A bootstrap over one or two votes resamples the same votes and gives a zero-width interval,
 # which would look certain; below this many games the table says so instead.
 MIN_GAMES_FOR_INTERVAL = 5
+
+
+def leaderboard_headers(texts: Texts | None = None) -> list[str]:
+    texts = texts or english()
+    return [texts(f"compare.column.{column}") for column in LEADERBOARD_COLUMNS]
+
+
+def fenced(text: str, language: str = "text") -> str:
+    """A Markdown code block that a prompt's own ``` fences cannot close."""
+    return f"~~~~{language}\n{text}\n~~~~"
 
 
 def compare_key(request: gr.Request | None) -> str:
@@ -48,7 +60,8 @@ def compare_key(request: gr.Request | None) -> str:
 
 class CompareHandlers:
     def __init__(self, manager: ModelManager, store: Store, export_dir: Path,
-                 stops: StopRegistry | None = None) -> None:
+                 stops: StopRegistry | None = None, texts: Texts | None = None) -> None:
+        self.texts = texts or english()
         self.manager = manager
         self.store = store
         self.attachments = AttachmentStore(store)
@@ -66,7 +79,7 @@ class CompareHandlers:
         switches and thinking budgets (the last two may be left out: the defaults)."""
         text = (message or "").strip()
         if not text and attachments:
-            text = "Summarise the attached text."
+            text = self.texts("compare.attached_prompt")
         if not text:
             yield self._outputs(comparison, None, message)
             return
@@ -119,10 +132,12 @@ class CompareHandlers:
                             not isinstance(event, Chunk) or first_words:
                         last_update = now
                         for pane, reply in enumerate(replies.live):
-                            turns[pane] = live_turn(reply, self._shown_name(comparison, pane))
+                            turns[pane] = live_turn(reply, self._shown_name(comparison, pane),
+                                                    texts=self.texts)
                         yield self._outputs(comparison, (round_, turns), "")
             for index, live in enumerate(replies.live):
-                turns[index] = live_turn(live, self._shown_name(comparison, index))
+                turns[index] = live_turn(live, self._shown_name(comparison, index),
+                                         texts=self.texts)
                 if live.error:
                     round_.errors[index] = live.error
                 else:
@@ -133,7 +148,8 @@ class CompareHandlers:
         except Exception as exc:  # noqa: BLE001 - never a traceback on the page
             log.exception("comparison round failed")
             for index, turn in enumerate(turns):
-                turn.error = round_.errors[index] = f"unexpected error: {exc}"
+                turn.error = round_.errors[index] = self.texts("compare.unexpected_error",
+                                                                detail=str(exc))
         finally:
             self.stops.end(key, cancel)
         comparison.rounds.append(round_)
@@ -144,8 +160,9 @@ class CompareHandlers:
         """Each pane's prompt after its chat template, and what ended its reply."""
         parts = []
         for index, (model_id, messages, params, _, grounding) in enumerate(requests):
-            heading = f"### {comparison.label(index)}: {self.model_name(model_id)}"
-            if (hidden := prompt_hidden(self.manager, model_id)) is not None:
+            label = comparison.label(index, texts=self.texts)
+            heading = f"### {label}: {self.model_name(model_id)}"
+            if (hidden := prompt_hidden(self.manager, model_id, texts=self.texts)) is not None:
                 parts.append(f"{heading}\n\n{hidden}")
                 continue
             try:
@@ -153,19 +170,21 @@ class CompareHandlers:
             except (UnknownModel, ModelUnavailable, BackendError) as exc:
                 parts.append(f"{heading}\n\n⚠️ {exc}")
                 continue
-            details = inspector_details(self.model_name(model_id), report, params, dropped)
-            parts.append(f"{heading}\n\n{details}\n\n~~~~text\n{report.prompt}\n~~~~")
+            details = inspector_details(self.model_name(model_id), report, params, dropped,
+                                        texts=self.texts)
+            parts.append(f"{heading}\n\n{details}\n\n{fenced(report.prompt)}")
         return "\n\n".join(parts)
 
     def _shown_name(self, comparison: Comparison, index: int) -> str:
         if not comparison.revealed:
-            return comparison.label(index)
+            return comparison.label(index, texts=self.texts)
         return self.model_name(comparison.panes[index].model_id)
 
     # -- what the page shows -------------------------------------------------------------
     def _pane_messages(self, comparison: Comparison, index: int,
                        live: tuple[Round, list[Turn]] | None, streaming: bool) -> list[dict]:
-        name_of = (lambda _: comparison.label(index)) if not comparison.revealed \
+        name_of = (lambda _: comparison.label(index, texts=self.texts)) \
+            if not comparison.revealed \
             else self.model_name
         turns: list[Turn] = []
         for round_ in comparison.rounds:
@@ -174,12 +193,14 @@ class CompareHandlers:
             turns.append(Turn("user", round_.prompt))
             reply = round_.replies[index]
             if round_.errors[index] or reply is None:
-                turns.append(Turn("assistant", "", error=round_.errors[index] or "no reply"))
+                turns.append(Turn("assistant", "", error=round_.errors[index]
+                                  or self.texts("compare.no_reply")))
             else:
-                turns += turns_from([reply], name_of)
+                turns += turns_from([reply], name_of, texts=self.texts)
         if live is not None:
             turns += [Turn("user", live[0].prompt), live[1][index]]
-        return chatbot_messages(turns, streaming, hide_thoughts=not comparison.revealed)
+        return chatbot_messages(turns, streaming, hide_thoughts=not comparison.revealed,
+                                texts=self.texts)
 
     def _outputs(self, comparison: Comparison | None, live, message,
                  streaming: bool = True) -> tuple:
@@ -189,19 +210,19 @@ class CompareHandlers:
         panes, pickers = [], []
         for index in range(MAX_PANES):
             if comparison is None or index >= len(comparison.panes):
-                panes.append(gr.update(value=[], label=Comparison.label(index)))
+                panes.append(gr.update(value=[], label=Comparison.label(index, texts=self.texts)))
                 pickers.append(gr.update(visible=True))
                 continue
             panes.append(gr.update(
                 value=self._pane_messages(comparison, index, live, streaming),
-                label=comparison.title(index, self.model_name)))
+                label=comparison.title(index, self.model_name, texts=self.texts)))
             pickers.append(gr.update(visible=False) if not comparison.revealed else
                            gr.update(visible=True, value=comparison.panes[index].model_id))
         voting = comparison is not None and comparison.can_vote and not streaming
         if comparison is None or not comparison.inspector:
-            inspector = "Send a prompt to see what each model receives."
+            inspector = self.texts("compare.inspector_empty")
         elif not comparison.revealed:
-            inspector = "Vote first: the inspector shows the names."
+            inspector = self.texts("compare.inspector_blind")
         else:
             inspector = comparison.inspector
         return (*panes, comparison, message, gr.update(visible=voting), *pickers, inspector)
@@ -218,17 +239,21 @@ class CompareHandlers:
     def vote(self, outcome: str, comparison: Comparison | None, request: gr.Request) -> tuple:
         if comparison is None or not comparison.can_vote:
             return (*self._outputs(comparison, None, gr.update(), streaming=False),
-                    "Send a prompt first, then vote on the replies.", gr.update())
+                    self.texts("compare.vote_needs_round"), gr.update())
         vote = comparison.vote(outcome)
         self.store.add_vote(user_of(request), vote)
+        texts = self.texts
         if vote.winner is None:
-            said = "a tie" if outcome == "tie" else "all bad"
+            said = texts("compare.said_tie" if outcome == "tie" else "compare.said_bad")
         else:
             winner = vote.panes[vote.winner].model
-            said = f"{Comparison.label(vote.winner)} ({self.model_name(winner)}) better"
-        names = ", ".join(f"{Comparison.label(i)} was {self.model_name(p.model_id)}"
+            said = texts("compare.said_better", label=Comparison.label(vote.winner, texts=texts),
+                         model=self.model_name(winner))
+        names = ", ".join(texts("compare.was", label=Comparison.label(i, texts=texts),
+                                model=self.model_name(p.model_id))
                           for i, p in enumerate(comparison.panes))
-        status = f"Vote saved: {said}. {names}." if vote.blind else f"Vote saved: {said}."
+        status = texts("compare.vote_saved_blind", said=said, names=names) if vote.blind \
+            else texts("compare.vote_saved", said=said)
         return (*self._outputs(comparison, None, gr.update(), streaming=False), status,
                 self.leaderboard_rows(request))
 
@@ -237,9 +262,11 @@ class CompareHandlers:
         return leaderboard(all_battles(self.store.votes(user)))
 
     def leaderboard_rows(self, request: gr.Request) -> list[list]:
+        texts = self.texts
         return [[rank, self.model_name(s.model), round(s.rating),
-                 f"{s.low:.0f} to {s.high:.0f}" if s.games >= MIN_GAMES_FOR_INTERVAL
-                 else f"needs {MIN_GAMES_FOR_INTERVAL} votes",
+                 texts("compare.interval", low=f"{s.low:.0f}", high=f"{s.high:.0f}")
+                 if s.games >= MIN_GAMES_FOR_INTERVAL
+                 else texts("compare.needs_votes", n=MIN_GAMES_FOR_INTERVAL),
                  f"{s.win_rate:.0%}", s.wins, s.losses, s.ties, s.games]
                 for rank, s in enumerate(self.standings(user_of(request)), start=1)]
 
@@ -252,29 +279,32 @@ class CompareHandlers:
     def export_votes(self, kind: str, request: gr.Request):
         votes = self.store.votes(user_of(request))
         if not votes:
-            return gr.update(visible=False), "No votes yet: compare some replies and vote."
+            return gr.update(visible=False), self.texts("compare.no_votes")
         path = self._export_path(f"votes-{time.strftime('%Y%m%d-%H%M%S')}", kind)
         path.write_text(votes_to_csv(votes) if kind == "csv" else votes_to_json(votes),
                         encoding="utf-8")
         return gr.update(value=str(path), visible=True), \
-            f"Exported {len(votes)} vote{'s' if len(votes) != 1 else ''} to {path.name}."
+            self.texts("compare.exported_votes", n=len(votes), file=path.name)
 
     def export_markdown(self, comparison: Comparison | None):
         if comparison is None or not comparison.rounds:
-            return gr.update(visible=False), "Nothing to export yet: send a prompt first."
+            return gr.update(visible=False), self.texts("compare.nothing_to_export")
         if not comparison.revealed:
-            return gr.update(visible=False), "Vote first: the export would show the names."
-        title = re.sub(r"[^A-Za-z0-9]+", "-", comparison.rounds[0].prompt).strip("-")[:40]
+            return gr.update(visible=False), self.texts("compare.export_blind")
+        # [\W_] under re.ASCII: every run of characters other than A-Z, a-z and 0-9.
+        title = re.sub(r"[\W_]+", "-", comparison.rounds[0].prompt,
+                       flags=re.ASCII).strip("-")[:40]
         path = self._export_path(f"compare-{title or 'prompt'}", "md")
         path.write_text(comparison.to_markdown(self.model_name), encoding="utf-8")
-        return gr.update(value=str(path), visible=True), f"Exported {path.name}."
+        return gr.update(value=str(path), visible=True), \
+            self.texts("compare.exported", file=path.name)
 
     def save_conversations(self, comparison: Comparison | None, request: gr.Request) -> str:
         """One conversation per pane, each with the history that pane's model saw."""
         if comparison is None or not comparison.rounds:
-            return "Nothing to save yet: send a prompt first."
+            return self.texts("compare.nothing_to_save")
         if not comparison.revealed:
-            return "Vote first: the saved conversations would show the names."
+            return self.texts("compare.save_blind")
         user = user_of(request)
         saved = []
         for index, pane in enumerate(comparison.panes):
@@ -286,9 +316,9 @@ class CompareHandlers:
                                            pane.params.settings(), messages)
             saved.append(title)
         if not saved:
-            return "No pane has a reply to save."
-        return f"Saved {len(saved)} conversation{'s' if len(saved) != 1 else ''}: " + \
-            "; ".join(f"“{t}”" for t in saved) + ". They are in the Chat tab's list."
+            return self.texts("compare.no_replies_to_save")
+        return self.texts("compare.saved", n=len(saved),
+                          titles="; ".join(f"“{t}”" for t in saved))
 
     def _export_path(self, stem: str, kind: str) -> Path:
         # A random part, so one user's export cannot be guessed from another's.

@@ -5,20 +5,21 @@ from pathlib import Path
 
 import gradio as gr
 
-from chatcore.comparison import LABELS, MAX_PANES, MIN_PANES
+from chatcore.comparison import LABELS, MAX_PANES, MIN_PANES, Comparison
+from chatcore.i18n import Texts
 from chatcore.manager import ModelManager
 from chatcore.store import Store
 from chatui.attachment_controls import AttachmentControls
 from chatui.chat_tab import model_choices
-from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
+from chatui.compare_handlers import CompareHandlers, leaderboard_headers
 from chatui.sampling_controls import slider, think_radio
 
 
 def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
-                      export_dir: Path) -> list[gr.Dropdown]:
+                      export_dir: Path, *, texts: Texts) -> list[gr.Dropdown]:
     """Builds the tab; returns the panes' model pickers, whose choices follow the registry."""
-    compare = CompareHandlers(manager, store, export_dir)
-    choices = model_choices(manager)
+    compare = CompareHandlers(manager, store, export_dir, texts=texts)
+    choices = model_choices(manager, texts=texts)
     # Distinct usable models in the panes to begin with, the chat's model first.
     usable = [initial_model] + [model_id for _, model_id in choices
                                 if model_id != initial_model and manager.status(model_id).usable]
@@ -26,12 +27,12 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
     comparison = gr.State(None)
     with gr.Row():
         count = gr.Radio([str(n) for n in range(MIN_PANES, MAX_PANES + 1)], value="2",
-                         label="Panes", elem_id="compare-count", scale=1)
-        blind = gr.Checkbox(label="Blind: names hidden until you vote", value=False,
+                         label=texts("compare.panes"), elem_id="compare-count", scale=1)
+        blind = gr.Checkbox(label=texts("compare.blind"), value=False,
                             elem_id="compare-blind", scale=2)
-        new_round = gr.Button("New comparison", size="sm", elem_id="compare-new", scale=1)
-    system = gr.Textbox(label="System prompt (all panes)", lines=1, elem_id="compare-system",
-                        placeholder="Empty: each model's own default")
+        new_round = gr.Button(texts("compare.new"), size="sm", elem_id="compare-new", scale=1)
+    system = gr.Textbox(label=texts("compare.system"), lines=1, elem_id="compare-system",
+                        placeholder=texts("compare.system_placeholder"))
     columns, pickers, temperatures, max_tokens, panes = [], [], [], [], []
     thinks, budgets = [], []
     with gr.Row(equal_height=False):
@@ -39,56 +40,56 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
             with gr.Column(visible=index < MIN_PANES, min_width=240) as column:
                 pickers.append(gr.Dropdown(
                     choices=choices, value=usable[index % len(usable)],
-                    label=f"Model {LABELS[index]}", elem_id=f"compare-model-{index}"))
-                with gr.Accordion("Settings", open=False, elem_id=f"compare-settings-{index}"):
-                    temperatures.append(slider("temperature", defaults.temperature,
+                    label=Comparison.label(index, texts=texts),
+                    elem_id=f"compare-model-{index}"))
+                with gr.Accordion(texts("compare.settings"), open=False,
+                                  elem_id=f"compare-settings-{index}"):
+                    temperatures.append(slider("temperature", defaults.temperature, texts=texts,
                                                elem_id=f"compare-temperature-{index}"))
-                    max_tokens.append(slider("max_new_tokens", defaults.max_new_tokens,
+                    max_tokens.append(slider("max_new_tokens", defaults.max_new_tokens, texts=texts,
                                              elem_id=f"compare-max-tokens-{index}"))
-                    thinks.append(think_radio(defaults.think,
+                    thinks.append(think_radio(defaults.think, texts=texts,
                                               elem_id=f"compare-think-{index}"))
-                    budgets.append(slider("thinking_budget", defaults.thinking_budget,
+                    budgets.append(slider("thinking_budget", defaults.thinking_budget, texts=texts,
                                           elem_id=f"compare-thinking-budget-{index}"))
-                panes.append(gr.Chatbot(label=f"Model {LABELS[index]}", height=420,
+                panes.append(gr.Chatbot(label=Comparison.label(index, texts=texts), height=420,
                                         elem_id=f"compare-pane-{index}", sanitize_html=True,
                                         buttons=["copy"], feedback_options=None,
                                         allow_tags=False))
             columns.append(column)
     with gr.Row():
-        message = gr.Textbox(placeholder="One prompt for every pane; Enter sends",
+        message = gr.Textbox(placeholder=texts("compare.message_placeholder"),
                              show_label=False, scale=8, elem_id="compare-message")
-        send = gr.Button("Send", variant="primary", scale=1, elem_id="compare-send")
-        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="compare-stop")
+        send = gr.Button(texts("compare.send"), variant="primary", scale=1, elem_id="compare-send")
+        stop = gr.Button(texts("compare.stop"), variant="stop", scale=1, elem_id="compare-stop")
     with gr.Row(visible=False, elem_id="compare-vote") as vote_row:
-        vote_buttons = [gr.Button(f"{label} is better", size="sm",
+        vote_buttons = [gr.Button(texts("compare.better", label=label), size="sm",
                                   elem_id=f"compare-vote-{label.lower()}",
                                   visible=i < MIN_PANES)
                         for i, label in enumerate(LABELS)]
-        tie = gr.Button("Tie", size="sm", elem_id="compare-vote-tie")
-        bad = gr.Button("All bad", size="sm", elem_id="compare-vote-bad")
+        tie = gr.Button(texts("compare.tie"), size="sm", elem_id="compare-vote-tie")
+        bad = gr.Button(texts("compare.all_bad"), size="sm", elem_id="compare-vote-bad")
     with gr.Row(equal_height=True):
-        attach = gr.UploadButton("Attach files (every pane)", file_count="multiple",
+        attach = gr.UploadButton(texts("compare.attach"), file_count="multiple",
                                  size="sm", scale=0, elem_id="compare-attach")
         chips = gr.Markdown(elem_id="compare-attachments")
     pending = gr.State([])
     status = gr.Markdown(elem_id="compare-status")
-    with gr.Accordion("Inspector: what each model received", open=False,
+    with gr.Accordion(texts("compare.inspector"), open=False,
                       elem_id="compare-inspector-box"):
-        inspector = gr.Markdown("Send a prompt to see what each model receives.",
+        inspector = gr.Markdown(texts("compare.inspector_empty"),
                                 elem_id="compare-inspector")
     with gr.Row():
-        save = gr.Button("Save as conversations", size="sm", elem_id="compare-save")
-        export_md = gr.Button("Export .md", size="sm", elem_id="compare-export-md")
-    with gr.Accordion("Leaderboard", open=True, elem_id="compare-leaderboard-box"):
-        gr.Markdown("Bradley-Terry ratings (Elo scale) from your votes, with 95% bootstrap "
-                    "intervals. A win counts against every other pane of that vote; a tie "
-                    "or all bad counts as a draw.")
-        board = gr.Dataframe(headers=LEADERBOARD_COLUMNS, value=[], interactive=False,
+        save = gr.Button(texts("compare.save"), size="sm", elem_id="compare-save")
+        export_md = gr.Button(texts("compare.export_md"), size="sm", elem_id="compare-export-md")
+    with gr.Accordion(texts("compare.leaderboard"), open=True, elem_id="compare-leaderboard-box"):
+        gr.Markdown(texts("compare.leaderboard_note"))
+        board = gr.Dataframe(headers=leaderboard_headers(texts=texts), value=[], interactive=False,
                              elem_id="compare-leaderboard")
         with gr.Row():
-            export_csv = gr.Button("Export votes .csv", size="sm", elem_id="votes-csv")
-            export_json = gr.Button("Export votes .json", size="sm", elem_id="votes-json")
-    download = gr.File(label="Download", visible=False, interactive=False,
+            export_csv = gr.Button(texts("compare.export_csv"), size="sm", elem_id="votes-csv")
+            export_json = gr.Button(texts("compare.export_json"), size="sm", elem_id="votes-json")
+    download = gr.File(label=texts("compare.download"), visible=False, interactive=False,
                        elem_id="compare-download")
 
     round_outputs = [*panes, comparison, message, vote_row, *pickers, inspector]
@@ -116,7 +117,7 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
     ]
     for sent in rounds:  # the attachments went with the prompt, to every pane
         sent.then(lambda: ([], ""), None, [pending, chips], api_name=False, queue=False)
-    attach.upload(AttachmentControls(compare.attachments).attach, [attach, pending],
+    attach.upload(AttachmentControls(compare.attachments, texts=texts).attach, [attach, pending],
                   [pending, chips], api_name=False)
     stop.click(compare.stop, None, None, api_name="compare_stop", queue=False)
     new_round.click(compare.new_round, None, [*round_outputs, status],

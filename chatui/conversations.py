@@ -7,8 +7,9 @@ from pathlib import Path
 
 import gradio as gr
 
+from chatcore.i18n import Texts, english
 from chatcore.manager import ModelManager
-from chatcore.presets import BUILTIN_PRESETS
+from chatcore.presets import builtin_names, builtin_presets
 from chatcore.store import NotFound, Store
 from chatcore.transfer import (
     ImportRejected,
@@ -20,10 +21,14 @@ from chatcore.transfer import (
 from chatui.chat_handlers import ChatHandlers, session_key, user_of
 from chatui.transcript import chatbot_messages
 
+# What an export's file name leaves out of the title: anything but ASCII letters and digits.
+NOT_IN_SLUG = re.compile(r"[\W_]+", re.ASCII)
+
 
 class ConversationHandlers:
     def __init__(self, manager: ModelManager, store: Store, chat: ChatHandlers,
-                 export_dir: Path) -> None:
+                 export_dir: Path, texts: Texts | None = None) -> None:
+        self.texts = texts or english()
         self.manager = manager
         self.store = store
         self.chat = chat
@@ -48,7 +53,7 @@ class ConversationHandlers:
             return self.refresh(query, conversation_id, request), gr.update(), gr.update()
         earlier = [m for m in conversation.messages if m.superseded]
         return (self.refresh(query, conversation_id, request), conversation.title,
-                _earlier_markdown(earlier))
+                _earlier_markdown(earlier, self.texts))
 
     def new_chat(self, request: gr.Request) -> tuple:
         self.chat.stops.stop(session_key(request))
@@ -63,66 +68,68 @@ class ConversationHandlers:
             conversation = self.store.get_conversation(user, conversation_id,
                                                        include_superseded=True)
         except NotFound:
-            gr.Warning(f"Conversation {conversation_id} no longer exists.")
+            gr.Warning(self.texts("conversations.gone", id=str(conversation_id)))
             return (gr.update(),) * 12
         earlier = [m for m in conversation.messages if m.superseded]
         p = conversation.params
         model = conversation.model if self.manager.registry.get(conversation.model) else gr.update()
-        return (chatbot_messages(self.chat.display(user, conversation_id)), conversation_id,
+        return (chatbot_messages(self.chat.display(user, conversation_id), texts=self.texts),
+                conversation_id,
                 False, conversation.title, model, conversation.system_prompt,
                 p.get("temperature", gr.update()), p.get("top_p", gr.update()),
                 p.get("top_k", gr.update()), p.get("max_new_tokens", gr.update()),
                 p.get("repetition_penalty", gr.update()),
-                _earlier_markdown(earlier))
+                _earlier_markdown(earlier, self.texts))
 
     def rename(self, conversation_id: int | None, title: str, query: str,
                request: gr.Request):
         user = user_of(request)
         if conversation_id is None or not title.strip():
-            return gr.update(), "Open a conversation and type a new title first."
+            return gr.update(), self.texts("conversations.rename_first")
         try:
             self.store.rename(user, conversation_id, title)
         except NotFound as exc:
-            return gr.update(), f"⚠️ {exc}"
+            return gr.update(), self.texts("chat.error", detail=str(exc))
         return (gr.update(choices=self.choices(user, query or ""), value=conversation_id),
-                f"Renamed to “{title.strip()}”.")
+                self.texts("conversations.renamed", title=title.strip()))
 
     def ask_delete(self, conversation_id: int | None):
         if conversation_id is None:
-            return gr.update(visible=False), "Open a conversation first."
-        return gr.update(visible=True), "Delete this conversation for good?"
+            return gr.update(visible=False), self.texts("conversations.open_first")
+        return gr.update(visible=True), self.texts("conversations.delete_ask")
 
     def confirm_delete(self, conversation_id: int | None, query: str, request: gr.Request):
         user = user_of(request)
-        message = "Deleted."
+        message = self.texts("conversations.deleted")
         try:
             if conversation_id is not None:
                 self.store.delete(user, conversation_id)
         except NotFound as exc:
-            message = f"⚠️ {exc}"
+            message = self.texts("chat.error", detail=str(exc))
         return (gr.update(visible=False), message,
                 gr.update(choices=self.choices(user, query or ""), value=None), [], None, "")
 
     def cancel_delete(self):
-        return gr.update(visible=False), "Kept."
+        return gr.update(visible=False), self.texts("conversations.kept")
 
     # -- export and import ---------------------------------------------------------------
     def export(self, conversation_id: int | None, kind: str, request: gr.Request,
                thoughts: bool = False):
         """A file of the conversation; a thinking model's thoughts only when asked."""
         if conversation_id is None:
-            return gr.update(visible=False), "Open a conversation to export it."
+            return gr.update(visible=False), self.texts("conversations.export_first")
         try:
             conversation = self.store.get_conversation(user_of(request), conversation_id,
                                                        include_superseded=True)
         except NotFound as exc:
-            return gr.update(visible=False), f"⚠️ {exc}"
+            return gr.update(visible=False), self.texts("chat.error", detail=str(exc))
         self.export_dir.mkdir(parents=True, exist_ok=True)
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", conversation.title).strip("-")[:40] or "chat"
+        slug = NOT_IN_SLUG.sub("-", conversation.title).strip("-")[:40] or "chat"
         path = self.export_dir / f"{conversation_id}-{slug}.{kind}"
         path.write_text(to_markdown(conversation, thoughts) if kind == "md"
                         else to_json(conversation, thoughts), encoding="utf-8")
-        return gr.update(value=str(path), visible=True), f"Exported {path.name}."
+        return (gr.update(value=str(path), visible=True),
+                self.texts("conversations.exported", file=path.name))
 
     def export_markdown(self, conversation_id: int | None, thoughts: bool = False,
                         request: gr.Request = None):
@@ -135,7 +142,7 @@ class ConversationHandlers:
     def import_file(self, upload: str | None, query: str, request: gr.Request):
         user = user_of(request)
         if not upload:
-            return gr.update(), "Choose a JSON file exported from this app."
+            return gr.update(), self.texts("conversations.import_choose")
         path = Path(upload)
         try:
             data = path.read_bytes()
@@ -144,11 +151,12 @@ class ConversationHandlers:
                 user, document.title, document.model, document.system_prompt,
                 document.params, imported_messages(document))
         except ImportRejected as exc:
-            return gr.update(), f"⚠️ Not imported: {exc}"
+            return gr.update(), self.texts("conversations.not_imported", detail=str(exc))
         except OSError as exc:
-            return gr.update(), f"⚠️ Not imported: cannot read {path.name}: {exc}"
+            return gr.update(), self.texts("conversations.unreadable", file=path.name,
+                                           detail=str(exc))
         return (gr.update(choices=self.choices(user, query or ""), value=conversation_id),
-                f"Imported “{document.title}”.")
+                self.texts("conversations.imported", title=document.title))
 
     # -- for scripts: the page's API -----------------------------------------------------
     def api_list(self, query: str, request: gr.Request) -> list[dict]:
@@ -166,35 +174,40 @@ class ConversationHandlers:
 
     # -- presets -------------------------------------------------------------------------
     def preset_choices(self, user: str) -> list[str]:
-        return list(BUILTIN_PRESETS) + [n for n in self.store.presets(user)
-                                        if n not in BUILTIN_PRESETS]
+        """This page's built-in presets, then the user's own; a saved one that bears a
+        built-in name of this page's language stays behind the built-in."""
+        builtin = builtin_presets(self.texts)
+        return list(builtin) + [n for n in self.store.presets(user) if n not in builtin]
 
     def apply_preset(self, name: str | None, request: gr.Request):
         if not name:
             return gr.update()
-        prompts = {**BUILTIN_PRESETS, **self.store.presets(user_of(request))}
+        prompts = {**self.store.presets(user_of(request)), **builtin_presets(self.texts)}
         return prompts.get(name, gr.update())
 
     def save_preset(self, name: str, prompt: str, request: gr.Request):
+        """A user's own preset; a built-in preset's name (in any language) is refused."""
         user = user_of(request)
         if not (name or "").strip():
-            return gr.update(), "Give the preset a name."
-        if name.strip() in BUILTIN_PRESETS:
-            return gr.update(), f"“{name.strip()}” is a built-in preset; choose another name."
+            return gr.update(), self.texts("conversations.preset_unnamed")
+        if name.strip() in builtin_names():
+            return gr.update(), self.texts("conversations.preset_builtin", name=name.strip())
         self.store.save_preset(user, name, prompt or "")
         return (gr.update(choices=self.preset_choices(user), value=name.strip()),
-                f"Saved preset “{name.strip()}”.")
+                self.texts("conversations.preset_saved", name=name.strip()))
 
     def on_page_load(self, request: gr.Request):
         user = user_of(request)
         return gr.update(choices=self.choices(user)), gr.update(choices=self.preset_choices(user))
 
 
-def _earlier_markdown(earlier) -> str:
+def _earlier_markdown(earlier, texts: Texts | None = None) -> str:
+    texts = texts or english()
     if not earlier:
-        return "No earlier replies: regenerated or edited messages appear here."
+        return texts("conversations.no_earlier")
     parts = []
     for message in earlier:
-        who = "You" if message.role == "user" else f"Assistant ({message.model or '?'})"
+        who = texts("conversations.you") if message.role == "user" else \
+            texts("conversations.assistant", model=message.model or "?")
         parts.append(f"**{who}**\n\n{message.content}")
     return "\n\n---\n\n".join(parts)

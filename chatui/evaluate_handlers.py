@@ -17,6 +17,7 @@ from chatcore.eval_report import export_run
 from chatcore.eval_results import RunResults, interval_text
 from chatcore.eval_runner import EvalRunner, RunRefused
 from chatcore.eval_store import EvalNotFound, EvalRun, EvalStore, EvalVote
+from chatcore.i18n import Texts, english
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.memory import format_bytes
 from chatcore.prompt_sets import (
@@ -37,35 +38,45 @@ from chatui.sampling_controls import pane_params
 log = logging.getLogger(__name__)
 
 BUILTIN, MINE = "builtin:", "mine:"
-SET_COLUMNS = ["Prompt", "Category", "Reference or note"]
-RATING_COLUMNS = ["Category", "Model", "Rating", "95% interval", "Style-controlled",
-                  "95% interval ", "Games"]
-CHOICE_COLUMNS = ["Category", "Choose", "Clearly ahead?", "Runner-up", "tok/s", "Memory"]
-CHOICES = {"A": "A is better", "B": "B is better", "tie": "Tie", "bad": "Both bad"}
-NO_RUN = "Start a run, or pick one above."
+# The tables' columns, as catalog keys under evaluate.<table>_column (their headers).
+SET_COLUMNS = ["prompt", "category", "reference"]
+RATING_COLUMNS = ["category", "model", "rating", "interval", "style", "style_interval", "games"]
+CHOICE_COLUMNS = ["category", "choose", "ahead", "runner_up", "speed", "memory"]
+# The vote buttons' values (catalog keys evaluate.choice.<value>, evaluate.review.button.<value>).
+VOTES = ["A", "B", "tie", "bad"]
+NONE = "–"  # an empty cell
+# The progress bar and its line: replies done, replies in all, the line (escaped HTML).
+PROGRESS_HTML = ('<progress id="eval-progress-bar" value="{0}" max="{1}" style="width:100%">'
+                 '</progress><div id="eval-progress-text">{2}</div>')
 
 
-def _duration(seconds: float) -> str:
+def headers(texts: Texts, table: str, columns: list[str]) -> list[str]:
+    """A table's headers in the page's language: `table` is "set", "rating" or "choice"."""
+    return [texts(f"evaluate.{table}_column.{column}") for column in columns]
+
+
+def _duration(seconds: float, texts: Texts) -> str:
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return texts("evaluate.run.seconds", n=texts.number(seconds))
     if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        return texts("evaluate.run.minutes", n=texts.number(seconds / 60))
+    return texts("evaluate.run.hours", n=texts.number(seconds / 3600, 1))
 
 
 class EvaluateHandlers:
     def __init__(self, manager: ModelManager, evals: EvalStore, runner: EvalRunner,
-                 export_dir: Path) -> None:
+                 export_dir: Path, *, texts: Texts | None = None) -> None:
         self.manager = manager
         self.evals = evals
         self.runner = runner
         self.judges = runner.judges
         self.export_dir = export_dir
+        self.texts = texts or english()
 
     # -- prompt sets -----------------------------------------------------------------------
     def set_choices(self, user: str) -> list[tuple[str, str]]:
-        found = [(f"{s.name} (built-in, {len(s.prompts)})", BUILTIN + s.name)
-                 for s in builtin_sets()]
+        found = [(self.texts("evaluate.sets.builtin_choice", name=s.name, n=len(s.prompts)),
+                  BUILTIN + s.name) for s in builtin_sets()]
         return found + [(f"{s.name} ({len(s.prompts)})", MINE + s.name)
                         for s in self.evals.prompt_sets(user)]
 
@@ -86,55 +97,56 @@ class EvaluateHandlers:
         if prompt_set is None:
             return "", [["", "", ""]], ""
         rows = [[p.text, p.category, p.reference] for p in prompt_set.prompts]
-        note = ("A built-in set: Save keeps your edits as your own set of the same name."
-                if prompt_set.builtin else "")
+        note = self.texts("evaluate.sets.builtin_note") if prompt_set.builtin else ""
         return prompt_set.name, rows, note
 
     def new_set(self) -> tuple:
-        return "", [["", "", ""]], "A new set: write its prompts, then Save."
+        return "", [["", "", ""]], self.texts("evaluate.sets.new_note")
 
     def add_prompt(self, rows, text: str, category: str, reference: str) -> tuple:
         """Append a row to the table (Save stores the set); the fields empty again."""
         prompts = _prompts_from(rows)
         if not text.strip():
-            return gr.update(), text, category, reference, "Write the prompt first."
+            return (gr.update(), text, category, reference,
+                    self.texts("evaluate.sets.write_first"))
         prompts.append(EvalPrompt(text.strip(), category.strip(), reference.strip()))
         return ([[p.text, p.category, p.reference] for p in prompts], "", category, "",
-                f"{len(prompts)} prompts; Save set to keep them.")
+                self.texts("evaluate.sets.added", n=len(prompts)))
 
     def save_set(self, choice: str | None, name: str, rows, request: gr.Request) -> tuple:
         user = user_of(request)
         try:
             prompt_set = make_set(name, _prompts_from(rows))
         except PromptSetError as exc:
-            return gr.update(), f"⚠️ Not saved: {exc}"
+            return gr.update(), self.texts("evaluate.sets.not_saved", detail=str(exc))
         old = choice.removeprefix(MINE) if choice and choice.startswith(MINE) else ""
         self.evals.save_prompt_set(user, prompt_set, old_name=old)
         return (gr.update(choices=self.set_choices(user), value=MINE + prompt_set.name),
-                f"Saved “{prompt_set.name}” ({len(prompt_set.prompts)} prompts).")
+                self.texts("evaluate.sets.saved", name=prompt_set.name,
+                           n=len(prompt_set.prompts)))
 
     def duplicate_set(self, choice: str | None, request: gr.Request) -> tuple:
         user = user_of(request)
         prompt_set = self.find_set(user, choice)
         if prompt_set is None:
-            return gr.update(), "Pick a set to duplicate."
+            return gr.update(), self.texts("evaluate.sets.pick_to_duplicate")
         taken = [s.name for s in self.evals.prompt_sets(user)] + [prompt_set.name]
         copy = make_set(unique_name(prompt_set.name, taken), prompt_set.prompts)
         self.evals.save_prompt_set(user, copy)
         return (gr.update(choices=self.set_choices(user), value=MINE + copy.name),
-                f"Duplicated as “{copy.name}”.")
+                self.texts("evaluate.sets.duplicated", name=copy.name))
 
     def delete_set(self, choice: str | None, request: gr.Request) -> tuple:
         user = user_of(request)
         if not choice or not choice.startswith(MINE):
-            return gr.update(), "Built-in sets cannot be deleted; pick one of your own."
+            return gr.update(), self.texts("evaluate.sets.builtin_kept")
         name = choice.removeprefix(MINE)
         try:
             self.evals.delete_prompt_set(user, name)
         except EvalNotFound as exc:
-            return gr.update(), f"⚠️ {exc}"
+            return gr.update(), self.texts("evaluate.error", detail=str(exc))
         return (gr.update(choices=self.set_choices(user), value=None),
-                f"Deleted “{name}”. Runs over it keep their own copy of its prompts.")
+                self.texts("evaluate.sets.deleted", name=name))
 
     def import_set(self, upload: str | None, request: gr.Request) -> tuple:
         """All or nothing: a bad row names its line and nothing is saved."""
@@ -145,29 +157,32 @@ class EvaluateHandlers:
         try:
             prompts = parse_file(path.name, path.read_bytes())
             taken = [s.name for s in self.evals.prompt_sets(user)]
-            prompt_set = make_set(unique_name(path.stem[:60] or "Imported", taken), prompts)
+            stem = path.stem[:60] or self.texts("evaluate.sets.imported_name")
+            prompt_set = make_set(unique_name(stem, taken), prompts)
         except (PromptSetError, OSError) as exc:
-            return gr.update(), f"⚠️ Nothing imported: {exc}"
+            return gr.update(), self.texts("evaluate.sets.not_imported", detail=str(exc))
         self.evals.save_prompt_set(user, prompt_set)
         return (gr.update(choices=self.set_choices(user), value=MINE + prompt_set.name),
-                f"Imported {len(prompt_set.prompts)} prompts as “{prompt_set.name}”.")
+                self.texts("evaluate.sets.imported", n=len(prompt_set.prompts),
+                           name=prompt_set.name))
 
     def export_set(self, choice: str | None, kind: str, request: gr.Request) -> tuple:
         prompt_set = self.find_set(user_of(request), choice)
         if prompt_set is None:
-            return gr.update(visible=False), "Pick a set to export."
+            return gr.update(visible=False), self.texts("evaluate.sets.pick_to_export")
         path = self._export_path(_slug(prompt_set.name), kind)
         path.write_text(to_csv(prompt_set) if kind == "csv" else to_jsonl(prompt_set),
                         encoding="utf-8")
-        return gr.update(value=str(path), visible=True), f"Exported {path.name}."
+        return (gr.update(value=str(path), visible=True),
+                self.texts("evaluate.sets.exported", name=path.name))
 
     # -- runs ------------------------------------------------------------------------------
     def run_choices(self, user: str) -> list[tuple[str, int]]:
         found = []
         for run in self.evals.runs(user):
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
-            found.append((f"#{run.id} · {run.set_name} · {len(run.candidates)} models · "
-                          f"{when}", run.id))
+            found.append((self.texts("evaluate.run.choice", id=str(run.id), set=run.set_name,
+                                     n=len(run.candidates), when=when), run.id))
         return found
 
     def start_run(self, choice: str | None, system: str, *candidates,
@@ -177,7 +192,7 @@ class EvaluateHandlers:
         user = user_of(request)
         prompt_set = self.find_set(user, choice)
         if prompt_set is None:
-            return gr.update(), "⚠️ Pick a prompt set first."
+            return gr.update(), self.texts("evaluate.run.pick_set_first")
         setups = []
         for model_id, temperature, max_tokens in zip(*[iter(candidates)] * 3):
             if not model_id:
@@ -185,49 +200,57 @@ class EvaluateHandlers:
             try:
                 defaults = self.manager.entry(model_id).defaults
             except (UnknownModel, ModelUnavailable) as exc:
-                return gr.update(), f"⚠️ {exc}"
+                return gr.update(), self.texts("evaluate.error", detail=str(exc))
             setups.append((model_id, pane_params(defaults, temperature, max_tokens)))
         try:
             run_id = self.runner.start(user, prompt_set, setups, system.strip())
         except RunRefused as exc:
-            return gr.update(), f"⚠️ Not started: {exc}"
+            return gr.update(), self.texts("evaluate.run.not_started", detail=str(exc))
         return (gr.update(choices=self.run_choices(user), value=run_id),
-                f"Run #{run_id} started: {len(prompt_set.prompts)} prompts × "
-                f"{len(setups)} models. It runs in the background; chat and Compare go first.")
+                self.texts("evaluate.run.started", id=str(run_id),
+                           prompts=len(prompt_set.prompts), models=len(setups)))
 
     def progress_html(self, run_id: int | None, request: gr.Request) -> str:
         user = user_of(request)
         if run_id is None:
-            return NO_RUN
+            return self.texts("evaluate.no_run")
         try:
             progress = self.runner.progress(user, int(run_id))
             run = self.evals.run(user, int(run_id))
         except EvalNotFound as exc:
             return str(exc)
-        parts = [f"{progress.done} of {progress.total} replies", progress.state]
+        texts = self.texts
+        parts = [texts("evaluate.run.replies", done=progress.done, total=progress.total),
+                 self._state(progress.state)]
         if progress.failed:
-            parts.append(f"{progress.failed} failed")
+            parts.append(texts("evaluate.run.failed", n=progress.failed))
         if progress.current:
-            parts.append("now: " + ", ".join(progress.current))
+            parts.append(texts("evaluate.run.now", models=", ".join(progress.current)))
         if progress.seconds_left is not None:
-            parts.append(f"about {_duration(progress.seconds_left)} left")
+            parts.append(texts("evaluate.run.left",
+                               duration=_duration(progress.seconds_left, texts)))
         if run.note:
             parts.append(run.note)
-        return (f'<progress id="eval-progress-bar" value="{progress.done}" '
-                f'max="{progress.total}" style="width:100%"></progress>'
-                f'<div id="eval-progress-text">{html.escape(" · ".join(parts))}</div>')
+        return PROGRESS_HTML.format(progress.done, progress.total,
+                                    html.escape(" · ".join(parts)))
 
     def control(self, action: str, run_id: int | None, request: gr.Request) -> tuple:
         user = user_of(request)
         if run_id is None:
-            return gr.update(), "Pick a run first."
+            return gr.update(), self.texts("evaluate.run.pick_first")
         try:
             {"pause": self.runner.pause, "resume": self.runner.resume,
              "cancel": self.runner.cancel}[action](user, int(run_id))
         except (RunRefused, EvalNotFound) as exc:
-            return gr.update(), f"⚠️ {exc}"
+            return gr.update(), self.texts("evaluate.error", detail=str(exc))
         return gr.update(choices=self.run_choices(user), value=run_id), \
-            f"Run #{run_id}: {self.evals.run(user, int(run_id)).state}."
+            self.texts("evaluate.run.state_line", id=str(run_id),
+                       state=self._state(self.evals.run(user, int(run_id)).state))
+
+    def _state(self, state: str) -> str:
+        """A run's state in words (a state this page does not know: as stored)."""
+        key = f"evaluate.run_state.{state}"
+        return self.texts(key) if key in self.texts.messages else state
 
     # -- review ----------------------------------------------------------------------------
     def _results(self, user: str, run_id: int | None) -> RunResults | None:
@@ -240,22 +263,26 @@ class EvaluateHandlers:
 
     def next_pair(self, run_id: int | None, request: gr.Request) -> tuple:
         """The next pair to review: header, prompt, reference, reply A, reply B, the item."""
+        texts = self.texts
         results = self._results(user_of(request), run_id)
         if results is None:
-            return NO_RUN, "", "", "", "", None
+            return texts("evaluate.no_run"), "", "", "", "", None
         item, voted, ready = results.next_item()
         total = results.run.total // len(results.run.candidates) * _pairs(results.run)
         if item is None:
             waiting = total - ready
-            header = (f"All {ready} pairs reviewed." if ready else "No pair is ready yet.")
+            header = texts("evaluate.review.all_reviewed", n=ready) if ready \
+                else texts("evaluate.review.none_ready")
             if waiting:
-                header += f" {waiting} more once the run has their replies."
+                header += " " + texts("evaluate.review.more", n=waiting)
             return header, "", "", "", "", None
         prompt = results.run.prompts[item.prompt]
-        header = _pair_header(item, prompt.category, voted, ready, total)
-        reference = f"**Reference:** {prompt.reference}" if prompt.reference else ""
-        a = results.replies[(item.prompt, item.left)].content or "*(empty reply)*"
-        b = results.replies[(item.prompt, item.right)].content or "*(empty reply)*"
+        header = _pair_header(item, prompt.category, voted, ready, total, texts)
+        reference = texts("evaluate.review.reference", reference=prompt.reference) \
+            if prompt.reference else ""
+        empty = texts("evaluate.review.empty")
+        a = results.replies[(item.prompt, item.left)].content or empty
+        b = results.replies[(item.prompt, item.right)].content or empty
         return header, prompt.text, reference, a, b, [item.prompt, item.left, item.right]
 
     def header(self, run_id: int | None, shown: Sequence[int] | None,
@@ -264,43 +291,46 @@ class EvaluateHandlers:
         become ready while the run goes on; the shown pair stays)."""
         results = self._results(user_of(request), run_id)
         if results is None or not shown:
-            return NO_RUN
+            return self.texts("evaluate.no_run")
         item = ReviewItem(*shown)
         _, voted, ready = results.next_item()
         total = results.run.total // len(results.run.candidates) * _pairs(results.run)
         return _pair_header(item, results.run.prompts[item.prompt].category, voted, ready,
-                            total)
+                            total, self.texts)
 
     def vote(self, choice: str, item: Sequence[int] | None, run_id: int | None,
              request: gr.Request) -> str:
         """Store the vote on the shown pair; returns the names behind A and B."""
         results = self._results(user_of(request), run_id)
         if results is None or not item:
-            return "Nothing to vote on."
+            return self.texts("evaluate.review.nothing")
         shown = ReviewItem(*item)
         a, b, outcome = outcome_for(shown, choice)
         self.evals.add_vote(results.run.id, EvalVote(shown.prompt, a, b, outcome,
                                                      shown_first=shown.left))
         labels = [c.label for c in results.run.candidates]
-        return (f"You voted **{CHOICES[choice]}** on prompt {shown.prompt + 1}: A was "
-                f"**{labels[shown.left]}**, B was **{labels[shown.right]}**.")
+        return self.texts("evaluate.review.voted", choice=self.texts(f"evaluate.choice.{choice}"),
+                          prompt=shown.prompt + 1, a=labels[shown.left],
+                          b=labels[shown.right])
 
     # -- ratings, judge, report ------------------------------------------------------------
     def ratings(self, run_id: int | None, request: gr.Request) -> tuple:
         """Rating rows, "which to choose" rows, and a note on the style coefficients."""
+        texts = self.texts
         results = self._results(user_of(request), run_id)
         if results is None or not (results.votes or results.judge_votes):
-            return [], [], "No votes yet: review some pairs."
+            return [], [], texts("evaluate.ratings.no_votes")
         judged = [row for judge in results.judge_votes
-                  for row in _rating_rows(results.tables(judge), f" (judge {judge})")]
+                  for row in _rating_rows(results.tables(judge), texts, judge)]
         if not results.votes:
-            return judged, [], "No votes of yours yet: the rows are the judge's."
+            return judged, [], texts("evaluate.ratings.judge_only")
         tables = results.tables()
-        return _rating_rows(tables) + judged, [
-            [c.category or "Overall", c.best, verdict, c.runner_up or "–",
-             round(c.tokens_per_second, 1) if c.tokens_per_second else "–",
-             format_bytes(c.memory_bytes) if c.memory_bytes else "–"]
-            for c, verdict in results.choices(tables)], _style_note(tables[0])
+        return _rating_rows(tables, texts) + judged, [
+            [c.category or texts("evaluate.ratings.overall"), c.best, verdict,
+             c.runner_up or NONE,
+             round(c.tokens_per_second, 1) if c.tokens_per_second else NONE,
+             format_bytes(c.memory_bytes) if c.memory_bytes else NONE]
+            for c, verdict in results.choices(tables, texts)], _style_note(tables[0], texts)
 
     def plot(self, run_id: int | None, request: gr.Request):
         results = self._results(user_of(request), run_id)
@@ -315,39 +345,42 @@ class EvaluateHandlers:
     def start_judge(self, run_id: int | None, judge: str | None, request: gr.Request) -> str:
         user = user_of(request)
         if run_id is None or not judge:
-            return "Pick a run and a judge model."
+            return self.texts("evaluate.judge.pick")
         try:
             self.judges.start(user, int(run_id), judge)
         except (UnknownModel, EvalNotFound) as exc:
-            return f"⚠️ {exc}"
+            return self.texts("evaluate.error", detail=str(exc))
         return self.judge_status(run_id, request)
 
     def judge_status(self, run_id: int | None, request: gr.Request) -> str:
         results = self._results(user_of(request), run_id)
         if results is None:
             return ""
+        texts = self.texts
         lines = []
         progress = self.judges.progress(results.run.id)
         if progress is not None and (progress.running or progress.error):
-            state = f"⚠️ {progress.error}" if progress.error else "judging"
-            lines.append(f"{progress.judge}: {state}, {progress.done} of {progress.total} pairs.")
+            state = texts("evaluate.error", detail=progress.error) if progress.error \
+                else texts("evaluate.judge.judging")
+            lines.append(texts("evaluate.judge.progress", judge=progress.judge, state=state,
+                               done=progress.done, total=progress.total))
         for judge, votes in results.judge_votes.items():
             agreement = results.agreement(judge)
-            agree = (f"agrees with you on {agreement.rate:.0%} of {agreement.total} pairs"
-                     if agreement.rate is not None else "no pair voted by both of you yet")
-            lines.append(f"**{judge}**: {len(votes)} votes (kept apart from yours; its "
-                         f"ratings are the table's “judge” rows), {agree}.")
-        return "\n\n".join(lines) or "No judge votes yet."
+            agree = texts("evaluate.judge.agrees", rate=f"{agreement.rate:.0%}",
+                          total=agreement.total) if agreement.rate is not None \
+                else texts("evaluate.judge.no_common")
+            lines.append(texts("evaluate.judge.votes", judge=judge, n=len(votes), agree=agree))
+        return "\n\n".join(lines) or texts("evaluate.judge.none_yet")
 
     def export_report(self, run_id: int | None, request: gr.Request) -> tuple:
         results = self._results(user_of(request), run_id)
         if results is None:
-            return gr.update(visible=False), "Pick a run to export."
+            return gr.update(visible=False), self.texts("evaluate.ratings.pick_run_to_export")
         stem = f"evaluation-{results.run.id}-{_slug(results.run.set_name)}-" \
                f"{secrets.token_hex(4)}"
         paths = export_run(results, self.export_dir, stem)
         return gr.update(value=[str(p) for p in paths], visible=True), \
-            f"Exported {', '.join(p.name for p in paths)}."
+            self.texts("evaluate.ratings.exported", names=", ".join(p.name for p in paths))
 
     def _export_path(self, stem: str, kind: str) -> Path:
         self.export_dir.mkdir(parents=True, exist_ok=True)
@@ -355,9 +388,10 @@ class EvaluateHandlers:
                                  f"{secrets.token_hex(4)}.{kind}"
 
 
-def _pair_header(item: ReviewItem, category: str, voted: int, ready: int, total: int) -> str:
-    return (f"**Pair {voted + 1} of {ready}** (of {total} in the run) · prompt "
-            f"{item.prompt + 1}" + (f" · {category}" if category else ""))
+def _pair_header(item: ReviewItem, category: str, voted: int, ready: int, total: int,
+                 texts: Texts) -> str:
+    return texts("evaluate.review.header", voted=voted + 1, ready=ready, total=total,
+                 prompt=item.prompt + 1) + (f" · {category}" if category else "")
 
 
 def _pairs(run: EvalRun) -> int:
@@ -376,27 +410,30 @@ def _prompts_from(rows) -> list[EvalPrompt]:
     return found
 
 
-def _rating_rows(tables: list[RatingTable], whose: str = "") -> list[list]:
+def _rating_rows(tables: list[RatingTable], texts: Texts, judge: str | None = None
+                 ) -> list[list]:
+    """The ratings table's rows; a judge's rows name it after their category."""
     rows = []
     for table in tables:
         style = {r.model: r for r in table.style}
+        category = table.category or texts("evaluate.ratings.overall")
+        if judge is not None:
+            category = texts("evaluate.ratings.judged", category=category, judge=judge)
         for r in table.plain:
             s = style.get(r.model)
-            rows.append([(table.category or "Overall") + whose, r.model, round(r.rating),
-                         interval_text(r), round(s.rating) if s else "–",
-                         interval_text(s) if s else "–", r.games])
+            rows.append([category, r.model, round(r.rating),
+                         interval_text(r, texts), round(s.rating) if s else NONE,
+                         interval_text(s, texts) if s else NONE, r.games])
     return rows
 
 
-def _style_note(table: RatingTable) -> str:
+def _style_note(table: RatingTable, texts: Texts) -> str:
     if not table.coefficients:
         return ""
     length = table.coefficients.get("tokens", 0.0)
-    lean = ("longer replies win more often than their quality alone explains"
-            if length > 0.1 else "shorter replies win more often" if length < -0.1
-            else "reply length hardly sways your votes")
-    return (f"Style control: {lean} (length coefficient {length:+.2f}). The style-controlled "
-            "column rates the models as if their replies had the same length and formatting.")
+    lean = "longer" if length > 0.1 else "shorter" if length < -0.1 else "even"
+    return texts("evaluate.ratings.style_note", lean=texts(f"evaluate.ratings.{lean}"),
+                 coefficient=f"{length:+.2f}")
 
 
 def _slug(text: str) -> str:

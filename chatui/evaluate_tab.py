@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from chatcore.eval_runner import MAX_CANDIDATES, MIN_CANDIDATES
+from chatcore.i18n import Texts
 from chatcore.judge import RUBRIC
 from chatcore.manager import ModelManager
 from chatcore.prompt_sets import MAX_IMPORT_BYTES
@@ -12,10 +13,11 @@ from chatui.chat_handlers import user_of
 from chatui.chat_tab import model_choices
 from chatui.evaluate_handlers import (
     CHOICE_COLUMNS,
-    NO_RUN,
     RATING_COLUMNS,
     SET_COLUMNS,
+    VOTES,
     EvaluateHandlers,
+    headers,
 )
 from chatui.sampling_controls import slider
 
@@ -43,49 +45,57 @@ document.addEventListener('keydown', (event) => {
 
 
 def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: EvaluateHandlers,
-                       initial_model: str) -> tuple:
-    """Builds the tab; returns its model pickers (their choices follow the registry), the
-    progress timer (ticking only while the tab is shown), and the refresh of its set and
-    run lists with their outputs (for when the tab is shown again)."""
-    choices = model_choices(manager)
+                       initial_model: str, *, texts: Texts) -> tuple:
+    """Builds the tab in `texts`' language (the handlers speak the same one); returns its
+    model pickers (their choices follow the registry), the progress timer (ticking only while
+    the tab is shown), and the refresh of its set and run lists with their outputs (for when
+    the tab is shown again)."""
+    choices = model_choices(manager, texts=texts)
     usable = [initial_model] + [m for _, m in choices
                                 if m != initial_model and manager.status(m).usable]
     defaults = manager.entry(initial_model).defaults
     item = gr.State(None)
 
-    gr.Markdown("Try models on your own prompts: pick a set, run it over 2 to 4 models in "
-                "the background, then review the replies blind, pair by pair.")
-    with gr.Accordion("1. Prompt set", open=True, elem_id="eval-set-box"):
+    gr.Markdown(texts("evaluate.intro"))
+    with gr.Accordion(texts("evaluate.sets.box"), open=True, elem_id="eval-set-box"):
         with gr.Row():
-            set_picker = gr.Dropdown(choices=[], label="Prompt set", scale=3,
+            set_picker = gr.Dropdown(choices=[], label=texts("evaluate.sets.picker"), scale=3,
                                      elem_id="eval-set")
-            new_set = gr.Button("New", size="sm", scale=0, elem_id="eval-set-new")
-            duplicate = gr.Button("Duplicate", size="sm", scale=0, elem_id="eval-set-duplicate")
-            delete = gr.Button("Delete", size="sm", variant="stop", scale=0,
-                               elem_id="eval-set-delete")
-        set_name = gr.Textbox(label="Name", max_length=80, elem_id="eval-set-name")
-        rows = gr.Dataframe(headers=SET_COLUMNS, value=[["", "", ""]], col_count=3,
-                            row_count=1, interactive=True, wrap=True,
-                            label="Prompts (one per row; category and reference optional)",
-                            elem_id="eval-set-rows")
+            new_set = gr.Button(texts("evaluate.sets.new"), size="sm", scale=0,
+                                elem_id="eval-set-new")
+            duplicate = gr.Button(texts("evaluate.sets.duplicate"), size="sm", scale=0,
+                                  elem_id="eval-set-duplicate")
+            delete = gr.Button(texts("evaluate.sets.delete"), size="sm", variant="stop",
+                               scale=0, elem_id="eval-set-delete")
+        set_name = gr.Textbox(label=texts("evaluate.sets.name"), max_length=80,
+                              elem_id="eval-set-name")
+        rows = gr.Dataframe(headers=headers(texts, "set", SET_COLUMNS), value=[["", "", ""]],
+                            col_count=3, row_count=1, interactive=True, wrap=True,
+                            label=texts("evaluate.sets.rows"), elem_id="eval-set-rows")
         with gr.Row(equal_height=True):
-            new_prompt = gr.Textbox(label="New prompt", lines=1, max_length=8000, scale=4,
-                                    elem_id="eval-new-prompt")
-            new_category = gr.Textbox(label="Category", max_length=40, scale=1,
-                                      elem_id="eval-new-category")
-            new_reference = gr.Textbox(label="Reference or note", max_length=8000, scale=2,
-                                       elem_id="eval-new-reference")
-            add = gr.Button("Add prompt", size="sm", scale=0, elem_id="eval-add-prompt")
+            new_prompt = gr.Textbox(label=texts("evaluate.sets.new_prompt"), lines=1,
+                                    max_length=8000, scale=4, elem_id="eval-new-prompt")
+            new_category = gr.Textbox(label=texts("evaluate.sets.category"), max_length=40,
+                                      scale=1, elem_id="eval-new-category")
+            new_reference = gr.Textbox(label=texts("evaluate.sets.reference"), max_length=8000,
+                                       scale=2, elem_id="eval-new-reference")
+            add = gr.Button(texts("evaluate.sets.add"), size="sm", scale=0,
+                            elem_id="eval-add-prompt")
         with gr.Row():
-            save = gr.Button("Save set", variant="primary", size="sm", elem_id="eval-set-save")
-            export_jsonl = gr.Button("Export .jsonl", size="sm", elem_id="eval-set-jsonl")
-            export_csv = gr.Button("Export .csv", size="sm", elem_id="eval-set-csv")
-            upload = gr.UploadButton(f"Import .jsonl / .csv (up to {MAX_IMPORT_BYTES // 1000} kB)",
+            save = gr.Button(texts("evaluate.sets.save"), variant="primary", size="sm",
+                             elem_id="eval-set-save")
+            export_jsonl = gr.Button(texts("evaluate.sets.export_jsonl"), size="sm",
+                                     elem_id="eval-set-jsonl")
+            export_csv = gr.Button(texts("evaluate.sets.export_csv"), size="sm",
+                                   elem_id="eval-set-csv")
+            # The size as a plain number (not grouped: "1000 kB", as it has always read).
+            upload = gr.UploadButton(texts("evaluate.sets.import",
+                                           kb=str(MAX_IMPORT_BYTES // 1000)),
                                      file_types=[".jsonl", ".csv"], size="sm",
                                      elem_id="eval-set-import")
         set_status = gr.Markdown(elem_id="eval-set-status")
 
-    with gr.Accordion("2. Run", open=True, elem_id="eval-run-box"):
+    with gr.Accordion(texts("evaluate.run.box"), open=True, elem_id="eval-run-box"):
         pickers, temperatures, max_tokens = [], [], []
         with gr.Row(equal_height=False):
             for index in range(MAX_CANDIDATES):
@@ -93,33 +103,36 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
                     pickers.append(gr.Dropdown(
                         choices=choices,
                         value=usable[index] if index < min(MIN_CANDIDATES, len(usable)) else None,
-                        label=f"Model {index + 1}" + ("" if index < MIN_CANDIDATES
-                                                      else " (optional)"),
+                        label=texts("evaluate.run.model" if index < MIN_CANDIDATES
+                                    else "evaluate.run.model_optional", n=index + 1),
                         elem_id=f"eval-model-{index}"))
-                    with gr.Accordion("Settings", open=False,
+                    with gr.Accordion(texts("evaluate.run.settings"), open=False,
                                       elem_id=f"eval-settings-{index}"):
                         temperatures.append(slider("temperature", defaults.temperature,
+                                                   texts=texts,
                                                    elem_id=f"eval-temperature-{index}"))
                         max_tokens.append(slider("max_new_tokens", defaults.max_new_tokens,
+                                                 texts=texts,
                                                  elem_id=f"eval-max-tokens-{index}"))
-        system = gr.Textbox(label="System prompt (every model)", lines=1, max_length=4000,
-                            placeholder="Empty: each model's own default",
+        system = gr.Textbox(label=texts("evaluate.run.system"), lines=1, max_length=4000,
+                            placeholder=texts("evaluate.run.system_placeholder"),
                             elem_id="eval-system")
-        start = gr.Button("Start run", variant="primary", elem_id="eval-start")
+        start = gr.Button(texts("evaluate.run.start"), variant="primary", elem_id="eval-start")
         with gr.Row():
-            run_picker = gr.Dropdown(choices=[], label="Run", scale=3, elem_id="eval-run")
-            pause = gr.Button("Pause", size="sm", scale=0, elem_id="eval-pause")
-            resume = gr.Button("Resume", size="sm", scale=0, elem_id="eval-resume")
-            cancel = gr.Button("Cancel", size="sm", variant="stop", scale=0,
-                               elem_id="eval-cancel")
-        progress = gr.HTML(NO_RUN, elem_id="eval-progress")
+            run_picker = gr.Dropdown(choices=[], label=texts("evaluate.run.picker"), scale=3,
+                                     elem_id="eval-run")
+            pause = gr.Button(texts("evaluate.run.pause"), size="sm", scale=0,
+                              elem_id="eval-pause")
+            resume = gr.Button(texts("evaluate.run.resume"), size="sm", scale=0,
+                               elem_id="eval-resume")
+            cancel = gr.Button(texts("evaluate.run.cancel"), size="sm", variant="stop",
+                               scale=0, elem_id="eval-cancel")
+        progress = gr.HTML(texts("evaluate.no_run"), elem_id="eval-progress")
         run_status = gr.Markdown(elem_id="eval-run-status")
 
-    with gr.Accordion("3. Review (blind)", open=True, elem_id="eval-review-box"):
-        gr.Markdown("Which reply is better? Keys: **1** or **A**, **2** or **B**, **3** or "
-                    "**T** for a tie, **4** or **X** when both are bad. The names show after "
-                    "your vote; you can stop and continue later.")
-        review_header = gr.Markdown(NO_RUN, elem_id="review-header")
+    with gr.Accordion(texts("evaluate.review.box"), open=True, elem_id="eval-review-box"):
+        gr.Markdown(texts("evaluate.review.help"))
+        review_header = gr.Markdown(texts("evaluate.no_run"), elem_id="review-header")
         review_prompt = gr.Markdown(elem_id="review-prompt")
         review_reference = gr.Markdown(elem_id="review-reference")
         with gr.Row(equal_height=False):
@@ -130,42 +143,43 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
                 gr.Markdown("**B**")
                 reply_b = gr.Markdown(elem_id="review-reply-b", sanitize_html=True)
         with gr.Row():
-            vote_buttons = {
-                "A": gr.Button("A is better (1)", elem_id="review-a"),
-                "B": gr.Button("B is better (2)", elem_id="review-b"),
-                "tie": gr.Button("Tie (3)", elem_id="review-tie"),
-                "bad": gr.Button("Both bad (4)", elem_id="review-bad"),
-            }
+            # elem_ids review-a, -b, -tie, -bad: the keys in REVIEW_KEYS_JS click them.
+            vote_buttons = {vote: gr.Button(texts(f"evaluate.review.button.{vote}"),
+                                            elem_id=f"review-{vote.lower()}")
+                            for vote in VOTES}
         revealed = gr.Markdown(elem_id="review-revealed")
 
-    with gr.Accordion("4. Ratings", open=True, elem_id="eval-ratings-box"):
-        gr.Markdown("Bradley-Terry ratings (Elo scale) with 95% bootstrap intervals, overall "
-                    "and per category, beside a style-controlled rating that takes reply "
-                    "length and Markdown structure out.")
-        choose = gr.Dataframe(headers=CHOICE_COLUMNS, value=[], interactive=False,
-                              label="Which to choose", elem_id="eval-choose")
-        ratings = gr.Dataframe(headers=RATING_COLUMNS, value=[], interactive=False,
-                               label="Ratings per category", elem_id="eval-ratings")
+    with gr.Accordion(texts("evaluate.ratings.box"), open=True, elem_id="eval-ratings-box"):
+        gr.Markdown(texts("evaluate.ratings.help"))
+        choose = gr.Dataframe(headers=headers(texts, "choice", CHOICE_COLUMNS), value=[],
+                              interactive=False, label=texts("evaluate.ratings.choose"),
+                              elem_id="eval-choose")
+        ratings = gr.Dataframe(headers=headers(texts, "rating", RATING_COLUMNS), value=[],
+                               interactive=False, label=texts("evaluate.ratings.table"),
+                               elem_id="eval-ratings")
         style_note = gr.Markdown(elem_id="eval-style-note")
         with gr.Row():
-            draw = gr.Button("Plot quality vs speed", size="sm", elem_id="eval-plot-button")
-            report = gr.Button("Export report", size="sm", elem_id="eval-report")
-        plot = gr.Image(label="Quality vs speed (marker size = memory)", type="filepath",
+            draw = gr.Button(texts("evaluate.ratings.plot_button"), size="sm",
+                             elem_id="eval-plot-button")
+            report = gr.Button(texts("evaluate.ratings.report_button"), size="sm",
+                               elem_id="eval-report")
+        plot = gr.Image(label=texts("evaluate.ratings.plot"), type="filepath",
                         interactive=False, elem_id="eval-plot")
-        with gr.Accordion("Judge (optional)", open=False, elem_id="eval-judge-box"):
-            gr.Markdown("A model votes on every pair through this fixed rubric, in both "
-                        "orders; a verdict that flips with the order counts as a tie. Its "
-                        "votes are kept apart from yours.")
-            gr.Code(RUBRIC, language=None, interactive=False, label="Rubric")
+        with gr.Accordion(texts("evaluate.judge.box"), open=False, elem_id="eval-judge-box"):
+            gr.Markdown(texts("evaluate.judge.help"))
+            # The rubric as the judge model reads it: a prompt, so English on every page.
+            gr.Code(RUBRIC, language=None, interactive=False,
+                    label=texts("evaluate.judge.rubric"))
             with gr.Row():
-                judge = gr.Dropdown(choices=choices, value=None, label="Judge model", scale=3,
+                judge = gr.Dropdown(choices=choices, value=None,
+                                    label=texts("evaluate.judge.model"), scale=3,
                                     elem_id="eval-judge")
-                judge_start = gr.Button("Let it judge", size="sm", scale=0,
+                judge_start = gr.Button(texts("evaluate.judge.start"), size="sm", scale=0,
                                         elem_id="eval-judge-start")
             judge_status = gr.Markdown(elem_id="eval-judge-status")
         report_status = gr.Markdown(elem_id="eval-report-status")
-        download = gr.File(label="Download", visible=False, interactive=False,
-                           file_count="multiple", elem_id="eval-download")
+        download = gr.File(label=texts("evaluate.ratings.download"), visible=False,
+                           interactive=False, file_count="multiple", elem_id="eval-download")
 
     # -- prompt sets -----------------------------------------------------------------------
     set_picker.change(handlers.open_set, [set_picker], [set_name, rows, set_status],

@@ -3,13 +3,16 @@ reload the files. Handlers only; every refusal is a sentence, never a traceback,
 library itself refuses users who are not admins (not only the hidden buttons)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gradio as gr
 
 from chatcore.config import MAX_DESCRIPTION, MAX_ID, MAX_NAME, ConfigError
-from chatcore.download_queue import format_progress
+from chatcore.download_queue import DownloadJob
+from chatcore.fit import Fit
 from chatcore.hub_errors import HubError
+from chatcore.i18n import Texts, english
 from chatcore.library import ModelLibrary
 from chatcore.library_errors import LibraryError
 from chatcore.manager import ModelUnavailable, UnknownModel
@@ -17,81 +20,168 @@ from chatcore.memory import format_bytes
 from chatcore.model_files import FoundModel
 from chatui.chat_handlers import user_of
 
-SCAN_COLUMNS = ["Scan id", "Source", "Name", "Quant", "Params", "Size", "Context", "Template",
-                "Fit", "Problem"]
+# The scan table's columns, by id; their headers come from the catalog (library.column.<id>).
+SCAN_COLUMN_IDS = ("scan_id", "source", "name", "quant", "params", "size", "context",
+                   "template", "fit", "problem")
 MAX_PATH = 4096
 MAX_TEMPLATE_FIELD = 20_000
-KINDS = ("GGUF", "transformers checkpoint")
-QUANTIZATIONS = ("none", "8bit", "4bit")
+KINDS = ("gguf", "checkpoint")  # the Hub search's kinds (library.kind.<id>)
+QUANTIZATIONS = ("none", "8bit", "4bit")  # labels: library.quantization.<id>
+_BADGE = re.compile(r"^([🟢🟡🔴]) (.+)$")  # "🟢 fits": the icon, then the verdict
 
 
-def scan_row(library: ModelLibrary, found: FoundModel) -> list[str]:
+def scan_columns(texts: Texts | None = None) -> list[str]:
+    """The scan table's headers in the page's language."""
+    texts = texts or english()
+    return [texts(f"library.column.{column}") for column in SCAN_COLUMN_IDS]
+
+
+def _known(texts: Texts, key: str, fallback: str) -> str:
+    """The catalog's word for a value chatcore or an engine gives in English, when the
+    catalog has one; the English value itself otherwise."""
+    return texts(key) if key in texts.messages else fallback
+
+
+def _slug(word: str) -> str:
+    """"won't fit" -> "wont_fit", "making the context" -> "making_the_context"."""
+    return re.sub(r"[^a-z0-9]+", "_", word.lower().replace("'", "")).strip("_")
+
+
+def verdict_word(verdict: str, texts: Texts | None = None) -> str:
+    """A fit verdict ("fits", "tight", "won't fit") in the page's language."""
+    return _known(texts or english(), f"library.verdict.{_slug(verdict)}", verdict)
+
+
+def fit_badge(fit: Fit, texts: Texts | None = None) -> str:
+    """`🟢 fits`, the verdict in the page's language."""
+    icon = fit.badge.split(" ", 1)[0]
+    return f"{icon} {verdict_word(fit.verdict, texts)}"
+
+
+def remote_summary(summary: str, texts: Texts | None = None) -> str:
+    """A missing entry's "4.7 GB · 🟢 fits" from the library, its badge in the page's
+    language ("…" while it is read, and a refusal, stay as they are)."""
+    head, _, badge = summary.rpartition(" · ")
+    found = _BADGE.match(badge) if head else None
+    if found is None:
+        return summary
+    return f"{head} · {found.group(1)} {verdict_word(found.group(2), texts)}"
+
+
+def load_step(step: str, texts: Texts | None = None) -> str:
+    """An engine's load step ("reading", "ready") in the page's language, when the catalog
+    knows it."""
+    return _known(texts or english(), f"models.step.{_slug(step)}", step)
+
+
+def _duration(seconds: float, texts: Texts) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return texts("library.duration.hours", hours=seconds // 3600,
+                     minutes=seconds % 3600 // 60)
+    if seconds >= 60:
+        return texts("library.duration.minutes", minutes=seconds // 60, seconds=seconds % 60)
+    return texts("library.duration.seconds", seconds=seconds)
+
+
+def download_progress(job: DownloadJob, texts: Texts | None = None) -> str:
+    """"412 MB of 4.7 GB · 38 MB/s · 1 min 52 s left", in the page's language."""
+    texts = texts or english()
+    amount = format_bytes(job.done_bytes)
+    if job.total_bytes:
+        amount = texts("library.download.amount", done=amount,
+                       total=format_bytes(job.total_bytes))
+    if job.state == "queued":
+        return texts("library.download.queued")
+    if job.state == "done":
+        return texts("library.download.done", size=format_bytes(job.total_bytes or job.done_bytes))
+    if job.state == "failed":
+        return texts("library.download.failed", detail=str(job.error))
+    if job.state == "cancelled":
+        return texts("library.download.cancelled", amount=amount)
+    parts = [amount]
+    if job.bytes_per_s:
+        parts.append(f"{format_bytes(job.bytes_per_s)}/s")
+    if job.seconds_left is not None:
+        parts.append(texts("library.download.left", duration=_duration(job.seconds_left, texts)))
+    return " · ".join(parts)
+
+
+def scan_row(library: ModelLibrary, found: FoundModel, texts: Texts | None = None) -> list[str]:
+    texts = texts or english()
     fit = library.fit_of_found(found)
+    template = {True: "yes", False: "none"}.get(found.has_chat_template)
     return [found.scan_id, found.source, found.name, found.quantization or "?",
             f"{found.n_params / 1e9:.2f}B" if found.n_params else "?",
             format_bytes(found.size_bytes), str(found.context_length or "?"),
-            {True: "yes", False: "none"}.get(found.has_chat_template, "?"),
-            fit.badge if fit else "", found.problem or ""]
+            texts(f"library.template.{template}") if template else "?",
+            fit_badge(fit, texts) if fit else "", found.problem or ""]
 
 
 class LibraryHandlers:
-    def __init__(self, library: ModelLibrary) -> None:
+    def __init__(self, library: ModelLibrary, texts: Texts | None = None) -> None:
         self.library = library
+        self.texts = texts or english()
+
+    def _error(self, exc: Exception) -> str:
+        return self.texts("library.error", detail=str(exc))
 
     def access_note(self, request: gr.Request | None = None) -> str:
         if self.library.editable_by(user_of(request) or None):
             return ""
-        return ("The model library is read-only for you: only the users named with "
-                "--admins may add, edit or remove models.")
+        return self.texts("library.read_only")
 
     def scan(self, folder: str) -> tuple:
+        texts = self.texts
         folder = (folder or "").strip()
         extra = []
         if folder:
             path = Path(folder[:MAX_PATH]).expanduser()
             if not path.is_dir():
-                return gr.skip(), gr.skip(), f"⚠️ {folder[:200]}: not a folder on this machine."
+                return gr.skip(), gr.skip(), texts("library.scan.not_a_folder",
+                                                   folder=folder[:200])
             extra.append(path)
         result = self.library.scan(extra)
-        rows = [scan_row(self.library, found) for found in result.models]
+        rows = [scan_row(self.library, found, texts) for found in result.models]
         usable = [(f"{f.name} ({f.source})", f.scan_id) for f in result.models if not f.problem]
         unreadable = len(result.models) - len(usable)
-        count = len(result.models)
-        note = f"Found {count} model{'' if count == 1 else 's'}"
-        note += f", {unreadable} unreadable (see Problem)" if unreadable else ""
-        note += f"; {len(result.skipped)} paths skipped." if result.skipped else "."
+        note = texts("library.scan.found", n=len(result.models))
+        note += texts("library.scan.unreadable", n=unreadable) if unreadable else ""
+        note += texts("library.scan.skipped", n=len(result.skipped)) if result.skipped else "."
         return (rows, gr.update(choices=usable, value=usable[0][1] if usable else None), note)
 
     def fit(self, text: str | None, context_length: float | None) -> str:
         """The badge for the model about to be added, at the context chosen."""
+        texts = self.texts
         if not text:
             return ""
         try:
             found = self.library.find(str(text)[:MAX_PATH])
         except LibraryError as exc:
-            return f"⚠️ {exc}"
+            return self._error(exc)
         if found.problem:
-            return f"⚠️ unreadable: {found.problem}"
+            return texts("library.fit.unreadable", problem=found.problem)
         fit = self.library.fit_of_found(found, int(context_length) if context_length else None)
         if fit is None:
-            return "No estimate for this model."
+            return texts("library.fit.no_estimate")
         template = "" if found.has_chat_template is not False else \
-            " · no chat template: a fallback will be guessed"
-        return f"**{fit.badge}**: {fit.detail}{template}"
+            texts("library.fit.no_template")
+        return f"**{fit_badge(fit, texts)}**: {fit.detail}{template}"
 
     def add(self, text: str | None, model_id: str, context_length: float | None,
             request: gr.Request | None = None) -> tuple[str, dict]:
+        texts = self.texts
         model_id = (model_id or "").strip()
         if len(model_id) > MAX_ID:
-            return f"⚠️ The id is {len(model_id):,} characters; at most {MAX_ID}.", gr.skip()
+            return texts("library.id_too_long", n=len(model_id), limit=MAX_ID), gr.skip()
         try:
             entry, notes = self.library.add(str(text or "")[:MAX_PATH], model_id or None,
                                             user=user_of(request) or None,
                                             context_length=int(context_length)
                                             if context_length else None)
         except (LibraryError, ConfigError) as exc:
-            return f"⚠️ {exc}", gr.skip()
-        lines = [f"Added **{entry.id}** ({entry.name}): pick it in the Chat tab."]
+            return self._error(exc), gr.skip()
+        lines = [texts("library.added", model=entry.id, name=entry.name)]
         lines += [f"ℹ️ {note}" for note in notes]
         return "  \n".join(lines), gr.update(choices=self._choices(), value=entry.id)
 
@@ -113,12 +203,13 @@ class LibraryHandlers:
              top_k: float | None = None, max_new_tokens: float | None = None,
              repetition_penalty: float | None = None,
              request: gr.Request | None = None) -> tuple[str, dict]:
+        texts = self.texts
         for field, value, limit in (("name", name, MAX_NAME),
                                     ("description", description, MAX_DESCRIPTION),
-                                    ("chat template", template, MAX_TEMPLATE_FIELD)):
+                                    ("chat_template", template, MAX_TEMPLATE_FIELD)):
             if len(value or "") > limit:
-                return (f"⚠️ The {field} is {len(value):,} characters; at most {limit:,}. "
-                        "Nothing was changed.", gr.skip())
+                return (texts("library.too_long", field=texts(f"library.field.{field}"),
+                              n=len(value), limit=limit), gr.skip())
         changes = {"name": (name or "").strip() or model_id,
                    "context_length": int(context_length) if context_length else None,
                    "chat_template": (template or "").strip() or None,
@@ -135,58 +226,60 @@ class LibraryHandlers:
         try:
             entry = self.library.edit(model_id, changes, user=user_of(request) or None)
         except (LibraryError, ConfigError, UnknownModel, ModelUnavailable) as exc:
-            return f"⚠️ {exc}", gr.skip()
+            return self._error(exc), gr.skip()
         busy = self.library.manager.status(model_id).state.value == "generating"
-        return (f"Saved **{entry.id}**" + (": it applies when the reply in progress ends."
-                                           if busy else "."),
+        return (texts("library.saved_busy" if busy else "library.saved", model=entry.id),
                 gr.update(choices=self._choices(), value=entry.id))
 
     def remove(self, model_id: str, request: gr.Request | None = None) -> tuple[str, dict]:
         try:
             self.library.remove(model_id, user=user_of(request) or None)
         except (LibraryError, ConfigError) as exc:
-            return f"⚠️ {exc}", gr.skip()
+            return self._error(exc), gr.skip()
         choices = self._choices()
-        return (f"Removed **{model_id}** from your registry.",
+        return (self.texts("library.removed", model=model_id),
                 gr.update(choices=choices, value=choices[0][1] if choices else None))
 
     def reload(self, request: gr.Request | None = None) -> tuple[str, dict]:
+        texts = self.texts
         if not self.library.editable_by(user_of(request) or None):
-            return "⚠️ Only the users named with --admins may reload the registry.", gr.skip()
+            return texts("library.reload_refused"), gr.skip()
         try:
             changed = self.library.reload()
         except ConfigError as exc:
-            return (f"⚠️ The registry was not reloaded, the last good one stays: {exc}",
-                    gr.skip())
-        return (f"Reloaded the registry ({len(self._choices())} models"
-                + (f"; changed: {', '.join(changed)}" if changed else "") + ").",
+            return texts("library.reload_failed", detail=str(exc)), gr.skip()
+        which = texts("library.reloaded_changed", ids=", ".join(changed)) if changed else ""
+        return (texts("library.reloaded", n=len(self._choices()), changed=which),
                 gr.update(choices=self._choices()))
 
     # -- the Hub ---------------------------------------------------------------------
     def hub_search(self, text: str, kind: str) -> tuple:
+        texts = self.texts
         try:
             repos = self.library.search(text or "", "checkpoint" if kind == KINDS[1] else "gguf")
         except (LibraryError, HubError) as exc:
-            return gr.update(choices=[], value=None), f"⚠️ {exc}"
-        choices = [(f"{r.repo_id} · {r.downloads or 0:,} downloads", r.repo_id) for r in repos]
+            return gr.update(choices=[], value=None), self._error(exc)
+        choices = [(texts("library.hub.repo_choice", repo=r.repo_id, n=r.downloads or 0),
+                    r.repo_id) for r in repos]
         return (gr.update(choices=choices, value=choices[0][1] if choices else None),
-                f"{len(repos)} repos on the Hub match {text.strip()[:200]!r}.")
+                texts("library.hub.matches", n=len(repos), query=repr(text.strip()[:200])))
 
     def hub_files(self, repo_id: str | None) -> tuple:
+        texts = self.texts
         if not repo_id:
             return gr.update(choices=[], value=None), ""
         try:
             listing = self.library.listing(repo_id)
         except (LibraryError, HubError) as exc:
-            return gr.update(choices=[], value=None), f"⚠️ {exc}"
-        choices = [(f"{f.quantization or f.filename} · {format_bytes(f.size)}"
-                    + (f" · {len(f.parts)} parts" if len(f.parts) > 1 else "")
-                    + f" · {f.filename}", f.filename) for f in listing.gguf_files]
-        note = f"{len(choices)} GGUF files in {repo_id}"
-        if listing.checkpoint_bytes:
-            note += (f"; a transformers checkpoint of {format_bytes(listing.checkpoint_bytes)} "
-                     "(fetch it with huggingface-cli download, then add its folder)")
-        return gr.update(choices=choices, value=choices[0][1] if choices else None), note + "."
+            return gr.update(choices=[], value=None), self._error(exc)
+        choices = [(" · ".join([f.quantization or f.filename, format_bytes(f.size),
+                                *([texts("library.hub.parts", n=len(f.parts))]
+                                  if len(f.parts) > 1 else []),
+                                f.filename]), f.filename) for f in listing.gguf_files]
+        checkpoint = texts("library.hub.checkpoint", size=format_bytes(listing.checkpoint_bytes)) \
+            if listing.checkpoint_bytes else ""
+        note = texts("library.hub.files", n=len(choices), repo=repo_id, checkpoint=checkpoint)
+        return gr.update(choices=choices, value=choices[0][1] if choices else None), note
 
     def hub_fit(self, repo_id: str | None, filename: str | None,
                 context_length: float | None) -> str:
@@ -196,42 +289,42 @@ class LibraryHandlers:
             fit = self.library.hub_fit(repo_id, filename,
                                        int(context_length) if context_length else None)
         except (LibraryError, HubError) as exc:
-            return f"⚠️ {exc}"
-        return f"**{fit.badge}** (from its header, before downloading): {fit.detail}"
+            return self._error(exc)
+        return self.texts("library.hub.fit", badge=fit_badge(fit, self.texts), detail=fit.detail)
 
     def hub_download(self, repo_id: str | None, filename: str | None,
                      request: gr.Request | None = None) -> str:
         if not repo_id or not filename:
-            return "⚠️ Search the Hub and pick a file first."
+            return self.texts("library.hub.pick_first")
         try:
             self.library.download(repo_id, filename, user=user_of(request) or None)
         except (LibraryError, HubError) as exc:
-            return f"⚠️ {exc}"
-        return f"Downloading **{filename}** from {repo_id}: see Downloads below."
+            return self._error(exc)
+        return self.texts("library.hub.downloading", file=filename, repo=repo_id)
 
     def download_selected(self, model_id: str, request: gr.Request | None = None) -> str:
         try:
             self.library.download_entry(model_id, user=user_of(request) or None)
         except (LibraryError, HubError, UnknownModel, ModelUnavailable) as exc:
-            return f"⚠️ {exc}"
-        return f"Downloading the file of **{model_id}**: see Downloads below."
+            return self._error(exc)
+        return self.texts("library.hub.downloading_entry", model=model_id)
 
     def cancel_downloads(self, request: gr.Request | None = None) -> str:
         if self.library.downloads is None:
             return ""
         if not self.library.editable_by(user_of(request) or None):
-            return "⚠️ Only the users named with --admins may cancel downloads."
+            return self.texts("library.hub.cancel_refused")
         stopped = [job for job in self.library.downloads.jobs()
                    if self.library.downloads.cancel(job.job_id)]
-        return f"Cancelled {len(stopped)} download{'' if len(stopped) == 1 else 's'}; " \
-               "what arrived is kept, and downloading again resumes there."
+        return self.texts("library.hub.cancelled", n=len(stopped))
 
     def downloads_text(self) -> str:
         if self.library.downloads is None:
             return ""
         jobs = self.library.downloads.jobs()
-        return "  \n".join(f"**{job.filename}** ({job.repo_id}): {format_progress(job)}"
-                           for job in jobs) or "No downloads yet."
+        return "  \n".join(f"**{job.filename}** ({job.repo_id}): "
+                           f"{download_progress(job, self.texts)}"
+                           for job in jobs) or self.texts("library.hub.no_downloads")
 
     def _choices(self) -> list[tuple[str, str]]:
         return [(e.name, e.id) for e in self.library.manager.registry.entries]

@@ -15,26 +15,28 @@ from pydantic import ValidationError
 
 from backends.base import GenParams
 from chatcore import sampling
+from chatcore.i18n import Texts, english
 from chatcore.sampling import SamplingSettings
 
 
-def slider(name: str, value: float, **kwargs: Any) -> gr.Slider:
-    """A slider for the sampling setting `name`, its range, step, label and info from the
-    schema; `kwargs` (elem_id, scale, a shorter label...) go to gr.Slider as they are."""
+def slider(name: str, value: float, *, texts: Texts, **kwargs: Any) -> gr.Slider:
+    """A slider for the sampling setting `name`, its range and step from the schema, its
+    label and info from the catalog (`sampling.<name>`, the schema's words in English);
+    `kwargs` (elem_id, scale, a shorter label...) go to gr.Slider as they are."""
     minimum, maximum, step = sampling.bounds(name)
     field = SamplingSettings.model_fields[name]
-    options: dict[str, Any] = {"label": sampling.label(name),
-                               "info": sampling.description(name)}
+    options: dict[str, Any] = {"label": texts(f"sampling.{name}"),
+                               "info": texts(f"sampling.{name}_info")}
     if field.annotation is int:
         options["precision"] = 0  # the handler gets an int, as the schema wants
     options.update(kwargs)
     return gr.Slider(minimum, maximum, value=value, step=step, **options)
 
 
-def seed_number(value: int, **kwargs: Any) -> gr.Number:
+def seed_number(value: int, *, texts: Texts, **kwargs: Any) -> gr.Number:
     """The seed box: a whole number, -1 for a random seed each time."""
-    options: dict[str, Any] = {"label": sampling.label("seed"),
-                               "info": sampling.description("seed"), "precision": 0}
+    options: dict[str, Any] = {"label": texts("sampling.seed"),
+                               "info": texts("sampling.seed_info"), "precision": 0}
     options.update(kwargs)
     return gr.Number(value=value, **options)
 
@@ -44,15 +46,16 @@ def seed_value(settings: SamplingSettings) -> int:
     return -1 if settings.seed is None else settings.seed
 
 
-THINK_CHOICES = ("model default", "on", "off")
+THINK_CHOICES = ("default", "on", "off")  # the Radio's values; its labels are the catalog's
 
 
-def think_radio(value: bool | None, **kwargs: Any) -> gr.Radio:
-    """The Think switch: the template's default, on or off (the schema's label and help)."""
-    options: dict[str, Any] = {"label": sampling.label("think"),
-                               "info": sampling.description("think")}
+def think_radio(value: bool | None, *, texts: Texts, **kwargs: Any) -> gr.Radio:
+    """The Think switch: the template's default, on or off."""
+    options: dict[str, Any] = {"label": texts("sampling.think"),
+                               "info": texts("sampling.think_info")}
     options.update(kwargs)
-    return gr.Radio(list(THINK_CHOICES), value=think_choice(value), **options)
+    return gr.Radio(texts.choices("sampling.think_choice", list(THINK_CHOICES)),
+                    value=think_choice(value), **options)
 
 
 def think_choice(value: bool | None) -> str:
@@ -66,21 +69,23 @@ def think_value(choice: str | None) -> bool | None:
 def params_from_controls(temperature: float, top_p: float, top_k: float,
                          max_new_tokens: float, repetition_penalty: float,
                          seed: float | None, think: str | None = None,
-                         thinking_budget: float | None = None) -> GenParams:
+                         thinking_budget: float | None = None,
+                         texts: Texts | None = None) -> GenParams:
     """The page's controls as backend parameters; a seed of None or below 0 is random, a
     thinking budget of 0 is none.
 
     Validated through SamplingSettings; a value out of range raises gr.Error naming the
     control and the bound."""
     return sampling.gen_params(_validated(
-        temperature=temperature, top_p=top_p, top_k=_whole(top_k),
+        texts or english(), temperature=temperature, top_p=top_p, top_k=_whole(top_k),
         max_new_tokens=_whole(max_new_tokens), repetition_penalty=repetition_penalty,
         seed=None if seed is None or seed < 0 else _whole(seed), think=think_value(think),
         thinking_budget=_whole(thinking_budget) or 0))
 
 
 def pane_params(defaults: SamplingSettings, temperature: float, max_new_tokens: float,
-                think: str | None = None, thinking_budget: float | None = None) -> GenParams:
+                think: str | None = None, thinking_budget: float | None = None,
+                texts: Texts | None = None) -> GenParams:
     """A Compare pane's parameters: the model entry's defaults with the pane's temperature,
     max new tokens and thinking settings over them (None keeps the default)."""
     try:
@@ -89,15 +94,15 @@ def pane_params(defaults: SamplingSettings, temperature: float, max_new_tokens: 
                                   think=think_value(think),
                                   thinking_budget=_whole(thinking_budget) or None)
     except ValidationError as exc:
-        raise gr.Error(_message(exc)) from None
+        raise gr.Error(_message(exc, texts or english())) from None
     return sampling.gen_params(settings)
 
 
-def _validated(**values: Any) -> SamplingSettings:
+def _validated(texts: Texts, **values: Any) -> SamplingSettings:
     try:
         return SamplingSettings.model_validate(values)
     except ValidationError as exc:
-        raise gr.Error(_message(exc)) from None
+        raise gr.Error(_message(exc, texts)) from None
 
 
 def _whole(value: Any) -> Any:
@@ -108,9 +113,11 @@ def _whole(value: Any) -> Any:
     return value
 
 
-def _message(exc: ValidationError) -> str:
-    """One line naming the control as the page labels it, the bound and the value."""
+def _message(exc: ValidationError, texts: Texts) -> str:
+    """One line naming the control as the page labels it, the bound (pydantic's English)
+    and the value."""
     error = exc.errors()[0]
     name = str(error["loc"][0]) if error.get("loc") else ""
-    where = sampling.label(name) if name in SamplingSettings.model_fields else name
-    return f"{where}: {error['msg']} (got {error.get('input')!r})"
+    where = texts(f"sampling.{name}") if name in SamplingSettings.model_fields else name
+    return texts("sampling.refused", control=where, detail=error["msg"],
+                 value=repr(error.get("input")))

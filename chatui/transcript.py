@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatcore.config import ModelRegistry
+from chatcore.i18n import Texts
 from chatcore.meter import reply_summary
 from chatcore.replies import LiveReply, thought_title
 from chatcore.store import StoredMessage
@@ -32,33 +33,36 @@ def model_name(registry: ModelRegistry, model_id: str) -> str:
     return entry.display_name if entry else model_id
 
 
-def live_turn(live: LiveReply, name: str, continued: Turn | None = None) -> Turn:
+def live_turn(live: LiveReply, name: str, *, texts: Texts,
+              continued: Turn | None = None) -> Turn:
     """The bubble of a reply in progress (after `continued`'s text, when it extends one)."""
     start = continued.content if continued is not None else ""
-    title = "Thinking…" if live.thinking else \
-        thought_title(live.thought_seconds, live.thought_tokens)
-    return Turn("assistant", start + live.text, live.footer(name), live.error,
+    title = texts("reply.thinking") if live.thinking else \
+        thought_title(live.thought_seconds, live.thought_tokens, texts)
+    return Turn("assistant", start + live.text, live.footer(name, texts), live.error,
                 thought=live.thought, thought_title=title, thinking=live.thinking)
 
 
-def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str]) -> list[Turn]:
+def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str], *,
+               texts: Texts) -> list[Turn]:
     turns = []
     for message in messages:
         footer = ""
         if message.role == "assistant":
             footer = reply_summary(model_name(message.model or "?"), message.time_to_first_token,
                                    message.tokens_per_second, message.completion_tokens,
-                                   message.finish_reason, empty=not message.content.strip())
+                                   message.finish_reason, empty=not message.content.strip(),
+                                   texts=texts)
             if message.sources:
                 footer += f" · {message.sources}"
         turns.append(Turn(message.role, message.content, footer, thought=message.thought,
                           thought_title=thought_title(message.thought_seconds,
-                                                      message.thought_tokens)))
+                                                      message.thought_tokens, texts)))
     return turns
 
 
 def chatbot_messages(turns: list[Turn], streaming: bool = False,
-                     hide_thoughts: bool = False) -> list[dict]:
+                     hide_thoughts: bool = False, *, texts: Texts) -> list[dict]:
     """Gradio Chatbot messages; the footer under a reply is small and escaped. A thought
     comes first as a folded message (Gradio's metadata title); with `hide_thoughts` (blind
     Compare before the vote) only its title, its length and time, is shown."""
@@ -66,13 +70,14 @@ def chatbot_messages(turns: list[Turn], streaming: bool = False,
     for index, turn in enumerate(turns):
         if turn.thought or turn.thinking:
             shown.append({"role": "assistant",
-                          "content": "(hidden until you vote)" if hide_thoughts
+                          "content": texts("reply.thought_hidden") if hide_thoughts
                           else turn.thought,
                           "metadata": {"title": turn.thought_title,
                                        "status": "pending" if turn.thinking else "done"}})
         content = turn.content
         if turn.error:
-            content = (content + "\n\n" if content else "") + f"⚠️ {turn.error}"
+            content = (content + "\n\n" if content else "") + \
+                texts("reply.error", detail=turn.error)
         elif streaming and index == len(turns) - 1 and turn.role == "assistant" and not content:
             content = "…"  # a footer here says what the reply waits for
         if turn.footer:

@@ -185,7 +185,7 @@ def test_choosing_a_model_loads_its_defaults(page):
     info, *values = select_model(page.manager, "fake")
     assert "**Fake**" in info
     # temperature, top p, top k, max new tokens, penalty, seed, Think, thinking budget
-    assert values == [0.7, 0.9, 40, 512, 1.0, -1, "model default", 0]
+    assert values == [0.7, 0.9, 40, 512, 1.0, -1, "default", 0]
 
 
 def test_export_writes_inside_the_data_directory_and_import_makes_a_new_conversation(

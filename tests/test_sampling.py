@@ -17,6 +17,7 @@ from chatcore import sampling
 from chatcore.api import build_api
 from chatcore.api_schema import ApiError, ChatRequest, parse_request
 from chatcore.config import ModelEntry, ModelRegistry, load_registry
+from chatcore.i18n import english
 from chatcore.manager import ModelManager
 from chatcore.sampling import SamplingSettings, bounds, gen_params, merge
 from chatcore.store import Store
@@ -64,9 +65,11 @@ def page_config(manager, tmp_path) -> dict:
             warnings.simplefilter("ignore", UserWarning)  # Gradio on lambdas taking a request
             with gr.Blocks() as app:
                 with gr.Tab("Chat"):
-                    build_chat_tab(app, manager, store, "fake", tmp_path / "exports")
+                    build_chat_tab(app, manager, store, "fake", tmp_path / "exports",
+                                   texts=english())
                 with gr.Tab("Compare"):
-                    build_compare_tab(app, manager, store, "fake", tmp_path / "exports")
+                    build_compare_tab(app, manager, store, "fake", tmp_path / "exports",
+                                      texts=english())
         yield app.get_config_file()
     finally:
         store.close()

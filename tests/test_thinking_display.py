@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from chatcore.i18n import english
 from chatcore.store import Conversation, StoredMessage
 from chatcore.transfer import imported_messages, parse_import, to_json, to_markdown
 from chatui.transcript import Turn, chatbot_messages, turns_from
@@ -15,17 +16,20 @@ CONVERSATION = Conversation(1, "Capital", "m", "", {}, 0.0, 0.0,
 
 
 def test_a_thought_is_folded_above_its_reply_with_its_time_and_length():
-    shown = chatbot_messages(turns_from(CONVERSATION.messages, lambda m: m))
+    shown = chatbot_messages(turns_from(CONVERSATION.messages, lambda m: m, texts=english()),
+                             texts=english())
     assert [m["role"] for m in shown] == ["user", "assistant", "assistant"]
     assert shown[1]["content"] == "France's capital... Paris."
     assert shown[1]["metadata"] == {"title": "Thought for 1.2 s, 7 tokens", "status": "done"}
     assert shown[2]["content"].startswith("Paris.")
     thinking = Turn("assistant", "", thought="Hmm", thought_title="Thinking…", thinking=True)
-    assert chatbot_messages([thinking], streaming=True)[0]["metadata"]["status"] == "pending"
+    assert chatbot_messages([thinking], streaming=True,
+                            texts=english())[0]["metadata"]["status"] == "pending"
 
 
 def test_blind_compare_shows_the_thoughts_length_but_not_the_thought():
-    shown = chatbot_messages(turns_from([REPLY], lambda m: m), hide_thoughts=True)
+    shown = chatbot_messages(turns_from([REPLY], lambda m: m, texts=english()),
+                             hide_thoughts=True, texts=english())
     assert shown[0]["content"] == "(hidden until you vote)"
     assert shown[0]["metadata"]["title"] == "Thought for 1.2 s, 7 tokens"
 

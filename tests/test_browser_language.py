@@ -1,0 +1,122 @@
+"""The page in Filipino for a Filipino browser, the switch, and the choice kept in the store
+across a reload and a restart; an English browser gets English. Debian chromium through
+Playwright, with the browser's locale set as a person's would be."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from chatcore.i18n import load_texts
+from tests.conftest import SHIPPED_MODELS, start_app
+from tests.test_browser import CHROMIUM_ARGS, last_reply
+
+pytestmark = pytest.mark.slow  # drives the app in chromium
+
+FIL, EN = load_texts("fil"), load_texts("en")
+
+
+def stop(app) -> None:
+    app.process.terminate()
+    try:
+        app.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        app.process.kill()
+
+
+def open_page(playwright, chromium_path: str, url: str, locale: str):
+    browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, locale=locale)
+    page = context.new_page()
+    page.goto(url)
+    page.locator("#message textarea").wait_for(timeout=30_000)
+    return browser, page
+
+
+def at(page, path: str, language: str) -> None:
+    """Wait until the browser has settled on `path` (`/` or `/fil`) in `language`: the page
+    sets <html lang> once it knows it is the right one."""
+    page.wait_for_function(
+        "([path, language]) => (location.pathname.replace(/\\/$/, '') || '/') === path"
+        " && document.documentElement.lang === language", arg=[path, language],
+        timeout=30_000)
+    page.locator("#message textarea").wait_for(timeout=30_000)
+
+
+def shows(page, texts) -> None:
+    """The page's words are `texts`' own: tab names, Send and Stop."""
+    for key in ("app.chat", "app.compare", "app.evaluate", "app.models"):
+        page.get_by_role("tab", name=texts(key), exact=True).wait_for(timeout=30_000)
+    assert page.locator("#send").inner_text().strip() == texts("chat.send")
+    assert page.locator("#stop").inner_text().strip() == texts("chat.stop")
+
+
+def meter_reads(page, texts) -> None:
+    """The context meter, which counts the draft as it is typed, speaks `texts`' language:
+    the full count once the model is loaded, or the note that it counts after loading."""
+    page.locator("#message textarea").fill("Kumusta? Hello?")
+    line = texts("chat.meter.line", system="0", history="0", draft="0", attachments="",
+                 total="0", budget="0", bar="").replace("**", "").strip()
+    unloaded = texts("chat.meter.unloaded", model="MODEL")
+    pattern = "|".join([re.escape(line).replace("0", r"[\d,]+"),
+                        re.escape(unloaded).replace("MODEL", ".+")])
+    page.wait_for_function(
+        "pattern => new RegExp(pattern).test("
+        "document.querySelector('#context-meter')?.innerText || '')", arg=pattern,
+        timeout=30_000)
+
+
+def test_a_filipino_browser_gets_filipino_and_the_switch_holds(chromium_path, tmp_path,
+                                                                 artifacts):
+    args = ["--models", str(SHIPPED_MODELS), "--data-dir", str(tmp_path / "data")]
+    app = start_app(args)
+    try:
+        with sync_playwright() as playwright:
+            browser, page = open_page(playwright, chromium_path, app.url, "fil-PH")
+            at(page, "/fil", "fil")
+            shows(page, FIL)
+            box = page.locator("#message textarea")
+            box.fill("Name the capital of France.")  # a short reply; replies are never translated
+            box.press("Enter")
+            page.wait_for_function(
+                "word => [...document.querySelectorAll(\"#chatbot [data-testid='bot']\")]"
+                ".some(b => b.innerText.includes(word))", arg=FIL("reply.speed", rate="")
+                .strip(), timeout=90_000)
+            assert FIL("reply.first_token", seconds="").strip() in last_reply(page)
+            meter_reads(page, FIL)
+            page.screenshot(path=str(artifacts / "language-fil.png"), full_page=True)
+
+            page.locator("#language input").click()
+            page.locator("#language").get_by_role("option", name="English", exact=True).click()
+            at(page, "/", "en")
+            shows(page, EN)
+            meter_reads(page, EN)
+            page.reload()
+            at(page, "/", "en")  # not back to the browser's language
+            shows(page, EN)
+            browser.close()
+    finally:
+        stop(app)
+
+    restarted = start_app(args)  # the choice is the store's, not the process's
+    try:
+        with sync_playwright() as playwright:
+            browser, page = open_page(playwright, chromium_path, restarted.url + "fil",
+                                      "fil-PH")
+            at(page, "/", "en")  # /fil sends a person who chose English home
+            shows(page, EN)
+            browser.close()
+    finally:
+        stop(restarted)
+
+
+def test_an_english_browser_gets_english(chromium_path, running_app, artifacts):
+    with sync_playwright() as playwright:
+        browser, page = open_page(playwright, chromium_path, running_app.url, "en-US")
+        at(page, "/", "en")
+        shows(page, EN)
+        meter_reads(page, EN)
+        page.screenshot(path=str(artifacts / "language-en.png"), full_page=True)
+        browser.close()
