@@ -20,6 +20,7 @@ from chatcore.config import ModelEntry, ModelRegistry
 from chatcore.context import fit_context, ground, with_system
 from chatcore.cpu_share import CpuShare
 from chatcore.factory import engine_class
+from chatcore.i18n import Texts
 from chatcore.memory import MemoryBudget, process_rss_bytes, release_freed_memory
 from chatcore.replies import Replies, ReplyRequest
 from chatcore.residency import BackendFactory, Residency, Room
@@ -167,8 +168,8 @@ class ModelManager:
             slot = self._residency.peek(model_id)
             return slot.memory_report if slot else None
 
-    def memory_summary(self) -> str:
-        return self._residency.memory_summary()
+    def memory_summary(self, texts: Texts | None = None) -> str:
+        return self._residency.memory_summary(texts)
 
     # -- residency ---------------------------------------------------------------------
     def load(self, model_id: str, progress: ProgressCallback | None = None) -> Backend:

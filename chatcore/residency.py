@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from backends.base import Backend, BackendError, ProgressCallback
 from chatcore.config import ModelEntry
+from chatcore.i18n import Texts, english
 from chatcore.memory import MemoryBudget, format_bytes, process_rss_bytes, release_freed_memory
 from chatcore.slots import MemoryReport, ModelBusy, ModelSlot, ModelUnavailable
 from chatcore.sources import ModelNotAvailable
@@ -241,14 +242,16 @@ class Residency:
         for model_id in ids:
             self.evict(model_id)
 
-    def memory_summary(self) -> str:
+    def memory_summary(self, texts: Texts | None = None) -> str:
         """One line per budgeted device: what the resident models take of the budget."""
+        texts = texts or english()
         with self.lock:
             used: dict[str, int] = {}
             for slot in self._slots.values():
                 if slot.resident:
                     used[slot.device] = used.get(slot.device, 0) + (slot.estimate or 0)
         devices = sorted(set(self.budget.limits) | set(used))
-        return " · ".join(f"{d}: {format_bytes(used.get(d, 0))} of a "
-                          f"{format_bytes(self.budget.limit(d, used.get(d, 0)))} budget"
+        return " · ".join(texts("models.memory.budget", device=d,
+                                used=format_bytes(used.get(d, 0)),
+                                limit=format_bytes(self.budget.limit(d, used.get(d, 0))))
                           for d in devices)

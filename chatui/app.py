@@ -63,6 +63,11 @@ def build_app(manager: ModelManager, store: Store, initial_model: str, export_di
         if code != root:
             with app.route(name, pages.path(code), show_in_navbar=False):
                 page.build(app, load_texts(code))
+    # Scripts use the page's API at `/` (gradio_client); the other pages' copies of the same
+    # endpoints stay callable by their own page but out of the API docs.
+    for fn in app.fns.values():
+        if fn.page and fn.api_visibility == "public":
+            fn.api_visibility = "undocumented"
     return app
 
 
@@ -88,11 +93,15 @@ class PageParts:
         self.export_dir, self.library, self.evaluations = export_dir, library, evaluations
         self.pages, self.language = pages, language
 
-    def language_for(self, request: gr.Request | None) -> str:
-        """The person's switch, then --language, then the browser's Accept-Language."""
+    def language_for(self, request: gr.Request | None, here: str) -> str:
+        """The person's own choice (the switch) first. Without one, `/` follows --language,
+        then the browser's Accept-Language, while a language's own page (`/fil`), opened on
+        purpose, stays as it is."""
+        chosen = self.store.preference(user_of(request), LANGUAGE_PREFERENCE)
+        if chosen not in LANGUAGES and here != self.pages.root:
+            return here
         headers = getattr(request, "headers", None) or {}
-        return choose_language(self.store.preference(user_of(request), LANGUAGE_PREFERENCE),
-                               self.language, headers.get("accept-language"))
+        return choose_language(chosen, self.language, headers.get("accept-language"))
 
     def build(self, app: gr.Blocks, texts: Texts) -> None:
         manager, store, initial_model = self.manager, self.store, self.initial_model
@@ -141,7 +150,7 @@ class PageParts:
 
         def arrive(request: gr.Request) -> str:
             """"" on the right page; else the path of the page in the person's language."""
-            code = self.language_for(request)
+            code = self.language_for(request, texts.language)
             return "" if code == texts.language else self.pages.path(code)
 
         def choose(code: str, request: gr.Request) -> str:

@@ -116,7 +116,7 @@ def build_models_tab(app: gr.Blocks, manager: ModelManager,
                      library: ModelLibrary | None = None, *, texts: Texts) -> tuple:
     """The tab; returns its refresh timer (on only while the tab is shown) and the events
     after which the model lists elsewhere on the page must be read again."""
-    summary = gr.Markdown(manager.memory_summary(), elem_id="memory-summary")
+    summary = gr.Markdown(manager.memory_summary(texts), elem_id="memory-summary")
     table = gr.Dataframe(value=status_rows(manager, library, texts), headers=columns(texts),
                          interactive=False, wrap=True, column_widths=WIDTHS,
                          elem_id="models-table")
@@ -279,7 +279,8 @@ class ModelsHandlers:
         self.texts = texts or english()
 
     def refresh(self) -> tuple[list[list[str]], str]:
-        return status_rows(self.manager, self.library, self.texts), self.manager.memory_summary()
+        return (status_rows(self.manager, self.library, self.texts),
+                self.manager.memory_summary(self.texts))
 
     def load(self, model_id: str, progress: gr.Progress = gr.Progress()) -> Iterator[str]:
         texts = self.texts

@@ -81,7 +81,7 @@ def test_a_malformed_import_names_the_line_and_imports_nothing(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text('{"prompt": "Kumusta?", "category": "pagbati"}\n', encoding="utf-8")
     picker, status = handlers.import_set(str(good), CAROL)
-    assert picker["value"] == MINE + "good" and status == "Imported 1 prompts as “good”."
+    assert picker["value"] == MINE + "good" and status == "Imported 1 prompt as “good”."
     file, status = handlers.export_set(MINE + "good", "jsonl", CAROL)
     exported = json.loads(open(file["value"], encoding="utf-8").read())
     assert exported["category"] == "pagbati" and exported["prompt"] == "Kumusta?"

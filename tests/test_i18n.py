@@ -196,13 +196,16 @@ def test_the_switch_is_kept_per_user_across_restarts(tmp_path):
         return PageParts(None, store, "", tmp_path, None, None, PagePaths("en"), language)
 
     store = Store(tmp_path)
-    assert parts(store).language_for(request("alice", "fil-PH,fil;q=0.9")) == "fil"
-    assert parts(store, "fil").language_for(request("alice", "en-US")) == "fil"
+    assert parts(store).language_for(request("alice", "fil-PH,fil;q=0.9"), "en") == "fil"
+    assert parts(store, "fil").language_for(request("alice", "en-US"), "en") == "fil"
+    # /fil opened on purpose by an English browser, with no choice made yet, stays Filipino
+    assert parts(store).language_for(request("alice", "en-US"), "fil") == "fil"
     store.set_preference("alice", "language", "en")
     store.close()
     store = Store(tmp_path)  # a restart reads the same file
-    assert parts(store).language_for(request("alice", "fil-PH")) == "en"
-    assert parts(store, "fil").language_for(request("alice", "fil-PH")) == "en"
-    assert parts(store).language_for(request("bob", "fil-PH")) == "fil"  # bob chose nothing
+    assert parts(store).language_for(request("alice", "fil-PH"), "en") == "en"
+    assert parts(store).language_for(request("alice", "fil-PH"), "fil") == "en"
+    assert parts(store, "fil").language_for(request("alice", "fil-PH"), "en") == "en"
+    assert parts(store).language_for(request("bob", "fil-PH"), "en") == "fil"  # bob: no choice
     assert PagePaths("en").path("fil") == "/fil" and PagePaths("fil").path("fil") == "/"
     store.close()
