@@ -9,6 +9,7 @@ index and for conversation search alike.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 import sqlite3
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from chatcore.documents import Passage
+from chatcore.i18n import Texts, english
 
 log = logging.getLogger(__name__)
 
@@ -150,27 +152,50 @@ class Selection:
     total: int                         # passages there were to choose from
     whole: bool                        # everything fitted: no retrieval happened
 
-    def note(self) -> str:
-        """What the reply tells the user about retrieval: "" when everything was sent, else
-        e.g. "used 6 of 41 passages (pages 3, 4, 9)"."""
+    def sources(self) -> str:
+        """What the reply keeps of retrieval, as JSON for the store ("" when everything was
+        sent): the counts and each document's pages, put in words when shown
+        (`sources_note`), in the language of the page that shows them."""
         if self.whole:
             return ""
-        note = f"used {len(self.chosen)} of {self.total} passages"
         pages: dict[str, set[int]] = {}
         for _, p in self.chosen:
             if p.page is not None:
                 pages.setdefault(p.document, set()).add(p.page)
-        if len(pages) == 1:
-            return f"{note} ({_pages(next(iter(pages.values())))})"
-        if pages:
-            return note + " (" + "; ".join(f"{doc}: {_pages(numbers)}"
-                                            for doc, numbers in pages.items()) + ")"
-        return note
+        return json.dumps({"used": len(self.chosen), "total": self.total,
+                           "pages": {doc: sorted(numbers) for doc, numbers in pages.items()}},
+                          ensure_ascii=False)
+
+    def note(self, texts: Texts | None = None) -> str:
+        """E.g. "used 6 of 41 passages (pages 3, 4, 9)"; "" when everything was sent."""
+        return sources_note(self.sources(), texts)
 
 
-def _pages(numbers: set[int]) -> str:
-    word = "page" if len(numbers) == 1 else "pages"
-    return word + " " + ", ".join(str(n) for n in sorted(numbers))
+def sources_note(sources: str, texts: Texts | None = None) -> str:
+    """A reply's stored sources in words: "used 6 of 41 passages (pages 3, 4, 9)", or with
+    several documents "(a.pdf: page 2; b.pdf: pages 4, 5)". Replies stored before sources
+    were kept as JSON hold their English words, which are shown as they are."""
+    try:
+        found = json.loads(sources) if sources else None
+    except ValueError:
+        return sources
+    if not isinstance(found, dict):
+        return sources
+    texts = texts or english()
+    note = texts("attach.used", used=found.get("used", 0), total=found.get("total", 0))
+    pages = found.get("pages") or {}
+
+    def listed(numbers: list[int]) -> str:
+        return texts("attach.page_list", n=len(numbers),
+                     pages=", ".join(str(n) for n in numbers))
+
+    if len(pages) == 1:
+        return texts("attach.with_pages", note=note, pages=listed(next(iter(pages.values()))))
+    if pages:
+        return texts("attach.with_pages", note=note, pages="; ".join(
+            texts("attach.document_pages", document=doc, pages=listed(numbers))
+            for doc, numbers in pages.items()))
+    return note
 
 
 def render(chosen: Sequence[tuple[int, Passage]]) -> str:

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from backends.base import Chunk, GenParams, Message
 from chatcore.i18n import Texts, english
 from chatcore.meter import ReplyMeter
+from chatcore.passage_index import sources_note
 from chatcore.store import StoredMessage
 
 
@@ -65,10 +66,10 @@ class Unhonoured:
 
 @dataclass(frozen=True)
 class Grounded:
-    """What of the attachments the reply was given ("used 6 of 41 passages (pages 3, 4,
-    9)"); empty when they went in whole."""
+    """What of the attachments the reply was given (passage_index.Selection.sources: JSON,
+    shown as "used 6 of 41 passages (pages 3, 4, 9)"); empty when they went in whole."""
 
-    note: str
+    sources: str
 
 
 StreamEvent = Chunk | Loading | Waiting | Trimmed | Unhonoured | Grounded
@@ -120,7 +121,7 @@ class LiveReply:
         elif isinstance(event, Unhonoured):
             self.unhonoured = event.settings
         elif isinstance(event, Grounded):
-            self.sources = event.note
+            self.sources = event.sources
         else:
             self.status = None
             self.meter.observe(event)
@@ -163,7 +164,7 @@ class LiveReply:
         if self.unhonoured:
             notes.append(texts("reply.unhonoured", settings=", ".join(self.unhonoured)))
         if self.sources:
-            notes.append(self.sources)
+            notes.append(sources_note(self.sources, texts))
         return notes
 
     def footer(self, name: str, texts: Texts | None = None) -> str:

@@ -95,7 +95,7 @@ class Scheduler:
                                          backend.count_tokens, entry.context_length,
                                          params.max_new_tokens)
             if selection is not None:
-                emit(Grounded(selection.note()))
+                emit(Grounded(selection.sources()))
             messages, dropped = fit_context(messages, backend.count_tokens,
                                             entry.context_length, params.max_new_tokens)
             if dropped:

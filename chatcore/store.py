@@ -198,7 +198,9 @@ class StoredMessage:
     thought: str = ""
     thought_seconds: float | None = None
     thought_tokens: int | None = None
-    sources: str = ""  # which passages of the attachments the reply was given, in words
+    # Which passages of the attachments the reply was given: JSON (passage_index.Selection
+    # .sources), put in words when shown; rows from before hold English words.
+    sources: str = ""
 
 
 @dataclass

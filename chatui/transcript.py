@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from chatcore.config import ModelRegistry
 from chatcore.i18n import Texts
 from chatcore.meter import reply_summary
+from chatcore.passage_index import sources_note
 from chatcore.replies import LiveReply, thought_title
 from chatcore.store import StoredMessage
 
@@ -54,7 +55,7 @@ def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str], 
                                    message.finish_reason, empty=not message.content.strip(),
                                    texts=texts)
             if message.sources:
-                footer += f" · {message.sources}"
+                footer += " · " + sources_note(message.sources, texts)
         turns.append(Turn(message.role, message.content, footer, thought=message.thought,
                           thought_title=thought_title(message.thought_seconds,
                                                       message.thought_tokens, texts)))

@@ -12,7 +12,9 @@ import pytest
 from chatcore.config import ModelEntry, ModelRegistry
 from chatcore.documents import MAX_FILE_BYTES
 from chatcore.factory import make_backend
+from chatcore.i18n import load_texts
 from chatcore.manager import ModelManager
+from chatcore.passage_index import sources_note
 from chatcore.store import Store, StoredMessage
 from chatui.attachment_controls import AttachmentControls
 from chatui.chat_handlers import ChatHandlers
@@ -59,11 +61,12 @@ def test_a_long_pdf_is_searched_and_the_page_with_the_answer_goes_in(chat, tmp_p
     assert "[page 13]" in prompt and "<document name=\"survey.pdf\">" in prompt
     assert len(prompt) < len(twenty_page_pdf())  # passages, not the whole file
     reply = chat.store.get_conversation("dana", conversation_id).messages[-1]
-    assert re.fullmatch(r"used \d+ of 41 passages \(pages? [\d, ]*\b13\b.*\)", reply.sources), \
-        reply.sources
+    note = sources_note(reply.sources)  # kept as JSON, shown in the page's language
+    assert re.fullmatch(r"used \d+ of 41 passages \(pages? [\d, ]*\b13\b.*\)", note), note
+    assert "ginamit ang" in sources_note(reply.sources, load_texts("fil"))
     assert "Bartholomew Quince" in reply.content  # greedy SmolLM2 reads it off the page
     shown = chat.display("dana", conversation_id)
-    assert reply.sources in shown[-1].footer and "survey.pdf · 20 pages" in shown[0].footer
+    assert note in shown[-1].footer and "survey.pdf · 20 pages" in shown[0].footer
 
 
 def test_a_short_file_goes_in_whole(chat, tmp_path):
