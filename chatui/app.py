@@ -55,8 +55,8 @@ def build_app(manager: ModelManager, store: Store, initial_model: str, export_di
     evaluations = evaluations or EvalRunner(manager, EvalStore(store))
     root = language or DEFAULT_LANGUAGE
     pages = PagePaths(root)
-    page = PageParts(manager, store, initial_model, export_dir, library, evaluations, pages,
-                     language)
+    page = PageBuilder(manager, store, initial_model, export_dir, library, evaluations, pages,
+                       language)
     with gr.Blocks(title=load_texts(root)("app.title"), analytics_enabled=False) as app:
         page.build(app, load_texts(root))
     for code, (_, name) in LANGUAGES.items():
@@ -82,7 +82,7 @@ class PagePaths:
         return "/" if code == self.root else f"/{code}"
 
 
-class PageParts:
+class PageBuilder:
     """Builds one language's page: the header with its language switch, and the four tabs,
     every word from that language's catalog."""
 

@@ -187,13 +187,13 @@ def test_the_switch_is_kept_per_user_across_restarts(tmp_path):
     from types import SimpleNamespace
 
     from chatcore.store import Store
-    from chatui.app import PagePaths, PageParts
+    from chatui.app import PagePaths, PageBuilder
 
     def request(user: str, accept: str) -> SimpleNamespace:
         return SimpleNamespace(username=user, headers={"accept-language": accept})
 
-    def parts(store: Store, language: str | None = None) -> PageParts:
-        return PageParts(None, store, "", tmp_path, None, None, PagePaths("en"), language)
+    def parts(store: Store, language: str | None = None) -> PageBuilder:
+        return PageBuilder(None, store, "", tmp_path, None, None, PagePaths("en"), language)
 
     store = Store(tmp_path)
     assert parts(store).language_for(request("alice", "fil-PH,fil;q=0.9"), "en") == "fil"
