@@ -45,8 +45,8 @@ class Texts:
     language: str
     messages: Mapping[str, Message] = field(repr=False)
 
-    @property
-    def locale(self) -> Locale:
+    @functools.cached_property
+    def locale(self) -> Locale:  # parsed once: footers format numbers on every streamed step
         return Locale.parse(LANGUAGES[self.language][0])
 
     def __call__(self, key: str, /, **params: object) -> str:
