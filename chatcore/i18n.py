@@ -2,7 +2,7 @@
 
 A message is a string with named placeholders (`"{n} tokens"`), or a table of CLDR plural
 forms (`{ one = "…", other = "…" }`) chosen by the `n` parameter through Babel's plural
-rules. Babel also formats numbers and times the language's way. The terminal and the API
+rules. Babel also formats numbers the language's way. The terminal and the API
 stay English: only the page (and the one-shot CLI's own messages) read these catalogs.
 """
 from __future__ import annotations
@@ -13,16 +13,15 @@ import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 
 from babel import Locale
-from babel.dates import format_datetime
 from babel.numbers import format_decimal
 
 CATALOG_DIR = Path(__file__).resolve().parent / "locales"
-# Language code -> (Babel locale, its name in itself). A language is a catalog file plus a line here.
+# Language code -> (Babel locale, its name in itself): a language is a catalog file plus a
+# line here.
 LANGUAGES: Mapping[str, tuple[str, str]] = MappingProxyType({
     "en": ("en", "English"),
     "fil": ("fil_PH", "Filipino"),
@@ -74,11 +73,6 @@ class Texts:
         """`12,345` or `3.5`, grouped and pointed the language's way."""
         pattern = "#,##0" + ("." + "0" * digits if digits > 0 else "")
         return format_decimal(value, format=pattern, locale=self.locale)
-
-    def moment(self, timestamp: float) -> str:
-        """A stored time (epoch seconds) as this language writes a date and time."""
-        return format_datetime(datetime.fromtimestamp(timestamp).astimezone(), "medium",
-                               locale=self.locale)
 
     def choices(self, prefix: str, values: list[str]) -> list[tuple[str, str]]:
         """(shown label, value) pairs for a Radio or Dropdown whose values stay English ids."""
