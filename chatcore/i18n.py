@@ -74,9 +74,13 @@ class Texts:
         pattern = "#,##0" + ("." + "0" * digits if digits > 0 else "")
         return format_decimal(value, format=pattern, locale=self.locale)
 
+    def labels(self, prefix: str, ids: list[str]) -> list[str]:
+        """The words shown for ids (`prefix.<id>` each): a table's headers, say."""
+        return [self(f"{prefix}.{name}") for name in ids]
+
     def choices(self, prefix: str, values: list[str]) -> list[tuple[str, str]]:
         """(shown label, value) pairs for a Radio or Dropdown whose values stay English ids."""
-        return [(self(f"{prefix}.{value}"), value) for value in values]
+        return list(zip(self.labels(prefix, values), values))
 
 
 def catalog_path(language: str) -> Path:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ from chatui.chat_handlers import (
     session_key,
     user_of,
 )
+from chatui.conversations import file_slug
 from chatui.sampling_controls import pane_params
 from chatui.stop_registry import StopRegistry
 from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
@@ -41,11 +41,6 @@ LEADERBOARD_COLUMNS = ["rank", "model", "rating", "interval", "win_rate", "wins"
 # A bootstrap over one or two votes resamples the same votes and gives a zero-width interval,
 # which would look certain; below this many games the table says so instead.
 MIN_GAMES_FOR_INTERVAL = 5
-
-
-def leaderboard_headers(texts: Texts | None = None) -> list[str]:
-    texts = texts or english()
-    return [texts(f"compare.column.{column}") for column in LEADERBOARD_COLUMNS]
 
 
 def fenced(text: str, language: str = "text") -> str:
@@ -291,10 +286,8 @@ class CompareHandlers:
             return gr.update(visible=False), self.texts("compare.nothing_to_export")
         if not comparison.revealed:
             return gr.update(visible=False), self.texts("compare.export_blind")
-        # [\W_] under re.ASCII: every run of characters other than A-Z, a-z and 0-9.
-        title = re.sub(r"[\W_]+", "-", comparison.rounds[0].prompt,
-                       flags=re.ASCII).strip("-")[:40]
-        path = self._export_path(f"compare-{title or 'prompt'}", "md")
+        title = file_slug(comparison.rounds[0].prompt, "prompt")
+        path = self._export_path(f"compare-{title}", "md")
         path.write_text(comparison.to_markdown(self.model_name), encoding="utf-8")
         return gr.update(value=str(path), visible=True), \
             self.texts("compare.exported", file=path.name)

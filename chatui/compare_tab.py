@@ -11,7 +11,7 @@ from chatcore.manager import ModelManager
 from chatcore.store import Store
 from chatui.attachment_controls import AttachmentControls
 from chatui.chat_tab import model_choices
-from chatui.compare_handlers import CompareHandlers, leaderboard_headers
+from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
 from chatui.sampling_controls import slider, think_radio
 
 
@@ -84,7 +84,7 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
         export_md = gr.Button(texts("compare.export_md"), size="sm", elem_id="compare-export-md")
     with gr.Accordion(texts("compare.leaderboard"), open=True, elem_id="compare-leaderboard-box"):
         gr.Markdown(texts("compare.leaderboard_note"))
-        board = gr.Dataframe(headers=leaderboard_headers(texts=texts), value=[], interactive=False,
+        board = gr.Dataframe(headers=texts.labels("compare.column", LEADERBOARD_COLUMNS), value=[], interactive=False,
                              elem_id="compare-leaderboard")
         with gr.Row():
             export_csv = gr.Button(texts("compare.export_csv"), size="sm", elem_id="votes-csv")

@@ -25,6 +25,11 @@ from chatui.transcript import chatbot_messages
 NOT_IN_SLUG = re.compile(r"[\W_]+", re.ASCII)
 
 
+def file_slug(text: str, fallback: str) -> str:
+    """A file name's part from a title or prompt: "Ano ang…?" -> "Ano-ang"."""
+    return NOT_IN_SLUG.sub("-", text).strip("-")[:40] or fallback
+
+
 class ConversationHandlers:
     def __init__(self, manager: ModelManager, store: Store, chat: ChatHandlers,
                  export_dir: Path, texts: Texts | None = None) -> None:
@@ -124,8 +129,7 @@ class ConversationHandlers:
         except NotFound as exc:
             return gr.update(visible=False), self.texts("chat.error", detail=str(exc))
         self.export_dir.mkdir(parents=True, exist_ok=True)
-        slug = NOT_IN_SLUG.sub("-", conversation.title).strip("-")[:40] or "chat"
-        path = self.export_dir / f"{conversation_id}-{slug}.{kind}"
+        path = self.export_dir / f"{conversation_id}-{file_slug(conversation.title, 'chat')}.{kind}"
         path.write_text(to_markdown(conversation, thoughts) if kind == "md"
                         else to_json(conversation, thoughts), encoding="utf-8")
         return (gr.update(value=str(path), visible=True),

@@ -50,11 +50,6 @@ PROGRESS_HTML = ('<progress id="eval-progress-bar" value="{0}" max="{1}" style="
                  '</progress><div id="eval-progress-text">{2}</div>')
 
 
-def headers(texts: Texts, table: str, columns: list[str]) -> list[str]:
-    """A table's headers in the page's language: `table` is "set", "rating" or "choice"."""
-    return [texts(f"evaluate.{table}_column.{column}") for column in columns]
-
-
 def _duration(seconds: float, texts: Texts) -> str:
     if seconds < 90:
         return texts("evaluate.run.seconds", n=texts.number(seconds))

@@ -17,7 +17,6 @@ from chatui.evaluate_handlers import (
     SET_COLUMNS,
     VOTES,
     EvaluateHandlers,
-    headers,
 )
 from chatui.sampling_controls import slider
 
@@ -69,7 +68,7 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
                                scale=0, elem_id="eval-set-delete")
         set_name = gr.Textbox(label=texts("evaluate.sets.name"), max_length=80,
                               elem_id="eval-set-name")
-        rows = gr.Dataframe(headers=headers(texts, "set", SET_COLUMNS), value=[["", "", ""]],
+        rows = gr.Dataframe(headers=texts.labels("evaluate.set_column", SET_COLUMNS), value=[["", "", ""]],
                             col_count=3, row_count=1, interactive=True, wrap=True,
                             label=texts("evaluate.sets.rows"), elem_id="eval-set-rows")
         with gr.Row(equal_height=True):
@@ -151,10 +150,10 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
 
     with gr.Accordion(texts("evaluate.ratings.box"), open=True, elem_id="eval-ratings-box"):
         gr.Markdown(texts("evaluate.ratings.help"))
-        choose = gr.Dataframe(headers=headers(texts, "choice", CHOICE_COLUMNS), value=[],
+        choose = gr.Dataframe(headers=texts.labels("evaluate.choice_column", CHOICE_COLUMNS), value=[],
                               interactive=False, label=texts("evaluate.ratings.choose"),
                               elem_id="eval-choose")
-        ratings = gr.Dataframe(headers=headers(texts, "rating", RATING_COLUMNS), value=[],
+        ratings = gr.Dataframe(headers=texts.labels("evaluate.rating_column", RATING_COLUMNS), value=[],
                                interactive=False, label=texts("evaluate.ratings.table"),
                                elem_id="eval-ratings")
         style_note = gr.Markdown(elem_id="eval-style-note")

@@ -30,12 +30,6 @@ QUANTIZATIONS = ("none", "8bit", "4bit")  # labels: library.quantization.<id>
 _BADGE = re.compile(r"^([🟢🟡🔴]) (.+)$")  # "🟢 fits": the icon, then the verdict
 
 
-def scan_columns(texts: Texts | None = None) -> list[str]:
-    """The scan table's headers in the page's language."""
-    texts = texts or english()
-    return [texts(f"library.column.{column}") for column in SCAN_COLUMN_IDS]
-
-
 def _known(texts: Texts, key: str, fallback: str) -> str:
     """The catalog's word for a value chatcore or an engine gives in English, when the
     catalog has one; the English value itself otherwise."""

@@ -22,14 +22,14 @@ from chatcore.library import ModelLibrary
 from chatcore.memory import format_bytes, process_rss_bytes
 from chatui.library_handlers import (
     KINDS,
-    QUANTIZATIONS,
     MAX_PATH,
     MAX_TEMPLATE_FIELD,
+    QUANTIZATIONS,
+    SCAN_COLUMN_IDS,
     LibraryHandlers,
     fit_badge,
     load_step,
     remote_summary,
-    scan_columns,
 )
 
 # The table's columns, by id; their headers come from the catalog (models.column.<id>).
@@ -39,13 +39,8 @@ WIDTHS = ["17%", "13%", "10%", "8%", "7%", "8%", "6%", "7%", "24%"]
 REFRESH_S = 1.0
 
 
-def columns(texts: Texts | None = None) -> list[str]:
-    """The table's headers in the page's language."""
-    texts = texts or english()
-    return [texts(f"models.column.{column}") for column in COLUMN_IDS]
-
-
-COLUMNS = columns()  # the English headers, which tests and the API name the columns by
+# The English headers, which tests and the API name the columns by.
+COLUMNS = english().labels("models.column", COLUMN_IDS)
 
 
 def status_rows(manager: ModelManager, library: ModelLibrary | None = None,
@@ -117,7 +112,7 @@ def build_models_tab(app: gr.Blocks, manager: ModelManager,
     """The tab; returns its refresh timer (on only while the tab is shown) and the events
     after which the model lists elsewhere on the page must be read again."""
     summary = gr.Markdown(manager.memory_summary(texts), elem_id="memory-summary")
-    table = gr.Dataframe(value=status_rows(manager, library, texts), headers=columns(texts),
+    table = gr.Dataframe(value=status_rows(manager, library, texts), headers=texts.labels("models.column", COLUMN_IDS),
                          interactive=False, wrap=True, column_widths=WIDTHS,
                          elem_id="models-table")
     with gr.Row():
@@ -182,7 +177,8 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
                                 scale=4, elem_id="scan-folder")
             scan = gr.Button(texts("library.scan.scan"), variant="primary", scale=1,
                              elem_id="scan")
-        found = gr.Dataframe(headers=scan_columns(texts), interactive=False, wrap=True,
+        found = gr.Dataframe(headers=texts.labels("library.column", SCAN_COLUMN_IDS),
+                             interactive=False, wrap=True,
                              elem_id="scan-table")
         with gr.Row():
             candidate = gr.Dropdown(choices=[], label=texts("library.scan.candidate"),
