@@ -19,6 +19,7 @@ import platformdirs
 from pydantic import ValidationError
 
 from chatcore.config import ConfigError, load_layered_registry
+from chatcore.credentials import AUTH_ENV, CredentialsError, resolve
 from chatcore.factory import APP_NAME, default_cache_dir, make_backend
 from chatcore.fit import WeightsCheck
 from chatcore.hub import Hub
@@ -61,8 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="let entries with a 'repo' download missing files from the Hub")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), metavar="DIR",
                         help="where conversations are kept (default: %(default)s)")
+    parser.add_argument("--auth-file", type=Path, metavar="PATH",
+                        help="require sign-in with the users in PATH, one USER:PASSWORD per "
+                             "line; each user sees only their own conversations (also: "
+                             f"${AUTH_ENV}=USER:PASSWORD,...)")
     parser.add_argument("--auth", metavar="USER:PASSWORD[,...]",
-                        help="require sign-in; each user sees only their own conversations")
+                        help="as --auth-file, on the command line, where every local user can "
+                             "read the passwords (ps): prefer --auth-file")
     parser.add_argument("--api-key", metavar="KEY", default=os.environ.get(API_KEY_ENV),
                         help="key the OpenAI-compatible API at /v1 requires as a Bearer token "
                              f"(default: ${API_KEY_ENV}); required with a --host other than "
@@ -114,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.offline and args.allow_download:
         return _fail("--offline and --allow-download contradict each other", EXIT_USAGE)
-    if args.admins and not args.auth:
+    try:
+        credentials = resolve(args.auth, args.auth_file)
+    except CredentialsError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    auth = credentials.users
+    if args.admins and not auth:
         return _fail("--admins names users of --auth: without --auth there is one local "
                      "user, who is the admin", EXIT_USAGE)
     if args.offline:
@@ -143,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return _download(manager, args, personal)
     hub = Hub() if args.allow_download else None
     library = ModelLibrary(manager, args.models, personal, scan_dirs=args.models_dir,
-                           admins=_admins(args), hub=hub, offline=args.offline)
+                           admins=_admins(args, auth), hub=hub, offline=args.offline)
     if args.scan:
         return _print_scan(library, args.json)
     if args.add is not None:
@@ -162,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompt is not None:
         return _one_shot(manager, args, entry.defaults, model_id)
 
-    if not (args.api_key or args.auth) and not is_loopback(args.host):
+    if not (args.api_key or auth) and not is_loopback(args.host):
         return _fail(f"--host {args.host} opens the API to other machines: give it a key with "
                      f"--api-key or ${API_KEY_ENV}, or require sign-in with --auth", EXIT_USAGE)
+    for warning in credentials.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     try:
-        auth = parse_auth(args.auth)
         access = Access(host=args.host, auth=auth, api_key=args.api_key,
                         allowed_hosts=parse_allowed_hosts(args.allowed_hosts),
                         cors_origins=parse_cors_origins(args.cors_origin))
@@ -184,29 +196,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         serve(manager, store, model_id, access, args.port,
-              open_browser=not args.no_browser, data_dir=args.data_dir, library=library,
+              open_browser=not args.no_browser, library=library,
               language=args.language)
     except ServeError as exc:
         return _fail(str(exc), EXIT_FAILED)
     return 0
 
 
-def parse_auth(text: str | None) -> list[tuple[str, str]] | None:
-    """`alice:secret,bob:hunter2` -> [("alice", "secret"), ("bob", "hunter2")]."""
-    if not text:
-        return None
-    pairs = []
-    for item in text.split(","):
-        user, sep, password = item.partition(":")
-        if not sep or not user.strip() or not password:
-            raise ValueError(f"--auth: {item!r} is not USER:PASSWORD")
-        pairs.append((user.strip(), password))
-    return pairs
-
-
-def _admins(args: argparse.Namespace) -> list[str] | None:
+def _admins(args: argparse.Namespace, auth: list[tuple[str, str]] | None) -> list[str] | None:
     """None (everyone may) without sign-in; with it, only the users --admins names."""
-    if not args.auth:
+    if not auth:
         return None
     return [name.strip() for name in (args.admins or "").split(",") if name.strip()]
 

@@ -50,6 +50,10 @@ class GenParams:
     # How many CPU threads to use right now; asked between tokens, so a reply speeds up when
     # a neighbour sharing the cores finishes. None: the backend's own setting.
     threads: Callable[[], int] | None = field(default=None, compare=False, repr=False)
+    # Who asks (the signed-in user; "" without sign-in). Engines that keep the states of
+    # earlier prompts to read a new one faster reuse only the same owner's: a prompt read
+    # quickly would tell another user that it begins with text someone else sent.
+    owner: str = field(default="", repr=False)
 
     def settings(self) -> dict:
         """The sampling settings worth keeping with a reply."""
@@ -64,6 +68,9 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     reasoning_tokens: int = 0  # of the completion tokens, those of the thought
+    # Of the prompt tokens, those taken from the engine's saved state of an earlier prompt
+    # (the asker's own: see GenParams.owner) instead of being read again.
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

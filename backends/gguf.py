@@ -13,11 +13,36 @@ from pathlib import Path
 from backends.footprint import ModelShape, PlannerError
 
 GGUF_MAGIC = b"GGUF"
+GGML_MAX_DIMS = 4  # ggml.h: a tensor has at most 4 dimensions
+MAX_ELEMENTS = 2**63 - 1  # llama.cpp keeps element counts in int64_t
+MAX_ARRAY_DEPTH = 4  # arrays of arrays: the format allows them, no model nests them deeper
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q",
                  11: "q", 12: "d"}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
+# The fewest bytes each item can take, so a count is checked against the bytes left before
+# anything loops over it: a string is its 8-byte length, an array its type and count.
+_MIN_BYTES = {_GGUF_STRING: 8, _GGUF_ARRAY: 12,
+              **{kind: struct.calcsize("<" + fmt) for kind, fmt in _GGUF_SCALARS.items()}}
+_MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, the smallest value
+_MIN_TENSOR_BYTES = 8 + 4 + 4 + 8  # name length, dimension count, type, data offset
 # A GGUF split by llama.cpp's gguf-split: "name-00001-of-00003.gguf" and its siblings.
 SPLIT_GGUF = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+
+
+class GGUFHeaderError(ValueError):
+    """A GGUF header the format's own rules refuse, in a sentence naming the file and the
+    field; `detail` is the sentence without the file, for callers that name it already."""
+
+    def __init__(self, file: str, detail: str) -> None:
+        super().__init__(f"{file}: {detail}")
+        self.file = file
+        self.detail = detail
+
+
+class GGUFHeaderEnds(GGUFHeaderError, struct.error):
+    """A count or length reaches past the bytes there are: the file is cut short, or (a
+    range read from the Hub) the rest of the header has not been read yet. A struct.error
+    too, which is how callers have always recognised a header that goes on."""
 
 
 def read_gguf_header(path: Path) -> tuple[dict, list[tuple[str, int]]]:
@@ -55,70 +80,151 @@ def _ggml_block(kind: int) -> tuple[int, int]:
 
 def read_gguf_layout(path: Path) -> tuple[dict, list[tuple[str, int, int, int]], int]:
     """The metadata, (name, element count, ggml type, data offset) per tensor, and where
-    the header ends."""
+    the header ends; GGUFHeaderError when the header breaks the format's limits."""
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        offset = 0
+        return parse_gguf_layout(data, path.name)
 
-        def take(fmt: str):
-            nonlocal offset
-            values = struct.unpack_from("<" + fmt, data, offset)
-            offset += struct.calcsize("<" + fmt)
-            return values[0] if len(values) == 1 else values
 
-        def string() -> str:
-            nonlocal offset
-            length = take("Q")
-            text = data[offset:offset + length].decode("utf-8", errors="replace")
-            offset += length
-            return text
+def parse_gguf_layout(data: bytes | mmap.mmap, file: str
+                      ) -> tuple[dict, list[tuple[str, int, int, int]], int]:
+    """`read_gguf_layout` over bytes already in hand (a file mapped, a range read).
 
-        def value(kind: int):
-            nonlocal offset
-            if kind == _GGUF_STRING:
-                return string()
-            if kind == _GGUF_ARRAY:
-                item_kind, count = take("I"), take("Q")
-                if item_kind == _GGUF_STRING:
-                    for _ in range(count):
-                        offset += 8 + struct.unpack_from("<Q", data, offset)[0]
-                elif item_kind in _GGUF_SCALARS:
-                    offset += count * struct.calcsize(_GGUF_SCALARS[item_kind])
-                else:
-                    for _ in range(count):
-                        value(item_kind)
-                return count
-            if kind not in _GGUF_SCALARS:
-                raise ValueError(f"unknown metadata value type {kind}")
-            return take(_GGUF_SCALARS[kind])
+    Any bytes may arrive here (an upload, a Hub file), so every count and length is checked
+    against the bytes left before anything loops over it or multiplies it: the work stays
+    linear in the size of `data`, whatever the header claims.
+    """
+    if data[:4] != GGUF_MAGIC:
+        raise GGUFHeaderError(file, "not a GGUF file")
+    reader = _HeaderReader(data, file, offset=4)
+    version = reader.take("I", "the version")
+    if version not in (2, 3):
+        raise GGUFHeaderError(file, f"GGUF version {version} is not supported")
+    tensor_count = reader.count(reader.take("Q", "the tensor count"), _MIN_TENSOR_BYTES,
+                                "tensors", "the header")
+    kv_count = reader.count(reader.take("Q", "the metadata count"), _MIN_KV_BYTES,
+                            "metadata keys", "the header")
+    metadata = {}
+    for index in range(kv_count):
+        key = reader.string(f"metadata key {index}'s name")
+        field = f"metadata {_short(key)}"
+        metadata[key] = reader.value(reader.take("I", f"{field}'s type"), field)
+    tensors = [reader.tensor(index) for index in range(tensor_count)]
+    return metadata, tensors, reader.offset
 
-        if data[:4] != b"GGUF":
-            raise ValueError("not a GGUF file")
-        offset = 4
-        version, tensor_count, kv_count = take("I"), take("Q"), take("Q")
-        if version not in (2, 3):
-            raise ValueError(f"GGUF version {version} is not supported")
-        metadata = {}
-        for _ in range(kv_count):
-            key = string()
-            metadata[key] = value(take("I"))
-        tensors = []
-        for _ in range(tensor_count):
-            name = string()
-            dims = [take("Q") for _ in range(take("I"))]
-            kind = take("I")
-            tensor_offset = take("Q")
-            count = 1
-            for dim in dims:
-                count *= dim
-            tensors.append((name, count, kind, tensor_offset))
-        return metadata, tensors, offset
+
+class _HeaderReader:
+    """One pass over a GGUF header's bytes; each read names the field it reads, so a
+    refusal says which field of which file broke which limit."""
+
+    def __init__(self, data: bytes | mmap.mmap, file: str, offset: int = 0) -> None:
+        self.data, self.file, self.offset = data, file, offset
+        self.size = len(data)
+
+    @property
+    def left(self) -> int:
+        return self.size - self.offset
+
+    def take(self, fmt: str, field: str):
+        """One little-endian scalar."""
+        width = struct.calcsize("<" + fmt)
+        if width > self.left:
+            raise GGUFHeaderEnds(self.file, f"the file ends inside {field}")
+        (value,) = struct.unpack_from("<" + fmt, self.data, self.offset)
+        self.offset += width
+        return value
+
+    def count(self, count: int, each: int, what: str, field: str) -> int:
+        """`count` items of at least `each` bytes, checked to fit in the bytes left."""
+        if count * each > self.left:
+            raise GGUFHeaderEnds(self.file, f"{field} declares {count:,} {what}, but only "
+                                 f"{self.left:,} bytes are left in the file (each takes at "
+                                 f"least {each})")
+        return count
+
+    def string(self, field: str) -> str:
+        length = self.take("Q", f"{field}'s length")
+        if length > self.left:
+            raise GGUFHeaderEnds(self.file, f"{field} is {length:,} bytes long, but only "
+                                 f"{self.left:,} bytes are left in the file")
+        text = self.data[self.offset:self.offset + length].decode("utf-8", errors="replace")
+        self.offset += length
+        return text
+
+    def value(self, kind: int, field: str, depth: int = 0):
+        """A metadata value; arrays (the vocabulary) as their lengths, skipped over."""
+        if kind == _GGUF_STRING:
+            return self.string(field)
+        if kind == _GGUF_ARRAY:
+            return self.array(field, depth + 1)
+        if kind not in _GGUF_SCALARS:
+            raise GGUFHeaderError(self.file, f"{field} has unknown value type {kind}")
+        return self.take(_GGUF_SCALARS[kind], field)
+
+    def array(self, field: str, depth: int) -> int:
+        if depth > MAX_ARRAY_DEPTH:
+            raise GGUFHeaderError(self.file, f"{field} nests arrays {depth} deep; at most "
+                                  f"{MAX_ARRAY_DEPTH}")
+        kind = self.take("I", f"{field}'s item type")
+        if kind not in _MIN_BYTES:
+            raise GGUFHeaderError(self.file, f"{field} has items of unknown value type {kind}")
+        count = self.count(self.take("Q", f"{field}'s length"), _MIN_BYTES[kind], "items",
+                           field)
+        if kind == _GGUF_STRING:
+            self._skip_strings(count, field)
+        elif kind == _GGUF_ARRAY:
+            for index in range(count):
+                self.array(f"{field} item {index}", depth + 1)
+        else:
+            self.offset += count * _MIN_BYTES[kind]
+        return count
+
+    def _skip_strings(self, count: int, field: str) -> None:
+        """Step over `count` strings (a vocabulary: ~10^5 of them) without decoding them."""
+        data, offset, end = self.data, self.offset, self.size
+        for index in range(count):
+            if offset + 8 > end:
+                raise GGUFHeaderEnds(self.file, f"the file ends inside {field} item {index}")
+            offset += 8 + struct.unpack_from("<Q", data, offset)[0]
+            if offset > end:
+                raise GGUFHeaderEnds(self.file, f"{field} item {index} is longer than the "
+                                     "bytes left in the file")
+        self.offset = offset
+
+    def tensor(self, index: int) -> tuple[str, int, int, int]:
+        """(name, element count, ggml type, data offset), with at most GGML_MAX_DIMS
+        dimensions, so the element count is a product of four numbers at most."""
+        field = f"tensor {index}"
+        name = self.string(f"{field}'s name")
+        n_dims = self.take("I", f"{field}'s dimension count")
+        if n_dims > GGML_MAX_DIMS:
+            raise GGUFHeaderError(self.file, f"{field} has {n_dims} dimensions; GGUF allows "
+                                  f"at most {GGML_MAX_DIMS}")
+        dims = [self.take("Q", f"{field}'s shape") for _ in range(n_dims)]
+        for axis, dim in enumerate(dims):
+            if dim > MAX_ELEMENTS:  # a negative int64 to llama.cpp
+                raise GGUFHeaderError(self.file, f"{field}'s dimension {axis} is {dim:,}; "
+                                      "llama.cpp allows at most 2^63 - 1")
+        count = 1
+        for dim in dims:
+            count *= dim
+        if count > MAX_ELEMENTS:
+            raise GGUFHeaderError(self.file, f"{field} has {count:,} elements "
+                                  f"(shape {dims}); llama.cpp allows at most 2^63 - 1")
+        kind = self.take("I", f"{field}'s type")
+        return name, count, kind, self.take("Q", f"{field}'s data offset")
+
+
+def _short(key: str, limit: int = 60) -> str:
+    """A metadata key as a message shows it: quoted, and cut when a file made it huge."""
+    return repr(key if len(key) <= limit else key[:limit] + "…")
 
 
 def gguf_shape(path: Path) -> ModelShape:
     try:
         return shape_from_header(*read_gguf_header(path))
     except Exception as exc:  # noqa: BLE001 - any bytes may arrive here; all get one reason
-        raise PlannerError(f"cannot read the GGUF header of {path}: {exc}") from exc
+        reason = exc.detail if isinstance(exc, GGUFHeaderError) else exc
+        raise PlannerError(f"cannot read the GGUF header of {path}: {reason}") from exc
 
 
 def shape_from_header(metadata: dict, tensors: list[tuple[str, int]]) -> ModelShape:

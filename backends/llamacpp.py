@@ -252,6 +252,7 @@ class LlamaCppBackend(LocalBackend):
                     yield piece
         finally:  # also when the base closes this generator on a stop string
             decoder.leave(sequence)
+            decoding.cached_tokens = sequence.reused
         if tail := text.decode(b"", final=True):
             yield tail
 

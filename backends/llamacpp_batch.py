@@ -49,6 +49,7 @@ class BatchSequence:
     sampler: object  # llama_sampler_p
     pending: list[int] = field(default_factory=list)  # prompt tokens not read yet
     in_cache: list[int] = field(default_factory=list)  # tokens in this slot's KV cache
+    reused: int = 0  # prompt tokens restored from a saved state when it joined, not read
     next_token: int | None = None  # sampled, not yet decoded
     generated: int = 0
     taken: int = 0  # tokens its reader has taken and asked past: it decodes no further ahead
@@ -213,10 +214,12 @@ class BatchDecoder:
         next steps. At least the prompt's last token is read, for its logits."""
         lib, slot, prompt = self._lib, sequence.slot, sequence.prompt
         lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
-        reused = self.states.restore_best(self._ctx, slot, prompt) if self.states else 0
+        reused = self.states.restore_best(self._ctx, slot, prompt, sequence.params.owner) \
+            if self.states else 0
         reused = min(reused, len(prompt) - 1)
         if reused > 0:
             lib.llama_memory_seq_rm(self._memory, slot, reused, -1)
+        sequence.reused = max(reused, 0)
         sequence.in_cache = list(prompt[:reused])
         sequence.pending = list(prompt[reused:])
 
@@ -279,7 +282,7 @@ class BatchDecoder:
             return
         sequence.tokens.put(error if error is not None else _END)
         if self.states is not None and error is None and sequence.in_cache:
-            self.states.save(self._ctx, sequence.slot, sequence.in_cache)
+            self.states.save(self._ctx, sequence.slot, sequence.in_cache, sequence.params.owner)
         self._lib.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)
         self._lib.llama_sampler_free(sequence.sampler)
         for line in (self._running, self._joining):

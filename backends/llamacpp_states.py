@@ -6,6 +6,10 @@ out here (KV cache only, no logits: a few MB for a small model); when a reply jo
 the saved state sharing the longest prefix with its prompt is copied into that slot if it
 saves more than re-reading. The least recently used states go first when the capacity is
 reached.
+
+States are kept per owner (`GenParams.owner`, the signed-in user): a reply starts only from
+its own owner's states. Shared, they would let one user learn another's text by timing: a
+guessed prefix that someone else sent is read in a fraction of the time unrelated text is.
 """
 from __future__ import annotations
 
@@ -33,8 +37,9 @@ class SavedStates:
 
     def __init__(self, capacity_bytes: int) -> None:
         self.capacity_bytes = capacity_bytes
-        # Each state is a ctypes buffer handed back to llama.cpp as it is: no extra copies.
-        self._states: OrderedDict[tuple[int, ...], ctypes.Array] = OrderedDict()
+        # Each state, keyed by (owner, tokens), is a ctypes buffer handed back to llama.cpp
+        # as it is: no extra copies.
+        self._states: OrderedDict[tuple[str, tuple[int, ...]], ctypes.Array] = OrderedDict()
 
     @property
     def size_bytes(self) -> int:
@@ -43,8 +48,9 @@ class SavedStates:
     def __len__(self) -> int:
         return len(self._states)
 
-    def save(self, ctx, slot: int, tokens: Sequence[int]) -> None:
-        """Keep `slot`'s sequence (which holds `tokens`), replacing states it extends."""
+    def save(self, ctx, slot: int, tokens: Sequence[int], owner: str = "") -> None:
+        """Keep `slot`'s sequence (which holds `tokens`) for `owner`, replacing that owner's
+        states it extends."""
         import llama_cpp
 
         tokens = tuple(tokens)
@@ -56,23 +62,26 @@ class SavedStates:
         buffer = (ctypes.c_uint8 * size)()
         if llama_cpp.llama_state_seq_get_data(ctx, buffer, size, slot) != size:
             return
-        for key in [k for k in self._states if shared_prefix(k, tokens) == len(k)]:
+        for key in [k for k in self._states
+                    if k[0] == owner and shared_prefix(k[1], tokens) == len(k[1])]:
             del self._states[key]  # an earlier turn of the same conversation
-        self._states[tokens] = buffer
+        self._states[(owner, tokens)] = buffer
         while self.size_bytes > self.capacity_bytes:
             self._states.popitem(last=False)
 
-    def best(self, prompt: Sequence[int]) -> int:
-        """How many tokens of `prompt` the best saved state holds (0: none worth restoring)."""
-        return self._best(prompt)[1]
+    def best(self, prompt: Sequence[int], owner: str = "") -> int:
+        """How many tokens of `prompt` the best state of `owner`'s holds (0: none worth
+        restoring)."""
+        return self._best(prompt, owner)[1]
 
-    def restore_best(self, ctx, slot: int, prompt: Sequence[int]) -> int:
-        """Copy the saved state that shares most of `prompt` into the empty `slot`, when it
-        saves re-reading at least MIN_GAIN_TOKENS. Returns how many tokens of `prompt` the
-        slot then holds; the state may run past them, and the caller trims it there."""
+    def restore_best(self, ctx, slot: int, prompt: Sequence[int], owner: str = "") -> int:
+        """Copy `owner`'s saved state that shares most of `prompt` into the empty `slot`,
+        when it saves re-reading at least MIN_GAIN_TOKENS. Returns how many tokens of
+        `prompt` the slot then holds; the state may run past them, and the caller trims it
+        there."""
         import llama_cpp
 
-        key, shared = self._best(prompt)
+        key, shared = self._best(prompt, owner)
         if key is None:
             return 0
         data = self._states[key]
@@ -82,9 +91,10 @@ class SavedStates:
             return 0
         return shared
 
-    def _best(self, prompt: Sequence[int]) -> tuple[tuple[int, ...] | None, int]:
+    def _best(self, prompt: Sequence[int],
+              owner: str) -> tuple[tuple[str, tuple[int, ...]] | None, int]:
         best_key, best = None, MIN_GAIN_TOKENS - 1
         for key in self._states:
-            if (shared := shared_prefix(key, prompt)) > best:
+            if key[0] == owner and (shared := shared_prefix(key[1], prompt)) > best:
                 best_key, best = key, shared
         return best_key, best if best_key is not None else 0

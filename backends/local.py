@@ -42,6 +42,8 @@ class Decoding:
     tokens: int = 0
     # The last token computed is an end-of-generation token (EOS, end of turn).
     ended_on_eog: bool = False
+    # Prompt tokens taken from a saved state of an earlier prompt instead of being read.
+    cached_tokens: int = 0
 
 
 class LocalBackend(Backend):
@@ -152,7 +154,7 @@ class LocalBackend(Backend):
             if markers else None
         budget = (params.thinking_budget or None) if split is not None else None
         stops = StopStringFilter(self._stop_strings(params))
-        decoding = Decoding()
+        decoding = first_pass = Decoding()
         spent = thought_tokens = 0  # tokens of a pass ended at the budget; of the thought
         raw = ""  # what the model wrote, for the prompt that goes on after a cut thought
         pieces = self._decode(prompt, max_new, params, cancel, decoding)
@@ -208,7 +210,8 @@ class LocalBackend(Backend):
         yield Chunk(tail.text if tail else "", finish_reason=finish,
                     thought=tail.thought if tail else "",
                     usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
-                                reasoning_tokens=min(thought_tokens, completion)))
+                                reasoning_tokens=min(thought_tokens, completion),
+                                cached_tokens=first_pass.cached_tokens))
 
 
 def _opens_thought(prompt: str, markers: Markers) -> bool:

@@ -23,9 +23,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from backends.base import Chunk
-from chatcore.api_schema import ApiError, ChatRequest, parse_request
+from chatcore.api_schema import (
+    MAX_BODY_BYTES,
+    ApiError,
+    ChatRequest,
+    body_too_large,
+    parse_request,
+)
 from chatcore.context import ContextOverflow
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
+from chatcore.replies import ReplyRequest
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +45,28 @@ def build_api(manager: ModelManager, api_key: str | None,
     """`api_key` (Bearer) and `users` (the page's --auth, as HTTP Basic) each open the API;
     with neither, it is open (the server then listens on loopback only)."""
     router = APIRouter(prefix="/v1")
-    accepted = {f"Bearer {api_key}"} if api_key else set()
-    accepted |= {"Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode()
+    # Each accepted Authorization value and who it signs in: an --auth user by name, the
+    # key's holder as "" (the same owner as the page without sign-in).
+    accepted = {f"Bearer {api_key}": ""} if api_key else {}
+    accepted |= {"Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode(): name
                  for name, secret in users or []}
 
-    def check_key(request: Request) -> None:
+    def check_key(request: Request) -> str:
+        """Who the request signs in as ("" when the API is open or for the key)."""
         if not accepted:
-            return
+            return ""
         given = request.headers.get("authorization", "").strip()
         scheme, _, token = given.partition(" ")
         given = f"{scheme.capitalize()} {token.strip()}"
-        if not any(hmac.compare_digest(given.encode(), ok.encode()) for ok in accepted):
+        # Every value is compared (no early exit), so timing says nothing of which matched.
+        matched = [user for ok, user in accepted.items()
+                   if hmac.compare_digest(given.encode(), ok.encode())]
+        if not matched:
             ways = " or ".join(filter(None, [
                 "'Authorization: Bearer <key>' with the key given to --api-key"
                 if api_key else "", "HTTP Basic with an --auth user" if users else ""]))
             raise ApiError(401, f"sign in first: send {ways}", code="invalid_api_key")
+        return matched[0]
 
     @router.get("/models")
     async def list_models(request: Request):
@@ -68,9 +82,9 @@ def build_api(manager: ModelManager, api_key: str | None,
     @router.post("/chat/completions")
     async def chat_completions(request: Request):
         try:
-            check_key(request)
+            user = check_key(request)
             require_json(request)
-            body = parse_request(await request.body())
+            body = parse_request(await read_body(request))
             entry = manager.entry(body.model)
         except ApiError as exc:
             return _error(exc)
@@ -80,7 +94,7 @@ def build_api(manager: ModelManager, api_key: str | None,
                                    code="model_not_found"))
         except ModelUnavailable as exc:
             return _error(_unavailable(exc))
-        reply = _Reply(manager, body, body.params(entry.defaults))
+        reply = _Reply(manager, body, body.params(entry.defaults), user)
         try:
             first = await reply.next()  # a failure to load still gets its own status
         except ApiError as exc:
@@ -105,26 +119,55 @@ def require_json(request: Request) -> None:
                        code="unsupported_media_type")
 
 
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, or ApiError(413) as soon as it is known to be over `limit`: a declared
+    Content-Length over it is refused before a byte is read, and a chunked or undeclared
+    body is read from the stream only until it would pass it. So a client that sends
+    512 MiB costs the server at most `limit` held (plus the chunk in hand), never the body."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(400, f"the Content-Length header {declared!r} is not a number",
+                           code="invalid_content_length") from None
+        if size > limit:
+            log.info("refused a /v1 body of %d bytes (declared) unread", size)
+            raise body_too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        if len(body) + len(chunk) > limit:  # checked before keeping it: never over `limit`
+            log.info("refused a /v1 body after reading %d bytes of it",
+                     len(body) + len(chunk))
+            raise body_too_large(limit)
+        body += chunk
+    return bytes(body)
+
+
 def _unavailable(exc: Exception) -> ApiError:
     return ApiError(503, f"the model cannot be used now: {exc}", kind="server_error",
                     code="model_unavailable")
 
 
 def _error(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    """The error as OpenAI's JSON. A 413 leaves the rest of the body unread: it also closes
+    the connection, so the server stops taking in the upload instead of discarding it."""
+    headers = {"Connection": "close"} if exc.status == 413 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
 class _Reply:
     """One generation, read on the event loop: its worker hands events straight to the
     loop, so a request runs on the manager's worker thread and nothing else."""
 
-    def __init__(self, manager: ModelManager, body: ChatRequest, params) -> None:
+    def __init__(self, manager: ModelManager, body: ChatRequest, params, user: str) -> None:
         self.body = body
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.cancel = threading.Event()
-        self._replies = manager.start([(body.model, body.chat_messages(), params)],
-                                      self.cancel, loop=asyncio.get_running_loop())
+        self._replies = manager.start(
+            [ReplyRequest(body.model, body.chat_messages(), params, user=user)], self.cancel,
+            loop=asyncio.get_running_loop())
 
     async def next(self):
         """The next chunk of the reply, `_END` after the last; errors as ApiError."""
@@ -210,7 +253,8 @@ def _finish(reason: str) -> str:
 
 def _usage(usage) -> dict:
     found = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-             "total_tokens": usage.total_tokens}
+             "total_tokens": usage.total_tokens,
+             "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
     if usage.reasoning_tokens:
         found["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return found

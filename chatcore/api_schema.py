@@ -118,14 +118,22 @@ class ChatRequest(BaseModel):
         return gen_params(settings, stop=tuple(stops))
 
 
+def body_too_large(limit: int = MAX_BODY_BYTES) -> ApiError:
+    """The 413 for a body over `limit` bytes (chatcore/api.py refuses it before reading)."""
+    return ApiError(413, f"the request body is larger than {limit // 2**20} MiB",
+                    code="request_too_large")
+
+
 def parse_request(raw: bytes) -> ChatRequest:
     """The body as a ChatRequest, or an ApiError(400) naming the first bad field."""
     if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES // 2**20} MiB")
+        raise body_too_large()
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # a few KB of "[[[[..." would otherwise be a 500
+        raise ApiError(400, "the body nests lists or objects too deeply to read") from None
     if not isinstance(document, dict):
         raise ApiError(400, "the body must be a JSON object")
     try:

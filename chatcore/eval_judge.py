@@ -47,7 +47,7 @@ class JudgeRunner:
                 return
             stop = threading.Event()
             progress = JudgeProgress(judge, 0, 0, True)
-            thread = threading.Thread(target=self._judge, args=(run, judge, stop, progress),
+            thread = threading.Thread(target=self._judge, args=(user, run, judge, stop, progress),
                                       name=f"eval-judge-{run_id}", daemon=True)
             self._jobs[run_id] = (thread, stop, progress)
         thread.start()
@@ -78,7 +78,8 @@ class JudgeRunner:
         for run_id in runs:
             self.stop(run_id)
 
-    def _judge(self, run, judge: str, stop: threading.Event, progress: JudgeProgress) -> None:
+    def _judge(self, user: str, run, judge: str, stop: threading.Event,
+               progress: JudgeProgress) -> None:
         try:
             results = RunResults.load(self.evals, run)
             voted = {v.key for v in results.judge_votes.get(judge, [])}
@@ -86,8 +87,8 @@ class JudgeRunner:
             progress.total = len(todo)
             for item in todo:
                 a, b = item.pair
-                first = self._verdict(results, item.prompt, a, b, judge, stop)
-                second = self._verdict(results, item.prompt, b, a, judge, stop)
+                first = self._verdict(user, results, item.prompt, a, b, judge, stop)
+                second = self._verdict(user, results, item.prompt, b, a, judge, stop)
                 if stop.is_set():
                     return
                 self.evals.add_vote(run.id, EvalVote(item.prompt, a, b, combine(first, second),
@@ -99,7 +100,7 @@ class JudgeRunner:
         finally:
             progress.running = False
 
-    def _verdict(self, results: RunResults, prompt: int, first: int, second: int,
+    def _verdict(self, user: str, results: RunResults, prompt: int, first: int, second: int,
                  judge: str, stop: threading.Event) -> str | None:
         if stop.is_set() or not self.manager.wait_quiet(stop):
             return None
@@ -108,7 +109,7 @@ class JudgeRunner:
                                   results.replies[(prompt, second)].content, text.reference)
         answer, problem = "", None
         cancel = threading.Event()  # closing the reply sets it; `stop` is the judge's own
-        with self.manager.start([ReplyRequest(judge, messages, JUDGE_PARAMS, True)],
+        with self.manager.start([ReplyRequest(judge, messages, JUDGE_PARAMS, True, user=user)],
                                 cancel) as replies:
             for _, event in replies:
                 if stop.is_set():

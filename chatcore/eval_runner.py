@@ -292,7 +292,7 @@ class EvalRunner:
         cancel = job.reply_cancel()
         try:
             replies = self.manager.start(
-                [ReplyRequest(candidate.model, messages, params, True)], cancel)
+                [ReplyRequest(candidate.model, messages, params, True, user=job.user)], cancel)
         except (UnknownModel, ModelUnavailable) as exc:  # its entry was removed or broke
             job.done_with(cancel)
             reason = f"{candidate.model} is no longer usable: {exc}"

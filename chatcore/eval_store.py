@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-from chatcore.prompt_sets import EvalPrompt, PromptSet, make_set
+from chatcore.prompt_sets import EvalPrompt, PromptSet, builtin_sets, make_set, name_key
 from chatcore.store import Store
 
 RUN_STATES = ("running", "paused", "cancelled", "done", "refused")
@@ -22,6 +22,16 @@ PERSON = ""  # the `judge` of a person's vote; a judge model's vote carries its 
 
 class EvalNotFound(Exception):
     """No such run or prompt set for this user."""
+
+
+class SetNameTaken(Exception):
+    """A prompt set cannot take this name: `taken_by` (one of the user's sets, or a built-in
+    one when `builtin`) already has it. Nothing was saved."""
+
+    def __init__(self, taken_by: str, builtin: bool) -> None:
+        whose = "a built-in set" if builtin else "another of your sets"
+        super().__init__(f"{whose} is already called {taken_by!r}; pick another name")
+        self.taken_by, self.builtin = taken_by, builtin
 
 
 @dataclass(frozen=True)
@@ -107,18 +117,28 @@ class EvalStore:
         return [make_set(name, _prompts(prompts)) for name, prompts in rows]
 
     def save_prompt_set(self, user: str, prompt_set: PromptSet, old_name: str = "") -> None:
-        """Create or replace the set; with `old_name`, the set of that name is renamed."""
+        """Create the set, or with `old_name` update the set of that name (renaming it).
+
+        A name is the user's for one set only (by name_key, so "thesis " is "Thesis") and is
+        never a built-in set's: a clash raises SetNameTaken and changes nothing, so saving
+        or renaming can never replace another set. Check and write are one transaction. A
+        set saved under its own unchanged name is always updated, even where older versions
+        let a near-twin name in beside it."""
         now = time.time()
         prompts = json.dumps([asdict(p) for p in prompt_set.prompts], ensure_ascii=False)
         with self._store.transaction() as db:
-            if old_name and old_name != prompt_set.name:
-                db.execute("DELETE FROM prompt_sets WHERE user = ? AND name = ?",
-                           (user, old_name))
-            db.execute(
-                "INSERT INTO prompt_sets (user, name, prompts, created, updated)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user, name) DO UPDATE SET"
-                " prompts = excluded.prompts, updated = excluded.updated",
-                (user, prompt_set.name, prompts, now, now))
+            rows = db.execute("SELECT id, name FROM prompt_sets WHERE user = ?",
+                              (user,)).fetchall()
+            own = next((row_id for row_id, name in rows if old_name and name == old_name),
+                       None)
+            if own is None or prompt_set.name != old_name:
+                _check_free(prompt_set.name, [name for row_id, name in rows if row_id != own])
+            if own is None:
+                db.execute("INSERT INTO prompt_sets (user, name, prompts, created, updated)"
+                           " VALUES (?, ?, ?, ?, ?)", (user, prompt_set.name, prompts, now, now))
+            else:
+                db.execute("UPDATE prompt_sets SET name = ?, prompts = ?, updated = ?"
+                           " WHERE id = ?", (prompt_set.name, prompts, now, own))
 
     def delete_prompt_set(self, user: str, name: str) -> None:
         with self._store.transaction() as db:
@@ -235,6 +255,17 @@ class EvalStore:
             sql, args = sql + " AND judge = ?", (run_id, judge)
         with self._store.transaction() as db:
             return [EvalVote(*row) for row in db.execute(sql + " ORDER BY created", args)]
+
+
+def _check_free(name: str, others: list[str]) -> None:
+    """SetNameTaken if a built-in set or one of `others` has `name` (by name_key)."""
+    key = name_key(name)
+    for builtin in builtin_sets():
+        if name_key(builtin.name) == key:
+            raise SetNameTaken(builtin.name, builtin=True)
+    for other in others:
+        if name_key(other) == key:
+            raise SetNameTaken(other, builtin=False)
 
 
 _RUN_COLUMNS = ("id, set_name, prompts, candidates, system_prompt, state, note, created,"

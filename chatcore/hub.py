@@ -27,7 +27,7 @@ from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from backends.footprint import ModelShape, PlannerError
-from backends.gguf import SPLIT_GGUF, read_gguf_layout
+from backends.gguf import SPLIT_GGUF, parse_gguf_layout
 from backends.hf_memory import checkpoint_shape
 from chatcore.hub_downloads import HubDownloads, RemoteFile, split_parts, total_size
 from chatcore.hub_errors import HubError, explained
@@ -246,7 +246,7 @@ class Hub(HubDownloads):
             revision = commit or revision  # later reads come from the same commit
             while True:
                 try:
-                    metadata, tensors = _parse_gguf(data)
+                    metadata, tensors = _parse_gguf(data, filename)
                     break
                 except _Truncated:
                     if (total is not None and len(data) >= total) or len(data) >= HEADER_MAX_BYTES:
@@ -274,15 +274,13 @@ def _weight_files(siblings: list) -> set[str]:
     return {s.rfilename for s in siblings if _CHECKPOINT_WEIGHTS.match(s.rfilename)}
 
 
-def _parse_gguf(data: bytes) -> tuple[dict, list[tuple[str, int]]]:
-    """read_gguf_layout over a file's first bytes; _Truncated when the header goes on."""
-    with tempfile.TemporaryDirectory(prefix="gguf-head-") as folder:
-        path = Path(folder, "head.gguf")
-        path.write_bytes(data)
-        try:
-            metadata, tensors, end = read_gguf_layout(path)
-        except struct.error:
-            raise _Truncated from None
+def _parse_gguf(data: bytes, filename: str) -> tuple[dict, list[tuple[str, int]]]:
+    """The bounded GGUF header parser over a file's first bytes; _Truncated when the
+    header goes on past them."""
+    try:
+        metadata, tensors, end = parse_gguf_layout(data, filename)
+    except struct.error:  # GGUFHeaderEnds among them: the header goes on
+        raise _Truncated from None
     if end > len(data):
         raise _Truncated
     return metadata, [(name, count) for name, count, _, _ in tensors]

@@ -48,6 +48,17 @@ PERSONAL_FILE = "models.yaml"
 # What a person may change from the Models tab; everything else is edited in the file.
 EDITABLE = ("name", "context_length", "defaults", "chat_template", "description", "backend",
             "quantization")
+FILES_REFUSED = ("only the users named with --admins may look at files and folders on this "
+                 "server: leave the folder empty and Scan to list the model folders, then pick "
+                 "a model from that list")
+
+
+class FilesRefused(NotAllowed):
+    """A signed-in user who is not an admin named a path or folder on the server. One
+    message whether or not it exists, so the refusal says nothing about the server's files."""
+
+    def __init__(self) -> None:
+        super().__init__(FILES_REFUSED)
 
 
 class ModelLibrary(LibraryHub):
@@ -70,7 +81,8 @@ class ModelLibrary(LibraryHub):
         self.scan_dirs = [Path(d).expanduser() for d in scan_dirs]
         self._env, self._home = env, home
         self._lock = threading.Lock()  # one change of the file at a time
-        self._last_scan: ScanResult | None = None
+        self._last_scans: dict[str | None, ScanResult] = {}  # per user: one's scan, one's ids
+        self._scans_lock = threading.Lock()
         self._remote: dict[tuple, str] = {}  # (repo, file, context) -> "4.9 GB · 🟢 fits"
         self._remote_lock = threading.Lock()
         self._estimates: dict[str, tuple[MemoryEstimate, str]] = {}  # by the entry's JSON
@@ -85,35 +97,62 @@ class ModelLibrary(LibraryHub):
             raise NotAllowed(f"{user or 'this user'} may not change the model library: "
                              "only the users named with --admins may")
 
+    def may_look_at_files(self, user: str | None) -> bool:
+        """Whether `user` may name any path or folder on the server (the admins, like the
+        one local person without sign-in); others see only the configured model folders
+        (--models-dir and the known caches), through a scan."""
+        return self.editable_by(user)
+
+    def _require_file_access(self, user: str | None) -> None:
+        if not self.may_look_at_files(user):
+            log.info("refused %s a path on the server: not an admin", user)
+            raise FilesRefused()
+
     # -- finding models --------------------------------------------------------------
-    def scan(self, extra_dirs: Sequence[Path] = ()) -> ScanResult:
+    def scan(self, extra_dirs: Sequence[Path] = (), user: str | None = None) -> ScanResult:
+        """The configured model folders, and `extra_dirs` for those who may look at any
+        folder; the result is `user`'s own, so one person's scan never changes the ids
+        another person picks from."""
+        if extra_dirs:
+            self._require_file_access(user)
         result = scan(extra_dirs=[*self.scan_dirs, *extra_dirs], env=self._env,
                       home=self._home)
-        self._last_scan = result
+        with self._scans_lock:
+            self._last_scans[user] = result
         return result
 
-    def find(self, text: str) -> FoundModel:
-        """A scan id from the last scan, or a path to a GGUF file or checkpoint folder."""
+    def find(self, text: str, user: str | None = None) -> FoundModel:
+        """A scan id from `user`'s last scan, or (admins only) a path to a GGUF file or
+        checkpoint folder; any other text from anyone else gets the one FilesRefused."""
         text = text.strip()
         if not text:
             raise LibraryError("give a path to a GGUF file or checkpoint folder, or a scan id")
-        if self._last_scan is None and not Path(text).expanduser().exists():
-            self.scan()
-        for found in self._last_scan.models if self._last_scan else ():
-            if found.scan_id == text:
-                return found
+        found = self._scanned(text, user)
+        if found is not None:
+            return found
+        self._require_file_access(user)  # before the path is touched: no existence oracle
         path = Path(text).expanduser()
         if not path.exists():
             raise LibraryError(f"{text}: no such file or folder, and no scanned model has "
                                "that id (python chat_app.py --scan lists them)")
         return inspect_path(path.resolve())
 
+    def _scanned(self, text: str, user: str | None) -> FoundModel | None:
+        """The model of `user`'s last scan with scan id `text`; without a scan yet, the
+        configured folders are scanned first unless an admin typed an existing path."""
+        with self._scans_lock:
+            last = self._last_scans.get(user)
+        if last is None and not (self.may_look_at_files(user)
+                                 and Path(text).expanduser().exists()):
+            last = self.scan(user=user)
+        return next((f for f in last.models if f.scan_id == text), None) if last else None
+
     # -- changing the person's file ------------------------------------------------------
     def add(self, text: str, model_id: str | None = None, user: str | None = None,
             context_length: int | None = None) -> tuple[ModelEntry, list[str]]:
         """Add a found model (scan id or path); returns the entry and notes to show."""
         self._require_admin(user)
-        found = self.find(text)
+        found = self.find(text, user)
         if found.problem:
             raise LibraryError(f"{found.path} cannot be added: {found.problem}")
         with self._lock:

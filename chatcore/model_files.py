@@ -17,7 +17,7 @@ from pathlib import Path
 import gguf
 
 from backends.chat_template import guess_fallback
-from backends.gguf import SPLIT_GGUF, gguf_missing_bytes, read_gguf_layout
+from backends.gguf import SPLIT_GGUF, GGUFHeaderError, gguf_missing_bytes, read_gguf_layout
 from backends.hf_memory import safetensors_header
 from chatcore.memory import format_bytes
 
@@ -130,8 +130,10 @@ def _read_gguf(path: Path) -> tuple[dict, list[tuple[str, int]]]:
 
 
 def _gguf_reason(exc: Exception) -> str:
-    if isinstance(exc, struct.error):
+    if isinstance(exc, struct.error):  # GGUFHeaderEnds too: a count past the file's end
         return "truncated (the header ends early)"
+    if isinstance(exc, GGUFHeaderError):  # the field and the limit; the path is named already
+        return exc.detail
     if isinstance(exc, OSError):
         return os_reason(exc)
     return str(exc) or type(exc).__name__

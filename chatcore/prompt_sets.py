@@ -139,19 +139,27 @@ def make_set(name: str, prompts: Iterable[EvalPrompt], builtin: bool = False) ->
     return PromptSet(name, tuple(cleaned), builtin)
 
 
+def name_key(name: str) -> str:
+    """What makes two set names one name to a person: case, Unicode form and runs of spaces
+    aside ("Thesis", " thesis" and "THESIS" are one), so no two sets in a picker read alike."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return " ".join(unicodedata.normalize("NFKC", folded).split())
+
+
 def unique_name(name: str, taken: Collection[str]) -> str:
-    """`name` if no set has it yet, else "name (copy)", "name (copy 2)", ... (a name that
-    already ends in "(copy N)" counts on from its base); never over MAX_NAME_CHARS."""
-    taken = set(taken)
+    """`name` if no set has it yet (compared by name_key), else "name (copy)", "name (copy
+    2)", ... (a name that already ends in "(copy N)" counts on from its base); never over
+    MAX_NAME_CHARS."""
+    taken = {name_key(t) for t in taken}
     name = name.strip()
     first = name[:MAX_NAME_CHARS].rstrip()
-    if first not in taken:
+    if name_key(first) not in taken:
         return first
     base = _COPY_SUFFIX.sub("", name)
     for number in itertools.count(1):
         suffix = " (copy)" if number == 1 else f" (copy {number})"
         candidate = base[:MAX_NAME_CHARS - len(suffix)].rstrip() + suffix
-        if candidate not in taken:
+        if name_key(candidate) not in taken:
             return candidate
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -220,6 +228,9 @@ def parse_jsonl(data: bytes, source: str = "upload") -> list[EvalPrompt]:
                                  f"{exc.colno})") from None
         except _Duplicate as exc:
             raise PromptSetError(f"{where}: field {exc.args[0]!r} appears twice") from None
+        except RecursionError:  # "[[[[..." a few KB long: refused like any bad line
+            raise PromptSetError(f"{where}: lists or objects nest too deeply; a line "
+                                 f'is one object like {{"prompt": "..."}}') from None
         if not isinstance(row, dict):
             raise PromptSetError(f'{where}: expected an object like {{"prompt": "..."}}, '
                                  f"not {_kind(row)}")

@@ -33,6 +33,9 @@ class ReplyRequest(NamedTuple):
     # Attachments for the last user message (chatcore.attachments.Grounding): whole, or
     # the passages that fit, once the model's tokenizer can count them.
     grounding: object | None = None
+    # Who asks (the signed-in user, "" without sign-in): engines share what they keep of
+    # earlier prompts (saved KV caches) only between one owner's requests.
+    user: str = ""
 
 
 @dataclass(frozen=True)

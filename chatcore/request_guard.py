@@ -10,9 +10,17 @@ not on its own GETs or on navigation; refusing foreign reads too means no route'
 rules (Gradio has some) can hand a response to another site. Clients that send no Origin
 (scripts, curl, the openai client, gradio_client) are not affected by the second check.
 
-Both run as one plain ASGI middleware in front of everything the server serves (the page,
-Gradio's routes and files, /v1), before routing. It is plain ASGI rather than Starlette's
-BaseHTTPMiddleware so that streamed replies and disconnects pass through untouched.
+Requests without an Origin (an `<img>`, a link, a form's GET, a frame) are judged by the
+browser's `Sec-Fetch-Site`: from another site only a top-level navigation to a page gets
+through, never one to a route that changes something (`/logout`), so a page elsewhere can
+neither sign a person out nor load the app's files. Every response forbids framing
+(`X-Frame-Options: DENY`, CSP `frame-ancestors 'none'`: no click-jacking), and the sign-in
+cookie Gradio sets is sent back as `SameSite=Lax`, so no other site's request carries it.
+
+All of it runs as one plain ASGI middleware in front of everything the server serves (the
+page, Gradio's routes and files, /v1), before routing. It is plain ASGI rather than
+Starlette's BaseHTTPMiddleware so that streamed replies and disconnects pass through
+untouched.
 """
 from __future__ import annotations
 
@@ -38,6 +46,12 @@ LOOPBACK_NAMES = frozenset({"localhost"})
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# GET routes that change something (Gradio's sign-out ends every session of the user).
+STATE_CHANGING_GETS = frozenset({"/logout", "/logout/"})
+# Sent with every response: no site may show this app in a frame.
+NO_FRAMING = [(b"x-frame-options", b"DENY"),
+              (b"content-security-policy", b"frame-ancestors 'none'")]
+SAME_SITE = re.compile(rb";\s*samesite=[a-z]+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -211,7 +225,7 @@ class RequestGuard:
         headers = _headers(scope)
         reason = self._refusal(scope, headers)
         if reason is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _hardened(send) if scope["type"] == "http" else send)
             return
         log.warning("refused %s %s: %s", scope.get("method", "WEBSOCKET"), scope["path"], reason)
         if scope["type"] == "websocket":
@@ -233,7 +247,7 @@ class RequestGuard:
                     f"--allowed-hosts {host[0]}")
         origin_header = headers.get("origin")
         if origin_header is None:
-            return None
+            return _cross_site_refusal(scope, headers)
         origin = parse_origin(origin_header)
         if origin is not None and self._origin_allowed(origin, host, scope["path"]):
             return None
@@ -244,9 +258,45 @@ class RequestGuard:
     def _origin_allowed(self, origin: Origin, host: tuple[str, int], path: str) -> bool:
         if origin.host in self.hosts.explicit:
             return True  # a name the person gave (a reverse proxy may change port or scheme)
-        if self.hosts.allows(origin.host) and origin.port == host[1]:
-            return True  # this app's own page, under any of its names
+        if origin.host == host[0] and origin.port == host[1]:
+            return True  # this app's own page: the very name and port the request is sent to
         return _is_api(path) and origin in self.cors_origins
+
+
+def _cross_site_refusal(scope: Scope, headers: dict[str, str]) -> str | None:
+    """Why a request with no Origin that the browser marks as coming from another site (or
+    another port of this one: `same-site` ignores ports) is refused; None when it may go
+    on. A person following a link to the page gets through; an `<img>`, a frame, a script
+    or a link to a route that changes something does not."""
+    site = headers.get("sec-fetch-site", "same-origin")
+    if site in ("same-origin", "none"):
+        return None  # the page's own request, typed into the address bar, or no browser
+    path, dest = scope.get("path", ""), headers.get("sec-fetch-dest", "")
+    if path not in STATE_CHANGING_GETS and scope.get("method") == "GET" and \
+            headers.get("sec-fetch-mode") == "navigate" and dest == "document":
+        return None
+    return (f"{path} was asked for by a page of another website ({dest or 'a script'}, "
+            f"Sec-Fetch-Site: {site}): only this app's own page may ask for it, and a link "
+            "from elsewhere may only open the page itself")
+
+
+def _hardened(send: Send) -> Send:
+    """`send` with the no-framing headers added to the response, and Gradio's sign-in
+    cookies (`SameSite=None`) made `SameSite=Lax`."""
+
+    async def hardened(message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(name, _lax(value) if name.lower() == b"set-cookie" else value)
+                       for name, value in message.get("headers", [])
+                       if name.lower() not in (b"x-frame-options", b"content-security-policy")]
+            message = {**message, "headers": headers + NO_FRAMING}
+        await send(message)
+
+    return hardened
+
+
+def _lax(cookie: bytes) -> bytes:
+    return SAME_SITE.sub(b"", cookie) + b"; SameSite=Lax"
 
 
 def _is_api(path: str) -> bool:
@@ -266,7 +316,7 @@ async def _send_forbidden(scope: Scope, send: Send, reason: str) -> None:
         body, kind = f"403 Forbidden: {reason}\n".encode(), b"text/plain; charset=utf-8"
     await send({"type": "http.response.start", "status": 403,
                 "headers": [(b"content-type", kind),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *NO_FRAMING]})
     await send({"type": "http.response.body", "body": body})
 
 

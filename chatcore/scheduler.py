@@ -78,7 +78,7 @@ class Scheduler:
 
     def _serve(self, request: ReplyRequest, cancel: threading.Event, replies: Replies,
                index: int) -> None:
-        model_id, params = request.model_id, request.params
+        model_id, params = request.model_id, replace(request.params, owner=request.user)
         emit = lambda item: replies.emit(index, item)  # noqa: E731
         residency = self._residency
         with residency.lock:

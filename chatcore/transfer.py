@@ -13,6 +13,9 @@ from chatcore.store import Conversation, StoredMessage
 FORMAT = "local-chat/conversation"
 MAX_IMPORT_BYTES = 2 * 2**20
 MAX_MESSAGES = 5000
+# An export nests 4 deep (document, messages, message, params); a file far deeper is crafted,
+# and a stored value that deep would break whatever later reads it back recursively.
+MAX_DEPTH = 32
 
 
 class ImportRejected(Exception):
@@ -97,12 +100,38 @@ def parse_import(data: bytes, source: str) -> _Document:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ImportRejected(f"{source}: not a JSON file ({exc})") from None
+    except RecursionError:
+        raise _too_deep(source) from None
+    if _depth(raw) > MAX_DEPTH:  # `params` is free-form: keep what is stored shallow
+        raise _too_deep(source)
     try:
         return _Document.model_validate(raw)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"]) or "document"
         raise ImportRejected(f"{source}: field {where!r}: {error['msg']}") from None
+
+
+def _too_deep(source: str) -> ImportRejected:
+    return ImportRejected(f"{source}: its lists or objects nest more than {MAX_DEPTH} deep; "
+                          f"a conversation exported from this app never does")
+
+
+def _depth(value: object) -> int:
+    """How deep lists and objects nest in a parsed JSON value (a scalar is 0), counted
+    without recursion, so a deep value cannot exhaust the stack here either."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else \
+            item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def imported_messages(document: _Document) -> list[StoredMessage]:

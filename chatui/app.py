@@ -12,6 +12,7 @@ from pathlib import Path
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+from gradio.utils import get_upload_folder as gradio_cache_folder
 
 from chatcore.api import build_api
 from chatcore.eval_runner import EvalRunner
@@ -28,6 +29,7 @@ from chatui.chat_tab import build_chat_tab, model_choices
 from chatui.compare_tab import build_compare_tab
 from chatui.evaluate_handlers import EvaluateHandlers
 from chatui.evaluate_tab import REVIEW_KEYS_JS, build_evaluate_tab
+from chatui.exports import ExportFiles
 from chatui.models_tab import build_models_tab
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "monospace"])
 
 
-def build_app(manager: ModelManager, store: Store, initial_model: str, export_dir: Path,
+def build_app(manager: ModelManager, store: Store, initial_model: str, exports: ExportFiles,
               library: ModelLibrary | None = None,
               evaluations: EvalRunner | None = None, language: str | None = None) -> gr.Blocks:
     """The whole page once per shipped language: `/` in `language` (--language, English
@@ -55,7 +57,7 @@ def build_app(manager: ModelManager, store: Store, initial_model: str, export_di
     evaluations = evaluations or EvalRunner(manager, EvalStore(store))
     root = language or DEFAULT_LANGUAGE
     pages = PagePaths(root)
-    page = PageBuilder(manager, store, initial_model, export_dir, library, evaluations, pages,
+    page = PageBuilder(manager, store, initial_model, exports, library, evaluations, pages,
                        language)
     with gr.Blocks(title=load_texts(root)("app.title"), analytics_enabled=False) as app:
         page.build(app, load_texts(root))
@@ -87,10 +89,10 @@ class PageBuilder:
     every word from that language's catalog."""
 
     def __init__(self, manager: ModelManager, store: Store, initial_model: str,
-                 export_dir: Path, library: ModelLibrary | None, evaluations: EvalRunner,
+                 exports: ExportFiles, library: ModelLibrary | None, evaluations: EvalRunner,
                  pages: PagePaths, language: str | None) -> None:
         self.manager, self.store, self.initial_model = manager, store, initial_model
-        self.export_dir, self.library, self.evaluations = export_dir, library, evaluations
+        self.exports, self.library, self.evaluations = exports, library, evaluations
         self.pages, self.language = pages, language
 
     def language_for(self, request: gr.Request | None, here: str) -> str:
@@ -112,14 +114,14 @@ class PageBuilder:
                                  min_width=160, interactive=True, elem_id="language")
         elsewhere = gr.Textbox(visible=False)  # the page to go to, when not this one
         with gr.Tab(texts("app.chat"), id="chat") as chat_tab:
-            chat_model = build_chat_tab(app, manager, store, initial_model, self.export_dir,
+            chat_model = build_chat_tab(app, manager, store, initial_model, self.exports,
                                         self.library, texts=texts)
         with gr.Tab(texts("app.compare"), id="compare") as compare_tab:
-            pickers = build_compare_tab(app, manager, store, initial_model, self.export_dir,
+            pickers = build_compare_tab(app, manager, store, initial_model, self.exports,
                                         texts=texts)
         with gr.Tab(texts("app.evaluate"), id="evaluate") as evaluate_tab:
             handlers = EvaluateHandlers(manager, self.evaluations.evals, self.evaluations,
-                                        self.export_dir, texts=texts)
+                                        self.exports, texts=texts)
             eval_pickers, eval_timer, eval_lists, eval_list_outputs = build_evaluate_tab(
                 app, manager, handlers, initial_model, texts=texts)
         with gr.Tab(texts("app.models"), id="models") as models_tab:
@@ -166,18 +168,22 @@ class PageBuilder:
             None, elsewhere, None, js=go, api_name=False, queue=False)
 
 
-def build_server(manager: ModelManager, store: Store, initial_model: str, export_dir: Path,
+def build_server(manager: ModelManager, store: Store, initial_model: str,
+                 exports: ExportFiles,
                  access: Access, library: ModelLibrary | None = None,
                  evaluations: EvalRunner | None = None, language: str | None = None):
     """The page at / (and /<language>) and the API at /v1 as one ASGI app, behind the Host
     and Origin guard."""
-    blocks = build_app(manager, store, initial_model, export_dir, library, evaluations,
+    blocks = build_app(manager, store, initial_model, exports, library, evaluations,
                        language)
     blocks.queue(default_concurrency_limit=16)
     server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     server_app.include_router(build_api(manager, access.api_key, access.auth))
     server_app = gr.mount_gradio_app(
-        server_app, blocks, path="", auth=access.auth, allowed_paths=[str(export_dir)],
+        # No allowed_paths: every file the page hands out is in Gradio's cache under a
+        # random folder (chatui/exports.py), and the run history, which would keep inputs
+        # and outputs in the browser after a conversation is deleted, is off.
+        server_app, blocks, path="", auth=access.auth, run_history=False,
         max_file_size=MAX_FILE_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
         enable_monitoring=False, mcp_server=False, show_error=False, head=REVIEW_KEYS_JS,
         css=PAGE_CSS)
@@ -185,16 +191,15 @@ def build_server(manager: ModelManager, store: Store, initial_model: str, export
 
 
 def serve(manager: ModelManager, store: Store, initial_model: str, access: Access, port: int,
-          open_browser: bool, data_dir: Path, library: ModelLibrary | None = None,
+          open_browser: bool, library: ModelLibrary | None = None,
           language: str | None = None) -> None:
     """The page and the API on one port, until Ctrl-C. `language` (--language) is every
     page's language unless a person picks another with the switch."""
     host = access.host
     _check_port(host, port)
-    export_dir = data_dir / "exports"
-    export_dir.mkdir(parents=True, exist_ok=True)
+    exports = ExportFiles(Path(gradio_cache_folder()))
     evaluations = EvalRunner(manager, EvalStore(store))
-    server_app = build_server(manager, store, initial_model, export_dir, access, library,
+    server_app = build_server(manager, store, initial_model, exports, access, library,
                               evaluations, language)
     server = uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=5))
@@ -222,6 +227,7 @@ def serve(manager: ModelManager, store: Store, initial_model: str, access: Acces
         runner.join()
     finally:
         evaluations.close()
+        exports.close()
         manager.unload_all()
         store.close()
 

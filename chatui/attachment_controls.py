@@ -17,6 +17,7 @@ from chatcore.documents import (
 )
 from chatcore.i18n import Texts, english
 from chatui.chat_handlers import user_of
+from chatui.uploads import discard_uploads
 
 
 class AttachmentControls:
@@ -39,6 +40,8 @@ class AttachmentControls:
         except (DocumentError, OSError) as exc:
             refused = self.texts("attach.refused", detail=exc)
             return pending, f"{self.chips(pending, request)}\n\n{refused}"
+        finally:
+            discard_uploads(files or [])
         user = user_of(request)
         pending += [self.attachments.add(user, d).id for d in documents]
         return pending, self.chips(pending, request)

@@ -249,7 +249,8 @@ class ChatHandlers:
             # The model starts first; the page hears of the new message with the first words
             # (or FIRST_WORDS_WAIT_S later), so updating it does not slow the prompt's reading.
             wanted = ReplyRequest(model_id, prompt, params,
-                                  grounding=self._grounding(user, conversation_id, stored))
+                                  grounding=self._grounding(user, conversation_id, stored),
+                                  user=user)
             with self.manager.start([wanted], cancel) as replies:
                 live = replies.live[0]
                 turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)

@@ -1,7 +1,6 @@
 """The chat page: the conversation sidebar, the model picker, the chat, its settings."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import gradio as gr
 
@@ -14,6 +13,7 @@ from chatcore.store import Store
 from chatui.attachment_controls import AttachmentControls
 from chatui.chat_handlers import ChatHandlers
 from chatui.conversations import ConversationHandlers
+from chatui.exports import ExportFiles
 from chatui.sampling_controls import (
     seed_number,
     seed_value,
@@ -98,13 +98,13 @@ def _download(library: ModelLibrary | None, model_id: str, request: gr.Request,
 
 
 def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
-                   export_dir: Path, library: ModelLibrary | None = None, *,
+                   exports: ExportFiles, library: ModelLibrary | None = None, *,
                    texts: Texts) -> gr.Dropdown:
     """Builds the tab in `texts`' language; returns its model picker, whose choices follow
     the registry."""
     chat = ChatHandlers(manager, store, texts=texts)
     files = AttachmentControls(chat.attachments, texts=texts)
-    convs = ConversationHandlers(manager, store, chat, export_dir, texts=texts)
+    convs = ConversationHandlers(manager, store, chat, exports, texts=texts)
     defaults = manager.entry(initial_model).defaults
     conversation_id = gr.State(None)
     editing = gr.State(False)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from chatui.chat_handlers import (
     user_of,
 )
 from chatui.conversations import file_slug
+from chatui.exports import ExportFiles
 from chatui.sampling_controls import pane_params
 from chatui.stop_registry import StopRegistry
 from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
@@ -54,13 +54,13 @@ def compare_key(request: gr.Request | None) -> str:
 
 
 class CompareHandlers:
-    def __init__(self, manager: ModelManager, store: Store, export_dir: Path,
+    def __init__(self, manager: ModelManager, store: Store, exports: ExportFiles,
                  stops: StopRegistry | None = None, texts: Texts | None = None) -> None:
         self.texts = texts or english()
         self.manager = manager
         self.store = store
         self.attachments = AttachmentStore(store)
-        self.export_dir = export_dir
+        self.exports = exports
         self.stops = stops or StopRegistry()
 
     def model_name(self, model_id: str) -> str:
@@ -112,7 +112,7 @@ class CompareHandlers:
         # One attachment goes to every pane, each fitted to that model's context.
         grounding = self.attachments.grounding(user, comparison.attachments, text)
         requests = [ReplyRequest(p.model_id, comparison.prompt_for(i, text), p.params,
-                                 grounding=grounding) for i, p in enumerate(panes)]
+                                 grounding=grounding, user=user) for i, p in enumerate(panes)]
         turns = [Turn("assistant", "") for _ in panes]
         cancel = self.stops.begin(key)
         try:
@@ -151,17 +151,19 @@ class CompareHandlers:
         comparison.inspector = self._inspect(comparison, requests)
         yield self._outputs(comparison, (round_, turns), "", streaming=False)
 
-    def _inspect(self, comparison: Comparison, requests) -> str:
+    def _inspect(self, comparison: Comparison, requests: Sequence[ReplyRequest]) -> str:
         """Each pane's prompt after its chat template, and what ended its reply."""
         parts = []
-        for index, (model_id, messages, params, _, grounding) in enumerate(requests):
+        for index, request in enumerate(requests):
+            model_id, params = request.model_id, request.params
             label = comparison.label(index, texts=self.texts)
             heading = f"### {label}: {self.model_name(model_id)}"
             if (hidden := prompt_hidden(self.manager, model_id, texts=self.texts)) is not None:
                 parts.append(f"{heading}\n\n{hidden}")
                 continue
             try:
-                report, dropped = self.manager.inspect(model_id, messages, params, grounding)
+                report, dropped = self.manager.inspect(model_id, request.messages, params,
+                                                       request.grounding)
             except (UnknownModel, ModelUnavailable, BackendError) as exc:
                 parts.append(f"{heading}\n\n⚠️ {exc}")
                 continue
@@ -314,6 +316,4 @@ class CompareHandlers:
                           titles="; ".join(f"“{t}”" for t in saved))
 
     def _export_path(self, stem: str, kind: str) -> Path:
-        # A random part, so one user's export cannot be guessed from another's.
-        self.export_dir.mkdir(parents=True, exist_ok=True)
-        return self.export_dir / f"{stem}-{secrets.token_hex(4)}.{kind}"
+        return self.exports.path(f"{stem}.{kind}")

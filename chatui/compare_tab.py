@@ -1,7 +1,6 @@
 """The Compare tab: two to four panes answering the same prompts side by side."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import gradio as gr
 
@@ -12,13 +11,14 @@ from chatcore.store import Store
 from chatui.attachment_controls import AttachmentControls
 from chatui.chat_tab import model_choices
 from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
+from chatui.exports import ExportFiles
 from chatui.sampling_controls import slider, think_radio
 
 
 def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
-                      export_dir: Path, *, texts: Texts) -> list[gr.Dropdown]:
+                      exports: ExportFiles, *, texts: Texts) -> list[gr.Dropdown]:
     """Builds the tab; returns the panes' model pickers, whose choices follow the registry."""
-    compare = CompareHandlers(manager, store, export_dir, texts=texts)
+    compare = CompareHandlers(manager, store, exports, texts=texts)
     choices = model_choices(manager, texts=texts)
     # Distinct usable models in the panes to begin with, the chat's model first.
     usable = [initial_model] + [model_id for _, model_id in choices

@@ -19,6 +19,8 @@ from chatcore.transfer import (
     to_markdown,
 )
 from chatui.chat_handlers import ChatHandlers, session_key, user_of
+from chatui.exports import ExportFiles, conversation_key
+from chatui.uploads import discard_uploads
 from chatui.transcript import chatbot_messages
 
 # What an export's file name leaves out of the title: anything but ASCII letters and digits.
@@ -32,12 +34,12 @@ def file_slug(text: str, fallback: str) -> str:
 
 class ConversationHandlers:
     def __init__(self, manager: ModelManager, store: Store, chat: ChatHandlers,
-                 export_dir: Path, texts: Texts | None = None) -> None:
+                 exports: ExportFiles, texts: Texts | None = None) -> None:
         self.texts = texts or english()
         self.manager = manager
         self.store = store
         self.chat = chat
-        self.export_dir = export_dir
+        self.exports = exports
 
     # -- the list ------------------------------------------------------------------------
     def choices(self, user: str, query: str = "") -> list[tuple[str, int]]:
@@ -109,6 +111,7 @@ class ConversationHandlers:
         try:
             if conversation_id is not None:
                 self.store.delete(user, conversation_id)
+                self.exports.discard(conversation_key(user, conversation_id))
         except NotFound as exc:
             message = self.texts("chat.error", detail=str(exc))
         return (gr.update(visible=False), message,
@@ -128,8 +131,8 @@ class ConversationHandlers:
                                                        include_superseded=True)
         except NotFound as exc:
             return gr.update(visible=False), self.texts("chat.error", detail=str(exc))
-        self.export_dir.mkdir(parents=True, exist_ok=True)
-        path = self.export_dir / f"{conversation_id}-{file_slug(conversation.title, 'chat')}.{kind}"
+        path = self.exports.path(f"{file_slug(conversation.title, 'chat')}.{kind}",
+                                 about=conversation_key(user_of(request), conversation_id))
         path.write_text(to_markdown(conversation, thoughts) if kind == "md"
                         else to_json(conversation, thoughts), encoding="utf-8")
         return (gr.update(value=str(path), visible=True),
@@ -149,7 +152,10 @@ class ConversationHandlers:
             return gr.update(), self.texts("conversations.import_choose")
         path = Path(upload)
         try:
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            finally:
+                discard_uploads([upload])
             document = parse_import(data, path.name)
             conversation_id = self.store.import_conversation(
                 user, document.title, document.model, document.system_prompt,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import logging
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from chatcore.eval_ratings import RatingTable
 from chatcore.eval_report import export_run
 from chatcore.eval_results import RunResults, interval_text
 from chatcore.eval_runner import EvalRunner, RunRefused
-from chatcore.eval_store import EvalNotFound, EvalRun, EvalStore, EvalVote
+from chatcore.eval_store import EvalNotFound, EvalRun, EvalStore, EvalVote, SetNameTaken
 from chatcore.i18n import Texts, english
 from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.memory import format_bytes
@@ -33,6 +32,8 @@ from chatcore.prompt_sets import (
 )
 from chatcore.review_queue import ReviewItem, outcome_for
 from chatui.chat_handlers import user_of
+from chatui.exports import ExportFiles
+from chatui.uploads import discard_uploads
 from chatui.sampling_controls import pane_params
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,12 @@ def _duration(seconds: float, texts: Texts) -> str:
 
 class EvaluateHandlers:
     def __init__(self, manager: ModelManager, evals: EvalStore, runner: EvalRunner,
-                 export_dir: Path, *, texts: Texts | None = None) -> None:
+                 exports: ExportFiles, *, texts: Texts | None = None) -> None:
         self.manager = manager
         self.evals = evals
         self.runner = runner
         self.judges = runner.judges
-        self.export_dir = export_dir
+        self.exports = exports
         self.texts = texts or english()
 
     # -- prompt sets -----------------------------------------------------------------------
@@ -115,7 +116,11 @@ class EvaluateHandlers:
         except PromptSetError as exc:
             return gr.update(), self.texts("evaluate.sets.not_saved", detail=str(exc))
         old = choice.removeprefix(MINE) if choice and choice.startswith(MINE) else ""
-        self.evals.save_prompt_set(user, prompt_set, old_name=old)
+        try:
+            self.evals.save_prompt_set(user, prompt_set, old_name=old)
+        except SetNameTaken as exc:
+            log.info("prompt set not saved as %r: the name is taken", prompt_set.name)
+            return gr.update(), self._name_taken(exc)
         return (gr.update(choices=self.set_choices(user), value=MINE + prompt_set.name),
                 self.texts("evaluate.sets.saved", name=prompt_set.name,
                            n=len(prompt_set.prompts)))
@@ -125,9 +130,12 @@ class EvaluateHandlers:
         prompt_set = self.find_set(user, choice)
         if prompt_set is None:
             return gr.update(), self.texts("evaluate.sets.pick_to_duplicate")
-        taken = [s.name for s in self.evals.prompt_sets(user)] + [prompt_set.name]
+        taken = self._taken_names(user) + [prompt_set.name]
         copy = make_set(unique_name(prompt_set.name, taken), prompt_set.prompts)
-        self.evals.save_prompt_set(user, copy)
+        try:
+            self.evals.save_prompt_set(user, copy)
+        except SetNameTaken as exc:  # another tab took the name a moment ago
+            return gr.update(), self._name_taken(exc)
         return (gr.update(choices=self.set_choices(user), value=MINE + copy.name),
                 self.texts("evaluate.sets.duplicated", name=copy.name))
 
@@ -150,16 +158,26 @@ class EvaluateHandlers:
             return gr.update(), ""
         path = Path(upload)
         try:
-            prompts = parse_file(path.name, path.read_bytes())
-            taken = [s.name for s in self.evals.prompt_sets(user)]
+            try:
+                prompts = parse_file(path.name, path.read_bytes())
+            finally:
+                discard_uploads([upload])
             stem = path.stem[:60] or self.texts("evaluate.sets.imported_name")
-            prompt_set = make_set(unique_name(stem, taken), prompts)
-        except (PromptSetError, OSError) as exc:
+            prompt_set = make_set(unique_name(stem, self._taken_names(user)), prompts)
+            self.evals.save_prompt_set(user, prompt_set)
+        except (PromptSetError, SetNameTaken, OSError) as exc:
             return gr.update(), self.texts("evaluate.sets.not_imported", detail=str(exc))
-        self.evals.save_prompt_set(user, prompt_set)
         return (gr.update(choices=self.set_choices(user), value=MINE + prompt_set.name),
                 self.texts("evaluate.sets.imported", n=len(prompt_set.prompts),
                            name=prompt_set.name))
+
+    def _taken_names(self, user: str) -> list[str]:
+        """Every name a new set of this user's cannot take: the built-in sets' and theirs."""
+        return [s.name for s in builtin_sets()] + [s.name for s in self.evals.prompt_sets(user)]
+
+    def _name_taken(self, exc: SetNameTaken) -> str:
+        key = "evaluate.sets.name_builtin" if exc.builtin else "evaluate.sets.name_taken"
+        return self.texts(key, name=exc.taken_by)
 
     def export_set(self, choice: str | None, kind: str, request: gr.Request) -> tuple:
         prompt_set = self.find_set(user_of(request), choice)
@@ -371,16 +389,13 @@ class EvaluateHandlers:
         results = self._results(user_of(request), run_id)
         if results is None:
             return gr.update(visible=False), self.texts("evaluate.ratings.pick_run_to_export")
-        stem = f"evaluation-{results.run.id}-{_slug(results.run.set_name)}-" \
-               f"{secrets.token_hex(4)}"
-        paths = export_run(results, self.export_dir, stem)
+        stem = f"evaluation-{results.run.id}-{_slug(results.run.set_name)}"
+        paths = export_run(results, self.exports.folder(), stem)
         return gr.update(value=[str(p) for p in paths], visible=True), \
             self.texts("evaluate.ratings.exported", names=", ".join(p.name for p in paths))
 
     def _export_path(self, stem: str, kind: str) -> Path:
-        self.export_dir.mkdir(parents=True, exist_ok=True)
-        return self.export_dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-" \
-                                 f"{secrets.token_hex(4)}.{kind}"
+        return self.exports.path(f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.{kind}")
 
 
 def _pair_header(item: ReviewItem, category: str, voted: int, ready: int, total: int,

@@ -13,7 +13,7 @@ from chatcore.download_queue import DownloadJob
 from chatcore.fit import Fit
 from chatcore.hub_errors import HubError
 from chatcore.i18n import Texts, english
-from chatcore.library import ModelLibrary
+from chatcore.library import FilesRefused, ModelLibrary
 from chatcore.library_errors import LibraryError
 from chatcore.manager import ModelUnavailable, UnknownModel
 from chatcore.memory import format_bytes
@@ -125,17 +125,30 @@ class LibraryHandlers:
             return ""
         return self.texts("library.read_only")
 
-    def scan(self, folder: str) -> tuple:
+    def folder_field(self, request: gr.Request | None = None) -> dict:
+        """The Scan's folder box takes typing only from those who may look at any folder;
+        the library refuses the others anyway, this spares them a refusal."""
+        return gr.update(interactive=self.library.may_look_at_files(user_of(request) or None))
+
+    def scan(self, folder: str, request: gr.Request | None = None) -> tuple:
+        """The configured model folders, and for admins the folder typed; anyone else who
+        types a folder gets one refusal, asked before the folder is looked at."""
         texts = self.texts
+        user = user_of(request) or None
         folder = (folder or "").strip()
         extra = []
         if folder:
+            if not self.library.may_look_at_files(user):
+                return gr.skip(), gr.skip(), texts("library.files_refused")
             path = Path(folder[:MAX_PATH]).expanduser()
             if not path.is_dir():
                 return gr.skip(), gr.skip(), texts("library.scan.not_a_folder",
                                                    folder=folder[:200])
             extra.append(path)
-        result = self.library.scan(extra)
+        try:
+            result = self.library.scan(extra, user=user)
+        except FilesRefused:
+            return gr.skip(), gr.skip(), texts("library.files_refused")
         rows = [scan_row(self.library, found, texts) for found in result.models]
         usable = [(f"{f.name} ({f.source})", f.scan_id) for f in result.models if not f.problem]
         unreadable = len(result.models) - len(usable)
@@ -144,17 +157,22 @@ class LibraryHandlers:
         note += texts("library.scan.skipped", n=len(result.skipped)) if result.skipped else "."
         return (rows, gr.update(choices=usable, value=usable[0][1] if usable else None), note)
 
-    def fit(self, text: str | None, context_length: float | None) -> str:
-        """The badge for the model about to be added, at the context chosen."""
+    def fit(self, text: str | None, context_length: float | None,
+            request: gr.Request | None = None) -> str:
+        """The badge for the model about to be added, at the context chosen: any model of
+        the person's own scan; a typed path only for admins."""
         texts = self.texts
         if not text:
             return ""
         try:
-            found = self.library.find(str(text)[:MAX_PATH])
+            found = self.library.find(str(text)[:MAX_PATH], user=user_of(request) or None)
+        except FilesRefused:
+            return texts("library.files_refused")
         except LibraryError as exc:
             return self._error(exc)
-        if found.problem:
-            return texts("library.fit.unreadable", problem=found.problem)
+        if found.problem:  # "unreadable: <path>: <why>" said once, in the page's words
+            return texts("library.fit.unreadable",
+                         problem=found.problem.removeprefix("unreadable: "))
         fit = self.library.fit_of_found(found, int(context_length) if context_length else None)
         if fit is None:
             return texts("library.fit.no_estimate")

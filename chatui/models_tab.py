@@ -207,6 +207,7 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
     removed = remove.click(handlers.remove, [choice], [outcome, choice], api_name="remove_model")
     reloaded = reload.click(handlers.reload, None, [outcome, choice], api_name="reload_registry")
     app.load(handlers.access_note, None, [access], api_name=False, queue=False)
+    app.load(handlers.folder_field, None, [folder], api_name=False, queue=False)
     return [added, saved, removed, reloaded]
 
 

@@ -136,6 +136,14 @@ class RunningApp:
         self.process = process
         self.output = output
 
+    def stop(self) -> None:
+        """SIGTERM (the app unloads and closes its store), SIGKILL if it hangs."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
 
 def start_app(extra_args: list[str], timeout: float = 90.0,
               env: dict[str, str] | None = None) -> RunningApp:
@@ -173,11 +181,7 @@ def running_app(tmp_path_factory) -> Iterator[RunningApp]:
     data_dir = tmp_path_factory.mktemp("app-data")
     app = start_app(["--models", str(SHIPPED_MODELS), "--data-dir", str(data_dir)])
     yield app
-    app.process.terminate()
-    try:
-        app.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        app.process.kill()
+    app.stop()
 
 
 @pytest.fixture(scope="session")

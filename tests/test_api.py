@@ -189,16 +189,16 @@ def served_in_process(data_dir: Path) -> Iterator[SimpleNamespace]:
     from chatcore.request_guard import Access
     from chatcore.store import Store
     from chatui.app import build_server
+    from chatui.exports import ExportFiles
 
     watch = CancelWatch()
     manager = ModelManager(load_registry(SHIPPED_MODELS),
                            lambda entry: watch.wrap(make_backend(entry)))
     store = Store(data_dir)
-    export_dir = data_dir / "exports"
-    export_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
-        build_server(manager, store, MODEL, export_dir, Access()), host="127.0.0.1",
+        build_server(manager, store, MODEL, ExportFiles(data_dir / "exports"), Access()),
+        host="127.0.0.1",
         port=port, log_level="warning", timeout_graceful_shutdown=2))
     runner = threading.Thread(target=server.run, name="test-http-server", daemon=True)
     runner.start()

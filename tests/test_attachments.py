@@ -16,6 +16,7 @@ from chatcore.i18n import load_texts
 from chatcore.manager import ModelManager
 from chatcore.passage_index import sources_note
 from chatcore.store import Store, StoredMessage
+from chatui.exports import ExportFiles
 from chatui.attachment_controls import AttachmentControls
 from chatui.chat_handlers import ChatHandlers
 from tests.conftest import SHIPPED_MODELS
@@ -124,7 +125,7 @@ def test_search_finds_a_word_deep_in_a_long_reply(chat):
 def test_one_attachment_goes_to_every_compare_pane(chat, tmp_path):
     from chatui.compare_handlers import CompareHandlers
 
-    compare = CompareHandlers(chat.manager, chat.store, tmp_path / "exports")
+    compare = CompareHandlers(chat.manager, chat.store, ExportFiles(tmp_path / "exports"))
     notes = tmp_path / "menu.txt"
     notes.write_text("Today's soup at the canteen is sinigang na hipon.", encoding="utf-8")
     pending, _ = AttachmentControls(compare.attachments).attach([str(notes)], [], DANA)

@@ -135,18 +135,23 @@ def test_random_bytes_named_gguf_are_refused_and_the_app_keeps_serving(tmp_path)
     assert status.state is ModelState.FAILED and "not a GGUF file" in status.reason
 
 
-def test_exports_stay_in_the_export_folder_whatever_the_title(tmp_path):
+def test_exports_stay_in_their_own_random_folder_whatever_the_title(tmp_path):
     from chatcore.store import Store
     from chatui.conversations import ConversationHandlers
+    from chatui.exports import ExportFiles
     from tests.test_chat_handlers import ALICE
 
     store = Store(tmp_path / "data")
     conversation = store.create_conversation("alice", "../../../../etc/passwd", "m")
-    handlers = ConversationHandlers(None, store, None, tmp_path / "data" / "exports")
+    handlers = ConversationHandlers(None, store, None, ExportFiles(tmp_path / "exports"))
+    folders = set()
     for kind in ("md", "json"):
         update, _ = handlers.export(conversation, kind, ALICE)
         written = Path(update["value"]).resolve()
-        assert written.parent == (tmp_path / "data" / "exports").resolve()
+        assert written.parent.parent == (tmp_path / "exports").resolve()
+        assert written.name == f"etc-passwd.{kind}"
+        folders.add(written.parent.name)
+    assert len(folders) == 2  # every export in a folder of its own
     store.close()
 
 

@@ -12,6 +12,7 @@ from chatcore.factory import make_backend
 from chatcore.manager import ModelManager
 from chatcore.replies import Waiting
 from chatcore.store import Store
+from chatui.exports import ExportFiles
 from chatui.compare_handlers import CompareHandlers
 from tests.conftest import CAPITAL_PROMPT, SAFETY_S, SHIPPED_MODELS
 from tests.test_compare import BOB, STORY_PROMPT, pane_texts
@@ -167,7 +168,7 @@ def test_seeded_sampling_in_a_batch_repeats(batching):
 
 def test_two_compare_panes_on_one_entry_stream_at_the_same_time(batching, tmp_path):
     store = Store(tmp_path)
-    compare = CompareHandlers(batching, store, tmp_path / "exports")
+    compare = CompareHandlers(batching, store, ExportFiles(tmp_path / "exports"))
     settings = ("smol", "smol", "smol", "smol", *[0.0] * 4, *[48] * 4)
     updates = list(compare.send(STORY_PROMPT, None, False, "2", "", *settings, request=BOB))
     final = pane_texts(updates[-1])[:2]

@@ -8,6 +8,7 @@ import pytest
 from chatcore.config import BrokenEntry, ModelEntry, ModelRegistry
 from chatcore.manager import ModelManager
 from chatcore.store import Store
+from chatui.exports import ExportFiles
 from chatui.chat_handlers import ChatHandlers, prompt_hidden
 from chatui.chat_tab import model_choices, model_info, select_model
 from chatui.conversations import ConversationHandlers
@@ -45,7 +46,8 @@ def page(tmp_path):
     store = Store(tmp_path)
     chat = ChatHandlers(manager, store)
     yield SimpleNamespace(backend=backend, manager=manager, store=store, chat=chat,
-                          convs=ConversationHandlers(manager, store, chat, tmp_path / "exports"))
+                          convs=ConversationHandlers(manager, store, chat,
+                                                     ExportFiles(tmp_path / "exports")))
     store.close()
 
 
@@ -188,7 +190,7 @@ def test_choosing_a_model_loads_its_defaults(page):
     assert values == [0.7, 0.9, 40, 512, 1.0, -1, "default", 0]
 
 
-def test_export_writes_inside_the_data_directory_and_import_makes_a_new_conversation(
+def test_export_writes_inside_the_export_folder_and_import_makes_a_new_conversation(
         page, tmp_path):
     conversation_id = send(page, "Name the capital of France.")[-1][2]
     page.store.rename("alice", conversation_id, "../../etc/passwd")

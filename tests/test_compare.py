@@ -23,6 +23,7 @@ from chatcore.manager import ModelManager
 from chatcore.ratings import leaderboard
 from chatcore.store import Store
 from chatcore.votes import all_battles, votes_to_csv, votes_to_json
+from chatui.exports import ExportFiles
 from chatui.compare_handlers import CompareHandlers
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, generation_threads
 from tests.fakes import ScriptedBackend, reply_chunks
@@ -42,7 +43,7 @@ def scripted_page(tmp_path, delay: float = 0.01, **backend_args):
     manager = ModelManager(registry, lambda entry: backends[entry.id])
     store = Store(tmp_path)
     return SimpleNamespace(manager=manager, store=store, backends=backends,
-                           compare=CompareHandlers(manager, store, tmp_path / "exports"))
+                           compare=CompareHandlers(manager, store, ExportFiles(tmp_path / "exports")))
 
 
 @pytest.fixture()
@@ -262,7 +263,7 @@ def test_real_smollm2_in_two_engines_streams_side_by_side(smollm2_path, dequanti
     registry = ModelRegistry(path=SHIPPED_MODELS, entries=entries, broken=())
     manager = ModelManager(registry, lambda e: make_backend(e, cache_dir=dequantized_cache))
     store = Store(tmp_path)
-    compare = CompareHandlers(manager, store, tmp_path / "exports")
+    compare = CompareHandlers(manager, store, ExportFiles(tmp_path / "exports"))
     settings = ("q4", "fp32", "q4", "q4", *[0.0] * 4, *[64] * 4)
     params = GenParams(temperature=0.0, max_new_tokens=64)
     prompt = [Message("user", STORY_PROMPT)]

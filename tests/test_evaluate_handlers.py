@@ -12,6 +12,7 @@ from chatcore.eval_runner import EvalRunner
 from chatcore.eval_store import EvalStore
 from chatcore.manager import ModelManager
 from chatcore.store import Store
+from chatui.exports import ExportFiles
 from chatui.evaluate_handlers import BUILTIN, MINE, EvaluateHandlers
 from tests.conftest import SAFETY_S, SHIPPED_MODELS
 from tests.fakes import ScriptedBackend
@@ -29,7 +30,8 @@ def page(tmp_path, **extra: ScriptedBackend) -> EvaluateHandlers:
     manager = ModelManager(ModelRegistry(path=SHIPPED_MODELS, entries=entries, broken=()),
                            lambda entry: backends[entry.id])
     evals = EvalStore(Store(tmp_path / "data"))
-    return EvaluateHandlers(manager, evals, EvalRunner(manager, evals), tmp_path / "exports")
+    return EvaluateHandlers(manager, evals, EvalRunner(manager, evals),
+                            ExportFiles(tmp_path / "exports"))
 
 
 def four_prompt_set(handlers: EvaluateHandlers) -> str:

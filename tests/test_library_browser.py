@@ -48,17 +48,17 @@ def test_scan_add_and_chat_with_a_found_model(library_app, chromium_path, artifa
         page.locator("#scan-folder textarea").fill(str(folder))
         page.locator("#scan").click()
         page.wait_for_function(
-            f"() => document.querySelector('#scan-table').innerText.includes({ADDED_NAME!r})",
+            f"() => document.querySelector('#scan-table')?.innerText.includes({ADDED_NAME!r})",
             timeout=60_000)
         page.wait_for_function(
-            "() => document.querySelector('#add-fit').innerText.includes('fits')",
+            "() => document.querySelector('#add-fit')?.innerText.includes('fits')",
             timeout=60_000)
         badge = page.locator("#add-fit").inner_text()
         assert "needs" in badge and "budget on cpu" in badge
         page.screenshot(path=str(artifacts / "model-library.png"), full_page=True)
         page.locator("#add").click()
         page.wait_for_function(
-            "() => document.querySelector('#models-outcome').innerText.includes('Added')",
+            "() => document.querySelector('#models-outcome')?.innerText.includes('Added')",
             timeout=30_000)
         page.get_by_role("tab", name="Chat").click()
         pick(page, "model", ADDED_NAME)

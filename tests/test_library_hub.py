@@ -201,11 +201,11 @@ def test_search_download_and_chat_in_the_browser(hub_app, server, chromium_path,
         page.locator("#hub-query textarea").fill("SmolLM2")
         page.locator("#hub-search").click()
         page.wait_for_function(
-            "() => document.querySelector('#hub-fit').innerText.includes('fits')",
+            "() => document.querySelector('#hub-fit')?.innerText.includes('fits')",
             timeout=60_000)
         page.locator("#hub-download").click()
         page.wait_for_function(
-            "() => document.querySelector('#models-outcome').innerText.includes('Downloading')",
+            "() => document.querySelector('#models-outcome')?.innerText.includes('Downloading')",
             timeout=60_000)
         seen = set()
         for _ in range(SAFETY_S * 10):

@@ -21,6 +21,7 @@ from chatcore.i18n import english
 from chatcore.manager import ModelManager
 from chatcore.sampling import SamplingSettings, bounds, gen_params, merge
 from chatcore.store import Store
+from chatui.exports import ExportFiles
 from chatui.chat_tab import build_chat_tab
 from chatui.compare_tab import build_compare_tab
 from chatui.sampling_controls import pane_params, params_from_controls
@@ -63,13 +64,12 @@ def page_config(manager, tmp_path) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # Gradio on lambdas taking a request
+            exports = ExportFiles(tmp_path / "exports")
             with gr.Blocks() as app:
                 with gr.Tab("Chat"):
-                    build_chat_tab(app, manager, store, "fake", tmp_path / "exports",
-                                   texts=english())
+                    build_chat_tab(app, manager, store, "fake", exports, texts=english())
                 with gr.Tab("Compare"):
-                    build_compare_tab(app, manager, store, "fake", tmp_path / "exports",
-                                      texts=english())
+                    build_compare_tab(app, manager, store, "fake", exports, texts=english())
         yield app.get_config_file()
     finally:
         store.close()
