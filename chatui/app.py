@@ -29,7 +29,7 @@ from chatui.chat_tab import build_chat_tab, model_choices
 from chatui.compare_tab import build_compare_tab
 from chatui.evaluate_handlers import EvaluateHandlers
 from chatui.evaluate_tab import REVIEW_KEYS_JS, build_evaluate_tab
-from chatui.exports import ExportFiles
+from chatui.exports import EXPORT_TTL_S, ExportFiles
 from chatui.models_tab import build_models_tab
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,10 @@ def build_app(manager: ModelManager, store: Store, initial_model: str, exports: 
     pages = PagePaths(root)
     page = PageBuilder(manager, store, initial_model, exports, library, evaluations, pages,
                        language)
-    with gr.Blocks(title=load_texts(root)("app.title"), analytics_enabled=False) as app:
+    # Gradio deletes what it keeps for this app (an upload no handler read, say) an hour
+    # after, as downloads expire, and all of it when the server stops.
+    with gr.Blocks(title=load_texts(root)("app.title"), analytics_enabled=False,
+                   delete_cache=(EXPORT_TTL_S, EXPORT_TTL_S)) as app:
         page.build(app, load_texts(root))
     for code, (_, name) in LANGUAGES.items():
         if code != root:

@@ -19,6 +19,11 @@ from chatcore.i18n import Texts, english
 from chatui.chat_handlers import user_of
 from chatui.uploads import discard_uploads
 
+# Uploads read at once in the whole server (Chat and Compare, every page): a PDF is read in
+# a child process of up to 1 GiB and 20 s of CPU, so a burst of crafted files must queue
+# rather than all run together. Gradio's queue holds the rest, each told its place.
+READING = {"concurrency_limit": 2, "concurrency_id": "read-uploads"}
+
 
 class AttachmentControls:
     def __init__(self, attachments: AttachmentStore, texts: Texts | None = None) -> None:

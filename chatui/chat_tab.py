@@ -10,7 +10,7 @@ from chatcore.library_errors import LibraryError
 from chatcore.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
 from chatcore.presets import builtin_presets
 from chatcore.store import Store
-from chatui.attachment_controls import AttachmentControls
+from chatui.attachment_controls import READING, AttachmentControls
 from chatui.chat_handlers import ChatHandlers
 from chatui.conversations import ConversationHandlers
 from chatui.exports import ExportFiles
@@ -222,7 +222,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     meter_inputs = [message, conversation_id, model, system, max_new_tokens, pending]
     for sent in replies[:2]:  # the attachments went with the message
         sent.then(lambda: ([], ""), None, [pending, chips], api_name=False, queue=False)
-    attach.upload(files.attach, [attach, pending], [pending, chips], api_name=False) \
+    attach.upload(files.attach, [attach, pending], [pending, chips], api_name=False,
+                  **READING) \
         .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
               show_progress="hidden")
     message.input(files.paste, [message, pending], [message, pending, chips], api_name=False,

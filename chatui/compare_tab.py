@@ -8,7 +8,7 @@ from chatcore.comparison import LABELS, MAX_PANES, MIN_PANES, Comparison
 from chatcore.i18n import Texts
 from chatcore.manager import ModelManager
 from chatcore.store import Store
-from chatui.attachment_controls import AttachmentControls
+from chatui.attachment_controls import READING, AttachmentControls
 from chatui.chat_tab import model_choices
 from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
 from chatui.exports import ExportFiles
@@ -118,7 +118,7 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
     for sent in rounds:  # the attachments went with the prompt, to every pane
         sent.then(lambda: ([], ""), None, [pending, chips], api_name=False, queue=False)
     attach.upload(AttachmentControls(compare.attachments, texts=texts).attach, [attach, pending],
-                  [pending, chips], api_name=False)
+                  [pending, chips], api_name=False, **READING)
     stop.click(compare.stop, None, None, api_name="compare_stop", queue=False)
     new_round.click(compare.new_round, None, [*round_outputs, status],
                     api_name="compare_new", queue=False, cancels=rounds)

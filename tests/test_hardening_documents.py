@@ -196,3 +196,28 @@ def test_the_server_refuses_the_bomb_and_answers_others_meanwhile(app):
     done = attach_as_the_page_does(PageSession(running.url), "fact.pdf", one_page_pdf(FACT))
     assert done["success"] and "fact.pdf · 1 page" in done["output"]["data"][1], done
     assert stored_attachments(data_dir) == 1
+
+
+def test_uploads_are_read_two_at_a_time_across_chat_and_compare(tmp_path):
+    """A burst of crafted files queues: every Attach (Chat and Compare, on every page) shares
+    one limit of two reads at once, so at most two PDF readers run, not one per request."""
+    from chatcore.config import load_registry
+    from chatcore.factory import make_backend
+    from chatcore.manager import ModelManager
+    from chatcore.store import Store
+    from chatui.app import build_app
+    from chatui.exports import ExportFiles
+
+    store = Store(tmp_path)
+    try:
+        manager = ModelManager(load_registry(SHIPPED_MODELS), make_backend)
+        blocks = build_app(manager, store, "smollm2-135m", ExportFiles(tmp_path / "exports"))
+        attach_ids = {block._id for block in blocks.blocks.values()
+                      if getattr(block, "elem_id", None) in ("attach", "compare-attach")}
+        reads = [fn for fn in blocks.fns.values()
+                 if any(target[0] in attach_ids and target[1] == "upload"
+                        for target in fn.targets)]
+    finally:
+        store.close()
+    assert len(reads) == 4  # Chat and Compare, on the English and the Filipino page
+    assert {(fn.concurrency_limit, fn.concurrency_id) for fn in reads} == {(2, "read-uploads")}
