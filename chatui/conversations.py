@@ -20,8 +20,8 @@ from chatcore.transfer import (
 )
 from chatui.chat_handlers import ChatHandlers, session_key, user_of
 from chatui.exports import ExportFiles, conversation_key
-from chatui.uploads import discard_uploads
 from chatui.transcript import chatbot_messages
+from chatui.uploads import discard_uploads
 
 # What an export's file name leaves out of the title: anything but ASCII letters and digits.
 NOT_IN_SLUG = re.compile(r"[\W_]+", re.ASCII)

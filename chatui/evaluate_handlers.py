@@ -33,8 +33,8 @@ from chatcore.prompt_sets import (
 from chatcore.review_queue import ReviewItem, outcome_for
 from chatui.chat_handlers import user_of
 from chatui.exports import ExportFiles
-from chatui.uploads import discard_uploads
 from chatui.sampling_controls import pane_params
+from chatui.uploads import discard_uploads
 
 log = logging.getLogger(__name__)
 
