@@ -125,9 +125,8 @@ def body_too_large(limit: int = MAX_BODY_BYTES) -> ApiError:
 
 
 def parse_request(raw: bytes) -> ChatRequest:
-    """The body as a ChatRequest, or an ApiError(400) naming the first bad field."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise body_too_large()
+    """The body (already held to MAX_BODY_BYTES by chatcore.api.read_body) as a
+    ChatRequest, or an ApiError(400) naming the first bad field."""
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -282,13 +282,14 @@ def _cross_site_refusal(scope: Scope, headers: dict[str, str]) -> str | None:
 
 def _hardened(send: Send) -> Send:
     """`send` with the no-framing headers added to the response, and Gradio's sign-in
-    cookies (`SameSite=None`) made `SameSite=Lax`."""
+    cookies (`SameSite=None`) made `SameSite=Lax`. A route's own Content-Security-Policy
+    stays: a browser enforces every policy it is sent, so ours only adds to it."""
 
     async def hardened(message) -> None:
         if message["type"] == "http.response.start":
             headers = [(name, _lax(value) if name.lower() == b"set-cookie" else value)
                        for name, value in message.get("headers", [])
-                       if name.lower() not in (b"x-frame-options", b"content-security-policy")]
+                       if name.lower() != b"x-frame-options"]
             message = {**message, "headers": headers + NO_FRAMING}
         await send(message)
 

@@ -141,7 +141,7 @@ def test_a_conversation_survives_a_restart_and_can_be_renamed_searched_and_delet
             page.locator("#conversations label", has_text="Name the capital").wait_for()
             browser.close()
     finally:
-        stop(app)
+        app.stop()
 
     app = start_app(["--data-dir", str(data)])  # the restart
     try:
@@ -184,7 +184,7 @@ def test_a_conversation_survives_a_restart_and_can_be_renamed_searched_and_delet
             assert "Geography" not in page.locator("#conversations").inner_text()
             browser.close()
     finally:
-        stop(app)
+        app.stop()
     store = Store(data)
     assert store.list_conversations("") == []
     store.close()
@@ -195,11 +195,6 @@ def open_page(playwright, chromium_path: str, url: str):
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.goto(url)
     return browser, page
-
-
-def stop(app) -> None:
-    app.process.terminate()
-    app.process.wait(timeout=20)
 
 
 def set_number(page, elem_id: str, value: str) -> None:
@@ -485,7 +480,7 @@ def test_a_thought_streams_into_a_folded_block_with_its_duration(
             page.screenshot(path=str(artifacts / "thinking-open.png"), full_page=True)
             browser.close()
     finally:
-        stop(app)
+        app.stop()
 
 
 def test_attach_a_file_send_and_see_its_chip_and_the_reply(page, tmp_path, artifacts):

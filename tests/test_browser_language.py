@@ -4,7 +4,6 @@ Playwright, with the browser's locale set as a person's would be."""
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -16,14 +15,6 @@ from tests.test_browser import CHROMIUM_ARGS, last_reply
 pytestmark = pytest.mark.slow  # drives the app in chromium
 
 FIL, EN = load_texts("fil"), load_texts("en")
-
-
-def stop(app) -> None:
-    app.process.terminate()
-    try:
-        app.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        app.process.kill()
 
 
 def open_page(playwright, chromium_path: str, url: str, locale: str):
@@ -98,7 +89,7 @@ def test_a_filipino_browser_gets_filipino_and_the_switch_holds(chromium_path, tm
             shows(page, EN)
             browser.close()
     finally:
-        stop(app)
+        app.stop()
 
     restarted = start_app(args)  # the choice is the store's, not the process's
     try:
@@ -109,7 +100,7 @@ def test_a_filipino_browser_gets_filipino_and_the_switch_holds(chromium_path, tm
             shows(page, EN)
             browser.close()
     finally:
-        stop(restarted)
+        restarted.stop()
 
 
 def test_an_english_browser_gets_english(chromium_path, running_app, artifacts):

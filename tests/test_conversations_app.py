@@ -16,11 +16,6 @@ from tests.test_app_client import STORY_PROMPT, reply_text, send_args
 pytestmark = pytest.mark.slow  # starts and kills the app
 
 
-def stop_app(app) -> None:
-    app.process.terminate()
-    app.process.wait(timeout=20)
-
-
 def test_sigkill_mid_reply_keeps_every_completed_message(tmp_path):
     data = tmp_path / "data"
     app = start_app(["--data-dir", str(data)])
@@ -50,7 +45,7 @@ def test_sigkill_mid_reply_keeps_every_completed_message(tmp_path):
         assert messages[2] == ("user", STORY_PROMPT)  # saved when sent
         assert len(messages) == 3  # only the reply being generated was lost
     finally:
-        stop_app(restarted)
+        restarted.stop()
     store = Store(data)
     assert store.integrity_check() == "ok"
     store.close()
@@ -82,4 +77,4 @@ def test_with_auth_each_user_sees_only_their_own_conversations(tmp_path):
         assert httpx.get(f"{app.url}v1/models", timeout=30).status_code == 401
         assert httpx.post(url, json=body, auth=("bob", "builder"), timeout=60).status_code == 200
     finally:
-        stop_app(app)
+        app.stop()

@@ -16,15 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client
-from playwright.sync_api import sync_playwright
 
 from chatcore.credentials import AUTH_ENV, CredentialsError, read_auth_file, resolve
 from chatui.exports import ExportFiles, conversation_key
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS, SAFETY_S, RunningApp, start_app
 from tests.page_session import PageSession, file_data
 from tests.test_app_client import send_args
-from tests.test_browser import CHROMIUM_ARGS
-from tests.test_request_guard import serve_page
+from tests.test_request_guard import another_site
 
 MODEL = "smollm2-135m"
 ALICE, BOB = ("alice", "wonder:land,1"), ("bob", "b0b-the-builder")
@@ -174,23 +172,16 @@ def test_in_chromium_another_page_can_neither_frame_the_app_nor_sign_its_user_ou
         two_users, chromium_path):
     html = (f'<iframe id="app" src="{two_users.url}" width="800" height="600"></iframe>'
             f'<img src="{two_users.url}logout">')
-    server, page_url = serve_page(html)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium_path,
-                                                 args=CHROMIUM_ARGS)
-            context = browser.new_context()
-            signed = context.request.post(f"{two_users.url}login", form={
-                "username": ALICE[0], "password": ALICE[1]})
-            assert signed.ok
-            page = context.new_page()
-            page.goto(page_url, wait_until="load")
-            framed = [f for f in page.frames if f != page.main_frame]
-            shown = [f.evaluate("document.title") for f in framed if f.url.startswith("http")]
-            still_signed_in = context.request.get(f"{two_users.url}config").status
-            browser.close()
-    finally:
-        server.shutdown()
+    with another_site(html, chromium_path) as (browser, page_url):
+        context = browser.new_context()
+        signed = context.request.post(f"{two_users.url}login", form={
+            "username": ALICE[0], "password": ALICE[1]})
+        assert signed.ok
+        page = context.new_page()
+        page.goto(page_url, wait_until="load")
+        framed = [f for f in page.frames if f != page.main_frame]
+        shown = [f.evaluate("document.title") for f in framed if f.url.startswith("http")]
+        still_signed_in = context.request.get(f"{two_users.url}config").status
     assert framed, "the attack page has its frame"
     assert not any(shown), f"the app showed in another site's frame: {shown}"
     assert still_signed_in == 200

@@ -16,7 +16,6 @@ from playwright.sync_api import sync_playwright
 
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS, RunningApp, start_app
 from tests.test_browser import CHROMIUM_ARGS, pick, use_greedy_decoding, wait_for_finished_reply
-from tests.test_request_guard import stop
 
 pytestmark = pytest.mark.slow  # starts the app and drives it in chromium
 
@@ -30,7 +29,7 @@ def library_app(tmp_path_factory, smollm2_path) -> Iterator[tuple[RunningApp, Pa
     data = tmp_path_factory.mktemp("library-data")
     app = start_app(["--models", str(SHIPPED_MODELS), "--data-dir", str(data)])
     yield app, folder, data
-    stop(app)
+    app.stop()
 
 
 def api_ids(app: RunningApp) -> list[str]:

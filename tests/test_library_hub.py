@@ -34,7 +34,6 @@ from tests.conftest import CAPITAL_PROMPT, ROOT, SHIPPED_MODELS, SMOLLM2_FILE, s
 from tests.hub_server import HubServer
 from tests.test_browser import CHROMIUM_ARGS, pick, use_greedy_decoding, wait_for_finished_reply
 from tests.test_hub import SMOL, hub_root, server  # noqa: F401 - the served repos, the server
-from tests.test_request_guard import stop
 from tests.fakes import reply_chunks
 
 SAFETY_S = 120  # a hang guard, not a timing
@@ -184,7 +183,7 @@ def hub_app(tmp_path, server, this_cache) -> Iterator:  # noqa: F811
     app = start_app(["--models", str(SHIPPED_MODELS), "--data-dir", str(tmp_path / "data"),
                      "--allow-download"], env=env)
     yield app
-    stop(app)
+    app.stop()
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ import httpx
 import psutil
 import pytest
 from gradio_client import Client
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser, sync_playwright
 
 from chatcore.request_guard import (AllowedHosts, GuardSettingError, Origin, parse_allowed_hosts,
                                     parse_cors_origins, parse_origin, split_host)
@@ -33,21 +34,13 @@ FRONT_END = "http://localhost:5173"
 EVIL = "http://evil.example"
 
 
-def stop(app: RunningApp) -> None:
-    app.process.terminate()
-    try:
-        app.process.wait(timeout=15)
-    except Exception:  # noqa: BLE001 - a stuck app is killed
-        app.process.kill()
-
-
 @pytest.fixture(scope="module")
 def guarded_app(tmp_path_factory) -> Iterator[RunningApp]:
     data_dir = tmp_path_factory.mktemp("guarded-data")
     app = start_app(["--models", str(SHIPPED_MODELS), "--data-dir", str(data_dir),
                      "--allowed-hosts", PROXY_NAME, "--cors-origin", FRONT_END])
     yield app
-    stop(app)
+    app.stop()
 
 
 def port_of(app: RunningApp) -> int:
@@ -194,7 +187,7 @@ def fresh_app(tmp_path_factory) -> Iterator[RunningApp]:
     data_dir = tmp_path_factory.mktemp("fresh-data")
     app = start_app(["--models", str(SHIPPED_MODELS), "--data-dir", str(data_dir)])
     yield app
-    stop(app)
+    app.stop()
 
 
 @pytest.mark.slow
@@ -276,7 +269,7 @@ def test_beyond_loopback_the_machine_addresses_answer_and_others_do_not(tmp_path
         warning = "".join(app.output)
         assert "without --auth, the page and its stored conversations are open" in warning
     finally:
-        stop(app)
+        app.stop()
 
 
 # -- a real browser on another origin -------------------------------------------------
@@ -317,21 +310,31 @@ def serve_page(html: str) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-@pytest.mark.slow
-def test_a_page_from_another_origin_reads_nothing_and_runs_nothing(fresh_app, chromium_path,
-                                                                   artifacts: Path):
-    html = ATTACK_PAGE.replace("APP/", fresh_app.url).replace("BODY", json.dumps(chat_body()))
+@contextmanager
+def another_site(html: str, chromium_path: str) -> Iterator[tuple[Browser, str]]:
+    """Chromium, and the address of `html` served by another site (another port of this
+    machine): the attacker's page, for a test to visit."""
     server, page_url = serve_page(html)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path,
                                                  args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.goto(page_url)
-            results = page.evaluate("window.results")
-            browser.close()
+            try:
+                yield browser, page_url
+            finally:
+                browser.close()
     finally:
         server.shutdown()
+
+
+@pytest.mark.slow
+def test_a_page_from_another_origin_reads_nothing_and_runs_nothing(fresh_app, chromium_path,
+                                                                   artifacts: Path):
+    html = ATTACK_PAGE.replace("APP/", fresh_app.url).replace("BODY", json.dumps(chat_body()))
+    with another_site(html, chromium_path) as (browser, page_url):
+        page = browser.new_page()
+        page.goto(page_url)
+        results = page.evaluate("window.results")
     assert sorted(results) == ["config: blocked", "conversations: blocked", "models: blocked",
                                "v1: blocked"], results
     (artifacts / "cross-origin-attempts.json").write_text(json.dumps(results, indent=1))
