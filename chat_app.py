@@ -18,22 +18,22 @@ from pathlib import Path
 import platformdirs
 from pydantic import ValidationError
 
-from chatcore.config import ConfigError, load_layered_registry
-from chatcore.credentials import AUTH_ENV, CredentialsError, resolve
-from chatcore.factory import APP_NAME, default_cache_dir, make_backend
-from chatcore.fit import WeightsCheck
-from chatcore.hub import Hub
-from chatcore.hub_errors import HubError
+from chatcore.generation.registry import ConfigError, load_layered_registry
+from chatcore.api.credentials import AUTH_ENV, CredentialsError, resolve
+from chatcore.generation.factory import APP_NAME, default_cache_dir, make_backend
+from chatcore.library.fit import WeightsCheck
+from chatcore.library.hub import Hub
+from chatcore.library.hub_errors import HubError
 from chatcore.i18n import DEFAULT_LANGUAGE, LANGUAGES, load_texts
-from chatcore.library import ModelLibrary, personal_registry
-from chatcore.library_errors import LibraryError
-from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
-from chatcore.memory import MemoryBudget, format_bytes
-from chatcore.oneshot import run_prompt
-from chatcore.request_guard import (Access, is_loopback, parse_allowed_hosts,
+from chatcore.library.model_library import ModelLibrary, personal_registry
+from chatcore.library.errors import LibraryError
+from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
+from chatcore.generation.memory import MemoryBudget, format_bytes
+from chatcore.generation.oneshot import run_prompt
+from chatcore.api.request_guard import (Access, is_loopback, parse_allowed_hosts,
                                     parse_cors_origins)
-from chatcore.sampling import gen_params, merge
-from chatcore.store import Store
+from backends.sampling import gen_params, merge
+from chatcore.conversations.store import Store
 
 DEFAULT_MODELS = Path(__file__).resolve().parent / "models.yaml"
 EXIT_FAILED, EXIT_USAGE = 1, 2

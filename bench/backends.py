@@ -15,7 +15,7 @@ from backends.base import GenParams, Message
 from backends.hf import HFSettings, TransformersBackend
 from backends.llamacpp import LlamaCppBackend
 from bench.common import PROMPTS, rss_mb, smollm2_gguf
-from chatcore.meter import ReplyMeter
+from chatcore.generation.reply_timing import ReplyMeter
 
 
 def measure(label: str, backend, max_tokens: int) -> dict:

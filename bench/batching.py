@@ -17,9 +17,9 @@ from pathlib import Path
 
 from backends.base import GenParams, Message
 from bench.common import MODEL, PROMPTS, models_yaml
-from chatcore.config import load_registry
-from chatcore.factory import make_backend
-from chatcore.manager import ModelManager
+from chatcore.generation.registry import load_registry
+from chatcore.generation.factory import make_backend
+from chatcore.generation.manager import ModelManager
 
 log = logging.getLogger(__name__)
 

@@ -101,7 +101,7 @@ def summarize(timings: list[Timing]) -> dict:
 def metered_reply(backend, prompt: str, max_tokens: int):
     """One greedy reply straight from a loaded backend, as its ReplyMeter saw it."""
     from backends.base import GenParams, Message
-    from chatcore.meter import ReplyMeter
+    from chatcore.generation.reply_timing import ReplyMeter
 
     meter = ReplyMeter()
     for chunk in backend.stream_chat([Message("user", prompt)],

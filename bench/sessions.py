@@ -9,9 +9,9 @@ from pathlib import Path
 
 from backends.base import GenParams, Message
 from bench.common import PROMPTS, ROOT
-from chatcore.config import load_registry
-from chatcore.factory import make_backend
-from chatcore.manager import ModelManager
+from chatcore.generation.registry import load_registry
+from chatcore.generation.factory import make_backend
+from chatcore.generation.manager import ModelManager
 
 SECOND_MODEL = "smollm2-135m-4bit"  # the same weights through transformers, 4-bit
 TOPICS = ("dragons", "the sea", "mountains", "robots", "gardens", "music", "trains", "winter",

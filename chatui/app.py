@@ -14,16 +14,16 @@ import uvicorn
 from fastapi import FastAPI
 from gradio.utils import get_upload_folder as gradio_cache_folder
 
-from chatcore.api import build_api
-from chatcore.eval_runner import EvalRunner
-from chatcore.config import ConfigError
-from chatcore.eval_store import EvalStore
+from chatcore.api.v1 import build_api
+from chatcore.evaluate.runner import EvalRunner
+from chatcore.generation.registry import ConfigError
+from chatcore.evaluate.store import EvalStore
 from chatcore.i18n import DEFAULT_LANGUAGE, LANGUAGES, Texts, choose_language, load_texts
-from chatcore.library import ModelLibrary
-from chatcore.manager import ModelManager
-from chatcore.request_guard import Access, guard
-from chatcore.store import Store
-from chatcore.documents import MAX_FILE_BYTES
+from chatcore.library.model_library import ModelLibrary
+from chatcore.generation.manager import ModelManager
+from chatcore.api.request_guard import Access, guard
+from chatcore.conversations.store import Store
+from chatcore.documents.reader import MAX_FILE_BYTES
 from chatui.chat_handlers import user_of
 from chatui.chat_tab import build_chat_tab, model_choices
 from chatui.compare_tab import build_compare_tab

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from chatcore.attachments import AttachmentStore
-from chatcore.documents import (
-    PASTE_CHIP_CHARS,
-    DocumentError,
-    check_message,
-    extract,
-    from_paste,
-)
+from chatcore.conversations.attachments import AttachmentStore
+from chatcore.documents.document import DocumentError
+from chatcore.documents.reader import PASTE_CHIP_CHARS, check_message, extract, from_paste
 from chatcore.i18n import Texts, english
 from chatui.chat_handlers import user_of
 from chatui.uploads import discard_uploads

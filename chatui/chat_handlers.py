@@ -10,12 +10,13 @@ from dataclasses import replace
 import gradio as gr
 
 from backends.base import BackendError, Chunk, GenParams, Message, PromptReport
-from chatcore.attachments import AttachmentStore
-from chatcore.context import title_from, with_system
+from chatcore.conversations.attachments import AttachmentStore
+from chatcore.generation.context import title_from, with_system
 from chatcore.i18n import Texts, english
-from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
-from chatcore.replies import LiveReply, ReplyRequest, progress_bar, thought_title
-from chatcore.store import NotFound, Store, StoredMessage
+from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
+from chatcore.generation.replies import LiveReply, ReplyRequest, progress_bar, thought_title
+from chatcore.conversations.store import NotFound, Store, StoredMessage
+from chatcore.conversations.service import stored_reply
 from chatui.sampling_controls import params_from_controls
 from chatui.stop_registry import StopRegistry
 from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
@@ -288,7 +289,7 @@ class ChatHandlers:
             return
         if not live.text and live.stopped:
             return  # stopped before the first word: nothing to keep
-        self.store.add_message(user, conversation_id, live.message())
+        self.store.add_message(user, conversation_id, stored_reply(live))
 
     def _grounding(self, user: str, conversation_id: int | None,
                    messages: Sequence[StoredMessage]):

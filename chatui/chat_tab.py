@@ -5,11 +5,11 @@ from __future__ import annotations
 import gradio as gr
 
 from chatcore.i18n import Texts, english, state_key
-from chatcore.library import ModelLibrary
-from chatcore.library_errors import LibraryError
-from chatcore.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
-from chatcore.presets import builtin_presets
-from chatcore.store import Store
+from chatcore.library.model_library import ModelLibrary
+from chatcore.library.errors import LibraryError
+from chatcore.generation.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
+from chatcore.conversations.presets import builtin_presets
+from chatcore.conversations.store import Store
 from chatui.attachment_controls import READING, AttachmentControls
 from chatui.chat_handlers import ChatHandlers
 from chatui.conversations import ConversationHandlers

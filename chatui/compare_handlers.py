@@ -9,16 +9,17 @@ from pathlib import Path
 import gradio as gr
 
 from backends.base import BackendError, Chunk, GenParams
-from chatcore.attachments import AttachmentStore
-from chatcore.comparison import MAX_PANES, MIN_PANES, Comparison, Round
-from chatcore.context import title_from
+from chatcore.conversations.attachments import AttachmentStore
+from chatcore.compare.comparison import MAX_PANES, MIN_PANES, Comparison, Round
+from chatcore.generation.context import title_from
 from chatcore.i18n import Texts, english
-from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
-from chatcore.ratings import Standing, leaderboard
-from chatcore.replies import ReplyRequest
-from chatcore.sampling import SamplingSettings
-from chatcore.store import Store
-from chatcore.votes import all_battles, votes_to_csv, votes_to_json
+from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
+from chatcore.compare.ratings import Standing, leaderboard
+from chatcore.generation.replies import ReplyRequest
+from backends.sampling import SamplingSettings
+from chatcore.conversations.store import Store
+from chatcore.compare.votes import VoteStore, all_battles, votes_to_csv, votes_to_json
+from chatcore.conversations.service import stored_reply
 from chatui.chat_handlers import (
     UPDATE_INTERVAL_S,
     inspector_details,
@@ -60,6 +61,7 @@ class CompareHandlers:
         self.manager = manager
         self.store = store
         self.attachments = AttachmentStore(store)
+        self.votes = VoteStore(store)
         self.exports = exports
         self.stops = stops or StopRegistry()
 
@@ -136,7 +138,7 @@ class CompareHandlers:
                 if live.error:
                     round_.errors[index] = live.error
                 else:
-                    round_.replies[index] = live.message()
+                    round_.replies[index] = stored_reply(live)
         except (UnknownModel, ModelUnavailable) as exc:
             for index, turn in enumerate(turns):
                 turn.error = round_.errors[index] = str(exc)
@@ -238,7 +240,7 @@ class CompareHandlers:
             return (*self._outputs(comparison, None, gr.update(), streaming=False),
                     self.texts("compare.vote_needs_round"), gr.update())
         vote = comparison.vote(outcome)
-        self.store.add_vote(user_of(request), vote)
+        self.votes.add(user_of(request), vote)
         texts = self.texts
         if vote.winner is None:
             said = texts("compare.said_tie" if outcome == "tie" else "compare.said_bad")
@@ -256,7 +258,7 @@ class CompareHandlers:
 
     # -- leaderboard and files -----------------------------------------------------------
     def standings(self, user: str) -> list[Standing]:
-        return leaderboard(all_battles(self.store.votes(user)))
+        return leaderboard(all_battles(self.votes.of(user)))
 
     def leaderboard_rows(self, request: gr.Request) -> list[list]:
         texts = self.texts
@@ -274,7 +276,7 @@ class CompareHandlers:
                 for s in self.standings(user_of(request))]
 
     def export_votes(self, kind: str, request: gr.Request):
-        votes = self.store.votes(user_of(request))
+        votes = self.votes.of(user_of(request))
         if not votes:
             return gr.update(visible=False), self.texts("compare.no_votes")
         path = self._export_path(f"votes-{time.strftime('%Y%m%d-%H%M%S')}", kind)

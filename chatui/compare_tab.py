@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from chatcore.comparison import LABELS, MAX_PANES, MIN_PANES, Comparison
+from chatcore.compare.comparison import LABELS, MAX_PANES, MIN_PANES, Comparison
 from chatcore.i18n import Texts
-from chatcore.manager import ModelManager
-from chatcore.store import Store
+from chatcore.generation.manager import ModelManager
+from chatcore.conversations.store import Store
 from chatui.attachment_controls import READING, AttachmentControls
 from chatui.chat_tab import model_choices
 from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers

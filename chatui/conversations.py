@@ -8,10 +8,10 @@ from pathlib import Path
 import gradio as gr
 
 from chatcore.i18n import Texts, english
-from chatcore.manager import ModelManager
-from chatcore.presets import builtin_names, builtin_presets
-from chatcore.store import NotFound, Store
-from chatcore.transfer import (
+from chatcore.generation.manager import ModelManager
+from chatcore.conversations.presets import builtin_names, builtin_presets
+from chatcore.conversations.store import NotFound, Store
+from chatcore.conversations.export import (
     ImportRejected,
     imported_messages,
     parse_import,

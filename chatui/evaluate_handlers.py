@@ -11,15 +11,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from chatcore.eval_ratings import RatingTable
-from chatcore.eval_report import export_run
-from chatcore.eval_results import RunResults, interval_text
-from chatcore.eval_runner import EvalRunner, RunRefused
-from chatcore.eval_store import EvalNotFound, EvalRun, EvalStore, EvalVote, SetNameTaken
+from chatcore.evaluate.ratings import RatingTable
+from chatcore.evaluate.report import export_run
+from chatcore.evaluate.results import RunResults, interval_text
+from chatcore.evaluate.runner import EvalRunner, RunRefused
+from chatcore.evaluate.store import EvalNotFound, EvalRun, EvalStore, EvalVote, SetNameTaken
 from chatcore.i18n import Texts, english
-from chatcore.manager import ModelManager, ModelUnavailable, UnknownModel
-from chatcore.memory import format_bytes
-from chatcore.prompt_sets import (
+from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
+from chatcore.generation.memory import format_bytes
+from chatcore.evaluate.prompt_sets import (
     EvalPrompt,
     PromptSet,
     PromptSetError,
@@ -30,7 +30,7 @@ from chatcore.prompt_sets import (
     to_jsonl,
     unique_name,
 )
-from chatcore.review_queue import ReviewItem, outcome_for
+from chatcore.evaluate.review_queue import ReviewItem, outcome_for
 from chatui.chat_handlers import user_of
 from chatui.exports import ExportFiles
 from chatui.sampling_controls import pane_params
@@ -349,7 +349,7 @@ class EvaluateHandlers:
         results = self._results(user_of(request), run_id)
         if results is None or not results.votes:
             return None
-        from chatcore.eval_ratings import quality_speed_plot
+        from chatcore.evaluate.ratings import quality_speed_plot
 
         tables = results.tables()
         path = self._export_path(f"run-{results.run.id}-plot", "png")

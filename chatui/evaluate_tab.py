@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from chatcore.eval_runner import MAX_CANDIDATES, MIN_CANDIDATES
+from chatcore.evaluate.runner import MAX_CANDIDATES, MIN_CANDIDATES
 from chatcore.i18n import Texts
-from chatcore.judge import RUBRIC
-from chatcore.manager import ModelManager
-from chatcore.prompt_sets import MAX_IMPORT_BYTES
+from chatcore.evaluate.rubric import RUBRIC
+from chatcore.generation.manager import ModelManager
+from chatcore.evaluate.prompt_sets import MAX_IMPORT_BYTES
 from chatui.chat_handlers import user_of
 from chatui.chat_tab import model_choices
 from chatui.evaluate_handlers import (

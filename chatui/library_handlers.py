@@ -8,16 +8,16 @@ from pathlib import Path
 
 import gradio as gr
 
-from chatcore.config import MAX_DESCRIPTION, MAX_ID, MAX_NAME, ConfigError
-from chatcore.download_queue import DownloadJob
-from chatcore.fit import Fit
-from chatcore.hub_errors import HubError
+from chatcore.generation.registry import MAX_DESCRIPTION, MAX_ID, MAX_NAME, ConfigError
+from chatcore.library.download_queue import DownloadJob
+from chatcore.library.fit import Fit
+from chatcore.library.hub_errors import HubError
 from chatcore.i18n import Texts, english
-from chatcore.library import FilesRefused, ModelLibrary
-from chatcore.library_errors import LibraryError
-from chatcore.manager import ModelUnavailable, UnknownModel
-from chatcore.memory import format_bytes
-from chatcore.model_files import FoundModel
+from chatcore.library.model_library import FilesRefused, ModelLibrary
+from chatcore.library.errors import LibraryError
+from chatcore.generation.manager import ModelUnavailable, UnknownModel
+from chatcore.generation.memory import format_bytes
+from chatcore.library.model_files import FoundModel
 from chatui.chat_handlers import user_of
 
 # The scan table's columns, by id; their headers come from the catalog (library.column.<id>).

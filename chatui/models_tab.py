@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from chatcore.manager import (
+from chatcore.generation.manager import (
     MemoryReport,
     ModelBusy,
     ModelManager,
@@ -16,10 +16,10 @@ from chatcore.manager import (
     ModelUnavailable,
     UnknownModel,
 )
-from chatcore.config import MAX_DESCRIPTION, MAX_ID, MAX_NAME
+from chatcore.generation.registry import MAX_DESCRIPTION, MAX_ID, MAX_NAME
 from chatcore.i18n import Texts, english, state_key
-from chatcore.library import ModelLibrary
-from chatcore.memory import format_bytes, process_rss_bytes
+from chatcore.library.model_library import ModelLibrary
+from chatcore.generation.memory import format_bytes, process_rss_bytes
 from chatui.library_handlers import (
     KINDS,
     MAX_PATH,

@@ -1,4 +1,4 @@
-"""The page's sampling controls, built from `chatcore.sampling`, and their values read back.
+"""The page's sampling controls, built from `backends.sampling`, and their values read back.
 
 Every slider takes its range, step, label and help text from `SamplingSettings`, so the
 page offers exactly what models.yaml and the API accept. Values coming back are validated
@@ -14,9 +14,9 @@ import gradio as gr
 from pydantic import ValidationError
 
 from backends.base import GenParams
-from chatcore import sampling
+from backends import sampling
 from chatcore.i18n import Texts, english
-from chatcore.sampling import SamplingSettings
+from backends.sampling import SamplingSettings
 
 
 def slider(name: str, value: float, *, texts: Texts, **kwargs: Any) -> gr.Slider:

@@ -9,12 +9,12 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatcore.config import ModelRegistry
+from chatcore.generation.registry import ModelRegistry
 from chatcore.i18n import Texts
-from chatcore.meter import reply_summary
-from chatcore.passage_index import sources_note
-from chatcore.replies import LiveReply, thought_title
-from chatcore.store import StoredMessage
+from chatcore.generation.reply_timing import reply_summary
+from chatcore.documents.passages import sources_note
+from chatcore.generation.replies import LiveReply, thought_title
+from chatcore.conversations.store import StoredMessage
 
 
 @dataclass

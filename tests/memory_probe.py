@@ -22,10 +22,10 @@ import torch  # noqa: E402,F401
 import transformers  # noqa: E402,F401
 
 from backends.base import GenParams, Message  # noqa: E402
-from chatcore.config import ModelEntry, load_registry  # noqa: E402
-from chatcore.factory import make_backend  # noqa: E402
-from chatcore.manager import ModelManager  # noqa: E402
-from chatcore.memory import process_rss_bytes, release_freed_memory  # noqa: E402
+from chatcore.generation.registry import ModelEntry, load_registry  # noqa: E402
+from chatcore.generation.factory import make_backend  # noqa: E402
+from chatcore.generation.manager import ModelManager  # noqa: E402
+from chatcore.generation.memory import process_rss_bytes, release_freed_memory  # noqa: E402
 from tests.fakes import reply_chunks  # noqa: E402
 
 FILLER = "The cat sat on the mat and looked at the garden. "

@@ -183,11 +183,11 @@ def served_in_process(data_dir: Path) -> Iterator[SimpleNamespace]:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import uvicorn
 
-    from chatcore.config import load_registry
-    from chatcore.factory import make_backend
-    from chatcore.manager import ModelManager
-    from chatcore.request_guard import Access
-    from chatcore.store import Store
+    from chatcore.generation.registry import load_registry
+    from chatcore.generation.factory import make_backend
+    from chatcore.generation.manager import ModelManager
+    from chatcore.api.request_guard import Access
+    from chatcore.conversations.store import Store
     from chatui.app import build_server
     from chatui.exports import ExportFiles
 

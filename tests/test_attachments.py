@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.documents import MAX_FILE_BYTES
-from chatcore.factory import make_backend
+from chatcore.generation.registry import ModelEntry, ModelRegistry
+from chatcore.documents.reader import MAX_FILE_BYTES
+from chatcore.generation.factory import make_backend
 from chatcore.i18n import load_texts
-from chatcore.manager import ModelManager
-from chatcore.passage_index import sources_note
-from chatcore.store import Store, StoredMessage
+from chatcore.generation.manager import ModelManager
+from chatcore.documents.passages import sources_note
+from chatcore.conversations.store import Store, StoredMessage
 from chatui.exports import ExportFiles
 from chatui.attachment_controls import AttachmentControls
 from chatui.chat_handlers import ChatHandlers

@@ -116,9 +116,9 @@ def test_a_checkpoint_directory_without_weights_says_so(tmp_path):
 
 
 def test_random_bytes_named_gguf_are_refused_and_the_app_keeps_serving(tmp_path):
-    from chatcore.config import load_registry
-    from chatcore.factory import make_backend
-    from chatcore.manager import ModelManager, ModelState, ModelUnavailable
+    from chatcore.generation.registry import load_registry
+    from chatcore.generation.factory import make_backend
+    from chatcore.generation.manager import ModelManager, ModelState, ModelUnavailable
 
     noise = tmp_path / "noise.gguf"
     noise.write_bytes(random.Random(7).randbytes(4096))
@@ -136,7 +136,7 @@ def test_random_bytes_named_gguf_are_refused_and_the_app_keeps_serving(tmp_path)
 
 
 def test_exports_stay_in_their_own_random_folder_whatever_the_title(tmp_path):
-    from chatcore.store import Store
+    from chatcore.conversations.store import Store
     from chatui.conversations import ConversationHandlers
     from chatui.exports import ExportFiles
     from tests.test_chat_handlers import ALICE
@@ -156,7 +156,7 @@ def test_exports_stay_in_their_own_random_folder_whatever_the_title(tmp_path):
 
 
 def test_trust_remote_code_is_off_unless_an_entry_asks(tmp_path):
-    from chatcore.config import load_registry
+    from chatcore.generation.registry import load_registry
     from tests.conftest import SHIPPED_MODELS
 
     assert not any(e.trust_remote_code for e in load_registry(SHIPPED_MODELS).entries)

@@ -7,11 +7,11 @@ import threading
 import pytest
 
 from backends.base import Chunk, GenParams, Message
-from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.factory import make_backend
-from chatcore.manager import ModelManager
-from chatcore.replies import Waiting
-from chatcore.store import Store
+from chatcore.generation.registry import ModelEntry, ModelRegistry
+from chatcore.generation.factory import make_backend
+from chatcore.generation.manager import ModelManager
+from chatcore.generation.replies import Waiting
+from chatcore.conversations.store import Store
 from chatui.exports import ExportFiles
 from chatui.compare_handlers import CompareHandlers
 from tests.conftest import CAPITAL_PROMPT, SAFETY_S, SHIPPED_MODELS

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
-from chatcore.store import Store
+from chatcore.conversations.store import Store
 from tests.conftest import start_app
 
 pytestmark = pytest.mark.slow  # drives the app in chromium

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from chatcore.config import BrokenEntry, ModelEntry, ModelRegistry
-from chatcore.manager import ModelManager
-from chatcore.store import Store
+from chatcore.generation.registry import BrokenEntry, ModelEntry, ModelRegistry
+from chatcore.generation.manager import ModelManager
+from chatcore.conversations.store import Store
 from chatui.exports import ExportFiles
 from chatui.chat_handlers import ChatHandlers, prompt_hidden
 from chatui.chat_tab import model_choices, model_info, select_model

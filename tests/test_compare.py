@@ -15,14 +15,14 @@ from types import SimpleNamespace
 import pytest
 
 from backends.base import Chunk, GenParams, Message
-from chatcore.comparison import Comparison
-from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.cpu_share import CpuShare
-from chatcore.factory import make_backend
-from chatcore.manager import ModelManager
-from chatcore.ratings import leaderboard
-from chatcore.store import Store
-from chatcore.votes import all_battles, votes_to_csv, votes_to_json
+from chatcore.compare.comparison import Comparison
+from chatcore.generation.registry import ModelEntry, ModelRegistry
+from chatcore.generation.cpu_share import CpuShare
+from chatcore.generation.factory import make_backend
+from chatcore.generation.manager import ModelManager
+from chatcore.compare.ratings import leaderboard
+from chatcore.conversations.store import Store
+from chatcore.compare.votes import VoteStore, all_battles, votes_to_csv, votes_to_json
 from chatui.exports import ExportFiles
 from chatui.compare_handlers import CompareHandlers
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, generation_threads
@@ -162,7 +162,7 @@ def test_blind_labels_stay_hidden_until_the_vote_and_are_shuffled_across_rounds(
     assert f"Model A ({winner}) better" in status
     assert after[6]["visible"] is False and after[7]["visible"] is True
     assert board[0][1] == winner
-    stored = page.store.votes("bob")
+    stored = page.compare.votes.of("bob")
     assert stored[0].blind and stored[0].outcome == "A" and stored[0].prompt == "hello"
     assert {p.model for p in stored[0].panes} == {"alpha", "beta"}
     assert all(p.reply.endswith(WORDS) for p in stored[0].panes)
@@ -180,9 +180,9 @@ def test_a_vote_needs_a_new_round_and_is_kept_with_everything(page):
     assert page.compare.vote("tie", comparison, BOB)[-2].startswith("Vote saved: a tie")
     again = page.compare.vote("A", comparison, BOB)
     assert again[-2] == "Send a prompt first, then vote on the replies."
-    assert len(page.store.votes("bob")) == 1
-    assert page.store.votes("someone else") == []
-    vote = page.store.votes("bob")[0]
+    assert len(page.compare.votes.of("bob")) == 1
+    assert page.compare.votes.of("someone else") == []
+    vote = page.compare.votes.of("bob")[0]
     assert vote.panes[0].params["temperature"] == 0.0
     assert vote.panes[0].completion_tokens == 32 and vote.panes[0].time_to_first_token > 0
 
@@ -195,7 +195,7 @@ def test_votes_export_to_csv_and_json(page):
     assert status.startswith("Exported 1 vote")
     assert [(r["model"], r["result"]) for r in rows] == [("alpha", "loss"), ("beta", "win")]
     assert rows[0]["prompt"] == "hello, \"quoted\"\nand a new line"
-    document = json.loads(votes_to_json(page.store.votes("bob")))
+    document = json.loads(votes_to_json(page.compare.votes.of("bob")))
     assert document["votes"][0]["panes"][1]["reply"] == f"beta says {WORDS}"
     assert votes_to_csv([]).strip() == ",".join(csv.reader(io.StringIO(
         votes_to_csv([]))).__next__())
@@ -206,7 +206,7 @@ def test_the_leaderboard_follows_the_votes(page):
     for winner in ("A", "A", "B", "A"):
         comparison = send(page, "hello")[-1][4]
         page.compare.vote(winner, comparison, BOB)
-    standings = leaderboard(all_battles(page.store.votes("bob")))
+    standings = leaderboard(all_battles(page.compare.votes.of("bob")))
     assert [(s.model, s.wins, s.losses) for s in standings] == [("alpha", 3, 1),
                                                                 ("beta", 1, 3)]
     rows = page.compare.leaderboard_rows(BOB)
@@ -311,7 +311,7 @@ def test_real_smollm2_in_two_engines_streams_side_by_side(smollm2_path, dequanti
     assert replies[1][:40] == in_turn["fp32"][:40]
     assert [r.completion_tokens for r in comparison.rounds[0].replies] == [64, 64]
     compare.vote("tie", comparison, BOB)
-    stored = store.votes("bob")[0]
+    stored = VoteStore(store).of("bob")[0]
     assert [p.reply for p in stored.panes] == replies
     assert compare.save_conversations(comparison, BOB).startswith("Saved 2")
     manager.unload_all()

@@ -12,7 +12,7 @@ from backends.base import BackendError, GenParams, Message
 from backends.chat_template import guess_fallback
 from backends.hf import HFSettings, TransformersBackend
 from backends.llamacpp import LlamaCppBackend
-from chatcore.context import fit_context
+from chatcore.generation.context import fit_context
 from tests.conftest import CAPITAL_PROMPT
 
 GREEDY = GenParams(temperature=0.0, max_new_tokens=24)

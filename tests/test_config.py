@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.config import ConfigError, load_registry
+from chatcore.generation.registry import ConfigError, load_registry
 from tests.conftest import ROOT, SHIPPED_MODELS
 
 GOOD = """

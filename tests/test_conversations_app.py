@@ -9,7 +9,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from chatcore.store import Store
+from chatcore.conversations.store import Store
 from tests.conftest import CAPITAL_PROMPT, start_app
 from tests.test_app_client import STORY_PROMPT, reply_text, send_args
 

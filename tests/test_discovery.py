@@ -16,8 +16,8 @@ import gguf
 import numpy as np
 import pytest
 
-from chatcore.discovery import ScanResult, ScanRoot, default_roots, inspect_path, scan
-from chatcore.model_files import FoundModel
+from chatcore.library.discovery import ScanResult, ScanRoot, default_roots, inspect_path, scan
+from chatcore.library.model_files import FoundModel
 
 SMOL_PARAMS = 134_515_008  # the tensor elements SmolLM2-135M's header lists
 SMOL_CONTEXT = 8192  # llama.context_length in its header
@@ -494,7 +494,7 @@ def test_scan_of_a_few_hundred_files(tmp_path, caplog):
     for i in range(300):
         place(template, folder / f"group-{i % 30:02d}" / f"model-{i:03d}.Q4_1.gguf")
     start = time.perf_counter()
-    with caplog.at_level(logging.DEBUG, logger="chatcore.discovery"):
+    with caplog.at_level(logging.DEBUG, logger="chatcore.library.discovery"):
         result = scan(roots=[], extra_dirs=[folder])
     elapsed = time.perf_counter() - start
     print(f"\nscan of 300 small GGUF files in 30 folders: {elapsed * 1000:.0f} ms")

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from chatcore.documents import (
-    MAX_FILE_BYTES, MAX_FILES, MAX_MESSAGE_BYTES, MAX_TEXT_CHARS, Document, DocumentError, Page,
-    check_message, extract, from_paste, passages)
+from chatcore.documents.document import MAX_TEXT_CHARS, Document, DocumentError, Page
+from chatcore.documents.reader import (
+    MAX_FILE_BYTES, MAX_FILES, MAX_MESSAGE_BYTES, check_message, extract, from_paste, passages)
 
 FACT = "The lighthouse keeper's cat is named Bartholomew Quince."
 FACT_PAGE = 13

@@ -13,14 +13,14 @@ import time
 import pytest
 
 from backends.base import Chunk, GenParams, Message
-from chatcore.config import ModelEntry, ModelRegistry, load_registry
-from chatcore.eval_runner import EvalRunner
-from chatcore.eval_store import EvalStore
-from chatcore.factory import make_backend
-from chatcore.manager import ModelManager
-from chatcore.memory import MemoryBudget
-from chatcore.prompt_sets import EvalPrompt, make_set
-from chatcore.store import DB_NAME, Store
+from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
+from chatcore.evaluate.runner import EvalRunner
+from chatcore.evaluate.store import EvalStore
+from chatcore.generation.factory import make_backend
+from chatcore.generation.manager import ModelManager
+from chatcore.generation.memory import MemoryBudget
+from chatcore.evaluate.prompt_sets import EvalPrompt, make_set
+from chatcore.conversations.store import DB_NAME, Store
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, start_app, until
 from tests.test_compare import STORY_PROMPT
 

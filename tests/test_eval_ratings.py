@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from chatcore.eval_ratings import (
+from chatcore.evaluate.ratings import (
     STYLE_FIELDS, MissingStyleError, PairVote, RatingTable, Style, VoteError, choices,
     plain_fit, quality_speed_plot, rating_table, rating_tables, style_fit, style_of)
-from chatcore.ratings import Battle, bradley_terry
+from chatcore.compare.ratings import Battle, bradley_terry
 
 SAME = Style(100, 0, 0, 0)  # equal styles: style control has nothing to adjust
 

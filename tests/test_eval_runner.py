@@ -9,13 +9,13 @@ import time
 import pytest
 
 from backends.base import GenParams, Message
-from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.eval_runner import EvalRunner, RunRefused, plan_waves
-from chatcore.eval_store import Candidate, EvalStore
-from chatcore.manager import ModelManager
-from chatcore.memory import MemoryBudget
-from chatcore.prompt_sets import EvalPrompt, make_set
-from chatcore.store import Store
+from chatcore.generation.registry import ModelEntry, ModelRegistry
+from chatcore.evaluate.runner import EvalRunner, RunRefused, plan_waves
+from chatcore.evaluate.store import Candidate, EvalStore
+from chatcore.generation.manager import ModelManager
+from chatcore.generation.memory import MemoryBudget
+from chatcore.evaluate.prompt_sets import EvalPrompt, make_set
+from chatcore.conversations.store import Store
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, until
 from tests.fakes import ScriptedBackend, reply_chunks
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.eval_runner import EvalRunner
-from chatcore.eval_store import EvalStore
-from chatcore.manager import ModelManager
-from chatcore.store import Store
+from chatcore.generation.registry import ModelEntry, ModelRegistry
+from chatcore.evaluate.runner import EvalRunner
+from chatcore.evaluate.store import EvalStore
+from chatcore.generation.manager import ModelManager
+from chatcore.conversations.store import Store
 from chatui.exports import ExportFiles
 from chatui.evaluate_handlers import BUILTIN, MINE, EvaluateHandlers
 from tests.conftest import SAFETY_S, SHIPPED_MODELS

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from chatcore.credentials import AUTH_ENV, CredentialsError, read_auth_file, resolve
+from chatcore.api.credentials import AUTH_ENV, CredentialsError, read_auth_file, resolve
 from chatui.exports import ExportFiles, conversation_key
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS, SAFETY_S, RunningApp, start_app
 from tests.page_session import PageSession, file_data

@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatcore.documents import (
-    MAX_TEXT_CHARS, PDF_LIMITS, DocumentError, PdfLimits, extract)
-from chatcore.store import DB_NAME
+from chatcore.documents.document import MAX_TEXT_CHARS, DocumentError
+from chatcore.documents.pdf import PDF_LIMITS, PdfLimits
+from chatcore.documents.reader import extract
+from chatcore.conversations.store import DB_NAME
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, RunningApp, start_app
 from tests.page_session import PageSession, file_data
 from tests.test_documents import FACT, one_page_pdf, squash
@@ -201,10 +202,10 @@ def test_the_server_refuses_the_bomb_and_answers_others_meanwhile(app):
 def test_uploads_are_read_two_at_a_time_across_chat_and_compare(tmp_path):
     """A burst of crafted files queues: every Attach (Chat and Compare, on every page) shares
     one limit of two reads at once, so at most two PDF readers run, not one per request."""
-    from chatcore.config import load_registry
-    from chatcore.factory import make_backend
-    from chatcore.manager import ModelManager
-    from chatcore.store import Store
+    from chatcore.generation.registry import load_registry
+    from chatcore.generation.factory import make_backend
+    from chatcore.generation.manager import ModelManager
+    from chatcore.conversations.store import Store
     from chatui.app import build_app
     from chatui.exports import ExportFiles
 

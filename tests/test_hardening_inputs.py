@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from chatcore.store import Store
+from chatcore.conversations.store import Store
 from chatui.conversations import ConversationHandlers
 from chatui.evaluate_handlers import BUILTIN, MINE
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, RunningApp, start_app

@@ -30,17 +30,17 @@ from backends.gguf import (
     GGUFHeaderError,
     read_gguf_layout,
 )
-from chatcore.config import load_layered_registry
-from chatcore.credentials import AUTH_ENV
-from chatcore.discovery import inspect_path
-from chatcore.factory import make_backend
-from chatcore.fit import WeightsCheck
-from chatcore.hub import Hub
-from chatcore.hub_errors import HubError
+from chatcore.generation.registry import load_layered_registry
+from chatcore.api.credentials import AUTH_ENV
+from chatcore.library.discovery import inspect_path
+from chatcore.generation.factory import make_backend
+from chatcore.library.fit import WeightsCheck
+from chatcore.library.hub import Hub
+from chatcore.library.hub_errors import HubError
 from chatcore.i18n import english
-from chatcore.library import FilesRefused, ModelLibrary
-from chatcore.manager import ModelManager
-from chatcore.memory import MemoryBudget
+from chatcore.library.model_library import FilesRefused, ModelLibrary
+from chatcore.generation.manager import ModelManager
+from chatcore.generation.memory import MemoryBudget
 from chatui.library_handlers import LibraryHandlers
 from tests.conftest import SHIPPED_MODELS, SMOLLM2_FILE, RunningApp, start_app
 from tests.hub_server import HubServer

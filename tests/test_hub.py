@@ -1,4 +1,4 @@
-"""chatcore.hub against a Hub on 127.0.0.1.
+"""chatcore.library.hub against a Hub on 127.0.0.1.
 
 The real `huggingface_hub` library (2.4.0) talks HTTP to tests/hub_server.py, a local server
 that answers the Hub's routes from a temporary folder, because the real Hub is out of reach
@@ -28,9 +28,9 @@ import pytest
 
 from backends.gguf import read_gguf_header
 from backends.hf_memory import checkpoint_shape
-from chatcore.download_queue import DownloadJob, DownloadQueue, format_progress
-from chatcore.hub import Hub, quantization_of
-from chatcore.hub_errors import DownloadCancelled, HubError
+from chatcore.library.download_queue import DownloadJob, DownloadQueue, format_progress
+from chatcore.library.hub import Hub, quantization_of
+from chatcore.library.hub_errors import DownloadCancelled, HubError
 from tests.conftest import ROOT, SMOLLM2_FILE
 from tests.hub_server import HubServer
 

@@ -1,5 +1,5 @@
 """The catalogs agree with each other and with the code, and the page's code shows no words
-of its own: every string a person reads comes from chatcore/locales/<language>.toml."""
+of its own: every string a person reads comes from chatcore/i18n/locales/<language>.toml."""
 from __future__ import annotations
 
 import ast
@@ -23,8 +23,9 @@ from chatcore.i18n import (
 ROOT = Path(__file__).resolve().parent.parent
 UI_FILES = sorted((ROOT / "chatui").glob("*.py"))
 # chatcore modules whose words reach the page (footers, chips, verdicts, presets).
-CORE_FILES_WITH_UI_TEXT = ["replies.py", "meter.py", "attachments.py", "presets.py",
-                           "comparison.py", "eval_results.py"]
+CORE_FILES_WITH_UI_TEXT = ["generation/replies.py", "generation/reply_timing.py",
+                           "conversations/attachments.py", "conversations/presets.py",
+                           "compare/comparison.py", "evaluate/results.py"]
 # Keyword arguments whose values are identifiers or code, never words for a person.
 NON_TEXT_KEYWORDS = {"elem_id", "elem_classes", "variant", "size", "type", "api_name",
                      "file_types", "js", "css", "head", "key", "language", "format",
@@ -167,7 +168,7 @@ def words_in(path: Path) -> list[str]:
 def test_the_page_code_shows_no_words_of_its_own(path):
     found = words_in(path)
     assert not found, "words shown to a person must come from the catalog " \
-        "(chatcore/locales/*.toml, through texts(key)):\n" + "\n".join(found)
+        "(chatcore/i18n/locales/*.toml, through texts(key)):\n" + "\n".join(found)
 
 
 def test_the_scan_catches_a_label(tmp_path):
@@ -185,7 +186,7 @@ def test_the_scan_catches_a_label(tmp_path):
 def test_the_switch_is_kept_per_user_across_restarts(tmp_path):
     from types import SimpleNamespace
 
-    from chatcore.store import Store
+    from chatcore.conversations.store import Store
     from chatui.app import PagePaths, PageBuilder
 
     def request(user: str, accept: str) -> SimpleNamespace:

@@ -8,9 +8,9 @@ import pytest
 
 from backends.base import GenParams, Message
 from backends.chat_template import NAMED_TEMPLATES, ChatTemplate
-from chatcore.config import ModelEntry, ModelRegistry, load_registry
-from chatcore.factory import make_backend
-from chatcore.manager import ModelManager
+from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
+from chatcore.generation.factory import make_backend
+from chatcore.generation.manager import ModelManager
 from chatui.models_tab import status_rows
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
 from tests.fakes import reply_chunks
@@ -114,7 +114,7 @@ def test_unloading_the_smollm2_fp32_gives_memory_back_or_says_so(smollm2_path):
 def test_the_inspector_on_the_page_handlers(smollm2_path, tmp_path):
     from types import SimpleNamespace
 
-    from chatcore.store import Store
+    from chatcore.conversations.store import Store
     from chatui.chat_handlers import ChatHandlers
 
     manager = ModelManager(load_registry(SHIPPED_MODELS), make_backend)

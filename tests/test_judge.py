@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backends.base import Message
-from chatcore.judge import RUBRIC, Agreement, agreement, combine, judge_messages, parse_verdict
+from chatcore.evaluate.rubric import RUBRIC, Agreement, agreement, combine, judge_messages, parse_verdict
 
 
 def test_rubric_names_the_criteria_and_the_verdict_lines():

@@ -14,13 +14,13 @@ import yaml
 
 from backends.base import GenParams, Message
 from backends.footprint import MemoryEstimate
-from chatcore.config import ConfigError, ModelEntry, load_layered_registry
-from chatcore.factory import make_backend
-from chatcore.fit import WeightsCheck, judge_fit
-from chatcore.library import ModelLibrary
-from chatcore.library_errors import LibraryError, NotAllowed
-from chatcore.manager import ModelManager, ModelState, Room
-from chatcore.memory import MemoryBudget
+from chatcore.generation.registry import ConfigError, ModelEntry, load_layered_registry
+from chatcore.generation.factory import make_backend
+from chatcore.library.fit import WeightsCheck, judge_fit
+from chatcore.library.model_library import ModelLibrary
+from chatcore.library.errors import LibraryError, NotAllowed
+from chatcore.generation.manager import ModelManager, ModelState, Room
+from chatcore.generation.memory import MemoryBudget
 from chatui.library_handlers import LibraryHandlers
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
 from tests.fakes import ScriptedBackend, reply_chunks
@@ -321,7 +321,7 @@ def test_the_edit_form_changes_engine_quantization_and_sampling_defaults(tmp_pat
 
 
 def test_layers_on_the_gpu_after_its_kv_cache_and_working_memory():
-    from chatcore.fit import layers_on_gpu
+    from chatcore.library.fit import layers_on_gpu
 
     estimate = MemoryEstimate(weights=3000, kv_cache=500, working=500)  # 30 layers of 100
     assert layers_on_gpu(estimate, 30, Room("cuda:0", 10_000, 10_000, ())) == 30

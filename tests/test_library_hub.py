@@ -20,15 +20,15 @@ from playwright.sync_api import sync_playwright
 
 from backends.base import GenParams, Message
 from backends.llamacpp_memory import llamacpp_estimate
-from chatcore.config import CPU_PARALLEL
-from chatcore.config import load_layered_registry
-from chatcore.factory import make_backend
-from chatcore.fit import WeightsCheck
-from chatcore.hub import Hub
-from chatcore.library import ModelLibrary
-from chatcore.library_errors import NotAllowed
-from chatcore.manager import ModelManager, ModelState
-from chatcore.memory import MemoryBudget
+from chatcore.generation.registry import CPU_PARALLEL
+from chatcore.generation.registry import load_layered_registry
+from chatcore.generation.factory import make_backend
+from chatcore.library.fit import WeightsCheck
+from chatcore.library.hub import Hub
+from chatcore.library.model_library import ModelLibrary
+from chatcore.library.errors import NotAllowed
+from chatcore.generation.manager import ModelManager, ModelState
+from chatcore.generation.memory import MemoryBudget
 from chatui.library_handlers import LibraryHandlers
 from tests.conftest import CAPITAL_PROMPT, ROOT, SHIPPED_MODELS, SMOLLM2_FILE, start_app
 from tests.hub_server import HubServer

@@ -9,11 +9,11 @@ import threading
 import pytest
 
 from backends.base import Chunk, GenParams, Message
-from chatcore.config import ModelEntry, ModelRegistry, load_registry
-from chatcore.factory import make_backend
-from chatcore.manager import ModelBusy, ModelManager, ModelState, ModelUnavailable
-from chatcore.replies import Loading, Waiting
-from chatcore.memory import MemoryBudget, parse_size
+from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
+from chatcore.generation.factory import make_backend
+from chatcore.generation.manager import ModelBusy, ModelManager, ModelState, ModelUnavailable
+from chatcore.generation.replies import Loading, Waiting
+from chatcore.generation.memory import MemoryBudget, parse_size
 from tests.conftest import (
     CAPITAL_PROMPT,
     ROOT,

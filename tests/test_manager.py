@@ -6,10 +6,10 @@ import threading
 import pytest
 
 from backends.base import BackendError, Chunk, GenParams, Message
-from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.factory import make_backend
-from chatcore.manager import ModelManager, ModelState, ModelUnavailable, UnknownModel
-from chatcore.replies import Waiting
+from chatcore.generation.registry import ModelEntry, ModelRegistry
+from chatcore.generation.factory import make_backend
+from chatcore.generation.manager import ModelManager, ModelState, ModelUnavailable, UnknownModel
+from chatcore.generation.replies import Waiting
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, generation_threads
 from chatui.stop_registry import StopRegistry
 from tests.fakes import ScriptedBackend, reply_chunks, reply_events
@@ -141,7 +141,7 @@ def test_unknown_model_lists_the_known_ids():
 @pytest.mark.slow
 def test_real_model_stops_through_the_manager(smollm2_path):
     """Stop on the real engine: the reply ends within a few tokens and no worker is left."""
-    from chatcore.config import load_registry
+    from chatcore.generation.registry import load_registry
 
     registry = load_registry(SHIPPED_MODELS)
     manager = ModelManager(registry, make_backend)
@@ -161,7 +161,7 @@ def test_real_model_stops_through_the_manager(smollm2_path):
 
 
 def test_shipped_registry_statuses(smollm2_path):
-    from chatcore.config import load_registry
+    from chatcore.generation.registry import load_registry
 
     manager = ModelManager(load_registry(SHIPPED_MODELS), make_backend)
     states = {s.id: s for s in manager.statuses()}

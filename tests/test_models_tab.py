@@ -7,9 +7,9 @@ import pytest
 from gradio_client import Client
 
 from backends.base import GenParams, Message
-from chatcore.config import BrokenEntry, ModelEntry, ModelRegistry
-from chatcore.manager import ModelManager
-from chatcore.memory import MemoryBudget
+from chatcore.generation.registry import BrokenEntry, ModelEntry, ModelRegistry
+from chatcore.generation.manager import ModelManager
+from chatcore.generation.memory import MemoryBudget
 from chatui.models_tab import COLUMNS, ModelsHandlers, status_rows
 from tests.conftest import SHIPPED_MODELS
 from tests.fakes import ScriptedBackend, reply_chunks

@@ -11,11 +11,11 @@ from fastapi import FastAPI
 
 import chat_app
 from backends.llamacpp import LlamaCppBackend
-from chatcore.api import build_api
-from chatcore.config import load_registry
-from chatcore.factory import make_backend
-from chatcore.manager import ModelManager
-from chatcore.store import Store
+from chatcore.api.v1 import build_api
+from chatcore.generation.registry import load_registry
+from chatcore.generation.factory import make_backend
+from chatcore.generation.manager import ModelManager
+from chatcore.conversations.store import Store
 from chatui.chat_handlers import ChatHandlers
 from chatui.compare_handlers import CompareHandlers
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS

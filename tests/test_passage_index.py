@@ -6,8 +6,9 @@ import sqlite3
 
 import pytest
 
-from chatcore.documents import Document, Page, Passage, extract, from_paste, passages
-from chatcore.passage_index import (
+from chatcore.documents.document import Document, Page, Passage
+from chatcore.documents.reader import extract, from_paste, passages
+from chatcore.documents.passages import (
     SCHEMA, PassageIndex, Selection, match_query, phrase_query, render, schema, select)
 from tests.test_documents import FACT_PAGE, twenty_page_pdf
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from chatcore.prompt_sets import (
+from chatcore.evaluate.prompt_sets import (
     MAX_CATEGORY_CHARS,
     MAX_IMPORT_BYTES,
     MAX_NAME_CHARS,

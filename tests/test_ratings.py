@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from chatcore.ratings import Battle, Standing, battles_from_vote, bradley_terry, leaderboard
+from chatcore.compare.ratings import Battle, Standing, battles_from_vote, bradley_terry, leaderboard
 
 
 def games(a: str, b: str, a_wins: int, b_wins: int, ties: int = 0) -> list[Battle]:

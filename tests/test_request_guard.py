@@ -23,7 +23,7 @@ import pytest
 from gradio_client import Client
 from playwright.sync_api import Browser, sync_playwright
 
-from chatcore.request_guard import (AllowedHosts, GuardSettingError, Origin, parse_allowed_hosts,
+from chatcore.api.request_guard import (AllowedHosts, GuardSettingError, Origin, parse_allowed_hosts,
                                     parse_cors_origins, parse_origin, split_host)
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS, RunningApp, start_app
 from tests.test_browser import CHROMIUM_ARGS

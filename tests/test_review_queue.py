@@ -6,7 +6,7 @@ from itertools import combinations
 
 import pytest
 
-from chatcore.review_queue import (ReviewItem, next_open, outcome_for, progress, review_queue,
+from chatcore.evaluate.review_queue import (ReviewItem, next_open, outcome_for, progress, review_queue,
                                    reviewable)
 
 SIZES = [(4, 3), (1, 2), (3, 4), (5, 2)]

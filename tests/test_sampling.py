@@ -1,4 +1,4 @@
-"""Sampling settings are declared once (chatcore/sampling.py): the page's sliders, the API
+"""Sampling settings are declared once (backends/sampling.py): the page's sliders, the API
 request and models.yaml all take the same bounds, and refuse the same values."""
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from backends.base import GenParams
-from chatcore import sampling
-from chatcore.api import build_api
-from chatcore.api_schema import ApiError, ChatRequest, parse_request
-from chatcore.config import ModelEntry, ModelRegistry, load_registry
+from backends import sampling
+from chatcore.api.v1 import build_api
+from chatcore.api.schema import ApiError, ChatRequest, parse_request
+from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
 from chatcore.i18n import english
-from chatcore.manager import ModelManager
-from chatcore.sampling import SamplingSettings, bounds, gen_params, merge
-from chatcore.store import Store
+from chatcore.generation.manager import ModelManager
+from backends.sampling import SamplingSettings, bounds, gen_params, merge
+from chatcore.conversations.store import Store
 from chatui.exports import ExportFiles
 from chatui.chat_tab import build_chat_tab
 from chatui.compare_tab import build_compare_tab

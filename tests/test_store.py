@@ -7,9 +7,9 @@ import sqlite3
 import pytest
 
 from backends.base import Message
-from chatcore.context import ContextOverflow, fit_context, title_from
-from chatcore.store import DB_NAME, MIGRATIONS, NotFound, Store, StoredMessage
-from chatcore.transfer import (
+from chatcore.generation.context import ContextOverflow, fit_context, title_from
+from chatcore.conversations.store import DB_NAME, MIGRATIONS, NotFound, Store, StoredMessage
+from chatcore.conversations.export import (
     MAX_IMPORT_BYTES,
     ImportRejected,
     imported_messages,

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from backends.base import Chunk, GenParams, Message
-from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.context import with_system
-from chatcore.factory import make_backend
-from chatcore.manager import ModelManager
+from chatcore.generation.registry import ModelEntry, ModelRegistry
+from chatcore.generation.context import with_system
+from chatcore.generation.factory import make_backend
+from chatcore.generation.manager import ModelManager
+from chatcore.conversations.service import stored_reply
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, free_port, until
 from tests.test_compare import STORY_PROMPT
 
@@ -71,7 +72,7 @@ def test_a_prefilled_thought_is_cut_at_its_budget_and_an_answer_follows(thinking
     assert any(c.thought for c in chunks) and any(c.text for c in chunks)
     first_answer = next(i for i, c in enumerate(chunks) if c.text)
     assert not any(c.thought for c in chunks[first_answer:]), "thought after the answer"
-    message = live.message()
+    message = stored_reply(live)
     assert message.thought == live.thought and message.thought_tokens == 20
     assert message.thought_seconds is not None and message.content == live.text
     # Without a budget the same thought runs on past 20 tokens.
@@ -85,7 +86,7 @@ def test_the_template_opens_the_thought_and_the_next_prompt_leaves_it_out(thinki
                          GenParams(temperature=0.0, max_new_tokens=96, thinking_budget=24))
     assert live.thought.strip() and live.text.strip()
     assert chunks[-1].usage.reasoning_tokens == 24
-    stored = live.message()
+    stored = stored_reply(live)
     follow_up = with_system("", [*STORY, stored, Message("user", "Make it shorter.")])
     report, _ = thinking.inspect("smol-think", follow_up, GenParams())
     assert stored.content.strip() in report.prompt
@@ -113,7 +114,7 @@ def test_the_api_returns_reasoning_content_apart_streamed_and_not(thinking):
     import uvicorn
     from fastapi import FastAPI
 
-    from chatcore.api import build_api
+    from chatcore.api.v1 import build_api
 
     app = FastAPI()
     app.include_router(build_api(thinking, None, None))

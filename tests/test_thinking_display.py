@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from chatcore.i18n import english
-from chatcore.store import Conversation, StoredMessage
-from chatcore.transfer import imported_messages, parse_import, to_json, to_markdown
+from chatcore.conversations.store import Conversation, StoredMessage
+from chatcore.conversations.export import imported_messages, parse_import, to_json, to_markdown
 from chatui.transcript import Turn, chatbot_messages, turns_from
 
 REPLY = StoredMessage("assistant", "Paris.", model="m", thought="France's capital... Paris.",

@@ -10,9 +10,9 @@ import pytest
 
 from backends.base import BackendError, GenParams, Message
 from backends.hf import HFSettings, TransformersBackend
-from chatcore.config import ModelEntry, ModelRegistry
-from chatcore.manager import ModelManager
-from chatcore.store import Store
+from chatcore.generation.registry import ModelEntry, ModelRegistry
+from chatcore.generation.manager import ModelManager
+from chatcore.conversations.store import Store
 from chatui.chat_handlers import ChatHandlers
 from chatui.chat_tab import model_choices
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS

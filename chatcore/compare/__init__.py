@@ -1,0 +1,1 @@
+"""Side by side: panes answering the same prompts, votes on them, and the one Bradley-Terry rating fit."""

@@ -1,0 +1,122 @@
+"""Side-by-side votes: what one vote holds, and the CSV and JSON files they export to.
+
+A vote keeps everything needed to audit a ranking later: the prompt, every pane's model,
+parameters and reply, and whether the person voted blind.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from chatcore.compare.ratings import Battle, battles_from_vote
+from chatcore.conversations.store import Store
+
+OUTCOMES = ("tie", "bad")  # besides the label of the better pane: "A", "B", ...
+FORMAT = "local-chat/votes"
+
+
+@dataclass
+class VotedPane:
+    label: str
+    model: str
+    params: dict
+    reply: str
+    time_to_first_token: float | None = None
+    tokens_per_second: float | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    thought: str = ""  # a thinking model's thought, hidden until the vote
+    thought_seconds: float | None = None
+    thought_tokens: int | None = None
+
+
+@dataclass
+class Vote:
+    prompt: str
+    outcome: str  # the better pane's label, "tie", or "bad" (all bad)
+    panes: list[VotedPane]
+    system_prompt: str = ""
+    blind: bool = False
+    created: float = field(default_factory=time.time)
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        labels = [pane.label for pane in self.panes]
+        if self.outcome not in (*OUTCOMES, *labels):
+            raise ValueError(f"vote outcome {self.outcome!r} is none of {[*labels, *OUTCOMES]}")
+
+    @property
+    def winner(self) -> int | None:
+        """Index of the better pane; None for a tie or all bad."""
+        labels = [pane.label for pane in self.panes]
+        return labels.index(self.outcome) if self.outcome in labels else None
+
+    def battles(self) -> list[Battle]:
+        return battles_from_vote([pane.model for pane in self.panes], self.winner)
+
+
+def all_battles(votes: list[Vote]) -> list[Battle]:
+    return [battle for vote in votes for battle in vote.battles()]
+
+
+def votes_to_json(votes: list[Vote]) -> str:
+    return json.dumps({"format": FORMAT, "version": 1, "votes": [asdict(v) for v in votes]},
+                      ensure_ascii=False, indent=2)
+
+
+CSV_COLUMNS = ["vote_id", "created", "blind", "outcome", "prompt", "system_prompt", "label",
+               "model", "result", "params", "reply", "time_to_first_token",
+               "tokens_per_second", "completion_tokens", "finish_reason"]
+
+
+def votes_to_csv(votes: list[Vote]) -> str:
+    """One row per pane of each vote; `result` says how that pane did: win, loss or tie."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for vote in votes:
+        winner = vote.winner
+        for index, pane in enumerate(vote.panes):
+            result = "tie" if winner is None else ("win" if index == winner else "loss")
+            writer.writerow([
+                vote.id, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(vote.created)),
+                int(vote.blind), vote.outcome, vote.prompt, vote.system_prompt, pane.label,
+                pane.model, result, json.dumps(pane.params, sort_keys=True), pane.reply,
+                pane.time_to_first_token, pane.tokens_per_second, pane.completion_tokens,
+                pane.finish_reason])
+    return out.getvalue()
+
+
+def vote_from_row(row: tuple) -> Vote:
+    """A `votes` table row (id, created, prompt, system_prompt, outcome, blind, panes)."""
+    vote_id, created, prompt, system_prompt, outcome, blind, panes = row
+    return Vote(prompt=prompt, outcome=outcome, system_prompt=system_prompt,
+                blind=bool(blind), created=created, id=vote_id,
+                panes=[VotedPane(**pane) for pane in json.loads(panes)])
+
+
+class VoteStore:
+    """The votes table of the app's one database (chatcore/conversations/store.py)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def add(self, user: str, vote: Vote) -> int:
+        with self._store.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO votes (user, created, prompt, system_prompt, outcome, blind, panes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user, vote.created, vote.prompt, vote.system_prompt, vote.outcome,
+                 int(vote.blind), json.dumps([asdict(p) for p in vote.panes])))
+            return int(cursor.lastrowid)
+
+    def of(self, user: str) -> list[Vote]:
+        """The user's votes, oldest first, as they were cast."""
+        with self._store.transaction() as db:
+            rows = db.execute(
+                "SELECT id, created, prompt, system_prompt, outcome, blind, panes FROM votes"
+                " WHERE user = ? ORDER BY id", (user,)).fetchall()
+        return [vote_from_row(row) for row in rows]

@@ -1,0 +1,140 @@
+"""A conversation out to Markdown or JSON, and JSON back in, validated before anything is saved."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chatcore.generation.replies import thought_title
+from chatcore.conversations.store import Conversation, StoredMessage
+
+FORMAT = "local-chat/conversation"
+MAX_IMPORT_BYTES = 2 * 2**20
+MAX_MESSAGES = 5000
+# An export nests 4 deep (document, messages, message, params); a file far deeper is crafted,
+# and a stored value that deep would break whatever later reads it back recursively.
+MAX_DEPTH = 32
+
+
+class ImportRejected(Exception):
+    """The file cannot become a conversation; the message says what is wrong and where."""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=1_000_000)
+    model: str | None = None
+    params: dict | None = None
+    time_to_first_token: float | None = None
+    tokens_per_second: float | None = None
+    prompt_tokens: int | None = Field(None, ge=0)
+    completion_tokens: int | None = Field(None, ge=0)
+    finish_reason: str | None = None
+    stopped: bool = False
+    superseded: bool = False
+    created: float | None = None
+    thought: str = Field("", max_length=1_000_000)
+    thought_seconds: float | None = Field(None, ge=0)
+    thought_tokens: int | None = Field(None, ge=0)
+    sources: str = Field("", max_length=10_000)
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["local-chat/conversation"]
+    version: Literal[1]
+    title: str = Field(min_length=1, max_length=200)
+    model: str = Field(max_length=128)
+    system_prompt: str = Field("", max_length=100_000)
+    params: dict = Field(default_factory=dict)
+    messages: list[_Message] = Field(max_length=MAX_MESSAGES)
+
+
+THOUGHT_FIELDS = ("thought", "thought_seconds", "thought_tokens")
+
+
+def to_json(conversation: Conversation, thoughts: bool = False) -> str:
+    """The conversation as JSON; a thinking model's thoughts only when asked."""
+    left_out = {"id"} if thoughts else {"id", *THOUGHT_FIELDS}
+    document = {
+        "format": FORMAT, "version": 1, "title": conversation.title,
+        "model": conversation.model, "system_prompt": conversation.system_prompt,
+        "params": conversation.params,
+        "messages": [{k: v for k, v in vars(m).items() if k not in left_out}
+                     for m in conversation.messages],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def to_markdown(conversation: Conversation, thoughts: bool = False) -> str:
+    lines = [f"# {conversation.title}", "",
+             f"Model: `{conversation.model}` · exported {time.strftime('%Y-%m-%d %H:%M')}", ""]
+    if conversation.system_prompt:
+        lines += ["**System**", "", conversation.system_prompt, ""]
+    for message in conversation.messages:
+        who = "You" if message.role == "user" else f"Assistant ({message.model or '?'})"
+        if message.superseded:
+            who += ", earlier version"
+        if message.stopped:
+            who += ", stopped"
+        lines += [f"**{who}**", ""]
+        if thoughts and message.thought:
+            title = thought_title(message.thought_seconds, message.thought_tokens)
+            lines += [f"<details><summary>{title}</summary>", "",
+                      message.thought, "", "</details>", ""]
+        lines += [message.content, ""]
+    return "\n".join(lines)
+
+
+def parse_import(data: bytes, source: str) -> _Document:
+    """Validate an exported JSON file; raises ImportRejected naming the file and the field."""
+    if len(data) > MAX_IMPORT_BYTES:
+        raise ImportRejected(f"{source}: {len(data)} bytes is over the import limit of "
+                             f"{MAX_IMPORT_BYTES} bytes")
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ImportRejected(f"{source}: not a JSON file ({exc})") from None
+    except RecursionError:
+        raise _too_deep(source) from None
+    if _depth(raw) > MAX_DEPTH:  # `params` is free-form: keep what is stored shallow
+        raise _too_deep(source)
+    try:
+        return _Document.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "document"
+        raise ImportRejected(f"{source}: field {where!r}: {error['msg']}") from None
+
+
+def _too_deep(source: str) -> ImportRejected:
+    return ImportRejected(f"{source}: its lists or objects nest more than {MAX_DEPTH} deep; "
+                          f"a conversation exported from this app never does")
+
+
+def _depth(value: object) -> int:
+    """How deep lists and objects nest in a parsed JSON value (a scalar is 0), counted
+    without recursion, so a deep value cannot exhaust the stack here either."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else \
+            item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def imported_messages(document: _Document) -> list[StoredMessage]:
+    now = time.time()
+    return [StoredMessage(**{**m.model_dump(), "created": m.created or now})
+            for m in document.messages]

@@ -1,0 +1,1 @@
+"""Evaluation runs: prompt sets, candidates' replies, the blind review queue, the judge, ratings per category, the report."""

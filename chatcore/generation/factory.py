@@ -1,0 +1,67 @@
+"""Turns a models.yaml entry into the backend object that will run it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+
+from backends.base import Backend
+from backends.hf import HFSettings, TransformersBackend
+from backends.llamacpp import LlamaCppBackend
+from backends.openai import OpenAIBackend
+from chatcore.generation.registry import ModelEntry
+from chatcore.generation.weights import resolve_weights
+
+APP_NAME = "local-chat"
+ENGINES: dict[str, type[Backend]] = {"llamacpp": LlamaCppBackend,
+                                     "transformers": TransformersBackend,
+                                     "openai": OpenAIBackend}
+
+
+def default_cache_dir() -> Path:
+    """Where GGUF weights dequantized for bitsandbytes are kept between runs."""
+    return Path(platformdirs.user_cache_dir(APP_NAME)) / "dequantized"
+
+
+def engine_class(entry: ModelEntry) -> type[Backend]:
+    """The class that runs the entry: its capability flags, known without loading."""
+    return ENGINES[entry.backend]
+
+
+def make_backend(entry: ModelEntry, allow_download: bool = False,
+                 cache_dir: Path | None = None) -> Backend:
+    """Raises ModelNotAvailable when the weights are not on this machine."""
+    if entry.is_remote:
+        return OpenAIBackend(entry.base_url or "", entry.remote_model or entry.id,
+                             api_key_env=entry.api_key_env, timeout=entry.timeout,
+                             context_length=entry.context_length, reasoning=entry.markers)
+    weights = resolve_weights(entry, allow_download=allow_download)
+    if entry.backend == "llamacpp":
+        return LlamaCppBackend(
+            weights,
+            context_length=entry.context_length,
+            chat_template=entry.chat_template,
+            n_threads=entry.n_threads,
+            n_gpu_layers=entry.n_gpu_layers,
+            parallel=entry.parallel or 1,
+            kv_cache=entry.kv_cache,
+            flash_attention=entry.flash_attention,
+            reasoning=entry.markers,
+        )
+    if entry.backend == "transformers":
+        spec = entry.quantization_spec
+        settings = HFSettings(
+            quant_bits=spec.bits if spec else None,
+            quant_type=spec.quant_type if spec else "nf4",
+            double_quant=spec.double_quant if spec else True,
+            compute_dtype=spec.compute_dtype if spec else "auto",
+            dtype=entry.dtype,
+            device=entry.device,
+            max_memory=entry.max_memory,
+            trust_remote_code=entry.trust_remote_code,
+        )
+        return TransformersBackend(weights, settings, context_length=entry.context_length,
+                                   chat_template=entry.chat_template,
+                                   cache_dir=cache_dir or default_cache_dir(),
+                                   reasoning=entry.markers)
+    raise ValueError(f"unknown backend {entry.backend!r}")  # the schema prevents this
