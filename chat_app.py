@@ -32,7 +32,8 @@ from chatcore.generation.memory import MemoryBudget, format_bytes
 from chatcore.generation.oneshot import run_prompt
 from chatcore.api.request_guard import (Access, is_loopback, parse_allowed_hosts,
                                     parse_cors_origins)
-from backends.sampling import gen_params, merge
+from backends.base import GenParams
+from backends.sampling import merge
 from chatcore.conversations.store import Store
 
 DEFAULT_MODELS = Path(__file__).resolve().parent / "models.yaml"
@@ -112,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     oneshot.add_argument("--temperature", type=float, help="sampling temperature; 0 is greedy")
     oneshot.add_argument("--max-new-tokens", type=int, help="longest reply, in tokens")
     oneshot.add_argument("--seed", type=int, help="random seed, for repeatable sampling")
+    oneshot.add_argument("--min-p", type=float,
+                         help="leave out tokens below this share of the likeliest's "
+                              "probability (0-1; 0 is off)")
     return parser.parse_args(argv)
 
 
@@ -303,11 +307,12 @@ def default_data_dir() -> Path:
 
 def _one_shot(manager: ModelManager, args: argparse.Namespace, defaults, model_id: str) -> int:
     try:
-        params = gen_params(merge(defaults, temperature=args.temperature,
-                                  max_new_tokens=args.max_new_tokens, seed=args.seed))
+        params = GenParams(merge(defaults, temperature=args.temperature,
+                                 max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                 min_p=args.min_p))
     except ValidationError as exc:
         error = exc.errors()[0]
-        flag = "--" + {"max_new_tokens": "max-new-tokens"}.get(error["loc"][0], error["loc"][0])
+        flag = "--" + str(error["loc"][0]).replace("_", "-")
         return _fail(f"{flag}: {error['msg']} (got {error['input']})", EXIT_USAGE)
     try:
         run_prompt(manager, model_id, args.prompt, args.system, params,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from backends.sampling import SamplingSettings
 from backends.thinking import Markers
 
 Role = Literal["system", "user", "assistant"]
@@ -30,23 +31,12 @@ class Message:
 
 @dataclass(frozen=True)
 class GenParams:
-    """Sampling settings; temperature 0 means greedy decoding."""
+    """What one reply runs with: its sampling settings, whole, and what the request adds."""
 
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 40
-    max_new_tokens: int = 512
-    repetition_penalty: float = 1.0
-    seed: int | None = None
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
     stop: tuple[str, ...] = field(default_factory=tuple)
     # Extend the final assistant message instead of starting a new one (a cut reply).
     continue_final: bool = False
-    # Thinking models: None leaves the template's default; True or False is rendered through
-    # the chat template's `enable_thinking` where it takes one.
-    think: bool | None = None
-    # The most tokens a thought may take; then the backend writes the end marker itself and
-    # the model goes on to the answer. None or 0: no limit.
-    thinking_budget: int = 0
     # How many CPU threads to use right now; asked between tokens, so a reply speeds up when
     # a neighbour sharing the cores finishes. None: the backend's own setting.
     threads: Callable[[], int] | None = field(default=None, compare=False, repr=False)
@@ -54,13 +44,6 @@ class GenParams:
     # earlier prompts to read a new one faster reuse only the same owner's: a prompt read
     # quickly would tell another user that it begins with text someone else sent.
     owner: str = field(default="", repr=False)
-
-    def settings(self) -> dict:
-        """The sampling settings worth keeping with a reply."""
-        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
-                "max_new_tokens": self.max_new_tokens,
-                "repetition_penalty": self.repetition_penalty, "seed": self.seed,
-                "think": self.think, "thinking_budget": self.thinking_budget}
 
 
 @dataclass(frozen=True)

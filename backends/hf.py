@@ -237,23 +237,24 @@ class TransformersBackend(LocalBackend):
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
                                         timeout=TOKEN_TIMEOUT_S)
         eos_ids = self._eos_ids()
-        sampling = params.temperature > 0
+        settings = params.sampling
+        sampling = settings.temperature > 0
         kwargs = dict(**inputs, streamer=streamer, max_new_tokens=max_new,
-                      do_sample=sampling, repetition_penalty=params.repetition_penalty,
+                      do_sample=sampling, repetition_penalty=settings.repetition_penalty,
                       stopping_criteria=StoppingCriteriaList([Halt()]),
                       eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id or eos_ids[0])
         if sampling:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p,
-                          top_k=params.top_k or None)
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p,
+                          top_k=settings.top_k or None, min_p=settings.min_p or None)
         else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+            kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
         failure: list[BaseException] = []
 
         def work() -> None:
             try:
                 follow_thread_share()
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
+                if settings.seed is not None:
+                    torch.manual_seed(settings.seed)
                 with torch.inference_mode():
                     model.generate(**kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the reader

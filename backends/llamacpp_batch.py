@@ -77,21 +77,24 @@ def _lagging(sequence: BatchSequence) -> bool:
 
 def sampler_chain(n_vocab: int, params: GenParams):
     """The sampler for one sequence, in llama-cpp-python's order (penalties, top_k, top_p,
-    temperature, then a seeded draw; greedy at temperature 0)."""
+    min_p, temperature, then a seeded draw; greedy at temperature 0)."""
     import llama_cpp as lib
 
+    settings = params.sampling
     chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
     add = lambda sampler: lib.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-    add(lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repetition_penalty,
+    add(lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, settings.repetition_penalty,
                                          0.0, 0.0))
-    if params.temperature == 0:
+    if settings.temperature == 0:
         add(lib.llama_sampler_init_greedy())
         return chain
-    if params.top_k > 0:
-        add(lib.llama_sampler_init_top_k(params.top_k))
-    add(lib.llama_sampler_init_top_p(params.top_p, 1))
-    add(lib.llama_sampler_init_temp(params.temperature))
-    seed = params.seed if params.seed is not None else random.randrange(2**31)
+    if settings.top_k > 0:
+        add(lib.llama_sampler_init_top_k(settings.top_k))
+    add(lib.llama_sampler_init_top_p(settings.top_p, 1))
+    if settings.min_p > 0:
+        add(lib.llama_sampler_init_min_p(settings.min_p, 1))
+    add(lib.llama_sampler_init_temp(settings.temperature))
+    seed = settings.seed if settings.seed is not None else random.randrange(2**31)
     add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
     return chain
 

@@ -81,9 +81,9 @@ class LocalBackend(Backend):
 
     def unhonoured(self, params: GenParams) -> list[str]:
         ignored = []
-        if params.think is not None and not self.thinking_switch:
+        if params.sampling.think is not None and not self.thinking_switch:
             ignored.append("the Think switch (this model's template has none)")
-        if params.thinking_budget and self.reasoning is None:
+        if params.sampling.thinking_budget and self.reasoning is None:
             ignored.append("the thinking budget (this model is not set up as one that "
                            "thinks: see reasoning in models.yaml)")
         return ignored
@@ -125,7 +125,7 @@ class LocalBackend(Backend):
         return self._encode_prompt(self.render_prompt(messages))[1]
 
     def prompt_report(self, messages: Sequence[Message], params: GenParams) -> PromptReport:
-        prompt = self.render_prompt(messages, params.continue_final, params.think)
+        prompt = self.render_prompt(messages, params.continue_final, params.sampling.think)
         template = self._require_template()
         return PromptReport(
             prompt=prompt, template=template.describe_origin(self.template_origin),
@@ -146,13 +146,13 @@ class LocalBackend(Backend):
     # -- generation -----------------------------------------------------------------------
     def stream_chat(self, messages: Sequence[Message], params: GenParams,
                     cancel: threading.Event) -> Iterator[Chunk]:
-        rendered = self.render_prompt(messages, params.continue_final, params.think)
+        rendered = self.render_prompt(messages, params.continue_final, params.sampling.think)
         prompt, prompt_tokens = self._encode_prompt(rendered)
-        max_new = reply_room(prompt_tokens, self.context_length, params.max_new_tokens)
+        max_new = reply_room(prompt_tokens, self.context_length, params.sampling.max_new_tokens)
         markers = self.reasoning
         split = ThoughtSplitter(markers, inside=_opens_thought(rendered, markers)) \
             if markers else None
-        budget = (params.thinking_budget or None) if split is not None else None
+        budget = (params.sampling.thinking_budget or None) if split is not None else None
         stops = StopStringFilter(self._stop_strings(params))
         decoding = first_pass = Decoding()
         spent = thought_tokens = 0  # tokens of a pass ended at the budget; of the thought

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import httpx
 
@@ -30,6 +31,9 @@ CONNECT_TIMEOUT_S = 10.0
 STOP_POLL_S = 0.05
 FINISH_REASONS = {"stop": "stop", "length": "length"}
 MAX_STOP_STRINGS = 4  # OpenAI's API takes up to four; more may be refused
+# Sampling settings OpenAI's request has no field for, which some servers take by this name
+# (vLLM, llama.cpp's server); sent only to a server whose entry lists them.
+ServerSetting = Literal["min_p", "top_k"]
 
 
 class OpenAIBackend(Backend):
@@ -40,8 +44,10 @@ class OpenAIBackend(Backend):
 
     def __init__(self, base_url: str, remote_model: str, api_key_env: str | None = None,
                  timeout: float | None = None, context_length: int = 2048,
-                 reasoning: Markers | None = None) -> None:
+                 reasoning: Markers | None = None,
+                 server_settings: tuple[ServerSetting, ...] = ()) -> None:
         self.reasoning = reasoning  # markers the server may leave inside its text
+        self.server_settings = server_settings
         self.base_url = base_url.rstrip("/")
         self.remote_model = remote_model
         self.api_key_env = api_key_env
@@ -99,16 +105,20 @@ class OpenAIBackend(Backend):
         return f"remote: {self.base_url}"
 
     def unhonoured(self, params: GenParams) -> list[str]:
-        """top_k and repetition penalty when set (the request has no field for them), and
-        the stop strings past the first four."""
+        """top_k and min_p when set and the server is not known to take them, the repetition
+        penalty (no common field), the thinking switches, the stop strings past the first
+        four."""
+        settings = params.sampling
         ignored = []
-        if params.top_k:
-            ignored.append(f"top_k {params.top_k}")
-        if params.repetition_penalty != 1.0:
-            ignored.append(f"repetition penalty {params.repetition_penalty:g}")
-        if params.think is not None:
+        if settings.top_k and "top_k" not in self.server_settings:
+            ignored.append(f"top_k {settings.top_k}")
+        if settings.min_p and "min_p" not in self.server_settings:
+            ignored.append(f"min_p {settings.min_p:g}")
+        if settings.repetition_penalty != 1.0:
+            ignored.append(f"repetition penalty {settings.repetition_penalty:g}")
+        if settings.think is not None:
             ignored.append("the Think switch (the server renders its own template)")
-        if params.thinking_budget:
+        if settings.thinking_budget:
             ignored.append("the thinking budget (the protocol has no field for it)")
         if len(params.stop) > MAX_STOP_STRINGS:
             extra = ", ".join(repr(s) for s in params.stop[MAX_STOP_STRINGS:])
@@ -121,11 +131,15 @@ class OpenAIBackend(Backend):
         if params.continue_final:
             raise BackendError(f"{self.remote_model} on a remote server cannot continue a "
                                "cut reply")
+        settings = params.sampling
         body = {"model": self.remote_model, "messages": [m.as_dict() for m in messages],
-                "stream": True, "temperature": params.temperature, "top_p": params.top_p,
-                "max_tokens": params.max_new_tokens}
-        if params.seed is not None:
-            body["seed"] = params.seed
+                "stream": True, "temperature": settings.temperature, "top_p": settings.top_p,
+                "max_tokens": settings.max_new_tokens}
+        if settings.seed is not None:
+            body["seed"] = settings.seed
+        for name in self.server_settings:
+            if value := getattr(settings, name):
+                body[name] = value
         if params.stop:
             body["stop"] = list(params.stop)[:MAX_STOP_STRINGS]
         finish, usage, pieces = "stop", None, 0

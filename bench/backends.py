@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from backends.base import GenParams, Message
+from backends.sampling import SamplingSettings
 from backends.hf import HFSettings, TransformersBackend
 from backends.llamacpp import LlamaCppBackend
 from bench.common import PROMPTS, rss_mb, smollm2_gguf
@@ -25,11 +26,11 @@ def measure(label: str, backend, max_tokens: int) -> dict:
     started = time.perf_counter()
     backend.load()
     load_s = time.perf_counter() - started
-    list(backend.stream_chat(prompt, GenParams(temperature=0.0, max_new_tokens=4),
+    list(backend.stream_chat(prompt, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=4)),
                              threading.Event()))  # warm-up
     meter = ReplyMeter()
     for chunk in backend.stream_chat([Message("user", PROMPTS[1])],
-                                     GenParams(temperature=0.0, max_new_tokens=max_tokens),
+                                     GenParams(SamplingSettings(temperature=0.0, max_new_tokens=max_tokens)),
                                      threading.Event()):
         meter.observe(chunk)
     result = {"engine": label, "tokens_per_second": meter.tokens_per_second,
@@ -67,8 +68,7 @@ def threads(max_tokens: int, runs: int) -> list[dict]:
         for prompt in PROMPTS[:runs + 1]:
             meter = ReplyMeter()
             for chunk in backend.stream_chat([Message("user", prompt)],
-                                             GenParams(temperature=0.0,
-                                                       max_new_tokens=max_tokens),
+                                             GenParams(SamplingSettings(temperature=0.0, max_new_tokens=max_tokens)),
                                              threading.Event()):
                 meter.observe(chunk)
             rates.append(meter.tokens_per_second)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from backends.base import GenParams, Message
+from backends.sampling import SamplingSettings
 from bench.common import MODEL, PROMPTS, models_yaml
 from chatcore.generation.registry import load_registry
 from chatcore.generation.factory import make_backend
@@ -61,7 +62,7 @@ def run(max_tokens: int) -> dict:
 
 
 def _greedy(max_tokens: int) -> GenParams:
-    return GenParams(temperature=0.0, max_new_tokens=max_tokens)
+    return GenParams(SamplingSettings(temperature=0.0, max_new_tokens=max_tokens))
 
 
 def _reply(models: ModelManager, requests: list) -> list:

@@ -101,12 +101,12 @@ def summarize(timings: list[Timing]) -> dict:
 def metered_reply(backend, prompt: str, max_tokens: int):
     """One greedy reply straight from a loaded backend, as its ReplyMeter saw it."""
     from backends.base import GenParams, Message
+    from backends.sampling import SamplingSettings
     from chatcore.generation.reply_timing import ReplyMeter
 
     meter = ReplyMeter()
-    for chunk in backend.stream_chat([Message("user", prompt)],
-                                     GenParams(temperature=0.0, max_new_tokens=max_tokens),
-                                     threading.Event()):
+    greedy = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=max_tokens))
+    for chunk in backend.stream_chat([Message("user", prompt)], greedy, threading.Event()):
         meter.observe(chunk)
     return meter
 

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from backends.base import GenParams, Message
+from backends.sampling import SamplingSettings
 from bench.common import PROMPTS, ROOT
 from chatcore.generation.registry import load_registry
 from chatcore.generation.factory import make_backend
@@ -26,7 +27,7 @@ def manager(cache: Path) -> ModelManager:
 
 def time_to_first_token(models: ModelManager, model_id: str, messages: list[Message],
                         max_tokens: int) -> tuple[float, str]:
-    params = GenParams(temperature=0.0, max_new_tokens=max_tokens)
+    params = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=max_tokens))
     with models.start([(model_id, messages, params)], threading.Event()) as replies:
         for _, event in replies:
             if isinstance(event, Exception):

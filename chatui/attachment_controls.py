@@ -10,7 +10,7 @@ import gradio as gr
 from chatcore.conversations.attachments import AttachmentStore
 from chatcore.documents.document import DocumentError
 from chatcore.documents.reader import PASTE_CHIP_CHARS, check_message, extract, from_paste
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 from chatui.chat_handlers import user_of
 from chatui.uploads import discard_uploads
 
@@ -21,9 +21,9 @@ READING = {"concurrency_limit": 2, "concurrency_id": "read-uploads"}
 
 
 class AttachmentControls:
-    def __init__(self, attachments: AttachmentStore, texts: Texts | None = None) -> None:
+    def __init__(self, attachments: AttachmentStore, *, texts: Texts) -> None:
         self.attachments = attachments
-        self.texts = texts or english()
+        self.texts = texts
 
     def attach(self, files: Sequence[str] | None, pending: list[int] | None,
                request: gr.Request) -> tuple:

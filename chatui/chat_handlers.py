@@ -4,20 +4,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Iterator
 
 import gradio as gr
 
 from backends.base import BackendError, Chunk, GenParams, Message, PromptReport
-from chatcore.conversations.attachments import AttachmentStore
-from chatcore.generation.context import title_from, with_system
-from chatcore.i18n import Texts, english
-from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
-from chatcore.generation.replies import LiveReply, ReplyRequest, progress_bar, thought_title
+from backends.sampling import SamplingSettings, stored
+from chatcore.conversations.service import (
+    Asking,
+    CannotContinue,
+    ConversationService,
+    PlannedReply,
+)
 from chatcore.conversations.store import NotFound, Store, StoredMessage
-from chatcore.conversations.service import stored_reply
-from chatui.sampling_controls import params_from_controls
+from chatcore.generation.context import with_system
+from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
+from chatcore.generation.replies import progress_bar, thought_title
+from chatcore.i18n import Texts
 from chatui.stop_registry import StopRegistry
 from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
 
@@ -48,12 +51,13 @@ def session_key(request: gr.Request | None) -> str:
 class ChatHandlers:
     """Gradio callbacks for one chat page; the store holds what was said, the manager runs."""
 
-    def __init__(self, manager: ModelManager, store: Store,
-                 stops: StopRegistry | None = None, texts: Texts | None = None) -> None:
-        self.texts = texts or english()
+    def __init__(self, manager: ModelManager, store: Store, *, texts: Texts,
+                 stops: StopRegistry | None = None) -> None:
+        self.texts = texts
         self.manager = manager
         self.store = store
-        self.attachments = AttachmentStore(store)
+        self.conversations = ConversationService(store, manager)
+        self.attachments = self.conversations.attachments
         self.stops = stops or StopRegistry()
 
     def model_name(self, model_id: str) -> str:
@@ -72,10 +76,8 @@ class ChatHandlers:
 
     # -- actions -------------------------------------------------------------------------
     def send(self, message: str, conversation_id: int | None, editing: bool, model_id: str,
-             system: str, temperature: float, top_p: float, top_k: float,
-             max_new_tokens: float, repetition_penalty: float, seed: float | None,
-             think: str | None = None, thinking_budget: float | None = None,
-             pending: list[int] | None = None, request: gr.Request = None) -> Iterator[tuple]:
+             system: str, settings: SamplingSettings, pending: list[int] | None = None,
+             request: gr.Request = None) -> Iterator[tuple]:
         """`pending`: attachments for this message (they go with it, and stay with the
         conversation for follow-up questions)."""
         user = user_of(request)
@@ -85,86 +87,43 @@ class ChatHandlers:
             yield chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
                 message, conversation_id, editing
             return
-        params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
-                                      repetition_penalty, seed, think, thinking_budget,
-                                      texts=self.texts)
-        if conversation_id is not None and editing:
-            self._supersede_last_exchange(user, conversation_id)
-        if conversation_id is None:
-            conversation_id = self.store.create_conversation(
-                user, title_from(message), model_id, system or "", params.settings())
-        else:
-            self.store.update_settings(user, conversation_id, model_id, system or "",
-                                       params.settings())
-        message_id = self.store.add_message(user, conversation_id, StoredMessage("user", message))
-        if pending:
-            self.attachments.attach(user, message_id, pending)
-        yield from self._reply(user, conversation_id, model_id, system, params,
-                               session_key(request))
+        asking = Asking(user, conversation_id, model_id, system or "", settings)
+        plan = self.conversations.send(asking, message, pending or (), editing)
+        yield from self._reply(plan, session_key(request))
 
     def regenerate(self, conversation_id: int | None, model_id: str, system: str,
-                   temperature: float, top_p: float, top_k: float, max_new_tokens: float,
-                   repetition_penalty: float, seed: float | None, think: str | None = None,
-                   thinking_budget: float | None = None,
-                   request: gr.Request = None) -> Iterator[tuple]:
+                   settings: SamplingSettings, request: gr.Request = None) -> Iterator[tuple]:
         """A new last reply; the earlier one stays in the store, marked superseded."""
-        user = user_of(request)
-        messages = self._messages(user, conversation_id)
-        if not messages:
+        asking = Asking(user_of(request), conversation_id, model_id, system or "", settings)
+        plan = self.conversations.regenerate(asking)
+        if plan is None:
             yield [], gr.update(), conversation_id, False
             return
-        if messages[-1].role == "assistant":
-            self.store.supersede(user, conversation_id, [messages[-1].id])
-        params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
-                                      repetition_penalty, seed, think, thinking_budget,
-                                      texts=self.texts)
-        yield from self._reply(user, conversation_id, model_id, system, params,
-                               session_key(request))
+        yield from self._reply(plan, session_key(request))
 
     def continue_reply(self, conversation_id: int | None, model_id: str, system: str,
-                       temperature: float, top_p: float, top_k: float, max_new_tokens: float,
-                       repetition_penalty: float, seed: float | None,
-                       think: str | None = None, thinking_budget: float | None = None,
+                       settings: SamplingSettings,
                        request: gr.Request = None) -> Iterator[tuple]:
         user = user_of(request)
-        messages = self._messages(user, conversation_id)
-        if not messages or messages[-1].role != "assistant" or \
-                messages[-1].finish_reason != "length":
-            gr.Info(self.texts("chat.continue_only_cut"))
-            yield chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
-                gr.update(), conversation_id, False
-            return
-        if (why := self._cannot_continue(model_id)) is not None:
-            gr.Info(why)
-            yield chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
-                gr.update(), conversation_id, False
-            return
-        params = params_from_controls(temperature, top_p, top_k, max_new_tokens,
-                                      repetition_penalty, seed, think, thinking_budget,
-                                      texts=self.texts)
-        params = replace(params, continue_final=True)
-        yield from self._reply(user, conversation_id, model_id, system, params,
-                               session_key(request), continuing=messages[-1])
-
-    def _cannot_continue(self, model_id: str) -> str | None:
-        """Why the model's engine cannot extend a cut reply, or None when it can."""
+        asking = Asking(user, conversation_id, model_id, system or "", settings)
         try:
-            engine = self.manager.engine(model_id)
-        except (UnknownModel, ModelUnavailable) as exc:
-            return str(exc)
-        if engine.can_continue:
-            return None
-        return self.texts("chat.cannot_continue", model=self.model_name(model_id),
-                          setting=self.texts("sampling.max_new_tokens"))
+            plan = self.conversations.continue_reply(asking)
+        except CannotContinue as exc:
+            gr.Info(self.texts("chat.continue_only_cut") if exc.model is None else
+                    self.texts("chat.cannot_continue", model=self.model_name(exc.model),
+                               setting=self.texts("sampling.max_new_tokens")))
+            yield chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
+                gr.update(), conversation_id, False
+            return
+        yield from self._reply(plan, session_key(request))
 
     def edit_last(self, conversation_id: int | None, request: gr.Request) -> tuple:
         """Put the last user message back in the box; Send then replaces it and its reply."""
-        messages = self._messages(user_of(request), conversation_id)
-        last_user = next((m for m in reversed(messages) if m.role == "user"), None)
-        if last_user is None:
+        question = self.conversations.last_question(user_of(request), conversation_id)
+        if question is None:
             return gr.update(), False
         gr.Info(self.texts("chat.editing"))
-        return last_user.content, True
+        return question, True
 
     def stop(self, request: gr.Request) -> None:
         self.stops.stop(session_key(request))
@@ -181,11 +140,11 @@ class ChatHandlers:
             return "", self.texts("chat.inspector.empty")
         reply = conversation.messages[replies[-1]]
         prompt = with_system(conversation.system_prompt, conversation.messages[:replies[-1]])
-        params = GenParams(**(reply.params or {}))
+        params = GenParams(stored(reply.params))
         if (hidden := prompt_hidden(self.manager, reply.model or "",
                                     texts=self.texts)) is not None:
             return "", hidden
-        grounding = self._grounding(user_of(request), conversation_id,
+        grounding = self.conversations.grounding(user_of(request), conversation_id,
                                     conversation.messages[:replies[-1]])
         try:
             report, dropped = self.manager.inspect(reply.model or "", prompt, params, grounding)
@@ -234,14 +193,12 @@ class ChatHandlers:
         return line
 
     # -- the reply -----------------------------------------------------------------------
-    def _reply(self, user: str, conversation_id: int, model_id: str, system: str,
-               params: GenParams, key: str,
-               continuing: StoredMessage | None = None) -> Iterator[tuple]:
-        stored = self._messages(user, conversation_id)
-        prompt = with_system(system, stored)
+    def _reply(self, plan: PlannedReply, key: str) -> Iterator[tuple]:
+        user, conversation_id = plan.request.user, plan.conversation_id
+        model_id = plan.request.model_id
         turns = self.display(user, conversation_id)  # with the attachments' chips
         name = self.model_name(model_id)
-        shown = turns.pop() if continuing is not None else None
+        shown = turns.pop() if plan.continuing is not None else None
         outputs = lambda streaming: (  # noqa: E731
             chatbot_messages(turns, streaming, texts=self.texts), "", conversation_id, False)
         turns.append(Turn("assistant", shown.content if shown else ""))
@@ -249,10 +206,7 @@ class ChatHandlers:
         try:
             # The model starts first; the page hears of the new message with the first words
             # (or FIRST_WORDS_WAIT_S later), so updating it does not slow the prompt's reading.
-            wanted = ReplyRequest(model_id, prompt, params,
-                                  grounding=self._grounding(user, conversation_id, stored),
-                                  user=user)
-            with self.manager.start([wanted], cancel) as replies:
+            with self.conversations.reply(plan, cancel) as replies:
                 live = replies.live[0]
                 turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
                 if not replies.wait_for_news(FIRST_WORDS_WAIT_S):
@@ -268,8 +222,6 @@ class ChatHandlers:
                         turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
                         yield outputs(True)
             turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
-            if not live.error:
-                self._save(user, conversation_id, live, continuing)
         except (UnknownModel, ModelUnavailable, BackendError) as exc:
             turns[-1] = Turn("assistant", turns[-1].content, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - never a traceback on the page
@@ -280,45 +232,13 @@ class ChatHandlers:
             self.stops.end(key, cancel)
         yield outputs(False)
 
-    def _save(self, user: str, conversation_id: int, live: LiveReply,
-              continuing: StoredMessage | None) -> None:
-        if continuing is not None:
-            self.store.extend_message(user, conversation_id, continuing.id, live.text,
-                                      live.meter.completion_tokens, live.meter.finish_reason,
-                                      live.stopped)
-            return
-        if not live.text and live.stopped:
-            return  # stopped before the first word: nothing to keep
-        self.store.add_message(user, conversation_id, stored_reply(live))
-
-    def _grounding(self, user: str, conversation_id: int | None,
-                   messages: Sequence[StoredMessage]):
-        """The conversation's attachments ranked for its last question, or None."""
-        if conversation_id is None:
-            return None
-        question = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        return self.attachments.grounding(
-            user, self.attachments.of_conversation(user, conversation_id), question)
-
     def _messages(self, user: str, conversation_id: int | None) -> list[StoredMessage]:
-        if conversation_id is None:
-            return []
-        try:
-            return self.store.get_conversation(user, conversation_id).messages
-        except NotFound:
-            return []
-
-    def _supersede_last_exchange(self, user: str, conversation_id: int) -> None:
-        messages = self._messages(user, conversation_id)
-        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
-        if last_user is not None:
-            self.store.supersede(user, conversation_id, [m.id for m in messages[last_user:]])
+        return self.conversations.messages(user, conversation_id)
 
 
 def prompt_hidden(manager: ModelManager, model_id: str,
-                  texts: Texts | None = None) -> str | None:
+                  *, texts: Texts) -> str | None:
     """Why the Inspector cannot show this model's exact prompt, or None when it can."""
-    texts = texts or english()
     try:
         engine = manager.engine(model_id)
     except (UnknownModel, ModelUnavailable) as exc:
@@ -329,13 +249,12 @@ def prompt_hidden(manager: ModelManager, model_id: str,
 
 
 def inspector_details(model_name: str, report: PromptReport, params: GenParams,
-                      dropped: int, texts: Texts | None = None) -> str:
+                      dropped: int, *, texts: Texts) -> str:
     """Where the chat template came from and how long the prompt is, then the facts as
     JSON (its keys stay English: they are data)."""
-    texts = texts or english()
     facts = {"model": model_name, "template": report.template,
              "prompt_tokens": report.prompt_tokens, "stop_strings": list(report.stop_strings),
-             "end_of_sequence_ids": list(report.eos_ids), "sampling": params.settings(),
+             "end_of_sequence_ids": list(report.eos_ids), "sampling": params.sampling.model_dump(),
              "messages_left_out": dropped}
     summary = texts("chat.inspector.summary", template=report.template,
                     tokens=str(report.prompt_tokens),

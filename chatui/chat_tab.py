@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from chatcore.i18n import Texts, english, state_key
+from backends.sampling import SamplingSettings
+from chatcore.i18n import Texts, state_key
 from chatcore.library.model_library import ModelLibrary
 from chatcore.library.errors import LibraryError
 from chatcore.generation.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
@@ -14,22 +15,15 @@ from chatui.attachment_controls import READING, AttachmentControls
 from chatui.chat_handlers import ChatHandlers
 from chatui.conversations import ConversationHandlers
 from chatui.exports import ExportFiles
-from chatui.sampling_controls import (
-    seed_number,
-    seed_value,
-    slider,
-    think_choice,
-    think_radio,
-)
+from chatui.library_handlers import remote_summary
+from chatui.sampling_controls import FIELDS, SettingsControls, with_settings
 
 
-def model_choices(manager: ModelManager, texts: Texts | None = None) -> list[tuple[str, str]]:
-    texts = texts or english()
+def model_choices(manager: ModelManager, *, texts: Texts) -> list[tuple[str, str]]:
     return [(_choice_label(manager, s, texts), s.id) for s in manager.statuses()]
 
 
-def _choice_label(manager: ModelManager, status: ModelStatus, texts: Texts | None = None) -> str:
-    texts = texts or english()
+def _choice_label(manager: ModelManager, status: ModelStatus, texts: Texts) -> str:
     label = status.name
     entry = manager.registry.get(status.id)
     if entry is not None:
@@ -45,8 +39,7 @@ def _choice_label(manager: ModelManager, status: ModelStatus, texts: Texts | Non
 
 
 def model_info(manager: ModelManager, model_id: str | None,
-               library: ModelLibrary | None = None, texts: Texts | None = None) -> str:
-    texts = texts or english()
+               library: ModelLibrary | None = None, *, texts: Texts) -> str:
     if not model_id:
         return texts("chat.info.choose")
     try:
@@ -64,7 +57,8 @@ def model_info(manager: ModelManager, model_id: str | None,
     if status.reason:
         lines.append(texts("chat.error", detail=status.reason))
     if library is not None and library.can_download(model_id):
-        lines.append(texts("chat.info.download", summary=library.remote_summary(model_id)))
+        lines.append(texts("chat.info.download",
+                           summary=remote_summary(library.remote_summary(model_id), texts)))
     lines += [texts("chat.error", detail=warning)
               for warning in manager.template_warnings(model_id)]
     if entry.description:
@@ -73,21 +67,20 @@ def model_info(manager: ModelManager, model_id: str | None,
 
 
 def select_model(manager: ModelManager, model_id: str,
-                 library: ModelLibrary | None = None, texts: Texts | None = None) -> tuple:
-    """The info panel and the entry's generation defaults, for a newly chosen model."""
+                 library: ModelLibrary | None = None, *, texts: Texts) -> tuple:
+    """The info panel and the entry's sampling defaults (every control's value), for a
+    newly chosen model."""
     try:
         defaults = manager.entry(model_id).defaults
     except (UnknownModel, ModelUnavailable):
-        return (model_info(manager, model_id, texts=texts),) + (gr.update(),) * 8
-    return (model_info(manager, model_id, library, texts=texts), defaults.temperature,
-            defaults.top_p, defaults.top_k, defaults.max_new_tokens,
-            defaults.repetition_penalty, seed_value(defaults), think_choice(defaults.think),
-            defaults.thinking_budget)
+        return (model_info(manager, model_id, texts=texts),
+                *(gr.update(),) * len(SettingsControls.shown(SamplingSettings())))
+    return (model_info(manager, model_id, library, texts=texts),
+            *SettingsControls.shown(defaults))
 
 
 def _download(library: ModelLibrary | None, model_id: str, request: gr.Request,
-              texts: Texts | None = None) -> str:
-    texts = texts or english()
+              texts: Texts) -> str:
     if library is None:
         return ""
     try:
@@ -188,37 +181,22 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                                             elem_id="save-preset")
                 system = gr.Textbox(label=texts("chat.system"), lines=2, elem_id="system",
                                     placeholder=texts("chat.system_placeholder"))
-                with gr.Row():
-                    temperature = slider("temperature", defaults.temperature, texts=texts,
-                                         elem_id="temperature")
-                    top_p = slider("top_p", defaults.top_p, texts=texts, elem_id="top-p")
-                    top_k = slider("top_k", defaults.top_k, texts=texts, elem_id="top-k")
-                with gr.Row():
-                    max_new_tokens = slider("max_new_tokens", defaults.max_new_tokens,
-                                            texts=texts, elem_id="max-new-tokens")
-                    repetition_penalty = slider("repetition_penalty",
-                                                defaults.repetition_penalty, texts=texts,
-                                                elem_id="repetition-penalty")
-                    seed = seed_number(seed_value(defaults), texts=texts, elem_id="seed")
-                with gr.Row():
-                    think = think_radio(defaults.think, texts=texts, elem_id="think")
-                    thinking_budget = slider("thinking_budget", defaults.thinking_budget,
-                                             texts=texts, elem_id="thinking-budget")
+                controls = SettingsControls(defaults, texts=texts)
 
-    params = [model, system, temperature, top_p, top_k, max_new_tokens, repetition_penalty,
-              seed, think, thinking_budget]
     reply_outputs = [chatbot, message, conversation_id, editing]
-    sending = [message, conversation_id, editing, *params, pending]
+    send_fn, sending = with_settings(chat.send, [message, conversation_id, editing, model,
+                                                 system], controls, [pending])
+    again_fn, again = with_settings(chat.regenerate, [conversation_id, model, system], controls)
+    on_fn, on = with_settings(chat.continue_reply, [conversation_id, model, system], controls)
     replies = [
-        message.submit(chat.send, sending, reply_outputs, api_name="send"),
-        send.click(chat.send, sending, reply_outputs, api_name=False),
-        regenerate.click(chat.regenerate, [conversation_id, *params], reply_outputs,
-                         api_name="regenerate"),
-        continue_.click(chat.continue_reply, [conversation_id, *params], reply_outputs,
-                        api_name="continue"),
+        message.submit(send_fn, sending, reply_outputs, api_name="send"),
+        send.click(send_fn, sending, reply_outputs, api_name=False),
+        regenerate.click(again_fn, again, reply_outputs, api_name="regenerate"),
+        continue_.click(on_fn, on, reply_outputs, api_name="continue"),
     ]
-    open_outputs = [chatbot, conversation_id, editing, title, model, system, temperature,
-                    top_p, top_k, max_new_tokens, repetition_penalty, earlier]
+    open_outputs = [chatbot, conversation_id, editing, title, model, system,
+                    *controls.components, earlier]
+    max_new_tokens = controls.components[FIELDS.index("max_new_tokens")]
     meter_inputs = [message, conversation_id, model, system, max_new_tokens, pending]
     for sent in replies[:2]:  # the attachments went with the message
         sent.then(lambda: ([], ""), None, [pending, chips], api_name=False, queue=False)
@@ -280,9 +258,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     save_preset.click(convs.save_preset, [preset_name, system], [preset, sidebar_status],
                       api_name=False, queue=False)
     model.change(lambda m: select_model(manager, m, library, texts=texts), [model],
-                 [info, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed,
-                  think, thinking_budget],
-                 api_name=False)
+                 [info, *controls.components], api_name=False)
     model.change(lambda m: gr.update(visible=bool(library and library.can_download(m))),
                  [model], [fetch], api_name=False, queue=False)
     fetch.click(lambda m, request: _download(library, m, request, texts=texts), [model], [info],

@@ -12,7 +12,7 @@ from backends.base import BackendError, Chunk, GenParams
 from chatcore.conversations.attachments import AttachmentStore
 from chatcore.compare.comparison import MAX_PANES, MIN_PANES, Comparison, Round
 from chatcore.generation.context import title_from
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.compare.ratings import Standing, leaderboard
 from chatcore.generation.replies import ReplyRequest
@@ -29,7 +29,6 @@ from chatui.chat_handlers import (
 )
 from chatui.conversations import file_slug
 from chatui.exports import ExportFiles
-from chatui.sampling_controls import pane_params
 from chatui.stop_registry import StopRegistry
 from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
 
@@ -56,8 +55,8 @@ def compare_key(request: gr.Request | None) -> str:
 
 class CompareHandlers:
     def __init__(self, manager: ModelManager, store: Store, exports: ExportFiles,
-                 stops: StopRegistry | None = None, texts: Texts | None = None) -> None:
-        self.texts = texts or english()
+                 stops: StopRegistry | None = None, *, texts: Texts) -> None:
+        self.texts = texts
         self.manager = manager
         self.store = store
         self.attachments = AttachmentStore(store)
@@ -70,17 +69,17 @@ class CompareHandlers:
 
     # -- a round -------------------------------------------------------------------------
     def send(self, message: str, comparison: Comparison | None, blind: bool, count: float,
-             system: str, *pane_settings, attachments: list[int] | None = None,
-             request: gr.Request) -> Iterator[tuple]:
-        """`pane_settings`: every pane's model, then temperatures, max new tokens, Think
-        switches and thinking budgets (the last two may be left out: the defaults)."""
+             system: str, models: Sequence[str], settings: Sequence[SamplingSettings],
+             attachments: list[int] | None = None,
+             request: gr.Request = None) -> Iterator[tuple]:
+        """`models` and `settings`: every pane's, shown or not (the first `count` are)."""
         text = (message or "").strip()
         if not text and attachments:
             text = self.texts("compare.attached_prompt")
         if not text:
             yield self._outputs(comparison, None, message)
             return
-        setups = self._setups(int(count), pane_settings)
+        setups = self._setups(int(count), models, settings)
         if comparison is None:
             comparison = Comparison.start(setups, system=system or "", blind=bool(blind))
         else:
@@ -91,21 +90,10 @@ class CompareHandlers:
         comparison.attachments += list(attachments or [])
         yield from self._round(comparison, text, compare_key(request), user_of(request))
 
-    def _setups(self, count: int, settings: Sequence) -> list[tuple[str, GenParams]]:
+    def _setups(self, count: int, models: Sequence[str],
+                settings: Sequence[SamplingSettings]) -> list[tuple[str, GenParams]]:
         count = max(MIN_PANES, min(MAX_PANES, count))
-        models = settings[:MAX_PANES]
-        temperatures = settings[MAX_PANES:2 * MAX_PANES]
-        max_tokens = settings[2 * MAX_PANES:3 * MAX_PANES]
-        thinks = list(settings[3 * MAX_PANES:4 * MAX_PANES]) or [None] * MAX_PANES
-        budgets = list(settings[4 * MAX_PANES:5 * MAX_PANES]) or [None] * MAX_PANES
-        setups = []
-        for index in range(count):
-            entry = self.manager.registry.get(models[index])
-            defaults = entry.defaults if entry is not None else SamplingSettings()
-            setups.append((models[index], pane_params(defaults, temperatures[index],
-                                                      max_tokens[index], thinks[index],
-                                                      budgets[index])))
-        return setups
+        return [(models[index], GenParams(settings[index])) for index in range(count)]
 
     def _round(self, comparison: Comparison, text: str, key: str,
                user: str = "") -> Iterator[tuple]:
@@ -310,7 +298,7 @@ class CompareHandlers:
                 continue
             title = f"{title_from(comparison.rounds[0].prompt)} ({self.model_name(pane.model_id)})"
             self.store.import_conversation(user, title, pane.model_id, comparison.system,
-                                           pane.params.settings(), messages)
+                                           pane.params.sampling.model_dump(), messages)
             saved.append(title)
         if not saved:
             return self.texts("compare.no_replies_to_save")

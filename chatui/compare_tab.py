@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from backends.sampling import SamplingSettings
 from chatcore.compare.comparison import LABELS, MAX_PANES, MIN_PANES, Comparison
 from chatcore.i18n import Texts
 from chatcore.generation.manager import ModelManager
@@ -12,7 +13,13 @@ from chatui.attachment_controls import READING, AttachmentControls
 from chatui.chat_tab import model_choices
 from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
 from chatui.exports import ExportFiles
-from chatui.sampling_controls import slider, think_radio
+from chatui.sampling_controls import SettingsControls, with_settings
+
+
+def defaults_of(manager: ModelManager, model_id: str | None) -> SamplingSettings:
+    """The sampling defaults of a model's entry; the schema's own for an unknown model."""
+    entry = manager.registry.get(model_id or "")
+    return entry.defaults if entry is not None else SamplingSettings()
 
 
 def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
@@ -23,7 +30,6 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
     # Distinct usable models in the panes to begin with, the chat's model first.
     usable = [initial_model] + [model_id for _, model_id in choices
                                 if model_id != initial_model and manager.status(model_id).usable]
-    defaults = manager.entry(initial_model).defaults
     comparison = gr.State(None)
     with gr.Row():
         count = gr.Radio([str(n) for n in range(MIN_PANES, MAX_PANES + 1)], value="2",
@@ -33,8 +39,7 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
         new_round = gr.Button(texts("compare.new"), size="sm", elem_id="compare-new", scale=1)
     system = gr.Textbox(label=texts("compare.system"), lines=1, elem_id="compare-system",
                         placeholder=texts("compare.system_placeholder"))
-    columns, pickers, temperatures, max_tokens, panes = [], [], [], [], []
-    thinks, budgets = [], []
+    columns, pickers, controls, panes = [], [], [], []
     with gr.Row(equal_height=False):
         for index in range(MAX_PANES):
             with gr.Column(visible=index < MIN_PANES, min_width=240) as column:
@@ -44,14 +49,10 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
                     elem_id=f"compare-model-{index}"))
                 with gr.Accordion(texts("compare.settings"), open=False,
                                   elem_id=f"compare-settings-{index}"):
-                    temperatures.append(slider("temperature", defaults.temperature, texts=texts,
-                                               elem_id=f"compare-temperature-{index}"))
-                    max_tokens.append(slider("max_new_tokens", defaults.max_new_tokens, texts=texts,
-                                             elem_id=f"compare-max-tokens-{index}"))
-                    thinks.append(think_radio(defaults.think, texts=texts,
-                                              elem_id=f"compare-think-{index}"))
-                    budgets.append(slider("thinking_budget", defaults.thinking_budget, texts=texts,
-                                          elem_id=f"compare-thinking-budget-{index}"))
+                    # Each pane starts from its model's own defaults.
+                    controls.append(SettingsControls(
+                        defaults_of(manager, pickers[-1].value), texts=texts,
+                        elem_id=lambda name, i=index: f"compare-{name.replace('_', '-')}-{i}"))
                 panes.append(gr.Chatbot(label=Comparison.label(index, texts=texts), height=420,
                                         elem_id=f"compare-pane-{index}", sanitize_html=True,
                                         buttons=["copy"], feedback_options=None,
@@ -93,27 +94,21 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
                        elem_id="compare-download")
 
     round_outputs = [*panes, comparison, message, vote_row, *pickers, inspector]
-    round_inputs = [message, comparison, blind, count, system, *pickers, *temperatures,
-                    *max_tokens, *thinks, *budgets, pending]
 
-    # Gradio hands the request only to a named parameter, so the panes are spelled out.
-    def send_round(message: str, state, blind: bool, count: str, system: str,
-                   model_a: str, model_b: str, model_c: str, model_d: str,
-                   temperature_a: float, temperature_b: float, temperature_c: float,
-                   temperature_d: float, max_tokens_a: float, max_tokens_b: float,
-                   max_tokens_c: float, max_tokens_d: float, think_a: str, think_b: str,
-                   think_c: str, think_d: str, budget_a: float, budget_b: float,
-                   budget_c: float, budget_d: float, attached: list[int],
-                   request: gr.Request):
-        yield from compare.send(
-            message, state, blind, count, system, model_a, model_b, model_c, model_d,
-            temperature_a, temperature_b, temperature_c, temperature_d, max_tokens_a,
-            max_tokens_b, max_tokens_c, max_tokens_d, think_a, think_b, think_c, think_d,
-            budget_a, budget_b, budget_c, budget_d, attachments=attached, request=request)
+    def send_round(*values, request: gr.Request):
+        message, state, blind, count, system = values[:5]
+        models, (settings, attached) = values[5:5 + MAX_PANES], values[5 + MAX_PANES:]
+        yield from compare.send(message, state, blind, count, system, models, settings,
+                                attached, request=request)
 
+    send_fn, round_inputs = with_settings(
+        send_round, [message, comparison, blind, count, system, *pickers], controls, [pending])
+    for picker, group in zip(pickers, controls):  # a pane's new model: its defaults
+        picker.change(lambda m: SettingsControls.shown(defaults_of(manager, m)), [picker],
+                      group.components, api_name=False, queue=False)
     rounds = [
-        message.submit(send_round, round_inputs, round_outputs, api_name="compare"),
-        send.click(send_round, round_inputs, round_outputs, api_name=False),
+        message.submit(send_fn, round_inputs, round_outputs, api_name="compare"),
+        send.click(send_fn, round_inputs, round_outputs, api_name=False),
     ]
     for sent in rounds:  # the attachments went with the prompt, to every pane
         sent.then(lambda: ([], ""), None, [pending, chips], api_name=False, queue=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 from chatcore.generation.manager import ModelManager
 from chatcore.conversations.presets import builtin_names, builtin_presets
 from chatcore.conversations.store import NotFound, Store
@@ -20,6 +20,7 @@ from chatcore.conversations.export import (
 )
 from chatui.chat_handlers import ChatHandlers, session_key, user_of
 from chatui.exports import ExportFiles, conversation_key
+from chatui.sampling_controls import FIELDS, SettingsControls
 from chatui.transcript import chatbot_messages
 from chatui.uploads import discard_uploads
 
@@ -34,8 +35,8 @@ def file_slug(text: str, fallback: str) -> str:
 
 class ConversationHandlers:
     def __init__(self, manager: ModelManager, store: Store, chat: ChatHandlers,
-                 exports: ExportFiles, texts: Texts | None = None) -> None:
-        self.texts = texts or english()
+                 exports: ExportFiles, *, texts: Texts) -> None:
+        self.texts = texts
         self.manager = manager
         self.store = store
         self.chat = chat
@@ -67,26 +68,22 @@ class ConversationHandlers:
         return [], None, False, "", gr.update(value=None), "", ""
 
     def open(self, conversation_id: int | None, request: gr.Request) -> tuple:
-        """Show a conversation with the model, system prompt and settings it last used."""
+        """Show a conversation with the model, system prompt and every setting it last
+        used."""
         user = user_of(request)
+        unchanged = (gr.update(),) * (7 + len(FIELDS))
         if conversation_id is None:
-            return (gr.update(),) * 12
+            return unchanged
         try:
-            conversation = self.store.get_conversation(user, conversation_id,
-                                                       include_superseded=True)
+            conversation, settings = self.chat.conversations.open(user, conversation_id)
         except NotFound:
             gr.Warning(self.texts("conversations.gone", id=str(conversation_id)))
-            return (gr.update(),) * 12
+            return unchanged
         earlier = [m for m in conversation.messages if m.superseded]
-        p = conversation.params
         model = conversation.model if self.manager.registry.get(conversation.model) else gr.update()
         return (chatbot_messages(self.chat.display(user, conversation_id), texts=self.texts),
-                conversation_id,
-                False, conversation.title, model, conversation.system_prompt,
-                p.get("temperature", gr.update()), p.get("top_p", gr.update()),
-                p.get("top_k", gr.update()), p.get("max_new_tokens", gr.update()),
-                p.get("repetition_penalty", gr.update()),
-                _earlier_markdown(earlier, self.texts))
+                conversation_id, False, conversation.title, model, conversation.system_prompt,
+                *SettingsControls.shown(settings), _earlier_markdown(earlier, self.texts))
 
     def rename(self, conversation_id: int | None, title: str, query: str,
                request: gr.Request):
@@ -110,7 +107,7 @@ class ConversationHandlers:
         message = self.texts("conversations.deleted")
         try:
             if conversation_id is not None:
-                self.store.delete(user, conversation_id)
+                self.chat.conversations.delete(user, conversation_id)
                 self.exports.discard(conversation_key(user, conversation_id))
         except NotFound as exc:
             message = self.texts("chat.error", detail=str(exc))
@@ -211,8 +208,7 @@ class ConversationHandlers:
         return gr.update(choices=self.choices(user)), gr.update(choices=self.preset_choices(user))
 
 
-def _earlier_markdown(earlier, texts: Texts | None = None) -> str:
-    texts = texts or english()
+def _earlier_markdown(earlier, texts: Texts) -> str:
     if not earlier:
         return texts("conversations.no_earlier")
     parts = []

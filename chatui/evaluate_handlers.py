@@ -1,46 +1,32 @@
-"""The Evaluate tab's callbacks: prompt sets, runs and their progress, the blind review queue,
-ratings, the judge and the report. Each returns plain values or gradio updates; the layout is
-in chatui/evaluate_tab.py."""
+"""The Evaluate tab's callbacks: runs and their progress, the blind review queue, ratings, the
+judge and the report (the prompt sets' are in chatui/prompt_set_handlers.py). Each returns
+plain values or gradio updates; the layout is in chatui/evaluate_tab.py."""
 from __future__ import annotations
 
 import html
-import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import gradio as gr
 
+from backends.base import GenParams
+from backends.sampling import SamplingSettings
 from chatcore.evaluate.ratings import RatingTable
 from chatcore.evaluate.report import export_run
 from chatcore.evaluate.results import RunResults, interval_text
 from chatcore.evaluate.runner import EvalRunner, RunRefused
-from chatcore.evaluate.store import EvalNotFound, EvalRun, EvalStore, EvalVote, SetNameTaken
-from chatcore.i18n import Texts, english
+from chatcore.evaluate.store import EvalNotFound, EvalRun, EvalStore, EvalVote
+from chatcore.i18n import Texts
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.generation.memory import format_bytes
-from chatcore.evaluate.prompt_sets import (
-    EvalPrompt,
-    PromptSet,
-    PromptSetError,
-    builtin_sets,
-    make_set,
-    parse_file,
-    to_csv,
-    to_jsonl,
-    unique_name,
-)
+from chatcore.evaluate.prompt_sets import PromptSet
 from chatcore.evaluate.review_queue import ReviewItem, outcome_for
 from chatui.chat_handlers import user_of
 from chatui.exports import ExportFiles
-from chatui.sampling_controls import pane_params
-from chatui.uploads import discard_uploads
+from chatui.prompt_set_handlers import PromptSetHandlers, slug, stamped_path
 
-log = logging.getLogger(__name__)
-
-BUILTIN, MINE = "builtin:", "mine:"
 # The tables' columns, as catalog keys under evaluate.<table>_column (their headers).
-SET_COLUMNS = ["prompt", "category", "reference"]
 RATING_COLUMNS = ["category", "model", "rating", "interval", "style", "style_interval", "games"]
 CHOICE_COLUMNS = ["category", "choose", "ahead", "runner_up", "speed", "memory"]
 # The vote buttons' values (catalog keys evaluate.choice.<value>, evaluate.review.button.<value>).
@@ -61,133 +47,18 @@ def _duration(seconds: float, texts: Texts) -> str:
 
 class EvaluateHandlers:
     def __init__(self, manager: ModelManager, evals: EvalStore, runner: EvalRunner,
-                 exports: ExportFiles, *, texts: Texts | None = None) -> None:
+                 exports: ExportFiles, *, texts: Texts) -> None:
         self.manager = manager
         self.evals = evals
         self.runner = runner
         self.judges = runner.judges
         self.exports = exports
-        self.texts = texts or english()
-
-    # -- prompt sets -----------------------------------------------------------------------
-    def set_choices(self, user: str) -> list[tuple[str, str]]:
-        found = [(self.texts("evaluate.sets.builtin_choice", name=s.name, n=len(s.prompts)),
-                  BUILTIN + s.name) for s in builtin_sets()]
-        return found + [(f"{s.name} ({len(s.prompts)})", MINE + s.name)
-                        for s in self.evals.prompt_sets(user)]
+        self.texts = texts
+        self.sets = PromptSetHandlers(evals, exports, texts=self.texts)
 
     def find_set(self, user: str, choice: str | None) -> PromptSet | None:
-        if not choice:
-            return None
-        if choice.startswith(BUILTIN):
-            sets = builtin_sets()
-            name = choice.removeprefix(BUILTIN)
-        else:
-            sets = self.evals.prompt_sets(user)
-            name = choice.removeprefix(MINE)
-        return next((s for s in sets if s.name == name), None)
-
-    def open_set(self, choice: str | None, request: gr.Request) -> tuple:
-        """Name, rows and a note for the chosen set."""
-        prompt_set = self.find_set(user_of(request), choice)
-        if prompt_set is None:
-            return "", [["", "", ""]], ""
-        rows = [[p.text, p.category, p.reference] for p in prompt_set.prompts]
-        note = self.texts("evaluate.sets.builtin_note") if prompt_set.builtin else ""
-        return prompt_set.name, rows, note
-
-    def new_set(self) -> tuple:
-        return "", [["", "", ""]], self.texts("evaluate.sets.new_note")
-
-    def add_prompt(self, rows, text: str, category: str, reference: str) -> tuple:
-        """Append a row to the table (Save stores the set); the fields empty again."""
-        prompts = _prompts_from(rows)
-        if not text.strip():
-            return (gr.update(), text, category, reference,
-                    self.texts("evaluate.sets.write_first"))
-        prompts.append(EvalPrompt(text.strip(), category.strip(), reference.strip()))
-        return ([[p.text, p.category, p.reference] for p in prompts], "", category, "",
-                self.texts("evaluate.sets.added", n=len(prompts)))
-
-    def save_set(self, choice: str | None, name: str, rows, request: gr.Request) -> tuple:
-        user = user_of(request)
-        try:
-            prompt_set = make_set(name, _prompts_from(rows))
-        except PromptSetError as exc:
-            return gr.update(), self.texts("evaluate.sets.not_saved", detail=str(exc))
-        old = choice.removeprefix(MINE) if choice and choice.startswith(MINE) else ""
-        try:
-            self.evals.save_prompt_set(user, prompt_set, old_name=old)
-        except SetNameTaken as exc:
-            log.info("prompt set not saved as %r: the name is taken", prompt_set.name)
-            return gr.update(), self._name_taken(exc)
-        return (gr.update(choices=self.set_choices(user), value=MINE + prompt_set.name),
-                self.texts("evaluate.sets.saved", name=prompt_set.name,
-                           n=len(prompt_set.prompts)))
-
-    def duplicate_set(self, choice: str | None, request: gr.Request) -> tuple:
-        user = user_of(request)
-        prompt_set = self.find_set(user, choice)
-        if prompt_set is None:
-            return gr.update(), self.texts("evaluate.sets.pick_to_duplicate")
-        taken = self._taken_names(user) + [prompt_set.name]
-        copy = make_set(unique_name(prompt_set.name, taken), prompt_set.prompts)
-        try:
-            self.evals.save_prompt_set(user, copy)
-        except SetNameTaken as exc:  # another tab took the name a moment ago
-            return gr.update(), self._name_taken(exc)
-        return (gr.update(choices=self.set_choices(user), value=MINE + copy.name),
-                self.texts("evaluate.sets.duplicated", name=copy.name))
-
-    def delete_set(self, choice: str | None, request: gr.Request) -> tuple:
-        user = user_of(request)
-        if not choice or not choice.startswith(MINE):
-            return gr.update(), self.texts("evaluate.sets.builtin_kept")
-        name = choice.removeprefix(MINE)
-        try:
-            self.evals.delete_prompt_set(user, name)
-        except EvalNotFound as exc:
-            return gr.update(), self.texts("evaluate.error", detail=str(exc))
-        return (gr.update(choices=self.set_choices(user), value=None),
-                self.texts("evaluate.sets.deleted", name=name))
-
-    def import_set(self, upload: str | None, request: gr.Request) -> tuple:
-        """All or nothing: a bad row names its line and nothing is saved."""
-        user = user_of(request)
-        if not upload:
-            return gr.update(), ""
-        path = Path(upload)
-        try:
-            try:
-                prompts = parse_file(path.name, path.read_bytes())
-            finally:
-                discard_uploads([upload])
-            stem = path.stem[:60] or self.texts("evaluate.sets.imported_name")
-            prompt_set = make_set(unique_name(stem, self._taken_names(user)), prompts)
-            self.evals.save_prompt_set(user, prompt_set)
-        except (PromptSetError, SetNameTaken, OSError) as exc:
-            return gr.update(), self.texts("evaluate.sets.not_imported", detail=str(exc))
-        return (gr.update(choices=self.set_choices(user), value=MINE + prompt_set.name),
-                self.texts("evaluate.sets.imported", n=len(prompt_set.prompts),
-                           name=prompt_set.name))
-
-    def _taken_names(self, user: str) -> list[str]:
-        """Every name a new set of this user's cannot take: the built-in sets' and theirs."""
-        return [s.name for s in builtin_sets()] + [s.name for s in self.evals.prompt_sets(user)]
-
-    def _name_taken(self, exc: SetNameTaken) -> str:
-        key = "evaluate.sets.name_builtin" if exc.builtin else "evaluate.sets.name_taken"
-        return self.texts(key, name=exc.taken_by)
-
-    def export_set(self, choice: str | None, kind: str, request: gr.Request) -> tuple:
-        prompt_set = self.find_set(user_of(request), choice)
-        if prompt_set is None:
-            return gr.update(visible=False), self.texts("evaluate.sets.pick_to_export")
-        path = self._export_path(_slug(prompt_set.name), kind)
-        path.write_text(to_csv(prompt_set) if kind == "csv" else to_jsonl(prompt_set),
-                        encoding="utf-8")
-        return (gr.update(value=str(path), visible=True),
-                self.texts("evaluate.sets.exported", name=path.name))
+        """The set a run starts from (the sets' own callbacks are `self.sets`)."""
+        return self.sets.find_set(user, choice)
 
     # -- runs ------------------------------------------------------------------------------
     def run_choices(self, user: str) -> list[tuple[str, int]]:
@@ -198,23 +69,23 @@ class EvaluateHandlers:
                                      n=len(run.candidates), when=when), run.id))
         return found
 
-    def start_run(self, choice: str | None, system: str, *candidates,
-                  request: gr.Request) -> tuple:
-        """`candidates` are (model, temperature, max new tokens) for each of the 4 rows;
-        rows without a model are left out."""
+    def start_run(self, choice: str | None, system: str, models: Sequence[str | None],
+                  settings: Sequence[SamplingSettings], request: gr.Request = None) -> tuple:
+        """`models` and `settings`: each candidate row's; rows without a model are left
+        out."""
         user = user_of(request)
         prompt_set = self.find_set(user, choice)
         if prompt_set is None:
             return gr.update(), self.texts("evaluate.run.pick_set_first")
         setups = []
-        for model_id, temperature, max_tokens in zip(*[iter(candidates)] * 3):
+        for model_id, chosen in zip(models, settings):
             if not model_id:
                 continue
             try:
-                defaults = self.manager.entry(model_id).defaults
+                self.manager.entry(model_id)
             except (UnknownModel, ModelUnavailable) as exc:
                 return gr.update(), self.texts("evaluate.error", detail=str(exc))
-            setups.append((model_id, pane_params(defaults, temperature, max_tokens)))
+            setups.append((model_id, GenParams(chosen)))
         try:
             run_id = self.runner.start(user, prompt_set, setups, system.strip())
         except RunRefused as exc:
@@ -389,13 +260,13 @@ class EvaluateHandlers:
         results = self._results(user_of(request), run_id)
         if results is None:
             return gr.update(visible=False), self.texts("evaluate.ratings.pick_run_to_export")
-        stem = f"evaluation-{results.run.id}-{_slug(results.run.set_name)}"
+        stem = f"evaluation-{results.run.id}-{slug(results.run.set_name)}"
         paths = export_run(results, self.exports.folder(), stem)
         return gr.update(value=[str(p) for p in paths], visible=True), \
             self.texts("evaluate.ratings.exported", names=", ".join(p.name for p in paths))
 
     def _export_path(self, stem: str, kind: str) -> Path:
-        return self.exports.path(f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.{kind}")
+        return stamped_path(self.exports, stem, kind)
 
 
 def _pair_header(item: ReviewItem, category: str, voted: int, ready: int, total: int,
@@ -407,17 +278,6 @@ def _pair_header(item: ReviewItem, category: str, voted: int, ready: int, total:
 def _pairs(run: EvalRun) -> int:
     k = len(run.candidates)
     return k * (k - 1) // 2
-
-
-def _prompts_from(rows) -> list[EvalPrompt]:
-    """The table's rows (a pandas DataFrame or lists) as prompts; empty rows are skipped."""
-    values = rows.values.tolist() if hasattr(rows, "values") else list(rows or [])
-    found = []
-    for row in values:
-        cells = [("" if cell is None else str(cell)) for cell in list(row) + ["", "", ""]][:3]
-        if any(cell.strip() for cell in cells):
-            found.append(EvalPrompt(cells[0], cells[1], cells[2]))
-    return found
 
 
 def _rating_rows(tables: list[RatingTable], texts: Texts, judge: str | None = None
@@ -445,6 +305,3 @@ def _style_note(table: RatingTable, texts: Texts) -> str:
     return texts("evaluate.ratings.style_note", lean=texts(f"evaluate.ratings.{lean}"),
                  coefficient=f"{length:+.2f}")
 
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-")[:40] or "set"

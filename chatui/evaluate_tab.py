@@ -14,11 +14,12 @@ from chatui.chat_tab import model_choices
 from chatui.evaluate_handlers import (
     CHOICE_COLUMNS,
     RATING_COLUMNS,
-    SET_COLUMNS,
     VOTES,
     EvaluateHandlers,
 )
-from chatui.sampling_controls import slider
+from chatui.prompt_set_handlers import SET_COLUMNS
+from chatui.compare_tab import defaults_of
+from chatui.sampling_controls import SettingsControls, with_settings
 
 PROGRESS_TICK_S = 1.0
 
@@ -52,7 +53,6 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
     choices = model_choices(manager, texts=texts)
     usable = [initial_model] + [m for _, m in choices
                                 if m != initial_model and manager.status(m).usable]
-    defaults = manager.entry(initial_model).defaults
     item = gr.State(None)
 
     gr.Markdown(texts("evaluate.intro"))
@@ -95,7 +95,7 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
         set_status = gr.Markdown(elem_id="eval-set-status")
 
     with gr.Accordion(texts("evaluate.run.box"), open=True, elem_id="eval-run-box"):
-        pickers, temperatures, max_tokens = [], [], []
+        pickers, controls = [], []
         with gr.Row(equal_height=False):
             for index in range(MAX_CANDIDATES):
                 with gr.Column(min_width=200):
@@ -107,12 +107,10 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
                         elem_id=f"eval-model-{index}"))
                     with gr.Accordion(texts("evaluate.run.settings"), open=False,
                                       elem_id=f"eval-settings-{index}"):
-                        temperatures.append(slider("temperature", defaults.temperature,
-                                                   texts=texts,
-                                                   elem_id=f"eval-temperature-{index}"))
-                        max_tokens.append(slider("max_new_tokens", defaults.max_new_tokens,
-                                                 texts=texts,
-                                                 elem_id=f"eval-max-tokens-{index}"))
+                        controls.append(SettingsControls(
+                            defaults_of(manager, pickers[-1].value), texts=texts,
+                            elem_id=lambda name, i=index:
+                            f"eval-{name.replace('_', '-')}-{i}"))
         system = gr.Textbox(label=texts("evaluate.run.system"), lines=1, max_length=4000,
                             placeholder=texts("evaluate.run.system_placeholder"),
                             elem_id="eval-system")
@@ -181,24 +179,25 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
                            interactive=False, file_count="multiple", elem_id="eval-download")
 
     # -- prompt sets -----------------------------------------------------------------------
-    set_picker.change(handlers.open_set, [set_picker], [set_name, rows, set_status],
+    sets = handlers.sets
+    set_picker.change(sets.open_set, [set_picker], [set_name, rows, set_status],
                       api_name=False, queue=False)
-    new_set.click(handlers.new_set, None, [set_name, rows, set_status], api_name=False,
+    new_set.click(sets.new_set, None, [set_name, rows, set_status], api_name=False,
                   queue=False)
     adding = [rows, new_prompt, new_category, new_reference]
-    add.click(handlers.add_prompt, adding, [*adding, set_status], api_name=False, queue=False)
-    new_prompt.submit(handlers.add_prompt, adding, [*adding, set_status], api_name=False,
+    add.click(sets.add_prompt, adding, [*adding, set_status], api_name=False, queue=False)
+    new_prompt.submit(sets.add_prompt, adding, [*adding, set_status], api_name=False,
                       queue=False)
-    save.click(handlers.save_set, [set_picker, set_name, rows], [set_picker, set_status],
+    save.click(sets.save_set, [set_picker, set_name, rows], [set_picker, set_status],
                api_name=False)
-    duplicate.click(handlers.duplicate_set, [set_picker], [set_picker, set_status],
+    duplicate.click(sets.duplicate_set, [set_picker], [set_picker, set_status],
                     api_name=False)
-    delete.click(handlers.delete_set, [set_picker], [set_picker, set_status], api_name=False)
-    upload.upload(handlers.import_set, [upload], [set_picker, set_status], api_name=False)
+    delete.click(sets.delete_set, [set_picker], [set_picker, set_status], api_name=False)
+    upload.upload(sets.import_set, [upload], [set_picker, set_status], api_name=False)
 
     def exporter(kind: str):
         def export(choice: str | None, request: gr.Request):
-            return handlers.export_set(choice, kind, request)
+            return sets.export_set(choice, kind, request)
         return export
 
     export_jsonl.click(exporter("jsonl"), [set_picker], [download, set_status], api_name=False)
@@ -208,18 +207,15 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
     review_outputs = [review_header, review_prompt, review_reference, reply_a, reply_b, item]
     rating_outputs = [ratings, choose, style_note]
 
-    # Gradio hands the request only to a named parameter, so the rows are spelled out.
-    def start_run(choice: str | None, system_prompt: str, model_1, temperature_1, tokens_1,
-                  model_2, temperature_2, tokens_2, model_3, temperature_3, tokens_3,
-                  model_4, temperature_4, tokens_4, request: gr.Request):
-        return handlers.start_run(
-            choice, system_prompt, model_1, temperature_1, tokens_1, model_2, temperature_2,
-            tokens_2, model_3, temperature_3, tokens_3, model_4, temperature_4, tokens_4,
-            request=request)
+    def start_run(choice: str | None, system_prompt: str, *values, request: gr.Request):
+        models, settings = values[:MAX_CANDIDATES], values[MAX_CANDIDATES]
+        return handlers.start_run(choice, system_prompt, models, settings, request=request)
 
-    candidate_inputs = [c for row in zip(pickers, temperatures, max_tokens) for c in row]
-    start.click(start_run, [set_picker, system, *candidate_inputs], [run_picker, run_status],
-                api_name=False)
+    start_fn, start_inputs = with_settings(start_run, [set_picker, system, *pickers], controls)
+    start.click(start_fn, start_inputs, [run_picker, run_status], api_name=False)
+    for picker, group in zip(pickers, controls):  # a candidate's new model: its defaults
+        picker.change(lambda m: SettingsControls.shown(defaults_of(manager, m)), [picker],
+                      group.components, api_name=False, queue=False)
 
     def opened(run_id, request: gr.Request):
         return (handlers.progress_html(run_id, request), *handlers.next_pair(run_id, request),
@@ -268,7 +264,7 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
 
     def first_view(request: gr.Request):
         user = user_of(request)
-        return (gr.update(choices=handlers.set_choices(user)),
+        return (gr.update(choices=sets.set_choices(user)),
                 gr.update(choices=handlers.run_choices(user)))
 
     app.load(first_view, None, [set_picker, run_picker], api_name=False)

@@ -12,7 +12,7 @@ from chatcore.generation.registry import MAX_DESCRIPTION, MAX_ID, MAX_NAME, Conf
 from chatcore.library.download_queue import DownloadJob
 from chatcore.library.fit import Fit
 from chatcore.library.hub_errors import HubError
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 from chatcore.library.model_library import FilesRefused, ModelLibrary
 from chatcore.library.errors import LibraryError
 from chatcore.generation.manager import ModelUnavailable, UnknownModel
@@ -41,18 +41,18 @@ def _slug(word: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", word.lower().replace("'", "")).strip("_")
 
 
-def verdict_word(verdict: str, texts: Texts | None = None) -> str:
+def verdict_word(verdict: str, texts: Texts) -> str:
     """A fit verdict ("fits", "tight", "won't fit") in the page's language."""
-    return _known(texts or english(), f"library.verdict.{_slug(verdict)}", verdict)
+    return _known(texts, f"library.verdict.{_slug(verdict)}", verdict)
 
 
-def fit_badge(fit: Fit, texts: Texts | None = None) -> str:
+def fit_badge(fit: Fit, texts: Texts) -> str:
     """`🟢 fits`, the verdict in the page's language."""
     icon = fit.badge.split(" ", 1)[0]
     return f"{icon} {verdict_word(fit.verdict, texts)}"
 
 
-def remote_summary(summary: str, texts: Texts | None = None) -> str:
+def remote_summary(summary: str, texts: Texts) -> str:
     """A missing entry's "4.7 GB · 🟢 fits" from the library, its badge in the page's
     language ("…" while it is read, and a refusal, stay as they are)."""
     head, _, badge = summary.rpartition(" · ")
@@ -62,10 +62,10 @@ def remote_summary(summary: str, texts: Texts | None = None) -> str:
     return f"{head} · {found.group(1)} {verdict_word(found.group(2), texts)}"
 
 
-def load_step(step: str, texts: Texts | None = None) -> str:
+def load_step(step: str, texts: Texts) -> str:
     """An engine's load step ("reading", "ready") in the page's language, when the catalog
     knows it."""
-    return _known(texts or english(), f"models.step.{_slug(step)}", step)
+    return _known(texts, f"models.step.{_slug(step)}", step)
 
 
 def _duration(seconds: float, texts: Texts) -> str:
@@ -78,9 +78,8 @@ def _duration(seconds: float, texts: Texts) -> str:
     return texts("library.duration.seconds", seconds=seconds)
 
 
-def download_progress(job: DownloadJob, texts: Texts | None = None) -> str:
+def download_progress(job: DownloadJob, texts: Texts) -> str:
     """"412 MB of 4.7 GB · 38 MB/s · 1 min 52 s left", in the page's language."""
-    texts = texts or english()
     amount = format_bytes(job.done_bytes)
     if job.total_bytes:
         amount = texts("library.download.amount", done=amount,
@@ -101,8 +100,7 @@ def download_progress(job: DownloadJob, texts: Texts | None = None) -> str:
     return " · ".join(parts)
 
 
-def scan_row(library: ModelLibrary, found: FoundModel, texts: Texts | None = None) -> list[str]:
-    texts = texts or english()
+def scan_row(library: ModelLibrary, found: FoundModel, texts: Texts) -> list[str]:
     fit = library.fit_of_found(found)
     template = {True: "yes", False: "none"}.get(found.has_chat_template)
     return [found.scan_id, found.source, found.name, found.quantization or "?",
@@ -113,9 +111,9 @@ def scan_row(library: ModelLibrary, found: FoundModel, texts: Texts | None = Non
 
 
 class LibraryHandlers:
-    def __init__(self, library: ModelLibrary, texts: Texts | None = None) -> None:
+    def __init__(self, library: ModelLibrary, *, texts: Texts) -> None:
         self.library = library
-        self.texts = texts or english()
+        self.texts = texts
 
     def _error(self, exc: Exception) -> str:
         return self.texts("library.error", detail=str(exc))

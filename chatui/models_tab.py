@@ -43,10 +43,9 @@ REFRESH_S = 1.0
 COLUMNS = english().labels("models.column", COLUMN_IDS)
 
 
-def status_rows(manager: ModelManager, library: ModelLibrary | None = None,
-                texts: Texts | None = None) -> list[list[str]]:
-    texts = texts or english()
-    return [_row(manager, status, library, texts) for status in manager.statuses()]
+def status_rows(manager: ModelManager, library: ModelLibrary | None = None, *,
+                texts: Texts) -> list[list[str]]:
+    return [_row(manager, status, library, texts=texts) for status in manager.statuses()]
 
 
 def _fit_cell(library: ModelLibrary | None, s: ModelStatus, texts: Texts) -> str:
@@ -72,9 +71,8 @@ def _state_cell(s: ModelStatus, texts: Texts) -> str:
     return state
 
 
-def _row(manager: ModelManager, s: ModelStatus, library: ModelLibrary | None = None,
-         texts: Texts | None = None) -> list[str]:
-    texts = texts or english()
+def _row(manager: ModelManager, s: ModelStatus, library: ModelLibrary | None = None, *,
+         texts: Texts) -> list[str]:
     entry = manager.registry.get(s.id)
     details = s.reason or (entry.source_text if entry else "")
     if placement := manager.placement(s.id):
@@ -97,9 +95,8 @@ def _row(manager: ModelManager, s: ModelStatus, library: ModelLibrary | None = N
     ]
 
 
-def memory_line(memory: MemoryReport, texts: Texts | None = None) -> str:
+def memory_line(memory: MemoryReport, texts: Texts) -> str:
     """Process memory before the load, loaded, and after the unload, with a verdict."""
-    texts = texts or english()
     line = texts("models.memory.line", before=format_bytes(memory.before_load),
                  loaded=format_bytes(memory.loaded), after=format_bytes(memory.after_unload))
     if memory.returned:
@@ -112,7 +109,8 @@ def build_models_tab(app: gr.Blocks, manager: ModelManager,
     """The tab; returns its refresh timer (on only while the tab is shown) and the events
     after which the model lists elsewhere on the page must be read again."""
     summary = gr.Markdown(manager.memory_summary(texts), elem_id="memory-summary")
-    table = gr.Dataframe(value=status_rows(manager, library, texts), headers=texts.labels("models.column", COLUMN_IDS),
+    table = gr.Dataframe(value=status_rows(manager, library, texts=texts),
+                         headers=texts.labels("models.column", COLUMN_IDS),
                          interactive=False, wrap=True, column_widths=WIDTHS,
                          elem_id="models-table")
     with gr.Row():
@@ -269,14 +267,14 @@ def _is_resident(manager: ModelManager, model_id: str) -> bool:
 
 
 class ModelsHandlers:
-    def __init__(self, manager: ModelManager, library: ModelLibrary | None = None,
-                 texts: Texts | None = None) -> None:
+    def __init__(self, manager: ModelManager, library: ModelLibrary | None = None, *,
+                 texts: Texts) -> None:
         self.manager = manager
         self.library = library
-        self.texts = texts or english()
+        self.texts = texts
 
     def refresh(self) -> tuple[list[list[str]], str]:
-        return (status_rows(self.manager, self.library, self.texts),
+        return (status_rows(self.manager, self.library, texts=self.texts),
                 self.manager.memory_summary(self.texts))
 
     def load(self, model_id: str, progress: gr.Progress = gr.Progress()) -> Iterator[str]:

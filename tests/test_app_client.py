@@ -22,8 +22,9 @@ def served(tmp_path):
 
 
 def send_args(message: str, max_new_tokens: int = 64, temperature: float = 0.0) -> tuple:
-    # message, model, system prompt, temperature, top_p, top_k, max new tokens, penalty, seed
-    return (message, "smollm2-135m", "", temperature, 0.9, 40, max_new_tokens, 1.0, -1)
+    # message, model, system prompt, then the settings in the schema's order: temperature,
+    # top_p, top_k, min_p, max new tokens, penalty, seed (Think and its budget: the defaults)
+    return (message, "smollm2-135m", "", temperature, 0.9, 40, 0.0, max_new_tokens, 1.0, -1)
 
 
 def reply_text(output: tuple) -> str:

@@ -137,13 +137,15 @@ def test_random_bytes_named_gguf_are_refused_and_the_app_keeps_serving(tmp_path)
 
 def test_exports_stay_in_their_own_random_folder_whatever_the_title(tmp_path):
     from chatcore.conversations.store import Store
+    from chatcore.i18n import english
     from chatui.conversations import ConversationHandlers
     from chatui.exports import ExportFiles
     from tests.test_chat_handlers import ALICE
 
     store = Store(tmp_path / "data")
     conversation = store.create_conversation("alice", "../../../../etc/passwd", "m")
-    handlers = ConversationHandlers(None, store, None, ExportFiles(tmp_path / "exports"))
+    handlers = ConversationHandlers(None, store, None, ExportFiles(tmp_path / "exports"),
+                                    texts=english())
     folders = set()
     for kind in ("md", "json"):
         update, _ = handlers.export(conversation, kind, ALICE)

@@ -7,11 +7,13 @@ import threading
 import pytest
 
 from backends.base import Chunk, GenParams, Message
+from backends.sampling import SamplingSettings
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.factory import make_backend
 from chatcore.generation.manager import ModelManager
 from chatcore.generation.replies import Waiting
 from chatcore.conversations.store import Store
+from chatcore.i18n import english
 from chatui.exports import ExportFiles
 from chatui.compare_handlers import CompareHandlers
 from tests.conftest import CAPITAL_PROMPT, SAFETY_S, SHIPPED_MODELS
@@ -73,7 +75,7 @@ def at_once(targets) -> list:
 
 
 def test_four_concurrent_greedy_replies_are_each_what_they_are_alone(batching):
-    params = [GenParams(temperature=0.0, max_new_tokens=n) for n in LENGTHS]
+    params = [GenParams(SamplingSettings(temperature=0.0, max_new_tokens=n)) for n in LENGTHS]
     alone = [ask(batching, p, q) for p, q in zip(PROMPTS, params)]
     decoder = batching.load("smol")._decoder
     decoder.widest = 0
@@ -89,7 +91,7 @@ def test_a_fifth_request_waits_with_its_place_and_takes_the_slot_a_stopped_reply
         batching):
     """Four replies fill the slots; the fifth request is told it is next in line; when one
     of the four is stopped, the fifth takes its slot while the other three still decode."""
-    long = GenParams(temperature=0.0, max_new_tokens=120)
+    long = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=120))
     streaming = [threading.Event() for _ in range(4)]
     stop_first = threading.Event()
     waits: list[int] = []
@@ -110,7 +112,7 @@ def test_a_fifth_request_waits_with_its_place_and_takes_the_slot_a_stopped_reply
                 waits.append(event.ahead)
                 stop_first.set()  # a person presses Stop on the first reply
         assert all(event.wait(SAFETY_S) for event in streaming)
-        result = ask(batching, CAPITAL_PROMPT, GenParams(temperature=0.0, max_new_tokens=12),
+        result = ask(batching, CAPITAL_PROMPT, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=12)),
                      on_event=on_event)
         done.append("fifth")
         return result
@@ -125,7 +127,7 @@ def test_a_fifth_request_waits_with_its_place_and_takes_the_slot_a_stopped_reply
 
 
 def test_stop_on_one_reply_leaves_the_other_three_streaming_to_the_end(batching):
-    params = GenParams(temperature=0.0, max_new_tokens=40)
+    params = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=40))
     alone = [ask(batching, p, params)[0] for p in PROMPTS[1:]]
     streaming = [threading.Event() for _ in PROMPTS[1:]]
     stop = threading.Event()
@@ -134,7 +136,7 @@ def test_stop_on_one_reply_leaves_the_other_three_streaming_to_the_end(batching)
         def on_event(event):
             if isinstance(event, Chunk) and event.text and all(e.is_set() for e in streaming):
                 stop.set()  # Stop once all four show words
-        return ask(batching, STORY_PROMPT, GenParams(temperature=0.0, max_new_tokens=400),
+        return ask(batching, STORY_PROMPT, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=400)),
                    stop, on_event)
 
     def other(index, prompt):
@@ -152,8 +154,7 @@ def test_stop_on_one_reply_leaves_the_other_three_streaming_to_the_end(batching)
 
 
 def test_seeded_sampling_in_a_batch_repeats(batching):
-    params = [GenParams(temperature=1.0, top_p=0.95, top_k=40, repetition_penalty=1.1,
-                        max_new_tokens=24, seed=seed) for seed in (1, 2, 3, 4)]
+    params = [GenParams(SamplingSettings(temperature=1.0, top_p=0.95, top_k=40, repetition_penalty=1.1, max_new_tokens=24, seed=seed)) for seed in (1, 2, 3, 4)]
     prompts = [STORY_PROMPT] * 4  # the same prompt: only the seeds differ
 
     def round_():
@@ -168,9 +169,11 @@ def test_seeded_sampling_in_a_batch_repeats(batching):
 
 def test_two_compare_panes_on_one_entry_stream_at_the_same_time(batching, tmp_path):
     store = Store(tmp_path)
-    compare = CompareHandlers(batching, store, ExportFiles(tmp_path / "exports"))
-    settings = ("smol", "smol", "smol", "smol", *[0.0] * 4, *[48] * 4)
-    updates = list(compare.send(STORY_PROMPT, None, False, "2", "", *settings, request=BOB))
+    compare = CompareHandlers(batching, store, ExportFiles(tmp_path / "exports"),
+                              texts=english())
+    settings = [SamplingSettings(temperature=0.0, max_new_tokens=48)] * 4
+    updates = list(compare.send(STORY_PROMPT, None, False, "2", "", ["smol"] * 4, settings,
+                                request=BOB))
     final = pane_texts(updates[-1])[:2]
     growing = [pane_texts(u)[:2] for u in updates[:-1]]
     assert any(all(t not in ("", "…") and t != f for t, f in zip(texts, final))
@@ -181,9 +184,10 @@ def test_two_compare_panes_on_one_entry_stream_at_the_same_time(batching, tmp_pa
 
 
 def test_the_models_tab_shows_the_slots_the_cache_type_and_the_weight_buffers(batching):
+    from chatcore.i18n import english
     from chatui.models_tab import COLUMNS, status_rows
 
-    row = dict(zip(COLUMNS, status_rows(batching)[0]))
+    row = dict(zip(COLUMNS, status_rows(batching, texts=english())[0]))
     backend = batching.load("smol")
     assert row["Engine"] == "llamacpp · 4 parallel · KV f16 · flash attention auto"
     assert row["Details"].startswith(f"on cpu · {backend.buffers.describe()}")

@@ -9,8 +9,11 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
+from backends.sampling import SamplingSettings
 from chatcore.conversations.store import Store
-from tests.conftest import start_app
+from chatcore.generation.registry import load_registry
+from chatui.sampling_controls import FIELDS, SettingsControls
+from tests.conftest import SHIPPED_MODELS, start_app
 
 pytestmark = pytest.mark.slow  # drives the app in chromium
 
@@ -226,7 +229,7 @@ def test_compare_two_models_vote_and_see_the_leaderboard_change(page, artifacts)
     pick(page, "compare-model-1", "SmolLM2 135M Instruct [transformers · 4bit nf4 · auto]")
     for pane in (0, 1):
         page.locator(f"#compare-settings-{pane}").get_by_text("Settings").click()
-        set_number(page, f"compare-max-tokens-{pane}", "40")
+        set_number(page, f"compare-max-new-tokens-{pane}", "40")
     board = page.locator("#compare-leaderboard")
     board_before = board.inner_text()
     box = page.locator("#compare-message textarea")
@@ -402,7 +405,7 @@ def test_evaluate_a_set_of_two_prompts_review_with_keys_and_see_ratings(page, ar
     pick(page, "eval-model-1", "SmolLM2 135M Instruct [transformers · 4bit nf4 · auto]")
     for index in (0, 1):
         page.locator(f"#eval-settings-{index}").get_by_text("Settings").click()
-        set_number(page, f"eval-max-tokens-{index}", "16")
+        set_number(page, f"eval-max-new-tokens-{index}", "16")
     page.locator("#eval-start").click()
     page.wait_for_function("() => document.querySelector('#eval-run-status')?.innerText"
                            ".includes('started: 2 prompts × 2 models')")
@@ -506,3 +509,84 @@ def test_attach_a_file_send_and_see_its_chip_and_the_reply(page, tmp_path, artif
     page.wait_for_function("() => document.querySelector('#inspector-prompt')?.innerText"
                            ".includes('pier 3')", timeout=30_000)
     page.screenshot(path=str(artifacts / "attachment.png"), full_page=True)
+
+
+# Every sampling control on the Chat tab, by elem_id, in the schema's order.
+SETTING_IDS = [name.replace("_", "-") for name in FIELDS]
+
+
+def shown_settings(page) -> list[str]:
+    """What every sampling control shows, read from the page: a slider's or number box's
+    number, the Radio's checked choice."""
+    return page.evaluate(
+        "(ids) => ids.map(id => { const el = document.querySelector('#' + id);"
+        " const checked = el?.querySelector('input:checked');"
+        " if (checked) return checked.value;"
+        " return el?.querySelector('input[type=number]')?.value ?? null; })", SETTING_IDS)
+
+
+def expected_controls(settings: SamplingSettings) -> list[str]:
+    """The controls' values for these settings, as the page's inputs hold them (text)."""
+    return [value if isinstance(value, str) else f"{value:g}"
+            for value in SettingsControls.shown(settings)]
+
+
+def set_seed(page, value: str) -> None:
+    box = page.locator("#seed input")
+    box.fill(value)
+    box.press("Enter")
+    page.wait_for_function(f"() => document.querySelector('#seed input')?.value === '{value}'")
+
+
+def set_think(page, choice: str) -> None:
+    page.locator("#think").get_by_label(choice, exact=True).check()
+    page.wait_for_function(
+        f"() => document.querySelector('#think input:checked')?.value === '{choice}'")
+
+
+def open_conversation(page, title: str, opened: str) -> None:
+    """Click a conversation in the sidebar until the page shows it (`opened`, a JavaScript
+    condition): a click that lands while the list is being re-rendered is lost."""
+    for _ in range(3):
+        page.locator("#conversations label", has_text=title).first.click()
+        try:
+            page.wait_for_function(f"() => {opened}", timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"the conversation {title!r} did not open")
+
+
+def test_reopening_a_conversation_restores_every_setting_it_was_sent_with(page, artifacts):
+    defaults = load_registry(SHIPPED_MODELS).get("smollm2-135m").defaults
+    first = defaults.model_copy(update={"seed": 1234, "temperature": 0.35, "think": False,
+                                        "max_new_tokens": 8})
+    second = defaults.model_copy(update={"seed": 99, "temperature": 1.2, "think": True,
+                                         "thinking_budget": 50, "max_new_tokens": 8})
+    page.get_by_text("Parameters").click()
+    set_number(page, "max-new-tokens", "8")
+    set_number(page, "temperature", "0.35")
+    set_seed(page, "1234")
+    set_think(page, "off")
+    box = page.locator("#message textarea")
+    box.fill("Name the capital of France.")
+    box.press("Enter")
+    wait_for_finished_reply(page, 1)
+
+    page.locator("#new-chat").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll(\"#chatbot [data-testid='bot']\").length === 0")
+    set_number(page, "temperature", "1.2")
+    set_seed(page, "99")
+    set_think(page, "on")
+    set_number(page, "thinking-budget", "50")
+    box.fill("Say hello.")
+    box.press("Enter")
+    wait_for_finished_reply(page, 1)
+
+    page.locator("#conversations label", has_text="Say hello.").first.wait_for()
+    for title, sent in (("Name the capital of France.", first), ("Say hello.", second)):
+        open_conversation(page, title, f"document.querySelector('#seed input')?.value === "
+                                       f"'{sent.seed}'")
+        assert shown_settings(page) == expected_controls(sent), title
+    page.screenshot(path=str(artifacts / "settings-restored.png"), full_page=True)

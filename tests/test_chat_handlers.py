@@ -5,9 +5,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from backends.sampling import SamplingSettings
 from chatcore.generation.registry import BrokenEntry, ModelEntry, ModelRegistry
 from chatcore.generation.manager import ModelManager
 from chatcore.conversations.store import Store
+from chatcore.i18n import english
 from chatui.exports import ExportFiles
 from chatui.chat_handlers import ChatHandlers, prompt_hidden
 from chatui.chat_tab import model_choices, model_info, select_model
@@ -16,7 +18,8 @@ from tests.conftest import SHIPPED_MODELS
 from tests.fakes import ScriptedBackend
 
 ALICE = SimpleNamespace(session_hash="tab-1", username="alice")
-PARAMS = ("", 0.0, 0.9, 40, 64, 1.0, -1)  # system, temperature, top_p, top_k, max, penalty, seed
+GREEDY = SamplingSettings(temperature=0.0, max_new_tokens=64)
+PARAMS = ("", GREEDY)  # the system prompt and the settings
 
 
 class RecordingBackend(ScriptedBackend):
@@ -44,10 +47,11 @@ def page(tmp_path):
     )
     manager = ModelManager(registry, lambda entry: backend)
     store = Store(tmp_path)
-    chat = ChatHandlers(manager, store)
+    chat = ChatHandlers(manager, store, texts=english())
     yield SimpleNamespace(backend=backend, manager=manager, store=store, chat=chat,
                           convs=ConversationHandlers(manager, store, chat,
-                                                     ExportFiles(tmp_path / "exports")))
+                                                     ExportFiles(tmp_path / "exports"),
+                                                     texts=english()))
     store.close()
 
 
@@ -117,7 +121,8 @@ def test_edit_last_message_replaces_it_and_its_reply(page):
 
 def test_continue_extends_a_reply_cut_at_the_token_limit(page):
     page.backend.words = ["one", "two", "three"]
-    cut = list(page.chat.send("count", None, False, "fake", "", 0.0, 0.9, 40, 2, 1.0, -1,
+    cut = list(page.chat.send("count", None, False, "fake", "",
+                              SamplingSettings(temperature=0.0, max_new_tokens=2),
                               request=ALICE))
     conversation_id = cut[-1][2]
     # The scripted engine ignores max_new_tokens; mark the stored reply as cut by hand.
@@ -148,9 +153,9 @@ def test_a_message_too_long_for_the_context_gets_a_clear_error(page):
 
 
 def test_broken_entry_is_listed_with_its_reason_and_refuses_politely(page):
-    labels = dict((value, label) for label, value in model_choices(page.manager))
+    labels = dict((value, label) for label, value in model_choices(page.manager, texts=english()))
     assert labels == {"fake": "Fake", "typo": "typo (invalid entry)"}
-    assert "field 'temprature': unknown field" in model_info(page.manager, "typo")
+    assert "field 'temprature': unknown field" in model_info(page.manager, "typo", texts=english())
     chat = send(page, "hi", model="typo")[-1][0]
     assert "⚠️ models.yaml: entry 2 (id 'typo')" in chat[-1]["content"]
 
@@ -162,15 +167,17 @@ def test_the_reply_says_while_its_model_loads(page):
 
 
 def test_opening_a_conversation_restores_its_model_prompt_and_settings(page):
-    result = list(page.chat.send("hi", None, False, "fake", "Be terse.", 0.3, 0.8, 20, 32, 1.1,
-                                 7, request=ALICE))
+    sent = SamplingSettings(temperature=0.3, top_p=0.8, top_k=20, min_p=0.05,
+                            max_new_tokens=32, repetition_penalty=1.1, seed=7, think=False,
+                            thinking_budget=50)
+    result = list(page.chat.send("hi", None, False, "fake", "Be terse.", sent, request=ALICE))
     conversation_id = result[-1][2]
-    opened = page.convs.open(conversation_id, ALICE)
-    chat, cid, editing, title, model, system, temperature, top_p, top_k, max_new, penalty, _ = \
-        opened
-    assert (cid, title, model, system) == (conversation_id, "hi", "fake", "Be terse.")
-    assert (temperature, top_p, top_k, max_new, penalty) == (0.3, 0.8, 20, 32, 1.1)
     assert page.backend.prompts[-1][0] == {"role": "system", "content": "Be terse."}
+    send(page, "another conversation")  # other settings elsewhere change nothing here
+    chat, cid, editing, title, model, system, *settings, _ = page.convs.open(conversation_id,
+                                                                             ALICE)
+    assert (cid, title, model, system) == (conversation_id, "hi", "fake", "Be terse.")
+    assert settings == [0.3, 0.8, 20, 0.05, 32, 1.1, 7, "off", 50]
 
 
 def test_presets_built_in_and_saved(page):
@@ -184,10 +191,10 @@ def test_presets_built_in_and_saved(page):
 
 
 def test_choosing_a_model_loads_its_defaults(page):
-    info, *values = select_model(page.manager, "fake")
+    info, *values = select_model(page.manager, "fake", texts=english())
     assert "**Fake**" in info
-    # temperature, top p, top k, max new tokens, penalty, seed, Think, thinking budget
-    assert values == [0.7, 0.9, 40, 512, 1.0, -1, "default", 0]
+    # temperature, top p, top k, min p, max new tokens, penalty, seed, Think, thinking budget
+    assert values == [0.7, 0.9, 40, 0.0, 512, 1.0, -1, "default", 0]
 
 
 def test_export_writes_inside_the_export_folder_and_import_makes_a_new_conversation(
@@ -249,11 +256,11 @@ def test_continue_and_the_inspector_say_why_a_remote_model_cannot(page, monkeypa
     assert said == ["Far cannot continue a cut reply: its engine does not take a started "
                     "answer. Regenerate it with a higher Max new tokens."]
     assert len(page.backend.prompts) == asked
-    assert "applies its own chat template" in prompt_hidden(page.manager, "far")
+    assert "applies its own chat template" in prompt_hidden(page.manager, "far", texts=english())
 
 
 def test_settings_the_engine_cannot_apply_are_named_under_the_reply(page):
-    page.backend.unhonoured = lambda params: [f"top_k {params.top_k}"]
+    page.backend.unhonoured = lambda params: [f"top_k {params.sampling.top_k}"]
     conversation_id = send(page, "hello")[-1][2]
     shown = page.chat.display("alice", conversation_id)
     live = send(page, "again", conversation_id)[-1][0][-1]["content"]

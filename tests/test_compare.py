@@ -14,7 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from chatcore.i18n import english
 from backends.base import Chunk, GenParams, Message
+from backends.sampling import SamplingSettings
 from chatcore.compare.comparison import Comparison
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.cpu_share import CpuShare
@@ -43,7 +45,8 @@ def scripted_page(tmp_path, delay: float = 0.01, **backend_args):
     manager = ModelManager(registry, lambda entry: backends[entry.id])
     store = Store(tmp_path)
     return SimpleNamespace(manager=manager, store=store, backends=backends,
-                           compare=CompareHandlers(manager, store, ExportFiles(tmp_path / "exports")))
+                           compare=CompareHandlers(manager, store, ExportFiles(tmp_path / "exports"),
+                                                   texts=english()))
 
 
 @pytest.fixture()
@@ -54,8 +57,9 @@ def page(tmp_path):
 
 
 def pane_settings(models, temperature=0.0, max_tokens=64):
+    """Every pane's model and settings (four panes, the first len(models) shown)."""
     models = list(models) + [IDS[0]] * (4 - len(models))
-    return (*models, *[temperature] * 4, *[max_tokens] * 4)
+    return models, [SamplingSettings(temperature=temperature, max_new_tokens=max_tokens)] * 4
 
 
 def send(page, text, comparison=None, models=IDS[:2], blind=False, request=BOB):
@@ -263,9 +267,11 @@ def test_real_smollm2_in_two_engines_streams_side_by_side(smollm2_path, dequanti
     registry = ModelRegistry(path=SHIPPED_MODELS, entries=entries, broken=())
     manager = ModelManager(registry, lambda e: make_backend(e, cache_dir=dequantized_cache))
     store = Store(tmp_path)
-    compare = CompareHandlers(manager, store, ExportFiles(tmp_path / "exports"))
-    settings = ("q4", "fp32", "q4", "q4", *[0.0] * 4, *[64] * 4)
-    params = GenParams(temperature=0.0, max_new_tokens=64)
+    compare = CompareHandlers(manager, store, ExportFiles(tmp_path / "exports"),
+                              texts=english())
+    models, settings = ["q4", "fp32", "q4", "q4"], [SamplingSettings(temperature=0.0,
+                                                                      max_new_tokens=64)] * 4
+    params = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=64))
     prompt = [Message("user", STORY_PROMPT)]
     in_turn = {m: "".join(c.text for c in reply_chunks(manager, m, prompt, params,
                                                               threading.Event()))
@@ -294,7 +300,8 @@ def test_real_smollm2_in_two_engines_streams_side_by_side(smollm2_path, dequanti
                     running["now"] -= 1
         backend.stream_chat = counting
 
-    updates = list(compare.send(STORY_PROMPT, None, False, "2", "", *settings, request=BOB))
+    updates = list(compare.send(STORY_PROMPT, None, False, "2", "", models, settings,
+                                request=BOB))
     assert running["most"] == 2, "the two panes' replies never ran at the same time"
     assert all(first.is_set() for first in firsts.values())
 

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from backends.base import BackendError, GenParams, Message
+from backends.sampling import SamplingSettings
 from backends.chat_template import guess_fallback
 from backends.hf import HFSettings, TransformersBackend
 from backends.llamacpp import LlamaCppBackend
 from chatcore.generation.context import fit_context
 from tests.conftest import CAPITAL_PROMPT
 
-GREEDY = GenParams(temperature=0.0, max_new_tokens=24)
+GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24))
 # Measured robust: greedy SmolLM2 continues this with " Paris." on llama.cpp and transformers.
 OPENING = "The capital of France is"
 
@@ -99,7 +100,7 @@ def test_completion_mode_joins_system_and_turns_and_only_request_stops_apply(
     report = completion_llamacpp.prompt_report(messages, GREEDY)
     assert report.prompt == f"Geography facts.\n\nGermany: Berlin.\n\nItaly: Rome.\n\n{OPENING}"
     text, last = reply(completion_llamacpp, messages,
-                       GenParams(temperature=0.0, max_new_tokens=24, stop=("\n",)))
+                       GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24), stop=("\n",)))
     assert "\n" not in text and last.finish_reason == "stop"
 
 

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from backends.base import Chunk, GenParams, Message
+from backends.sampling import SamplingSettings
 from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
 from chatcore.evaluate.runner import EvalRunner
 from chatcore.evaluate.store import EvalStore
@@ -32,7 +33,7 @@ RUN_GUARD_S = 20 * SAFETY_S
 PROMPTS = make_set("three", [EvalPrompt("Name the capital of France.", "facts", "Paris"),
                              EvalPrompt("What is 2 + 2?", "math", "4"),
                              EvalPrompt("Say hello in one word.", "chat")])
-SHORT = GenParams(temperature=0.0, max_new_tokens=16)
+SHORT = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=16))
 
 
 def test_a_run_over_two_engines_goes_model_by_model_within_the_budget(tmp_path):
@@ -84,15 +85,14 @@ def test_a_chat_request_during_a_run_is_answered_before_the_runs_next_reply(
     many = make_set("many", [EvalPrompt(f"Tell me a fact about the number {n}.")
                              for n in range(6)])
     run_id = runner.start(USER, many, [("smol", SHORT),
-                                       ("smol", GenParams(temperature=0.5, seed=1,
-                                                          max_new_tokens=24))])
+                                       ("smol", GenParams(SamplingSettings(temperature=0.5, seed=1, max_new_tokens=24)))])
     try:
         assert until(lambda: any(r.state == "done" for r in evals.replies(run_id)),
                      RUN_GUARD_S)
         before = evals.replies(run_id)
         ended = sum(r.state != "running" for r in before)
         in_progress = sum(r.state == "running" for r in before)
-        chat = GenParams(temperature=0.0, max_new_tokens=96)
+        chat = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=96))
         last = None
         with manager.start([("smol", [Message("user", STORY_PROMPT)], chat)],
                            threading.Event()) as replies:
@@ -122,7 +122,7 @@ def test_an_app_killed_mid_run_resumes_and_finishes_without_duplicates(tmp_path,
     manager = ModelManager(load_registry(registry), make_backend, MemoryBudget.parse("300MB"))
     store = Store(data)
     runner = EvalRunner(manager, EvalStore(store))
-    story = GenParams(temperature=0.0, max_new_tokens=48)
+    story = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=48))
     candidates = runner.candidates([("smol-a", story), ("smol-b", story)])
     prompts = [EvalPrompt(f"Write a story about a {animal}.") for animal in
                ("cat", "dog", "horse", "goat")]

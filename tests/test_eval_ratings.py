@@ -10,7 +10,7 @@ import pytest
 from chatcore.evaluate.ratings import (
     STYLE_FIELDS, MissingStyleError, PairVote, RatingTable, Style, VoteError, choices,
     plain_fit, quality_speed_plot, rating_table, rating_tables, style_fit, style_of)
-from chatcore.compare.ratings import Battle, bradley_terry
+from chatcore.compare.ratings import leaderboard
 
 SAME = Style(100, 0, 0, 0)  # equal styles: style control has nothing to adjust
 
@@ -24,8 +24,10 @@ def games(a: str, b: str, a_wins: int, b_wins: int, ties: int = 0, category: str
 
 
 # -- 1. hand-computed cases ------------------------------------------------------------------
+# prior=0: the exact maximum-likelihood fit (by default one virtual drawn game per model
+# pulls every rating a little towards the mean, as on the Compare leaderboard).
 def test_three_to_one_gives_the_win_ratio_gap():
-    r = plain_fit(games("A", "B", 3, 1))
+    r = plain_fit(games("A", "B", 3, 1), prior=0)
     assert r["A"] - r["B"] == pytest.approx(400 * math.log10(3), abs=1e-4)
     assert (r["A"] + r["B"]) / 2 == pytest.approx(1000, abs=1e-9)
 
@@ -37,13 +39,17 @@ def test_ties_count_half_each():
         assert r["B"] == pytest.approx(1000, abs=1e-6)
 
 
-def test_plain_fit_agrees_with_the_mm_fit_on_a_cycle():
+def test_plain_ratings_are_the_compare_leaderboards_on_a_cycle():
+    # Compare and Evaluate share one fit and one bootstrap (there used to be an MM fit on one
+    # side and this logistic one on the other, checked against each other here): the same
+    # battles give the same ratings, intervals and games. tests/test_ratings.py checks the fit
+    # against the likelihood equations on this cycle.
     votes = games("A", "B", 3, 1) + games("B", "C", 2, 1, ties=1) + games("C", "A", 4, 2)
-    mm = bradley_terry([Battle(v.a, v.b, v.outcome) for v in votes], prior=0)
-    ours = plain_fit(votes)
-    assert ours.keys() == mm.keys()
-    for model in mm:
-        assert ours[model] == pytest.approx(mm[model], abs=1e-3)
+    board = leaderboard([v.battle for v in votes], rounds=50, seed=2)
+    table = rating_table(votes, rounds=50, seed=2)
+    assert [(s.model, s.rating, s.low, s.high, s.games) for s in board] == [
+        (r.model, r.rating, r.low, r.high, r.games) for r in table.plain]
+    assert plain_fit(votes) == {s.model: s.rating for s in board}
 
 
 def test_equal_styles_leave_style_fit_equal_to_plain_fit():
@@ -133,7 +139,7 @@ def test_style_coefficients_find_the_length_bias_only(biased):
 def test_rating_tables_split_by_category():
     votes = (games("A", "B", 3, 1, category="math") + games("A", "B", 1, 1, category="code")
              + games("B", "C", 2, 2))
-    tables = rating_tables(votes, rounds=20)
+    tables = rating_tables(votes, rounds=20, prior=0)  # exact fit: the gap below is 3:1's
     assert [t.category for t in tables] == ["", "code", "math"]
     assert [t.votes for t in tables] == [10, 2, 4]
     assert {r.model: r.games for r in tables[0].plain} == {"A": 6, "B": 10, "C": 4}

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from backends.base import GenParams, Message
+from backends.sampling import SamplingSettings
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.evaluate.runner import EvalRunner, RunRefused, plan_waves
 from chatcore.evaluate.store import Candidate, EvalStore
@@ -36,7 +37,7 @@ def setup(tmp_path, backends: dict[str, ScriptedBackend], budget_mb: int | None 
 
 
 def params(**kw) -> GenParams:
-    return GenParams(**{"temperature": 0.0, **kw})
+    return GenParams(SamplingSettings(**{"temperature": 0.0, **kw}))
 
 
 def test_waves_group_models_that_fit_together():

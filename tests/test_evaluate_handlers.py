@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+from backends.sampling import SamplingSettings
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.evaluate.runner import EvalRunner
 from chatcore.evaluate.store import EvalStore
 from chatcore.generation.manager import ModelManager
 from chatcore.conversations.store import Store
 from chatui.exports import ExportFiles
-from chatui.evaluate_handlers import BUILTIN, MINE, EvaluateHandlers
+from chatcore.i18n import english
+from chatui.evaluate_handlers import EvaluateHandlers
+from chatui.prompt_set_handlers import BUILTIN, MINE
 from tests.conftest import SAFETY_S, SHIPPED_MODELS
 from tests.fakes import ScriptedBackend
 
@@ -31,21 +34,26 @@ def page(tmp_path, **extra: ScriptedBackend) -> EvaluateHandlers:
                            lambda entry: backends[entry.id])
     evals = EvalStore(Store(tmp_path / "data"))
     return EvaluateHandlers(manager, evals, EvalRunner(manager, evals),
-                            ExportFiles(tmp_path / "exports"))
+                            ExportFiles(tmp_path / "exports"), texts=english())
 
 
 def four_prompt_set(handlers: EvaluateHandlers) -> str:
     rows = [["What is 2+2?", "math", "4"], ["Capital of France?", "facts", "Paris"],
             ["What is 3*3?", "math", "9"], ["Largest ocean?", "facts", ""], ["", "", ""]]
-    picker, status = handlers.save_set(None, "Mixed", rows, CAROL)
+    picker, status = handlers.sets.save_set(None, "Mixed", rows, CAROL)
     assert status == "Saved “Mixed” (4 prompts)."
     return MINE + "Mixed"
 
 
+def settings(temperature: float) -> SamplingSettings:
+    return SamplingSettings(temperature=temperature, max_new_tokens=32)
+
+
 def run_three(handlers: EvaluateHandlers) -> int:
     choice = four_prompt_set(handlers)
-    picker, status = handlers.start_run(choice, "", "short", 0.0, 32, "long", 0.0, 32,
-                                        "mid", 0.7, 32, None, 0.7, 32, request=CAROL)
+    picker, status = handlers.start_run(choice, "", ["short", "long", "mid", None],
+                                        [settings(0.0), settings(0.0), settings(0.7),
+                                         settings(0.7)], request=CAROL)
     run_id = picker["value"]
     assert status.startswith(f"Run #{run_id} started: 4 prompts × 3 models")
     assert handlers.runner.wait(run_id, SAFETY_S)
@@ -54,21 +62,22 @@ def run_three(handlers: EvaluateHandlers) -> int:
 
 def test_sets_are_listed_saved_duplicated_and_deleted(tmp_path):
     handlers = page(tmp_path)
-    builtins = [value for _, value in handlers.set_choices("carol")]
+    builtins = [value for _, value in handlers.sets.set_choices("carol")]
     assert any(v.startswith(BUILTIN) and "Filipino" in v for v in builtins)
     choice = four_prompt_set(handlers)
-    name, rows, _ = handlers.open_set(choice, CAROL)
+    name, rows, _ = handlers.sets.open_set(choice, CAROL)
     assert name == "Mixed" and rows[1] == ["Capital of France?", "facts", "Paris"]
-    picker, status = handlers.duplicate_set(choice, CAROL)
+    picker, status = handlers.sets.duplicate_set(choice, CAROL)
     assert picker["value"] == MINE + "Mixed (copy)"
-    _, status = handlers.delete_set(BUILTIN + "Coding", CAROL)
+    _, status = handlers.sets.delete_set(BUILTIN + "Coding", CAROL)
     assert "cannot be deleted" in status
-    _, status = handlers.delete_set(choice, CAROL)
+    _, status = handlers.sets.delete_set(choice, CAROL)
     assert status.startswith("Deleted “Mixed”")
-    assert [v for _, v in handlers.set_choices("carol") if v.startswith(MINE)] == [
+    assert [v for _, v in handlers.sets.set_choices("carol") if v.startswith(MINE)] == [
         MINE + "Mixed (copy)"]
-    assert handlers.set_choices("someone else") == handlers.set_choices("")  # built-ins only
-    _, status = handlers.save_set(None, "  ", [["x", "", ""]], CAROL)
+    # built-ins only
+    assert handlers.sets.set_choices("someone else") == handlers.sets.set_choices("")
+    _, status = handlers.sets.save_set(None, "  ", [["x", "", ""]], CAROL)
     assert status.startswith("⚠️ Not saved:")
 
 
@@ -77,14 +86,14 @@ def test_a_malformed_import_names_the_line_and_imports_nothing(tmp_path):
     bad = tmp_path / "mine.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": "also fine", "category": "x"}\n{oops\n',
                    encoding="utf-8")
-    _, status = handlers.import_set(str(bad), CAROL)
+    _, status = handlers.sets.import_set(str(bad), CAROL)
     assert status.startswith("⚠️ Nothing imported:") and "line 3" in status
-    assert not [v for _, v in handlers.set_choices("carol") if v.startswith(MINE)]
+    assert not [v for _, v in handlers.sets.set_choices("carol") if v.startswith(MINE)]
     good = tmp_path / "good.jsonl"
     good.write_text('{"prompt": "Kumusta?", "category": "pagbati"}\n', encoding="utf-8")
-    picker, status = handlers.import_set(str(good), CAROL)
+    picker, status = handlers.sets.import_set(str(good), CAROL)
     assert picker["value"] == MINE + "good" and status == "Imported 1 prompt as “good”."
-    file, status = handlers.export_set(MINE + "good", "jsonl", CAROL)
+    file, status = handlers.sets.export_set(MINE + "good", "jsonl", CAROL)
     exported = json.loads(open(file["value"], encoding="utf-8").read())
     assert exported["category"] == "pagbati" and exported["prompt"] == "Kumusta?"
 
@@ -137,7 +146,7 @@ def test_review_queue_covers_every_pair_in_both_orders_and_votes_move_ratings(tm
 def test_a_run_over_a_deleted_set_and_model_still_opens(tmp_path):
     handlers = page(tmp_path)
     run_id = run_three(handlers)
-    handlers.delete_set(MINE + "Mixed", CAROL)
+    handlers.sets.delete_set(MINE + "Mixed", CAROL)
     handlers.manager.replace_registry(ModelRegistry(path=SHIPPED_MODELS, entries=(),
                                                     broken=()))
     header, prompt, _, a, b, item = handlers.next_pair(run_id, CAROL)
@@ -149,12 +158,12 @@ def test_a_run_over_a_deleted_set_and_model_still_opens(tmp_path):
 
 def test_a_start_without_a_set_or_with_one_model_is_refused(tmp_path):
     handlers = page(tmp_path)
-    _, status = handlers.start_run(None, "", "short", 0.0, 32, None, 0, 0, None, 0, 0,
-                                   None, 0, 0, request=CAROL)
+    _, status = handlers.start_run(None, "", ["short", None, None, None], [settings(0.0)] * 4,
+                                   request=CAROL)
     assert status == "⚠️ Pick a prompt set first."
     choice = four_prompt_set(handlers)
-    _, status = handlers.start_run(choice, "", "short", 0.0, 32, None, 0, 0, None, 0, 0,
-                                   None, 0, 0, request=CAROL)
+    _, status = handlers.start_run(choice, "", ["short", None, None, None],
+                                   [settings(0.0)] * 4, request=CAROL)
     assert status == "⚠️ Not started: a run compares 2 to 4 models; 1 chosen"
 
 

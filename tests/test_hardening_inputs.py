@@ -16,8 +16,9 @@ import psutil
 import pytest
 
 from chatcore.conversations.store import Store
+from chatcore.i18n import english
 from chatui.conversations import ConversationHandlers
-from chatui.evaluate_handlers import BUILTIN, MINE
+from chatui.prompt_set_handlers import BUILTIN, MINE
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, RunningApp, start_app
 from tests.test_chat_handlers import ALICE
 from tests.test_evaluate_handlers import CAROL, page
@@ -138,7 +139,8 @@ def test_200000_nested_brackets_get_400_in_openai_shape_and_the_server_still_ans
 def test_a_nested_conversation_file_is_refused_naming_the_file(tmp_path):
     """Through the page's import, as the person uploads it; nothing is stored."""
     store = Store(tmp_path / "data")
-    handlers = ConversationHandlers(None, store, None, tmp_path / "data" / "exports")
+    handlers = ConversationHandlers(None, store, None, tmp_path / "data" / "exports",
+                                    texts=english())
     brackets = tmp_path / "brackets.json"
     brackets.write_bytes(NESTED)
     deep_params = tmp_path / "deep-params.json"  # valid JSON the reader can finish
@@ -157,10 +159,10 @@ def test_a_nested_prompt_set_file_is_refused_naming_the_file_and_line(tmp_path):
     handlers = page(tmp_path)
     upload = tmp_path / "deep.jsonl"
     upload.write_bytes(b'{"prompt": "fine"}\n' + NESTED + b"\n")
-    picker, status = handlers.import_set(str(upload), CAROL)
+    picker, status = handlers.sets.import_set(str(upload), CAROL)
     assert status.startswith("⚠️ Nothing imported: deep.jsonl, line 2: "), status
     assert "nest" in status
-    assert not [v for _, v in handlers.set_choices("carol") if v.startswith(MINE)]
+    assert not [v for _, v in handlers.sets.set_choices("carol") if v.startswith(MINE)]
 
 
 # -- finding 9: prompt-set names --------------------------------------------------------------
@@ -171,35 +173,36 @@ def mine(handlers) -> dict[str, list[str]]:
 
 def test_renaming_a_set_to_a_name_in_use_is_refused_and_both_sets_stay(tmp_path):
     handlers = page(tmp_path)
-    handlers.save_set(None, "Scratch", [["scratch idea", "", ""]], CAROL)
-    handlers.save_set(None, "Thesis", [["chapter one", "", ""], ["chapter two", "", ""]],
-                      CAROL)
+    handlers.sets.save_set(None, "Scratch", [["scratch idea", "", ""]], CAROL)
+    handlers.sets.save_set(None, "Thesis",
+                           [["chapter one", "", ""], ["chapter two", "", ""]], CAROL)
     kept = {"Scratch": ["scratch idea"], "Thesis": ["chapter one", "chapter two"]}
     # The person opens Scratch, types Thesis in its name box and saves: also as "thesis ".
     for typed in ("Thesis", "thesis ", " THESIS"):
-        picker, status = handlers.save_set(MINE + "Scratch", typed,
-                                           [["scratch idea", "", ""]], CAROL)
+        picker, status = handlers.sets.save_set(MINE + "Scratch", typed,
+                                                [["scratch idea", "", ""]], CAROL)
         assert status == ("⚠️ Not saved: you already have a set called “Thesis”. Pick "
                           "another name, or open that set to change it."), status
         assert picker == {"__type__": "update"}
         assert mine(handlers) == kept
     # A new set may not take the name either.
-    _, status = handlers.save_set(None, "Thesis", [["other", "", ""]], CAROL)
+    _, status = handlers.sets.save_set(None, "Thesis", [["other", "", ""]], CAROL)
     assert "“Thesis”" in status and mine(handlers) == kept
 
 
 def test_a_set_saved_under_its_own_name_is_updated_and_may_change_case(tmp_path):
     handlers = page(tmp_path)
-    handlers.save_set(None, "Thesis", [["chapter one", "", ""]], CAROL)
-    handlers.save_set(None, "Scratch", [["scratch idea", "", ""]], CAROL)
-    _, status = handlers.save_set(MINE + "Thesis", "Thesis",
-                                  [["chapter one", "", ""], ["chapter two", "", ""]], CAROL)
+    handlers.sets.save_set(None, "Thesis", [["chapter one", "", ""]], CAROL)
+    handlers.sets.save_set(None, "Scratch", [["scratch idea", "", ""]], CAROL)
+    _, status = handlers.sets.save_set(
+        MINE + "Thesis", "Thesis", [["chapter one", "", ""], ["chapter two", "", ""]], CAROL)
     assert status == "Saved “Thesis” (2 prompts)."
-    picker, status = handlers.save_set(MINE + "Thesis", "thesis", [["chapter one", "", ""]],
-                                       CAROL)
+    picker, status = handlers.sets.save_set(MINE + "Thesis", "thesis",
+                                            [["chapter one", "", ""]], CAROL)
     assert picker["value"] == MINE + "thesis"
     assert mine(handlers) == {"Scratch": ["scratch idea"], "thesis": ["chapter one"]}
-    picker, _ = handlers.save_set(MINE + "Scratch", "Notes", [["scratch idea", "", ""]], CAROL)
+    picker, _ = handlers.sets.save_set(MINE + "Scratch", "Notes", [["scratch idea", "", ""]],
+                                       CAROL)
     assert picker["value"] == MINE + "Notes"
     assert mine(handlers) == {"Notes": ["scratch idea"], "thesis": ["chapter one"]}
     # Another user's sets are theirs: the same name is free for them.
@@ -209,12 +212,13 @@ def test_a_set_saved_under_its_own_name_is_updated_and_may_change_case(tmp_path)
 
 def test_a_built_in_set_name_is_refused_and_imports_and_copies_step_around_it(tmp_path):
     handlers = page(tmp_path)
-    _, status = handlers.save_set(BUILTIN + "Coding", "coding", [["mine", "", ""]], CAROL)
+    _, status = handlers.sets.save_set(BUILTIN + "Coding", "coding", [["mine", "", ""]],
+                                       CAROL)
     assert status == "⚠️ Not saved: “Coding” is the name of a built-in set. Pick another name."
     assert mine(handlers) == {}
-    picker, _ = handlers.duplicate_set(BUILTIN + "Coding", CAROL)
+    picker, _ = handlers.sets.duplicate_set(BUILTIN + "Coding", CAROL)
     assert picker["value"] == MINE + "Coding (copy)"
     upload = tmp_path / "writing.jsonl"
     upload.write_text('{"prompt": "A haiku, please."}\n', encoding="utf-8")
-    picker, status = handlers.import_set(str(upload), CAROL)
+    picker, status = handlers.sets.import_set(str(upload), CAROL)
     assert picker["value"] == MINE + "writing (copy)", status

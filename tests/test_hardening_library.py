@@ -224,7 +224,7 @@ def test_the_hubs_fit_check_refuses_the_crafted_header(evil_hub, tmp_path):
                                        "GGUF allows at most 4"):
         hub.gguf_header(BAD_REPO, "bad.gguf")
     library = make_library(tmp_path, admins=["alice"], hub=hub)
-    shown = LibraryHandlers(library).hub_fit(BAD_REPO, "bad.gguf", None)
+    shown = LibraryHandlers(library, texts=english()).hub_fit(BAD_REPO, "bad.gguf", None)
     assert shown.startswith("⚠️ Reading the GGUF header of bad.gguf in mallory/evil-GGUF "
                             "failed: ") and f"{ATTACK_DIMS} dimensions" in shown
 
@@ -259,7 +259,7 @@ def test_only_admins_name_paths_and_others_get_one_refusal(tmp_path, smollm2_pat
     models = tmp_path / "models"
     linked(smollm2_path, models / SMOLLM2_FILE)
     library = make_library(tmp_path, admins=["alice"], models_dir=models)
-    handlers = LibraryHandlers(library)
+    handlers = LibraryHandlers(library, texts=english())
     bob, alice = Request("bob"), Request("alice")
     missing = tmp_path / "no-such-file"
     probes = ["/etc/shadow", str(missing), str(models / SMOLLM2_FILE), "/etc"]

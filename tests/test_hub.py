@@ -28,9 +28,11 @@ import pytest
 
 from backends.gguf import read_gguf_header
 from backends.hf_memory import checkpoint_shape
-from chatcore.library.download_queue import DownloadJob, DownloadQueue, format_progress
+from chatcore.library.download_queue import DownloadJob, DownloadQueue
 from chatcore.library.hub import Hub, quantization_of
 from chatcore.library.hub_errors import DownloadCancelled, HubError
+from chatcore.i18n import english
+from chatui.library_handlers import download_progress
 from tests.conftest import ROOT, SMOLLM2_FILE
 from tests.hub_server import HubServer
 
@@ -549,7 +551,7 @@ def test_queue_runs_one_download_at_a_time(hub: Hub, server: HubServer, hub_root
         assert server.max_concurrent_bodies == 1  # never two downloads at once
         assert server.resolve_requests(TINY, "tiny-F16.gguf", method="HEAD") == []
         assert not queue.cancel(first)  # done: nothing to cancel
-        assert format_progress(finished[0]) == "done · 98 MB"
+        assert download_progress(finished[0], english()) == "done · 98 MB"
     finally:
         queue.close()
 
@@ -564,7 +566,7 @@ def test_queue_cancels_the_running_download(hub: Hub, server: HubServer):
         server.release()  # the next bytes arrive and the worker sees the cancel
         ended = queue.wait(job, SAFETY_S)
         assert ended.state == "cancelled" and ended.path is None
-        assert format_progress(ended).startswith("cancelled at ")
+        assert download_progress(ended, english()).startswith("cancelled at ")
     finally:
         queue.close()
 
@@ -577,17 +579,18 @@ def test_queue_reports_a_failure_and_goes_on(hub: Hub, server: HubServer):
         good = queue.submit(TINY, "tiny-Q4_K_M.gguf")
         failed, ok = queue.wait(bad, SAFETY_S), queue.wait(good, SAFETY_S)
         assert failed.state == "failed" and "404 not found" in failed.error
-        assert format_progress(failed) == f"failed: {failed.error}"
+        assert download_progress(failed, english()) == f"failed: {failed.error}"
         assert ok.state == "done" and ok.path is not None
     finally:
         queue.close()
 
 
-def test_format_progress():
+def test_download_progress_in_words():
+    """The Models tab's line for a download (chatui/library_handlers.py), in English."""
     job = DownloadJob("j", SMOL, SMOLLM2_FILE, "downloading", 412_000_000, 4_700_000_000,
                       38_000_000.0, 112.0, None, None)
-    assert format_progress(job) == "412 MB of 4.7 GB · 38 MB/s · 1 min 52 s left"
+    assert download_progress(job, english()) == "412 MB of 4.7 GB · 38 MB/s · 1 min 52 s left"
     starting = DownloadJob("j", SMOL, SMOLLM2_FILE, "downloading", 0, None, None, None, None, None)
-    assert format_progress(starting) == "0 MB"  # memory.format_bytes
-    assert format_progress(DownloadJob("j", SMOL, SMOLLM2_FILE, "queued", 0, None, None, None,
-                                       None, None)) == "queued"
+    assert download_progress(starting, english()) == "0 MB"  # memory.format_bytes
+    queued = DownloadJob("j", SMOL, SMOLLM2_FILE, "queued", 0, None, None, None, None, None)
+    assert download_progress(queued, english()) == "queued"

@@ -7,10 +7,12 @@ import threading
 import pytest
 
 from backends.base import GenParams, Message
+from backends.sampling import SamplingSettings
 from backends.chat_template import NAMED_TEMPLATES, ChatTemplate
 from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
 from chatcore.generation.factory import make_backend
 from chatcore.generation.manager import ModelManager
+from chatcore.i18n import english
 from chatui.models_tab import status_rows
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
 from tests.fakes import reply_chunks
@@ -18,7 +20,7 @@ from tests.fakes import reply_chunks
 CONVERSATION = [Message("system", "You answer in one sentence."),
                 Message("user", "Hello!"), Message("assistant", "Hi, how can I help?"),
                 Message("user", CAPITAL_PROMPT)]
-PARAMS = GenParams(temperature=0.0, max_new_tokens=16, stop=("###",))
+PARAMS = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=16), stop=("###",))
 
 
 def as_dicts(messages) -> list[dict]:
@@ -67,8 +69,8 @@ def test_template_warnings_reach_the_models_tab_and_the_dropdown(smollm2_path, t
     manager.load("plain")
     warnings = manager.template_warnings("plain")
     assert any("assistant's turn marker" in w for w in warnings)
-    assert any(w in status_rows(manager)[0][-1] for w in warnings)
-    assert model_choices(manager)[0][0].endswith("⚠ template")
+    assert any(w in status_rows(manager, texts=english())[0][-1] for w in warnings)
+    assert model_choices(manager, texts=english())[0][0].endswith("⚠ template")
     manager.unload_all()
 
 
@@ -101,7 +103,7 @@ def test_unloading_the_smollm2_fp32_gives_memory_back_or_says_so(smollm2_path):
           f"{report.loaded / 1e6:.0f} MB loaded, {report.after_unload / 1e6:.0f} MB after "
           f"the unload ({report.retained / 1e6:+.0f} MB)")
     assert report.loaded > report.before_load
-    row = status_rows(manager)[0][-1]
+    row = status_rows(manager, texts=english())[0][-1]
     if report.returned:
         assert report.after_unload <= report.before_load * 1.15 or \
             report.retained <= report.grew_by * 0.15
@@ -119,10 +121,11 @@ def test_the_inspector_on_the_page_handlers(smollm2_path, tmp_path):
 
     manager = ModelManager(load_registry(SHIPPED_MODELS), make_backend)
     store = Store(tmp_path)
-    chat = ChatHandlers(manager, store)
+    chat = ChatHandlers(manager, store, texts=english())
     request = SimpleNamespace(session_hash="s", username="")
-    *_, last = chat.send(CAPITAL_PROMPT, None, False, "smollm2-135m", "Be brief.", 0.0, 0.9,
-                         40, 16, 1.0, -1, request=request)
+    *_, last = chat.send(CAPITAL_PROMPT, None, False, "smollm2-135m", "Be brief.",
+                         SamplingSettings(temperature=0.0, max_new_tokens=16),
+                         request=request)
     conversation_id = last[2]
     prompt, details = chat.inspect(conversation_id, request)
     backend = manager.load("smollm2-135m")

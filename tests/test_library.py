@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from backends.base import GenParams, Message
+from backends.sampling import SamplingSettings
 from backends.footprint import MemoryEstimate
 from chatcore.generation.registry import ConfigError, ModelEntry, load_layered_registry
 from chatcore.generation.factory import make_backend
@@ -21,12 +22,13 @@ from chatcore.library.model_library import ModelLibrary
 from chatcore.library.errors import LibraryError, NotAllowed
 from chatcore.generation.manager import ModelManager, ModelState, Room
 from chatcore.generation.memory import MemoryBudget
+from chatcore.i18n import english
 from chatui.library_handlers import LibraryHandlers
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
 from tests.fakes import ScriptedBackend, reply_chunks
 from tests.test_cli import run_cli
 
-GREEDY = GenParams(temperature=0.0, max_new_tokens=24)
+GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24))
 
 
 def reply(manager: ModelManager, model_id: str, text: str = CAPITAL_PROMPT) -> str:
@@ -113,7 +115,7 @@ def test_add_refuses_what_cannot_be_a_model(tmp_path, smollm2_path):
 def test_only_admins_change_the_library_and_the_handlers_refuse_the_others(
         tmp_path, renamed_smollm2):
     library = make_library(tmp_path, admins=["alice"])
-    handlers = LibraryHandlers(library)
+    handlers = LibraryHandlers(library, texts=english())
 
     class Request:  # what gradio hands a handler under --auth
         def __init__(self, username):
@@ -302,7 +304,7 @@ def test_the_edit_form_changes_engine_quantization_and_sampling_defaults(tmp_pat
                                                                        renamed_smollm2):
     library = make_library(tmp_path)
     library.add(str(renamed_smollm2), model_id="mine")
-    handlers = LibraryHandlers(library)
+    handlers = LibraryHandlers(library, texts=english())
     outcome, _ = handlers.save("mine", "Mine", 1024, "", "short", "transformers", "4bit",
                                0.2, 0.8, 20, 64, 1.1)
     assert outcome == "Saved **mine**.", outcome

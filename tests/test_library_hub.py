@@ -19,6 +19,7 @@ import yaml
 from playwright.sync_api import sync_playwright
 
 from backends.base import GenParams, Message
+from backends.sampling import SamplingSettings
 from backends.llamacpp_memory import llamacpp_estimate
 from chatcore.generation.registry import CPU_PARALLEL
 from chatcore.generation.registry import load_layered_registry
@@ -29,6 +30,7 @@ from chatcore.library.model_library import ModelLibrary
 from chatcore.library.errors import NotAllowed
 from chatcore.generation.manager import ModelManager, ModelState
 from chatcore.generation.memory import MemoryBudget
+from chatcore.i18n import english
 from chatui.library_handlers import LibraryHandlers
 from tests.conftest import CAPITAL_PROMPT, ROOT, SHIPPED_MODELS, SMOLLM2_FILE, start_app
 from tests.hub_server import HubServer
@@ -69,7 +71,7 @@ def library_with_hub(tmp_path: Path, server: HubServer, cache: Path,  # noqa: F8
 def answer(manager: ModelManager, model_id: str) -> str:
     return "".join(c.text for c in reply_chunks(
         manager, model_id, [Message("user", CAPITAL_PROMPT)],
-        GenParams(temperature=0.0, max_new_tokens=24)))
+        GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24))))
 
 
 @pytest.mark.slow
@@ -110,7 +112,7 @@ def test_an_entry_waiting_for_its_file_shows_size_and_fit_and_downloads(  # noqa
             break
         waited.wait(0.1)
     assert summary == "98 MB · 🟢 fits", summary
-    handlers = LibraryHandlers(library)
+    handlers = LibraryHandlers(library, texts=english())
     assert handlers.download_selected("smol-from-hub").startswith("Downloading the file")
     job = library.downloads.jobs()[0]
     assert library.downloads.wait(job.job_id, SAFETY_S).state == "done"
@@ -123,7 +125,7 @@ def test_an_entry_waiting_for_its_file_shows_size_and_fit_and_downloads(  # noqa
 def test_hub_failures_are_sentences_and_others_may_not_download(tmp_path, server,  # noqa: F811
                                                                 this_cache):
     library = library_with_hub(tmp_path, server, this_cache, admins=["alice"])
-    handlers = LibraryHandlers(library)
+    handlers = LibraryHandlers(library, texts=english())
     missing = handlers.hub_files("nobody/nothing")[1]
     assert missing.startswith("⚠️ ") and "nobody/nothing" in missing and "\n" not in missing
     server.fail(SMOL, SMOLLM2_FILE, status=500)
@@ -147,7 +149,7 @@ def test_downloads_are_off_without_permission(tmp_path):
     personal = tmp_path / "models.yaml"
     manager = ModelManager(load_layered_registry(SHIPPED_MODELS, personal), make_backend)
     handlers = LibraryHandlers(ModelLibrary(manager, SHIPPED_MODELS, personal, env={},
-                                            home=tmp_path))
+                                            home=tmp_path), texts=english())
     refused = handlers.hub_search("SmolLM2", "GGUF")[1]
     assert refused == ("⚠️ downloads are off: start the app with --allow-download to search "
                        "the Hugging Face Hub and fetch models")

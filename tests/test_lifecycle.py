@@ -9,11 +9,13 @@ import threading
 import pytest
 
 from backends.base import Chunk, GenParams, Message
+from backends.sampling import SamplingSettings
 from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
 from chatcore.generation.factory import make_backend
 from chatcore.generation.manager import ModelBusy, ModelManager, ModelState, ModelUnavailable
 from chatcore.generation.replies import Loading, Waiting
 from chatcore.generation.memory import MemoryBudget, parse_size
+from chatcore.i18n import english
 from tests.conftest import (
     CAPITAL_PROMPT,
     ROOT,
@@ -26,7 +28,7 @@ from tests.fakes import ScriptedBackend, reply_chunks, reply_events
 
 MB = 10**6
 HELLO = [Message("user", "hello")]
-GREEDY = GenParams(temperature=0.0, max_new_tokens=24)
+GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24))
 
 
 def scripted_manager(sizes_mb: dict[str, int], budget_mb: int, **backend_args) -> tuple:
@@ -238,8 +240,7 @@ def test_different_models_stream_at_the_same_time(shipped):
         backend.stream_chat = recording
 
     def client(model_id: str) -> None:
-        list(reply_chunks(manager, model_id, story, GenParams(temperature=0.0,
-                                                            max_new_tokens=60),
+        list(reply_chunks(manager, model_id, story, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=60)),
                                  threading.Event()))
 
     threads = [threading.Thread(target=client, args=(m,)) for m in (TRANSFORMERS, LLAMACPP)]
@@ -340,5 +341,5 @@ def test_a_gpu_budget_without_a_limit_counts_resident_models_once():
     assert manager.room("cuda:0").limit == 9000 * MB  # 6 GB free now + 4 GB held, 90%
     reply(manager, "b")
     assert resident(manager) == {"a", "b"}  # counted twice, "a" would have been evicted
-    assert manager.memory_summary() == "cpu: 0 MB of a 1.0 GB budget · " \
+    assert manager.memory_summary(english()) == "cpu: 0 MB of a 1.0 GB budget · " \
         "cuda:0: 8.0 GB of a 9.0 GB budget"

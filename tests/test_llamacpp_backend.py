@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from backends.base import BackendError, GenParams, Message
+from backends.sampling import SamplingSettings
 from backends.llamacpp import LlamaCppBackend, reference_llama
 from tests.conftest import CAPITAL_PROMPT
 
-GREEDY = GenParams(temperature=0.0, max_new_tokens=48)
+GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=48))
 STORY = [Message("user", "Write a long story about a dragon who learns to cook.")]
 
 
@@ -28,7 +29,7 @@ def test_greedy_answer_names_paris(smollm2):
 def test_greedy_streamed_text_equals_non_streamed_text(smollm2, smollm2_path):
     """Our batched token loop must give what llama-cpp-python's own completion gives."""
     messages = STORY
-    streamed = collect(smollm2, messages, GenParams(temperature=0.0, max_new_tokens=60))
+    streamed = collect(smollm2, messages, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=60)))
     assert len([c for c in streamed if c.text]) > 10, "the reply arrived in one piece"
     llm = reference_llama(smollm2_path, smollm2.buffers)
     try:
@@ -41,7 +42,7 @@ def test_greedy_streamed_text_equals_non_streamed_text(smollm2, smollm2_path):
 
 def test_usage_counts_prompt_and_completion_tokens(smollm2):
     messages = STORY
-    chunks = collect(smollm2, messages, GenParams(temperature=0.0, max_new_tokens=25))
+    chunks = collect(smollm2, messages, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=25)))
     usage = chunks[-1].usage
     assert chunks[-1].finish_reason == "length"
     assert usage.completion_tokens == 25
@@ -74,7 +75,7 @@ def test_system_prompt_changes_the_answer(smollm2):
 
 def test_stop_after_first_tokens_ends_generation(smollm2):
     cancel = threading.Event()
-    stream = smollm2.stream_chat(STORY, GenParams(temperature=0.0, max_new_tokens=400), cancel)
+    stream = smollm2.stream_chat(STORY, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=400)), cancel)
     seen = [next(stream) for _ in range(3)]
     cancel.set()
     rest = list(stream)
@@ -86,13 +87,13 @@ def test_stop_after_first_tokens_ends_generation(smollm2):
 
 def test_stop_strings_end_the_reply_and_are_not_shown(smollm2):
     chunks = collect(smollm2, [Message("user", CAPITAL_PROMPT)],
-                     GenParams(temperature=0.0, max_new_tokens=48, stop=("Paris",)))
+                     GenParams(SamplingSettings(temperature=0.0, max_new_tokens=48), stop=("Paris",)))
     assert "".join(c.text for c in chunks) == "The capital of France is "
     assert chunks[-1].finish_reason == "stop"
 
 
 def test_seeded_sampling_repeats(smollm2):
-    params = GenParams(temperature=1.0, top_p=0.95, max_new_tokens=30, seed=1234)
+    params = GenParams(SamplingSettings(temperature=1.0, top_p=0.95, max_new_tokens=30, seed=1234))
     first = "".join(c.text for c in collect(smollm2, STORY, params))
     second = "".join(c.text for c in collect(smollm2, STORY, params))
     assert first == second
@@ -136,7 +137,7 @@ def test_missing_file_is_refused(tmp_path):
 def test_alternating_conversations_reuse_their_saved_state_and_answer_the_same(smollm2):
     """Two conversations taking turns: each turn reads only its new tokens (a saved state is
     copied into the joining slot), and the reply is the one a full re-read gives."""
-    params = GenParams(temperature=0.0, max_new_tokens=24)
+    params = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24))
 
     def reply(messages):
         return "".join(c.text for c in smollm2.stream_chat(messages, params, threading.Event()))
@@ -175,7 +176,7 @@ def test_a_stop_string_ends_the_engines_decoding_at_the_match(smollm2, monkeypat
     monkeypatch.setattr(decoder, "submit", recording_submit)
     chunks, evaluated = [], None
     for chunk in smollm2.stream_chat(
-            STORY, GenParams(temperature=0.0, max_new_tokens=400, stop=("dragon",)),
+            STORY, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=400), stop=("dragon",)),
             threading.Event()):
         if chunk.finish_reason is not None:
             assert sequences[0].finished.is_set(), "llama.cpp was still decoding"
@@ -189,8 +190,7 @@ def test_a_stop_string_ends_the_engines_decoding_at_the_match(smollm2, monkeypat
 
 def test_continue_extends_a_cut_reply(smollm2):
     cut = [Message("user", CAPITAL_PROMPT), Message("assistant", "The capital of France is")]
-    chunks = collect(smollm2, cut, GenParams(temperature=0.0, max_new_tokens=8,
-                                             continue_final=True))
+    chunks = collect(smollm2, cut, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=8), continue_final=True))
     assert "".join(c.text for c in chunks).startswith(" Paris")
     assert chunks[-1].finish_reason == "stop"
 
@@ -201,7 +201,7 @@ def test_capabilities_and_placement(smollm2, smollm2_path):
     assert smollm2.placement == "cpu"  # no GPU layers asked for
     assert smollm2.runtime_notes == [smollm2.buffers.describe()]
     assert LlamaCppBackend(smollm2_path).placement == ""  # not loaded
-    assert smollm2.unhonoured(GenParams(top_k=40, repetition_penalty=1.3, seed=1)) == []
+    assert smollm2.unhonoured(GenParams(SamplingSettings(top_k=40, repetition_penalty=1.3, seed=1))) == []
 
 
 def test_a_q8_0_kv_cache_answers_and_is_charged_less(smollm2_path):

@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from backends.base import BackendError, Chunk, GenParams, Message
+from backends.sampling import SamplingSettings
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.factory import make_backend
 from chatcore.generation.manager import ModelManager, ModelState, ModelUnavailable, UnknownModel
@@ -148,7 +149,7 @@ def test_real_model_stops_through_the_manager(smollm2_path):
     cancel = threading.Event()
     story = [Message("user", "Write a long story about a dragon who learns to cook.")]
     stream = reply_chunks(manager, "smollm2-135m", story,
-                                 GenParams(temperature=0.0, max_new_tokens=400), cancel)
+                                 GenParams(SamplingSettings(temperature=0.0, max_new_tokens=400)), cancel)
     received = [next(stream) for _ in range(3)]
     cancel.set()
     rest = list(stream)

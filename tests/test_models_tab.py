@@ -10,6 +10,7 @@ from backends.base import GenParams, Message
 from chatcore.generation.registry import BrokenEntry, ModelEntry, ModelRegistry
 from chatcore.generation.manager import ModelManager
 from chatcore.generation.memory import MemoryBudget
+from chatcore.i18n import english
 from chatui.models_tab import COLUMNS, ModelsHandlers, status_rows
 from tests.conftest import SHIPPED_MODELS
 from tests.fakes import ScriptedBackend, reply_chunks
@@ -31,17 +32,17 @@ def test_table_shows_state_memory_and_reasons():
     except Exception:  # noqa: BLE001 - the failure is what the table must show
         pass
     rows = {row[0].split(" (")[-1].rstrip(")"): dict(zip(COLUMNS, row))
-            for row in status_rows(manager)}
+            for row in status_rows(manager, texts=english())}
     assert rows["ok"]["State"] == "resident"
     assert rows["ok"]["Estimated"] == "40 MB"
     assert rows["ok"]["Measured"].startswith("RSS +")
     assert rows["ok"]["Load time"].endswith(" s") and rows["ok"]["Last used"]
     assert rows["bad"]["State"] == "failed" and rows["bad"]["Details"] == "truncated file"
     assert rows["typo"]["State"] == "invalid entry"
-    table, summary = ModelsHandlers(manager).refresh()
+    table, summary = ModelsHandlers(manager, texts=english()).refresh()
     assert summary == "cpu: 40 MB of a 1.0 GB budget"
-    assert ModelsHandlers(manager).unload("ok").startswith("Unloaded **ok**: ")
-    assert status_rows(manager)[0][2] == "available"
+    assert ModelsHandlers(manager, texts=english()).unload("ok").startswith("Unloaded **ok**: ")
+    assert status_rows(manager, texts=english())[0][2] == "available"
 
 
 @pytest.mark.slow

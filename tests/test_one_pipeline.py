@@ -10,6 +10,8 @@ import pytest
 from fastapi import FastAPI
 
 import chat_app
+from chatcore.i18n import english
+from backends.sampling import SamplingSettings
 from backends.llamacpp import LlamaCppBackend
 from chatcore.api.v1 import build_api
 from chatcore.generation.registry import load_registry
@@ -33,7 +35,7 @@ class RecordingLlamaCpp(LlamaCppBackend):
         self.asked: list[tuple[list[dict], dict]] = []
 
     def stream_chat(self, messages, params, cancel):
-        self.asked.append(([m.as_dict() for m in messages], params.settings()))
+        self.asked.append(([m.as_dict() for m in messages], params.sampling.model_dump()))
         yield from super().stream_chat(messages, params, cancel)
 
 
@@ -57,22 +59,23 @@ def setup(tmp_path_factory, smollm2_path):
     store.close()
 
 
+def greedy(setup) -> SamplingSettings:
+    """The entry's defaults, greedy and short: the same settings on every path."""
+    return setup.defaults.model_copy(update={"temperature": 0.0, "max_new_tokens": MAX_TOKENS})
+
+
 def through_page(setup) -> str:
-    d = setup.defaults
-    seed = -1 if d.seed is None else d.seed
-    updates = list(ChatHandlers(setup.manager, setup.store).send(
-        CAPITAL_PROMPT, None, False, MODEL, "", 0.0, d.top_p, d.top_k, MAX_TOKENS,
-        d.repetition_penalty, seed, request=REQUEST))
+    updates = list(ChatHandlers(setup.manager, setup.store, texts=english()).send(
+        CAPITAL_PROMPT, None, False, MODEL, "", greedy(setup), request=REQUEST))
     shown = updates[-1][0][-1]["content"]
     return shown.split("\n\n<sub>")[0]
 
 
 def through_compare(setup, tmp_path) -> list[str]:
-    compare = CompareHandlers(setup.manager, setup.store, tmp_path)
-    # Two panes on the same model: models, then temperatures, then max new tokens (4 each).
-    settings = [MODEL, MODEL, MODEL, MODEL] + [0.0] * 4 + [MAX_TOKENS] * 4
-    updates = list(compare.send(CAPITAL_PROMPT, None, False, 2, "", *settings,
-                                request=REQUEST))
+    compare = CompareHandlers(setup.manager, setup.store, tmp_path, texts=english())
+    # Two panes (of four: the others hidden) on the same model, with the same settings.
+    updates = list(compare.send(CAPITAL_PROMPT, None, False, 2, "", [MODEL] * 4,
+                                [greedy(setup)] * 4, request=REQUEST))
     comparison = updates[-1][4]
     return [reply.content for reply in comparison.rounds[-1].replies]
 

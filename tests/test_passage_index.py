@@ -10,6 +10,7 @@ from chatcore.documents.document import Document, Page, Passage
 from chatcore.documents.reader import extract, from_paste, passages
 from chatcore.documents.passages import (
     SCHEMA, PassageIndex, Selection, match_query, phrase_query, render, schema, select)
+from chatcore.i18n import english
 from tests.test_documents import FACT_PAGE, twenty_page_pdf
 
 QUESTION = "What is the lighthouse keeper's cat called?"
@@ -64,7 +65,7 @@ def test_select_with_little_room_retrieves_the_fact(index, report):
     block = render(selection.chosen)
     assert words(block) <= 300
     assert selection.chosen == sorted(selection.chosen, key=lambda pair: pair[1].index)
-    note = selection.note()
+    note = selection.note(english())
     assert note.startswith(f"used {len(selection.chosen)} of {len(report)} passages (page")
     assert str(FACT_PAGE) in note.split("(")[1]
     # Best first: with room for just one passage, it is the fact's.
@@ -72,13 +73,13 @@ def test_select_with_little_room_retrieves_the_fact(index, report):
     one = select(index, [(REPORT, report)], QUESTION, room_tokens=words(render([(REPORT, fact)])),
                  count_tokens=words)
     assert one.chosen == [(REPORT, fact)]
-    assert one.note() == f"used 1 of {len(report)} passages (page {FACT_PAGE})"
+    assert one.note(english()) == f"used 1 of {len(report)} passages (page {FACT_PAGE})"
 
 
 def test_select_with_room_for_everything_sends_it_whole(index, report):
     selection = select(index, [(REPORT, report)], QUESTION, room_tokens=100_000,
                        count_tokens=words)
-    assert selection.whole and selection.note() == ""
+    assert selection.whole and selection.note(english()) == ""
     assert [p for _, p in selection.chosen] == report
     block = render(selection.chosen)
     assert "[...]" not in block and block.count("[page ") == 20
@@ -90,7 +91,8 @@ def test_select_with_no_matching_word_sends_the_beginning(index, report):
                        count_tokens=words)
     assert selection.chosen and [p.index for _, p in selection.chosen] == list(
         range(len(selection.chosen)))
-    assert selection.note().startswith(f"used {len(selection.chosen)} of {len(report)} passages")
+    assert selection.note(english()).startswith(
+        f"used {len(selection.chosen)} of {len(report)} passages")
 
 
 def test_select_across_attachments_keeps_message_order(index, report):
@@ -101,7 +103,8 @@ def test_select_across_attachments_keeps_message_order(index, report):
     assert selection.chosen[0][0] == NOTES
     assert any("pusa" in p.text for _, p in selection.chosen)
     assert all(att == NOTES for att, _ in selection.chosen)  # nothing in report matches
-    assert selection.note() == f"used {len(selection.chosen)} of {len(report) + 3} passages"
+    assert selection.note(english()) == \
+        f"used {len(selection.chosen)} of {len(report) + 3} passages"
     block = render(selection.chosen)
     assert block.startswith('<document name="notes.txt">\n')
     assert "[page" not in block
@@ -111,11 +114,11 @@ def test_note_names_pages_per_document_when_several_pdfs():
     p = Passage
     chosen = [(1, p("a.pdf", 9, 5, "x")), (1, p("a.pdf", 3, 1, "x")), (1, p("a.pdf", 3, 2, "x")),
               (2, p("b.pdf", 4, 0, "x")), (3, p("c.txt", None, 0, "x"))]
-    assert Selection(chosen, 41, False).note() == (
+    assert Selection(chosen, 41, False).note(english()) == (
         "used 5 of 41 passages (a.pdf: pages 3, 9; b.pdf: page 4)")
-    assert Selection(chosen[:3], 41, False).note() == "used 3 of 41 passages (pages 3, 9)"
-    assert Selection(chosen[4:], 12, False).note() == "used 1 of 12 passages"
-    assert Selection([], 12, False).note() == "used 0 of 12 passages"
+    assert Selection(chosen[:3], 41, False).note(english()) == "used 3 of 41 passages (pages 3, 9)"
+    assert Selection(chosen[4:], 12, False).note(english()) == "used 1 of 12 passages"
+    assert Selection([], 12, False).note(english()) == "used 0 of 12 passages"
 
 
 def test_render_marks_gaps_and_pages():

@@ -1,11 +1,11 @@
-"""Bradley-Terry ratings and the leaderboard, checked against hand-computed values."""
+"""The one Bradley-Terry fit and the leaderboard, checked against hand-computed values."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from chatcore.compare.ratings import Battle, Standing, battles_from_vote, bradley_terry, leaderboard
+from chatcore.compare.ratings import Battle, Standing, battles_from_vote, fit, leaderboard
 
 
 def games(a: str, b: str, a_wins: int, b_wins: int, ties: int = 0) -> list[Battle]:
@@ -14,7 +14,7 @@ def games(a: str, b: str, a_wins: int, b_wins: int, ties: int = 0) -> list[Battl
 
 
 def test_two_players_ratio_is_win_ratio():
-    r = bradley_terry(games("A", "B", 3, 1), prior=0)
+    r = fit(games("A", "B", 3, 1), prior=0).ratings
     assert r["A"] - r["B"] == pytest.approx(400 * math.log10(3), abs=1e-6)
     assert (r["A"] + r["B"]) / 2 == pytest.approx(1000, abs=1e-9)
 
@@ -22,7 +22,7 @@ def test_two_players_ratio_is_win_ratio():
 def test_chain_each_edge_matches_its_own_record():
     # The graph A-B-C is a tree, so the likelihood splits into one factor per edge with
     # independent ratios pA/pB and pB/pC: each is maximised at its own win ratio, 3.
-    r = bradley_terry(games("A", "B", 3, 1) + games("B", "C", 3, 1), prior=0)
+    r = fit(games("A", "B", 3, 1) + games("B", "C", 3, 1), prior=0).ratings
     assert r["A"] - r["B"] == pytest.approx(400 * math.log10(3), abs=1e-6)
     assert r["B"] - r["C"] == pytest.approx(400 * math.log10(3), abs=1e-6)
     assert r["A"] - r["C"] == pytest.approx(400 * math.log10(9), abs=1e-6)
@@ -30,14 +30,14 @@ def test_chain_each_edge_matches_its_own_record():
 
 
 def test_ties_count_half_each():
-    r = bradley_terry(games("A", "B", 1, 1, ties=2), prior=0)
+    r = fit(games("A", "B", 1, 1, ties=2), prior=0).ratings
     assert r["A"] == pytest.approx(1000, abs=1e-9)
     assert r["B"] == pytest.approx(1000, abs=1e-9)
 
 
 def test_cycle_satisfies_the_likelihood_equations():
     battles = games("A", "B", 3, 1) + games("B", "C", 2, 1, ties=1) + games("C", "A", 4, 2)
-    r = bradley_terry(battles, prior=0)
+    r = fit(battles, prior=0).ratings
     p = {m: 10 ** (x / 400) for m, x in r.items()}
     n = {("A", "B"): 4, ("B", "C"): 4, ("C", "A"): 6}
     observed = {"A": 3 + 2, "B": 1 + 2 + 0.5, "C": 1 + 4 + 0.5}
@@ -50,16 +50,16 @@ def test_cycle_satisfies_the_likelihood_equations():
 
 
 def test_prior_keeps_an_undefeated_model_finite():
-    r = bradley_terry(games("A", "B", 3, 0), prior=1)
+    r = fit(games("A", "B", 3, 0), prior=1).ratings
     assert all(math.isfinite(x) for x in r.values())
     assert r["A"] > r["B"]
     # Without the prior it is no longer an MLE, but still finite numbers in the right order.
-    r0 = bradley_terry(games("A", "B", 3, 0), prior=0)
+    r0 = fit(games("A", "B", 3, 0), prior=0).ratings
     assert all(math.isfinite(x) for x in r0.values()) and r0["A"] > r0["B"]
 
 
 def test_prior_symmetric_case_solves_the_equations_with_the_reference():
-    r = bradley_terry(games("A", "B", 2, 0), prior=1)
+    r = fit(games("A", "B", 2, 0), prior=1).ratings
     assert r["A"] - 1000 == pytest.approx(1000 - r["B"], abs=1e-9)
     # By symmetry pA = 1/pB here, so the centred ratings are the absolute strengths. A's
     # equation: 2 real wins + 1/2 virtual = 2 pA/(pA+pB) + 1 * pA/(pA+1).
@@ -82,7 +82,7 @@ def test_battles_from_vote():
 
 def test_unknown_outcome_is_refused():
     with pytest.raises(ValueError):
-        bradley_terry([Battle("A", "B", "win")])
+        fit([Battle("A", "B", "win")])
 
 
 def test_leaderboard_counts_intervals_order_and_determinism():

@@ -11,10 +11,11 @@ import pytest
 from gradio_client import Client
 
 from backends.base import BackendError, GenParams, Message
+from backends.sampling import SamplingSettings
 from backends.openai import OpenAIBackend
 from tests.conftest import CAPITAL_PROMPT, free_port, start_app, start_llama_server
 
-GREEDY = GenParams(temperature=0.0, max_new_tokens=40)
+GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=40))
 STORY = "Write a long story about a dragon who learns to cook."
 
 
@@ -46,7 +47,7 @@ def test_stop_closes_the_stream(llama_server):
     cancel = threading.Event()
     received = []
     for chunk in backend.stream_chat([Message("user", STORY)],
-                                     GenParams(temperature=0.0, max_new_tokens=500), cancel):
+                                     GenParams(SamplingSettings(temperature=0.0, max_new_tokens=500)), cancel):
         received.append(chunk)
         if len(received) == 3:
             cancel.set()
@@ -100,7 +101,8 @@ def remote_models_yaml(tmp_path, base_url: str, smollm2_path) -> str:
 
 
 def page_reply(client: Client, model: str, text: str, max_tokens: int = 40):
-    return client.submit(text, model, "", 0.0, 0.9, 40, max_tokens, 1.0, -1, api_name="/send")
+    return client.submit(text, model, "", 0.0, 0.9, 40, 0.0, max_tokens, 1.0, -1,
+                         api_name="/send")
 
 
 def last_bot_text(result) -> str:
@@ -157,11 +159,10 @@ def test_capabilities_and_placement():
 
 def test_unhonoured_names_the_settings_a_plain_openai_request_cannot_carry():
     backend = OpenAIBackend("http://127.0.0.1:8000/v1", "smollm2")
-    assert backend.unhonoured(GenParams(top_k=0, repetition_penalty=1.0, seed=7,
-                                        stop=("a", "b"))) == []
-    assert backend.unhonoured(GenParams(top_k=40, repetition_penalty=1.3)) == [
+    assert backend.unhonoured(GenParams(SamplingSettings(top_k=0, repetition_penalty=1.0, seed=7), stop=("a", "b"))) == []
+    assert backend.unhonoured(GenParams(SamplingSettings(top_k=40, repetition_penalty=1.3))) == [
         "top_k 40", "repetition penalty 1.3"]
-    assert backend.unhonoured(GenParams(top_k=0, stop=("1", "2", "3", "4", "5"))) == [
+    assert backend.unhonoured(GenParams(SamplingSettings(top_k=0), stop=("1", "2", "3", "4", "5"))) == [
         "stop strings past the first 4: '5'"]
 
 
@@ -171,8 +172,7 @@ def test_continuing_a_cut_reply_is_refused_not_answered_afresh(llama_server):
     cut = [Message("user", CAPITAL_PROMPT), Message("assistant", "The capital of France is")]
     with pytest.raises(BackendError, match=r"^smollm2 on a remote server cannot continue a "
                                            r"cut reply$"):
-        list(backend.stream_chat(cut, GenParams(temperature=0.0, max_new_tokens=8,
-                                                continue_final=True), threading.Event()))
+        list(backend.stream_chat(cut, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=8), continue_final=True), threading.Event()))
     chunks = list(backend.stream_chat(cut[:1], GREEDY, threading.Event()))
     assert "Paris" in "".join(c.text for c in chunks)  # the connection is still good
     backend.unload()

@@ -13,36 +13,31 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from backends.base import GenParams
-from backends import sampling
 from chatcore.api.v1 import build_api
 from chatcore.api.schema import ApiError, ChatRequest, parse_request
 from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
 from chatcore.i18n import english
 from chatcore.generation.manager import ModelManager
-from backends.sampling import SamplingSettings, bounds, gen_params, merge
+from backends.sampling import SamplingSettings, bounds, merge, stored
 from chatcore.conversations.store import Store
 from chatui.exports import ExportFiles
 from chatui.chat_tab import build_chat_tab
 from chatui.compare_tab import build_compare_tab
-from chatui.sampling_controls import pane_params, params_from_controls
+from chatui.sampling_controls import SettingsControls
 from tests.conftest import SHIPPED_MODELS
 from tests.fakes import ScriptedBackend
 
 FIELDS = list(SamplingSettings.model_fields)
 SLIDER_FIELDS = [f for f in FIELDS if f not in ("seed", "think")]  # a number box, a switch
 
-# Every sampling slider on the Chat and Compare tabs, by elem_id.
-SLIDERS = {"temperature": "temperature", "top-p": "top_p", "top-k": "top_k",
-           "max-new-tokens": "max_new_tokens", "repetition-penalty": "repetition_penalty",
-           "thinking-budget": "thinking_budget",
-           **{f"compare-temperature-{i}": "temperature" for i in range(4)},
-           **{f"compare-max-tokens-{i}": "max_new_tokens" for i in range(4)},
-           **{f"compare-thinking-budget-{i}": "thinking_budget" for i in range(4)}}
-# The API's names for the settings.
-API_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
-              "max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens",
-              "repetition_penalty": "repetition_penalty", "seed": "seed", "think": "think",
-              "thinking_budget": "thinking_budget"}
+# Every sampling slider on the Chat tab and each Compare pane, by elem_id: one per setting.
+SLIDERS = {**{name.replace("_", "-"): name for name in SLIDER_FIELDS},
+           **{f"compare-{name.replace('_', '-')}-{i}": name
+              for name in SLIDER_FIELDS for i in range(4)}}
+# The API's names for the settings: the schema's, but for the reply's length.
+API_FIELDS = {**{name: name for name in FIELDS if name != "max_new_tokens"},
+              "max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens"}
+ENGLISH = english()
 CONSTRAINTS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "type")
 
 
@@ -96,8 +91,9 @@ def test_bounds_read_the_schema_of_every_setting():
         assert bounds(name) == expected_slider(name), name
     low, high, _ = bounds("seed")
     assert (low, high) == (0, 2**63 - 1)
-    for name in FIELDS:
-        assert sampling.label(name) and sampling.description(name), name
+    for name in FIELDS:  # the catalog's English help is the schema's own
+        assert ENGLISH(f"sampling.{name}_info") == \
+            SamplingSettings.model_fields[name].description, name
     with pytest.raises(KeyError, match="temprature"):
         bounds("temprature")
 
@@ -109,15 +105,15 @@ def test_every_page_slider_takes_its_range_label_and_help_from_the_schema(page_c
     for elem_id, name in SLIDERS.items():
         props = sliders[elem_id]
         assert (props["minimum"], props["maximum"], props["step"]) == bounds(name), elem_id
-        assert props["label"] == sampling.label(name), elem_id
-        assert props["info"] == sampling.description(name), elem_id
+        assert props["label"] == ENGLISH(f"sampling.{name}"), elem_id
+        assert props["info"] == ENGLISH(f"sampling.{name}_info"), elem_id
         assert props["value"] == getattr(SamplingSettings(), name), elem_id
     for name in SLIDER_FIELDS:  # each setting has a slider on the Chat tab
         assert name in SLIDERS.values()
     seed = next(c["props"] for c in page_config["components"]
                 if c["props"].get("elem_id") == "seed")
-    assert seed["label"] == sampling.label("seed")
-    assert seed["info"] == sampling.description("seed")
+    assert seed["label"] == ENGLISH("sampling.seed")
+    assert seed["info"] == ENGLISH("sampling.seed_info")
     assert seed["precision"] == 0 and seed["value"] == -1
 
 
@@ -157,6 +153,8 @@ def body(**fields) -> bytes:
     ("repetition_penalty", 0.1, "repetition_penalty: Input should be greater than or equal to 0.5"),
     ("seed", -1, "seed: Input should be greater than or equal to 0"),
     ("seed", 2**63, "seed: Input should be less than 9223372036854775808"),
+    ("min_p", 1.5, "min_p: Input should be less than or equal to 1"),
+    ("min_p", -0.1, "min_p: Input should be greater than or equal to 0"),
 ])
 def test_an_out_of_range_api_value_is_a_400_naming_the_field_and_bound(field, value, message):
     with pytest.raises(ApiError) as caught:
@@ -180,16 +178,14 @@ def test_the_served_api_answers_400_with_the_field_and_bound(manager):
 def test_api_settings_go_over_the_entrys_defaults():
     defaults = SamplingSettings(temperature=0.3, top_k=10, max_new_tokens=100, seed=5)
     request = parse_request(body(top_p=0.5, max_tokens=20, stop="END"))
-    assert request.params(defaults) == GenParams(
-        temperature=0.3, top_p=0.5, top_k=10, max_new_tokens=20, repetition_penalty=1.0,
-        seed=5, stop=("END",))
+    assert request.params(defaults) == GenParams(SamplingSettings(temperature=0.3, top_p=0.5, top_k=10, max_new_tokens=20, repetition_penalty=1.0, seed=5), stop=("END",))
     newer = parse_request(body(max_tokens=20, max_completion_tokens=30, temperature=0, seed=0))
     params = newer.params(defaults)
-    assert (params.max_new_tokens, params.temperature, params.seed) == (30, 0.0, 0)
+    assert (params.sampling.max_new_tokens, params.sampling.temperature, params.sampling.seed) == (30, 0.0, 0)
     # Every bound is reachable: the extremes pass.
     edges = parse_request(body(temperature=2, top_p=1, top_k=200, max_tokens=8192,
                                repetition_penalty=0.5, seed=2**63 - 1))
-    assert edges.params(SamplingSettings()).max_new_tokens == 8192
+    assert edges.params(SamplingSettings()).sampling.max_new_tokens == 8192
 
 
 # -- models.yaml ---------------------------------------------------------------------------
@@ -242,40 +238,67 @@ def test_merge_keeps_the_defaults_for_none_and_refuses_out_of_range():
         assert caught.value.errors()[0]["loc"] == (next(iter(bad)),)
 
 
-def test_gen_params_carries_every_setting_and_the_runtime_extras():
-    settings = SamplingSettings(temperature=0, top_p=0.5, top_k=0, max_new_tokens=9,
-                                repetition_penalty=1.5, seed=3)
-    params = gen_params(settings, stop=["a", "b"], continue_final=True)
-    assert params.settings() == settings.model_dump()
-    assert params.stop == ("a", "b") and params.continue_final is True
+def test_stored_settings_read_back_with_defaults_for_what_an_older_version_lacked():
+    assert stored({"temperature": 0.2, "seed": 4}) == SamplingSettings(temperature=0.2, seed=4)
+    # A field that no longer validates, or that is unknown, takes the default.
+    assert stored({"temperature": 9, "typo": 1, "min_p": 0.5}) == SamplingSettings(min_p=0.5)
+    assert stored(None) == SamplingSettings()
 
 
-def test_page_controls_become_validated_params():
-    params = params_from_controls(0.0, 1.0, 40.0, 64.0, 1.1, -1)
-    assert params == GenParams(temperature=0.0, top_p=1.0, top_k=40, max_new_tokens=64,
-                               repetition_penalty=1.1, seed=None)
-    assert isinstance(params.top_k, int) and isinstance(params.max_new_tokens, int)
-    assert params_from_controls(0.7, 0.9, 40, 512, 1.0, None).seed is None
-    assert params_from_controls(0.7, 0.9, 40, 512, 1.0, 42.0).seed == 42
+def controls() -> SettingsControls:
+    with gr.Blocks():
+        return SettingsControls(SamplingSettings(), texts=ENGLISH)
 
 
-@pytest.mark.parametrize("controls,message", [
-    ((3.0, 0.9, 40, 512, 1.0, -1), "Temperature (0 = greedy): Input should be less than or "
-                                   "equal to 2"),
-    ((0.7, 0.9, 1000, 512, 1.0, -1), "Top k (0 = off): Input should be less than or equal"),
-    ((0.7, 0.9, 40, 9000, 1.0, -1), "Max new tokens: Input should be less than or equal to 8192"),
-    ((0.7, 0.9, 40, 512, 5.0, -1), "Repetition penalty: Input should be less than or equal to 2"),
-    ((0.7, 0.9, 40.5, 512, 1.0, -1), "Top k (0 = off): Input should be a valid integer"),
+def values(**given) -> list:
+    """The controls' values for the default settings, with `given` over them."""
+    shown = dict(zip(FIELDS, SettingsControls.shown(SamplingSettings())))
+    return [given.get(name, shown[name]) for name in FIELDS]
+
+
+def test_page_controls_become_one_validated_value_and_show_it_back():
+    read = controls().read(values(temperature=0.0, top_p=1.0, top_k=40.0, max_new_tokens=64.0,
+                                  repetition_penalty=1.1, seed=-1, min_p=0.05))
+    assert read == SamplingSettings(temperature=0.0, top_p=1.0, top_k=40, min_p=0.05,
+                                    max_new_tokens=64, repetition_penalty=1.1, seed=None)
+    assert isinstance(read.top_k, int) and isinstance(read.max_new_tokens, int)
+    assert controls().read(values(seed=None)).seed is None
+    assert controls().read(values(seed=42.0)).seed == 42
+    assert controls().read(values(think="on", thinking_budget=50)).think is True
+    every = SamplingSettings(temperature=0.35, top_p=0.8, top_k=7, min_p=0.1,
+                             max_new_tokens=99, repetition_penalty=1.2, seed=1234, think=False,
+                             thinking_budget=50)
+    assert controls().read(SettingsControls.shown(every)) == every  # round trip, every field
+
+
+@pytest.mark.parametrize("given,message", [
+    ({"temperature": 3.0}, "Temperature (0 = greedy): Input should be less than or equal to 2"),
+    ({"top_k": 1000}, "Top k (0 = off): Input should be less than or equal"),
+    ({"max_new_tokens": 9000}, "Max new tokens: Input should be less than or equal to 8192"),
+    ({"repetition_penalty": 5.0}, "Repetition penalty: Input should be less than or equal to 2"),
+    ({"top_k": 40.5}, "Top k (0 = off): Input should be a valid integer"),
+    ({"min_p": 1.5}, "Min p (0 = off): Input should be less than or equal to 1"),
 ])
-def test_out_of_range_controls_are_refused_with_the_control_named(controls, message):
+def test_out_of_range_controls_are_refused_with_the_control_named(given, message):
     with pytest.raises(gr.Error, match=message.replace("(", r"\(").replace(")", r"\)")):
-        params_from_controls(*controls)
+        controls().read(values(**given))
 
 
-def test_a_compare_pane_takes_the_entrys_defaults_under_its_two_sliders():
-    defaults = SamplingSettings(top_p=0.5, top_k=5, repetition_penalty=1.2, seed=9)
-    params = pane_params(defaults, 0.0, 100.0)
-    assert params == GenParams(temperature=0.0, top_p=0.5, top_k=5, max_new_tokens=100,
-                               repetition_penalty=1.2, seed=9)
-    with pytest.raises(gr.Error, match="Max new tokens"):
-        pane_params(defaults, 0.7, 9000)
+def test_each_compare_pane_starts_from_its_own_models_defaults(manager, tmp_path):
+    registry = ModelRegistry(path=SHIPPED_MODELS, broken=(), entries=(
+        entry("cool", temperature=0.1, min_p=0.2), entry("warm", temperature=1.1)))
+    two = ModelManager(registry, lambda _: ScriptedBackend("hi"))
+    store = Store(tmp_path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            with gr.Blocks() as app:
+                build_compare_tab(app, two, store, "cool", ExportFiles(tmp_path / "x"),
+                                  texts=ENGLISH)
+        props = {c["props"].get("elem_id"): c["props"] for c in app.get_config_file()["components"]}
+    finally:
+        store.close()
+    assert (props["compare-temperature-0"]["value"], props["compare-min-p-0"]["value"]) == (0.1, 0.2)
+    assert (props["compare-temperature-1"]["value"], props["compare-min-p-1"]["value"]) == (1.1, 0.0)
+
+

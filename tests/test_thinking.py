@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from backends.base import Chunk, GenParams, Message
+from backends.sampling import SamplingSettings
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.context import with_system
 from chatcore.generation.factory import make_backend
@@ -59,8 +60,7 @@ def reply(manager: ModelManager, model_id: str, messages, params: GenParams):
 
 def test_a_prefilled_thought_is_cut_at_its_budget_and_an_answer_follows(thinking):
     prefilled = [*STORY, Message("assistant", "<think>\n")]
-    params = GenParams(temperature=0.0, max_new_tokens=120, thinking_budget=20,
-                       continue_final=True)
+    params = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=120, thinking_budget=20), continue_final=True)
     live, chunks = reply(thinking, "smol", prefilled, params)
     usage = chunks[-1].usage
     assert live.thought.strip(), "the model wrote no thought"
@@ -77,13 +77,13 @@ def test_a_prefilled_thought_is_cut_at_its_budget_and_an_answer_follows(thinking
     assert message.thought_seconds is not None and message.content == live.text
     # Without a budget the same thought runs on past 20 tokens.
     unlimited, chunks = reply(thinking, "smol", prefilled,
-                              GenParams(temperature=0.0, max_new_tokens=40, continue_final=True))
+                              GenParams(SamplingSettings(temperature=0.0, max_new_tokens=40), continue_final=True))
     assert chunks[-1].usage.reasoning_tokens > 20
 
 
 def test_the_template_opens_the_thought_and_the_next_prompt_leaves_it_out(thinking):
     live, chunks = reply(thinking, "smol-think", STORY,
-                         GenParams(temperature=0.0, max_new_tokens=96, thinking_budget=24))
+                         GenParams(SamplingSettings(temperature=0.0, max_new_tokens=96, thinking_budget=24)))
     assert live.thought.strip() and live.text.strip()
     assert chunks[-1].usage.reasoning_tokens == 24
     stored = stored_reply(live)
@@ -96,17 +96,17 @@ def test_the_template_opens_the_thought_and_the_next_prompt_leaves_it_out(thinki
 def test_the_think_switch_goes_through_the_template(thinking):
     thinking.load("smol-think")
     assert thinking.template_warnings("smol-think") == []  # a reply that opens thinking
-    report, _ = thinking.inspect("smol-think", QUESTION, GenParams(think=False))
+    report, _ = thinking.inspect("smol-think", QUESTION, GenParams(SamplingSettings(think=False)))
     assert report.prompt.endswith("<think>\n\n</think>\n\n")
     live, chunks = reply(thinking, "smol-think", QUESTION,
-                         GenParams(temperature=0.0, max_new_tokens=24, think=False))
+                         GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24, think=False)))
     assert live.thought == "" and live.text.strip()
     assert chunks[-1].usage.reasoning_tokens == 0
     assert "Paris" in live.text
     # A model whose template has no switch says the setting is not applied.
     assert thinking.engine("smol") and \
         "the Think switch (this model's template has none)" in \
-        thinking.load("smol").unhonoured(GenParams(think=True))
+        thinking.load("smol").unhonoured(GenParams(SamplingSettings(think=True)))
 
 
 def test_the_api_returns_reasoning_content_apart_streamed_and_not(thinking):

@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from chatcore.i18n import english
 from backends.base import BackendError, GenParams, Message
+from backends.sampling import SamplingSettings
 from backends.hf import HFSettings, TransformersBackend
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.manager import ModelManager
@@ -17,7 +19,7 @@ from chatui.chat_handlers import ChatHandlers
 from chatui.chat_tab import model_choices
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
 
-GREEDY = GenParams(temperature=0.0, max_new_tokens=30)
+GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=30))
 CAPITAL = [Message("user", CAPITAL_PROMPT)]
 QUANTIZATIONS = {"none": None, "8bit": 8, "4bit": 4}
 
@@ -45,7 +47,7 @@ def test_greedy_streamed_text_equals_non_streamed_text(smollm2_fp32):
     import torch
 
     story = [Message("user", "Write a long story about a dragon who learns to cook.")]
-    params = GenParams(temperature=0.0, max_new_tokens=40)
+    params = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=40))
     streamed = list(smollm2_fp32.stream_chat(story, params, threading.Event()))
     assert len([c for c in streamed if c.text]) > 5
     inputs = smollm2_fp32._encode(smollm2_fp32.render_prompt(story))
@@ -123,7 +125,7 @@ def test_tiny_checkpoint_loads_streams_and_stops(tiny_checkpoints, tiny_footprin
     backend.load()
     try:
         hello = [Message("system", "Be brief."), Message("user", "Hello there")]
-        chunks = list(backend.stream_chat(hello, GenParams(temperature=0.0, max_new_tokens=12),
+        chunks = list(backend.stream_chat(hello, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=12)),
                                           threading.Event()))
         assert chunks[-1].finish_reason == "length"
         assert chunks[-1].usage.completion_tokens == 12
@@ -131,7 +133,7 @@ def test_tiny_checkpoint_loads_streams_and_stops(tiny_checkpoints, tiny_footprin
         cancel = threading.Event()
         timer = threading.Timer(0.3, cancel.set)
         timer.start()
-        stopped = list(backend.stream_chat(hello, GenParams(temperature=0.0, max_new_tokens=4000),
+        stopped = list(backend.stream_chat(hello, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=4000)),
                                            cancel))
         timer.cancel()
         assert stopped[-1].finish_reason == "cancelled"
@@ -169,9 +171,9 @@ def test_error_inside_generate_reaches_the_chat_and_the_next_request_works(tiny_
                    path=str(tiny_checkpoints["llama"]), quantization="4bit", device="cpu"),))
     manager = ModelManager(registry, lambda entry: backend)
     store = Store(tmp_path)
-    handlers = ChatHandlers(manager, store)
+    handlers = ChatHandlers(manager, store, texts=english())
     request = SimpleNamespace(session_hash="tab", username=None)
-    params = ("", 0.0, 0.9, 40, 6, 1.0, -1)
+    params = ("", SamplingSettings(temperature=0.0, max_new_tokens=6))
     backend.load()
     real_generate = backend._model.generate
     calls = []
@@ -191,7 +193,7 @@ def test_error_inside_generate_reaches_the_chat_and_the_next_request_works(tiny_
     chat, _, _, _ = list(handlers.send("again", conversation_id, False, "tiny", *params,
                                        request=request))[-1]
     assert "⚠️" not in chat[-1]["content"] and "6 tokens" in chat[-1]["content"]
-    assert dict((v, k) for k, v in model_choices(manager))["tiny"] == \
+    assert dict((v, k) for k, v in model_choices(manager, texts=english()))["tiny"] == \
         "Tiny Llama [transformers · 4bit nf4 · cpu]"
     backend.unload()
     store.close()
@@ -215,7 +217,7 @@ def test_a_stop_string_halts_generate_and_joins_the_worker(smollm2_fp32):
     story = [Message("user", "Write a long story about a dragon who learns to cook.")]
     chunks = []
     for chunk in smollm2_fp32.stream_chat(
-            story, GenParams(temperature=0.0, max_new_tokens=400, stop=("dragon",)),
+            story, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=400), stop=("dragon",)),
             threading.Event()):
         if chunk.finish_reason is not None:
             assert hf_threads() == [], "generate was still running"
@@ -229,7 +231,7 @@ def test_a_stop_string_halts_generate_and_joins_the_worker(smollm2_fp32):
 def test_continue_extends_a_cut_reply(smollm2_fp32):
     cut = [Message("user", CAPITAL_PROMPT), Message("assistant", "The capital of France is")]
     chunks = list(smollm2_fp32.stream_chat(
-        cut, GenParams(temperature=0.0, max_new_tokens=8, continue_final=True),
+        cut, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=8), continue_final=True),
         threading.Event()))
     assert text_of(chunks).startswith(" Paris")
     assert chunks[-1].finish_reason == "stop"
@@ -242,4 +244,4 @@ def test_capabilities(smollm2_fp32, smollm2_path):
     assert TransformersBackend.exact_token_counts
     assert smollm2_fp32.placement == "cpu"
     assert TransformersBackend(smollm2_path, HFSettings(device="cpu")).placement == ""
-    assert smollm2_fp32.unhonoured(GenParams(top_k=40, repetition_penalty=1.3, seed=1)) == []
+    assert smollm2_fp32.unhonoured(GenParams(SamplingSettings(top_k=40, repetition_penalty=1.3, seed=1))) == []

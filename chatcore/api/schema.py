@@ -8,22 +8,10 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from backends.base import GenParams, Message
-from backends.sampling import (
-    OptionalMaxNewTokens,
-    OptionalRepetitionPenalty,
-    OptionalSeed,
-    OptionalThink,
-    OptionalThinkingBudget,
-    OptionalTemperature,
-    OptionalTopK,
-    OptionalTopP,
-    SamplingSettings,
-    gen_params,
-    merge,
-)
+from backends.sampling import SamplingSettings, merge, optional_fields
 
 MAX_BODY_BYTES = 4 * 2**20
 
@@ -69,25 +57,29 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatRequest(BaseModel):
+# Every sampling setting, optional (None: the entry's default), with the bounds of
+# backends/sampling.py; the reply's length is OpenAI's `max_tokens` (or the newer
+# `max_completion_tokens`) rather than `max_new_tokens`.
+_Sampling = create_model("_Sampling", __config__=ConfigDict(extra="forbid", strict=True),
+                         **optional_fields(leave_out=("max_new_tokens",)))
+MaxTokens = optional_fields()["max_new_tokens"][0]
+
+
+def _length_field():
+    """OpenAI's name for the reply's length, with the schema's bound and help."""
+    return optional_fields()["max_new_tokens"][1]
+
+
+class ChatRequest(_Sampling):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    # The sampling settings take the bounds of backends/sampling.py; None: the entry's default.
-    temperature: OptionalTemperature = None
-    top_p: OptionalTopP = None
-    top_k: OptionalTopK = None
-    max_tokens: OptionalMaxNewTokens = None
-    max_completion_tokens: OptionalMaxNewTokens = None
+    max_tokens: MaxTokens = _length_field()
+    max_completion_tokens: MaxTokens = _length_field()
     stop: str | list[str] | None = None
-    seed: OptionalSeed = None
-    repetition_penalty: OptionalRepetitionPenalty = None
-    # Thinking models: the switch (rendered through the template) and the thought's budget.
-    think: OptionalThink = None
-    thinking_budget: OptionalThinkingBudget = None
     n: Literal[1] = 1
     user: str | None = None
     frequency_penalty: Literal[0, 0.0] | None = None
@@ -110,12 +102,10 @@ class ChatRequest(BaseModel):
         """These settings over the model entry's defaults (a ValidationError if the result
         is out of range, which the fields' own bounds already rule out)."""
         stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        settings = merge(defaults, temperature=self.temperature, top_p=self.top_p,
-                         top_k=self.top_k,
-                         max_new_tokens=self.max_completion_tokens or self.max_tokens,
-                         repetition_penalty=self.repetition_penalty, seed=self.seed,
-                         think=self.think, thinking_budget=self.thinking_budget)
-        return gen_params(settings, stop=tuple(stops))
+        given = {name: getattr(self, name) for name in _Sampling.model_fields}
+        settings = merge(defaults, max_new_tokens=self.max_completion_tokens or self.max_tokens,
+                         **given)
+        return GenParams(settings, stop=tuple(stops))
 
 
 def body_too_large(limit: int = MAX_BODY_BYTES) -> ApiError:

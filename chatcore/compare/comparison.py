@@ -65,12 +65,11 @@ class Comparison:
                    blind=blind, revealed=not blind)
 
     @staticmethod
-    def label(index: int, texts: Texts | None = None) -> str:
-        """A pane's name before the models are shown: "Model A" (in English, the default)."""
-        return (texts or english())("compare.pane", label=LABELS[index])
+    def label(index: int, *, texts: Texts) -> str:
+        """A pane's name before the models are shown: "Model A" in `texts`' language."""
+        return texts("compare.pane", label=LABELS[index])
 
-    def title(self, index: int, name_of: Callable[[str], str],
-              texts: Texts | None = None) -> str:
+    def title(self, index: int, name_of: Callable[[str], str], *, texts: Texts) -> str:
         """What a pane is called on the page: its label until the names may be shown."""
         if not self.revealed:
             return self.label(index, texts=texts)
@@ -101,7 +100,7 @@ class Comparison:
         for index, pane in enumerate(self.panes):
             reply = latest.replies[index]
             panes.append(VotedPane(
-                label=LABELS[index], model=pane.model_id, params=pane.params.settings(),
+                label=LABELS[index], model=pane.model_id, params=pane.params.sampling.model_dump(),
                 reply=reply.content if reply else "",
                 time_to_first_token=reply.time_to_first_token if reply else None,
                 tokens_per_second=reply.tokens_per_second if reply else None,
@@ -129,6 +128,7 @@ class Comparison:
                     (reply.content if reply else "")
                 model = name_of(reply.model) if reply and reply.model and self.revealed \
                     else None
-                title = f"{self.label(index)}: {model}" if model else self.title(index, name_of)
+                title = f"{self.label(index, texts=english())}: {model}" if model \
+                    else self.title(index, name_of, texts=english())
                 lines += [f"### {title}", "", text, ""]
         return "\n".join(lines).rstrip() + "\n"

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from chatcore.compare.ratings import Battle, battles_from_vote
 from chatcore.conversations.store import Store
 
-OUTCOMES = ("tie", "bad")  # besides the label of the better pane: "A", "B", ...
+NO_WINNER = ("tie", "bad")  # a vote's outcomes besides the better pane's label: "A", ...
 FORMAT = "local-chat/votes"
 
 
@@ -45,8 +45,8 @@ class Vote:
 
     def __post_init__(self) -> None:
         labels = [pane.label for pane in self.panes]
-        if self.outcome not in (*OUTCOMES, *labels):
-            raise ValueError(f"vote outcome {self.outcome!r} is none of {[*labels, *OUTCOMES]}")
+        if self.outcome not in (*NO_WINNER, *labels):
+            raise ValueError(f"vote outcome {self.outcome!r} is none of {[*labels, *NO_WINNER]}")
 
     @property
     def winner(self) -> int | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from backends.base import Message
 from chatcore.documents.document import Document, Page, Passage
 from chatcore.documents.reader import passages
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 from chatcore.documents.passages import PassageIndex, Selection, fill, rank, render
 from chatcore.conversations.store import Store
 
@@ -29,8 +29,7 @@ class Attached:
     page_count: int | None
     chars: int
 
-    def chip(self, texts: Texts | None = None) -> str:
-        texts = texts or english()
+    def chip(self, texts: Texts) -> str:
         parts = [self.name]
         if self.page_count:
             parts.append(texts("attach.pages", n=self.page_count))

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatcore.generation.replies import thought_title
+from chatcore.i18n import english
 from chatcore.conversations.store import Conversation, StoredMessage
 
 FORMAT = "local-chat/conversation"
@@ -84,7 +85,7 @@ def to_markdown(conversation: Conversation, thoughts: bool = False) -> str:
             who += ", stopped"
         lines += [f"**{who}**", ""]
         if thoughts and message.thought:
-            title = thought_title(message.thought_seconds, message.thought_tokens)
+            title = thought_title(message.thought_seconds, message.thought_tokens, english())
             lines += [f"<details><summary>{title}</summary>", "",
                       message.thought, "", "</details>", ""]
         lines += [message.content, ""]

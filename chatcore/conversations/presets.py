@@ -6,16 +6,15 @@ translates into Filipino). The model's own default has no prompt at all.
 """
 from __future__ import annotations
 
-from chatcore.i18n import LANGUAGES, Texts, english, load_texts
+from chatcore.i18n import LANGUAGES, Texts, load_texts
 
 BUILTIN_PRESET_IDS: tuple[str, ...] = ("default", "concise", "teacher", "code", "translator")
 # The preset that leaves the system prompt empty: the model's own default.
 NO_PROMPT = "default"
 
 
-def builtin_presets(texts: Texts | None = None) -> dict[str, str]:
+def builtin_presets(texts: Texts) -> dict[str, str]:
     """The built-in presets as a page shows them: name -> prompt, in `texts`' language."""
-    texts = texts or english()
     return {texts(f"presets.{preset}.name"):
             "" if preset == NO_PROMPT else texts(f"presets.{preset}.prompt")
             for preset in BUILTIN_PRESET_IDS}

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from chatcore.documents.reader import Passage
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 
 log = logging.getLogger(__name__)
 
@@ -166,12 +166,12 @@ class Selection:
                            "pages": {doc: sorted(numbers) for doc, numbers in pages.items()}},
                           ensure_ascii=False)
 
-    def note(self, texts: Texts | None = None) -> str:
+    def note(self, texts: Texts) -> str:
         """E.g. "used 6 of 41 passages (pages 3, 4, 9)"; "" when everything was sent."""
         return sources_note(self.sources(), texts)
 
 
-def sources_note(sources: str, texts: Texts | None = None) -> str:
+def sources_note(sources: str, texts: Texts) -> str:
     """A reply's stored sources in words: "used 6 of 41 passages (pages 3, 4, 9)", or with
     several documents "(a.pdf: page 2; b.pdf: pages 4, 5)". Replies stored before sources
     were kept as JSON hold their English words, which are shown as they are."""
@@ -181,7 +181,6 @@ def sources_note(sources: str, texts: Texts | None = None) -> str:
         return sources
     if not isinstance(found, dict):
         return sources
-    texts = texts or english()
     note = texts("attach.used", used=found.get("used", 0), total=found.get("total", 0))
     pages = found.get("pages") or {}
 

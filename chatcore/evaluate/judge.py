@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 
 from backends.base import GenParams
+from backends.sampling import SamplingSettings
 from chatcore.evaluate.results import RunResults
 from chatcore.evaluate.store import EvalStore, EvalVote
 from chatcore.evaluate.rubric import combine, judge_messages, parse_verdict
@@ -17,7 +18,7 @@ from chatcore.generation.replies import ReplyRequest
 log = logging.getLogger(__name__)
 
 # Greedy, so a judge's verdict on the same pair is the same every time.
-JUDGE_PARAMS = GenParams(temperature=0.0, max_new_tokens=384)
+JUDGE_PARAMS = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=384))
 
 
 @dataclass

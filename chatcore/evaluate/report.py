@@ -14,6 +14,7 @@ from chatcore.evaluate.results import RunResults, interval_text
 from chatcore.evaluate.store import PERSON
 from chatcore.evaluate.rubric import RUBRIC
 from chatcore.generation.memory import format_bytes
+from chatcore.i18n import english
 
 FORMAT = "local-chat/evaluation"
 
@@ -67,7 +68,7 @@ def report_markdown(results: RunResults, tables: list[RatingTable],
         lines += ["## Which to choose", "",
                   "| Category | Best (style-controlled) | Clearly ahead? | Runner-up | tok/s | "
                   "Memory |", "|---|---|---|---|---|---|"]
-        for choice, verdict in results.choices(tables):
+        for choice, verdict in results.choices(tables, english()):
             lines.append(
                 f"| {choice.category or 'Overall'} | {_cell(choice.best)} | "
                 f"{verdict} | "
@@ -124,8 +125,8 @@ def _rating_lines(tables: list[RatingTable]) -> list[str]:
             s = style.get(r.model)
             lines.append(
                 f"| {table.category or 'Overall'} | {_cell(r.model)} | {r.rating:.0f} | "
-                f"{interval_text(r)} | {f'{s.rating:.0f}' if s else '–'} | "
-                f"{interval_text(s) if s else '–'} | {r.games} |")
+                f"{interval_text(r, english())} | {f'{s.rating:.0f}' if s else '–'} | "
+                f"{interval_text(s, english()) if s else '–'} | {r.games} |")
     return lines + [""]
 
 

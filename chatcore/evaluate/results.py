@@ -7,7 +7,6 @@ import statistics
 from dataclasses import dataclass
 
 from chatcore.evaluate.ratings import (
-    PRIOR_RIDGE,
     Choice,
     PairVote,
     Rating,
@@ -17,7 +16,7 @@ from chatcore.evaluate.ratings import (
     style_of,
 )
 from chatcore.evaluate.store import PERSON, EvalReply, EvalRun, EvalStore, EvalVote
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 from chatcore.evaluate.rubric import Agreement, agreement
 from chatcore.evaluate.review_queue import ReviewItem, next_open, review_queue, reviewable
 
@@ -27,10 +26,9 @@ RATING_ROUNDS = 200
 MIN_GAMES = 5
 
 
-def interval_text(rating: Rating, texts: Texts | None = None) -> str:
-    """A rating's 95% interval in words, or how many votes it still needs (English unless
-    `texts` says otherwise: the report is English)."""
-    texts = texts or english()
+def interval_text(rating: Rating, texts: Texts) -> str:
+    """A rating's 95% interval in words, or how many votes it still needs, in `texts`'
+    language (the report passes English)."""
     if rating.games < MIN_GAMES:
         return texts("evaluate.verdict.needs", n=MIN_GAMES)
     return texts("evaluate.verdict.interval", low=f"{rating.low:.0f}",
@@ -89,8 +87,7 @@ class RunResults:
 
     def tables(self, judge: str = PERSON) -> list[RatingTable]:
         votes = self.votes if judge == PERSON else self.judge_votes.get(judge, [])
-        return rating_tables(self.pair_votes(votes), rounds=RATING_ROUNDS, seed=self.run.id,
-                             ridge=PRIOR_RIDGE)
+        return rating_tables(self.pair_votes(votes), rounds=RATING_ROUNDS, seed=self.run.id)
 
     def speed(self) -> dict[str, float]:
         """Median decode speed of each candidate's replies in this run."""
@@ -105,12 +102,10 @@ class RunResults:
     def memory(self) -> dict[str, int]:
         return {c.label: c.memory_bytes for c in self.run.candidates if c.memory_bytes}
 
-    def choices(self, tables: list[RatingTable],
-                texts: Texts | None = None) -> list[tuple[Choice, str]]:
-        """One per table, with whether the best is clearly ahead, in words (English unless
-        `texts` says otherwise). With fewer than MIN_GAMES games it never is: a bootstrap over
-        one or two votes gives a zero-width interval, which would look certain."""
-        texts = texts or english()
+    def choices(self, tables: list[RatingTable], texts: Texts) -> list[tuple[Choice, str]]:
+        """One per table, with whether the best is clearly ahead, in words in `texts`'
+        language (the report passes English). With fewer than MIN_GAMES games it never is:
+        a bootstrap over one or two votes gives a zero-width interval, which would look certain."""
         found = []
         for table, choice in zip(tables, choices(tables, self.speed(), self.memory())):
             games = next((r.games for r in table.plain if r.model == choice.best), 0)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from backends.base import BackendError, GenParams, Message
+from backends.sampling import stored
 from chatcore.generation.context import ContextOverflow, with_system
 from chatcore.evaluate.judge import JudgeRunner
 from chatcore.evaluate.store import Candidate, EvalReply, EvalRun, EvalStore
@@ -116,7 +117,7 @@ class EvalRunner:
         for model_id, params in setups:
             entry = self.manager.entry(model_id)
             if entry.is_remote:
-                found.append(Candidate(model_id, entry.display_name, params.settings(), 0,
+                found.append(Candidate(model_id, entry.display_name, params.sampling.model_dump(), 0,
                                            "remote"))
                 continue
             try:
@@ -129,7 +130,7 @@ class EvalRunner:
                     f"{model_id} cannot fit even alone: it needs {format_bytes(need)} and the "
                     f"budget on {device} is {format_bytes(limit)} (raise --max-memory, or pick "
                     "a smaller quantization)")
-            found.append(Candidate(model_id, entry.display_name, params.settings(), need,
+            found.append(Candidate(model_id, entry.display_name, params.sampling.model_dump(), need,
                                        device))
         return _distinct_labels(found)
 
@@ -263,7 +264,7 @@ class EvalRunner:
     def _answer_all(self, job: _Job, run: EvalRun, index: int,
                     ended: set[tuple[int, int]]) -> None:
         candidate = run.candidates[index]
-        params = GenParams(**candidate.params)
+        params = GenParams(stored(candidate.params))
         todo = [p for p in range(len(run.prompts)) if (p, index) not in ended]
         for position, prompt in enumerate(todo):
             if not self.manager.wait_quiet(job.stop):

@@ -41,7 +41,7 @@ class Candidate:
 
     model: str
     label: str  # the name shown once revealed; unique within the run
-    params: dict  # GenParams.settings()
+    params: dict  # SamplingSettings.model_dump()
     memory_bytes: int | None = None  # the planner's estimate when the run was planned
     device: str = "cpu"
 
@@ -189,13 +189,6 @@ class EvalStore:
             cursor = db.execute(
                 "UPDATE eval_runs SET state = ?, note = COALESCE(?, note), updated = ?"
                 " WHERE id = ? AND user = ?", (state, note, time.time(), run_id, user))
-        if cursor.rowcount == 0:
-            raise EvalNotFound(f"evaluation run {run_id} does not exist")
-
-    def delete_run(self, user: str, run_id: int) -> None:
-        with self._store.transaction() as db:
-            cursor = db.execute("DELETE FROM eval_runs WHERE id = ? AND user = ?",
-                                (run_id, user))
         if cursor.rowcount == 0:
             raise EvalNotFound(f"evaluation run {run_id} does not exist")
 

@@ -34,7 +34,8 @@ def make_backend(entry: ModelEntry, allow_download: bool = False,
     if entry.is_remote:
         return OpenAIBackend(entry.base_url or "", entry.remote_model or entry.id,
                              api_key_env=entry.api_key_env, timeout=entry.timeout,
-                             context_length=entry.context_length, reasoning=entry.markers)
+                             context_length=entry.context_length, reasoning=entry.markers,
+                             server_settings=tuple(entry.server_settings))
     weights = resolve_weights(entry, allow_download=allow_download)
     if entry.backend == "llamacpp":
         return LlamaCppBackend(

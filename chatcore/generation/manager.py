@@ -168,7 +168,7 @@ class ModelManager:
             slot = self._residency.peek(model_id)
             return slot.memory_report if slot else None
 
-    def memory_summary(self, texts: Texts | None = None) -> str:
+    def memory_summary(self, texts: Texts) -> str:
         return self._residency.memory_summary(texts)
 
     # -- residency ---------------------------------------------------------------------
@@ -235,9 +235,9 @@ class ModelManager:
         backend = self._resident_backend(model_id)
         context = self.entry(model_id).context_length
         messages, _ = ground(messages, grounding, backend.count_tokens, context,
-                             params.max_new_tokens)
+                             params.sampling.max_new_tokens)
         fitted, dropped = fit_context(messages, backend.count_tokens, context,
-                                      params.max_new_tokens)
+                                      params.sampling.max_new_tokens)
         return backend.prompt_report(fitted, params), dropped
 
     def context_meter(self, model_id: str, system: str, history: Sequence[Message],

@@ -7,15 +7,14 @@ from typing import TextIO
 
 from backends.base import Chunk, GenParams, Message
 from chatcore.generation.manager import ModelManager
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 
 
 def run_prompt(manager: ModelManager, model_id: str, prompt: str, system: str | None,
-               params: GenParams, out: TextIO | None = None, texts: Texts | None = None) -> str:
+               params: GenParams, out: TextIO | None = None, *, texts: Texts) -> str:
     """Stream the reply to `out` (stdout); returns the finish reason. Raises the manager's
     errors. The notes on stderr are in `texts`' language (English unless --language)."""
     out = out or sys.stdout
-    texts = texts or english()
     messages = [Message("system", system)] if system else []
     messages.append(Message("user", prompt))
     with manager.start([(model_id, messages, params)], threading.Event()) as replies:

@@ -22,6 +22,7 @@ from pydantic import (
 
 from backends.llamacpp import kv_cache_problem
 from backends.thinking import Markers
+from backends.openai import ServerSetting
 from backends.sampling import SamplingSettings
 
 BackendName = Literal["llamacpp", "transformers", "openai"]
@@ -34,7 +35,8 @@ LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None, "parallel": None, "kv_cac
                  "flash_attention": "auto"}
 CPU_PARALLEL = 4  # replies a llama.cpp entry on the CPU batches unless it says otherwise
 # Fields that only a remote OpenAI-compatible server needs.
-OPENAI_ONLY = {"remote_model": None, "api_key_env": None, "timeout": None}
+OPENAI_ONLY = {"remote_model": None, "api_key_env": None, "timeout": None,
+               "server_settings": []}
 
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -85,6 +87,9 @@ class ModelEntry(BaseModel):
     remote_model: str | None = Field(None, min_length=1)
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     timeout: float | None = Field(None, gt=0, le=3600)
+    # Sampling settings beyond OpenAI's own that the server takes by the same name (vLLM and
+    # llama.cpp's server take both); the others are named as not applied.
+    server_settings: list[ServerSetting] = Field(default_factory=list)
     context_length: int = Field(2048, ge=64)
     # Sampling defaults the page and the API start from; bounds in backends/sampling.py.
     defaults: SamplingSettings = Field(default_factory=SamplingSettings)

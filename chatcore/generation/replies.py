@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from backends.base import Chunk, GenParams, Message
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 from chatcore.generation.reply_timing import ReplyMeter
 from chatcore.documents.passages import sources_note
 
@@ -82,10 +82,8 @@ def progress_bar(fraction: float, width: int = 12) -> str:
     return "▰" * filled + "▱" * (width - filled)
 
 
-def thought_title(seconds: float | None, tokens: int | None,
-                  texts: Texts | None = None) -> str:
+def thought_title(seconds: float | None, tokens: int | None, texts: Texts) -> str:
     """"Thought for 3.2 s, 140 tokens": how a folded thought is titled everywhere."""
-    texts = texts or english()
     parts = [texts("reply.thought_seconds", seconds=texts.number(seconds, 1))] \
         if seconds is not None else []
     if tokens:
@@ -157,9 +155,8 @@ class LiveReply:
     def stopped(self) -> bool:
         return self.meter.finish_reason == "cancelled"
 
-    def notes(self, texts: Texts | None = None) -> list[str]:
+    def notes(self, texts: Texts) -> list[str]:
         """What stays true of the reply: history left out, settings not applied."""
-        texts = texts or english()
         notes = []
         if self.trimmed:
             notes.append(texts("reply.trimmed", n=self.trimmed))
@@ -169,9 +166,8 @@ class LiveReply:
             notes.append(sources_note(self.sources, texts))
         return notes
 
-    def footer(self, name: str, texts: Texts | None = None) -> str:
+    def footer(self, name: str, texts: Texts) -> str:
         """The line under the reply: what it waits for, then its figures and notes."""
-        texts = texts or english()
         if self.error:
             return ""
         if isinstance(self.status, Loading):

@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass, field
 
 from backends.base import Chunk, Usage
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 
 
 @dataclass
@@ -43,7 +43,7 @@ class ReplyMeter:
         elapsed = self.finished_at - self.first_text_at
         return (self.completion_tokens - 1) / elapsed if elapsed > 0 else None
 
-    def summary(self, model_name: str, texts: Texts | None = None) -> str:
+    def summary(self, model_name: str, texts: Texts) -> str:
         return reply_summary(model_name, self.time_to_first_token, self.tokens_per_second,
                              self.completion_tokens, self.finish_reason, empty=not self.saw_text,
                              texts=texts)
@@ -51,11 +51,10 @@ class ReplyMeter:
 
 def reply_summary(model_name: str, time_to_first_token: float | None,
                   tokens_per_second: float | None, completion_tokens: int | None,
-                  finish_reason: str | None, empty: bool = False,
-                  texts: Texts | None = None) -> str:
+                  finish_reason: str | None, empty: bool = False, *,
+                  texts: Texts) -> str:
     """The line under a reply, live or read back from the store; an empty reply says so
     rather than showing nothing."""
-    texts = texts or english()
     parts = [model_name]
     if time_to_first_token is not None:
         parts.append(texts("reply.first_token", seconds=texts.number(time_to_first_token, 2)))

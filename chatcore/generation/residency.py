@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from backends.base import Backend, BackendError, ProgressCallback
 from chatcore.generation.registry import ModelEntry
-from chatcore.i18n import Texts, english
+from chatcore.i18n import Texts
 from chatcore.generation.memory import MemoryBudget, format_bytes, process_rss_bytes, release_freed_memory
 from chatcore.generation.slots import MemoryReport, ModelBusy, ModelSlot, ModelUnavailable
 from chatcore.generation.weights import ModelNotAvailable
@@ -242,9 +242,8 @@ class Residency:
         for model_id in ids:
             self.evict(model_id)
 
-    def memory_summary(self, texts: Texts | None = None) -> str:
+    def memory_summary(self, texts: Texts) -> str:
         """One line per budgeted device: what the resident models take of the budget."""
-        texts = texts or english()
         with self.lock:
             used: dict[str, int] = {}
             for slot in self._slots.values():

@@ -93,11 +93,11 @@ class Scheduler:
             backend = residency.load(entry, lambda f, step: emit(Loading(f, step)))
             messages, selection = ground(request.messages, request.grounding,
                                          backend.count_tokens, entry.context_length,
-                                         params.max_new_tokens)
+                                         params.sampling.max_new_tokens)
             if selection is not None:
                 emit(Grounded(selection.sources()))
             messages, dropped = fit_context(messages, backend.count_tokens,
-                                            entry.context_length, params.max_new_tokens)
+                                            entry.context_length, params.sampling.max_new_tokens)
             if dropped:
                 emit(Trimmed(dropped))
             if unhonoured := backend.unhonoured(params):

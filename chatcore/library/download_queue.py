@@ -13,7 +13,6 @@ from pathlib import Path
 
 from chatcore.library.hub import Hub
 from chatcore.library.hub_errors import DownloadCancelled, HubError
-from chatcore.generation.memory import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -175,34 +174,3 @@ class DownloadQueue:
                 job.samples.append((now, done))
             while len(job.samples) > 1 and now - job.samples[1][0] >= self.RATE_WINDOW_S:
                 job.samples.popleft()
-
-
-# -- words -----------------------------------------------------------------------------------
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds} s"
-
-
-def format_progress(job: DownloadJob) -> str:
-    """"412 MB of 4.7 GB · 38 MB/s · 1 min 52 s left", for the terminal and the page."""
-    amount = format_bytes(job.done_bytes)
-    if job.total_bytes:
-        amount += f" of {format_bytes(job.total_bytes)}"
-    if job.state == "queued":
-        return "queued"
-    if job.state == "done":
-        return f"done · {format_bytes(job.total_bytes or job.done_bytes)}"
-    if job.state == "failed":
-        return f"failed: {job.error}"
-    if job.state == "cancelled":
-        return f"cancelled at {amount}"
-    parts = [amount]
-    if job.bytes_per_s:
-        parts.append(f"{format_bytes(job.bytes_per_s)}/s")
-    if job.seconds_left is not None:
-        parts.append(f"{_duration(job.seconds_left)} left")
-    return " · ".join(parts)
