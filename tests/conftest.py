@@ -25,6 +25,47 @@ ARTIFACTS = ROOT / "test-artifacts"
 SAFETY_S = 30  # how long a test waits for an event: a hang guard, never a timing
 
 
+# The fast tier (pytest -m "not slow") is what the README says: no app process, no browser,
+# no real model loaded. A test that needs one is marked slow; these keep the promise.
+HEAVY_FIXTURES = {"running_app", "chromium_path", "smollm2", "smollm2_fp32", "llama_server",
+                  "untemplated_gguf"}
+FAST_TIER = "LOCAL_CHAT_FAST_TEST"  # set, to the test's id, while an unmarked test runs
+
+
+def pytest_collection_modifyitems(items) -> None:
+    unmarked = [f"{item.nodeid} uses {', '.join(sorted(heavy))}" for item in items
+                if (heavy := HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("mark these @pytest.mark.slow (the fast tier starts no app, "
+                                "browser or real model):\n" + "\n".join(unmarked))
+
+
+@pytest.fixture(autouse=True)
+def fast_tier_loads_no_model(request, monkeypatch) -> None:
+    """In an unmarked test, loading a model's weights or starting the app fails the test."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    monkeypatch.setenv(FAST_TIER, request.node.nodeid)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} loads a model's weights: mark it "
+                             "@pytest.mark.slow")
+
+    # Where the engines read weights; a refusal before that (a missing file, no template)
+    # is fast and stays in the tier.
+    from llama_cpp import _internals
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(_internals.LlamaModel, "__init__", refuse)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+
+
+def refuse_in_the_fast_tier(what: str) -> None:
+    if test := os.environ.get(FAST_TIER):
+        raise AssertionError(f"{test} {what}: mark it @pytest.mark.slow")
+
+
 def until(condition, timeout: float = SAFETY_S) -> bool:
     """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
     deadline = time.monotonic() + timeout
@@ -147,6 +188,7 @@ class RunningApp:
 
 def start_app(extra_args: list[str], timeout: float = 90.0,
               env: dict[str, str] | None = None) -> RunningApp:
+    refuse_in_the_fast_tier("starts the app")
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = subprocess.Popen(
@@ -213,6 +255,7 @@ class LlamaServer:
 def start_llama_server(gguf: Path, timeout: float = 60.0) -> LlamaServer:
     import httpx
 
+    refuse_in_the_fast_tier("starts a llama.cpp server")
     port = free_port()
     # n_batch/n_ubatch 1: on CPUs with AMX, llama-cpp-python 0.3.36 crashes on batched
     # decoding with its default buffers (see backends/llamacpp.py); one token at a time is safe.

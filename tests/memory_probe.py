@@ -21,13 +21,13 @@ import llama_cpp  # noqa: E402,F401
 import torch  # noqa: E402,F401
 import transformers  # noqa: E402,F401
 
-from backends.base import GenParams, Message  # noqa: E402
-from backends.sampling import SamplingSettings
+from backends.base import Message  # noqa: E402
 from chatcore.generation.registry import ModelEntry, load_registry  # noqa: E402
 from chatcore.generation.factory import make_backend  # noqa: E402
 from chatcore.generation.manager import ModelManager  # noqa: E402
 from chatcore.generation.memory import process_rss_bytes, release_freed_memory  # noqa: E402
 from tests.fakes import reply_chunks  # noqa: E402
+from tests.helpers import greedy  # noqa: E402
 
 FILLER = "The cat sat on the mat and looked at the garden. "
 
@@ -53,7 +53,7 @@ def main(model_id: str, cache_dir: str, changes: str = "{}") -> None:
     while loaded.count_tokens([Message("user", words)]) > room:
         words = words[: int(len(words) * 0.95)]
     prompt = [Message("user", words)]
-    list(reply_chunks(manager, model_id, prompt, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=16))))
+    list(reply_chunks(manager, model_id, prompt, greedy(16)))
     release_freed_memory()
     growth = process_rss_bytes() - before
     print(json.dumps({"model": model_id, "estimate": estimate, "growth": growth,

@@ -45,6 +45,7 @@ def stream_events(url: str, **body) -> list[dict]:
     return events
 
 
+@pytest.mark.slow
 def test_models_lists_the_usable_models(running_app):
     listing = httpx.get(f"{running_app.url}v1/models", timeout=10).json()
     assert listing["object"] == "list"
@@ -118,6 +119,7 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize("case,body,expected", BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
+@pytest.mark.slow
 def test_bad_bodies_get_400_in_openai_shape(running_app, case, body, expected):
     reply = httpx.post(f"{running_app.url}v1/chat/completions", content=body, timeout=30,
                        headers={"content-type": "application/json"})

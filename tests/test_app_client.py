@@ -95,6 +95,7 @@ def generation_state(url: str) -> str:
     return next(m["state"] for m in listing["data"] if m["id"] == "smollm2-135m")
 
 
+@pytest.mark.slow
 def test_the_app_listens_on_loopback_only(running_app):
     import psutil
 

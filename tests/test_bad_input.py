@@ -90,6 +90,7 @@ def test_a_thousand_bad_bodies_all_get_4xx_in_openai_shape(running_app):
     assert len(kinds) >= 10
 
 
+@pytest.mark.slow
 def test_an_oversized_body_is_413_in_openai_shape(running_app):
     huge = json.dumps({**VALID, "messages": [{"role": "user", "content": "x" * (5 * 2**20)}]})
     reply = httpx.post(f"{running_app.url}v1/chat/completions", content=huge, timeout=60,
@@ -169,6 +170,7 @@ def test_trust_remote_code_is_off_unless_an_entry_asks(tmp_path):
     assert flags == {"t": False, "r": True}
 
 
+@pytest.mark.slow
 def test_import_cannot_read_a_file_outside_the_uploads(running_app):
     """The import event, called by hand with a server path instead of an upload."""
     import uuid

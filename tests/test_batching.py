@@ -18,6 +18,7 @@ from chatui.exports import ExportFiles
 from chatui.compare_handlers import CompareHandlers
 from tests.conftest import CAPITAL_PROMPT, SAFETY_S, SHIPPED_MODELS
 from tests.test_compare import BOB, STORY_PROMPT, pane_texts
+from tests.helpers import greedy
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,7 @@ def at_once(targets) -> list:
 
 
 def test_four_concurrent_greedy_replies_are_each_what_they_are_alone(batching):
-    params = [GenParams(SamplingSettings(temperature=0.0, max_new_tokens=n)) for n in LENGTHS]
+    params = [greedy(n) for n in LENGTHS]
     alone = [ask(batching, p, q) for p, q in zip(PROMPTS, params)]
     decoder = batching.load("smol")._decoder
     decoder.widest = 0
@@ -91,7 +92,7 @@ def test_a_fifth_request_waits_with_its_place_and_takes_the_slot_a_stopped_reply
         batching):
     """Four replies fill the slots; the fifth request is told it is next in line; when one
     of the four is stopped, the fifth takes its slot while the other three still decode."""
-    long = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=120))
+    long = greedy(120)
     streaming = [threading.Event() for _ in range(4)]
     stop_first = threading.Event()
     waits: list[int] = []
@@ -112,7 +113,7 @@ def test_a_fifth_request_waits_with_its_place_and_takes_the_slot_a_stopped_reply
                 waits.append(event.ahead)
                 stop_first.set()  # a person presses Stop on the first reply
         assert all(event.wait(SAFETY_S) for event in streaming)
-        result = ask(batching, CAPITAL_PROMPT, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=12)),
+        result = ask(batching, CAPITAL_PROMPT, greedy(12),
                      on_event=on_event)
         done.append("fifth")
         return result
@@ -127,7 +128,7 @@ def test_a_fifth_request_waits_with_its_place_and_takes_the_slot_a_stopped_reply
 
 
 def test_stop_on_one_reply_leaves_the_other_three_streaming_to_the_end(batching):
-    params = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=40))
+    params = greedy(40)
     alone = [ask(batching, p, params)[0] for p in PROMPTS[1:]]
     streaming = [threading.Event() for _ in PROMPTS[1:]]
     stop = threading.Event()
@@ -136,7 +137,7 @@ def test_stop_on_one_reply_leaves_the_other_three_streaming_to_the_end(batching)
         def on_event(event):
             if isinstance(event, Chunk) and event.text and all(e.is_set() for e in streaming):
                 stop.set()  # Stop once all four show words
-        return ask(batching, STORY_PROMPT, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=400)),
+        return ask(batching, STORY_PROMPT, greedy(400),
                    stop, on_event)
 
     def other(index, prompt):

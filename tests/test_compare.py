@@ -29,6 +29,7 @@ from chatui.exports import ExportFiles
 from chatui.compare_handlers import CompareHandlers
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, generation_threads
 from tests.fakes import ScriptedBackend, reply_chunks
+from tests.helpers import greedy
 
 BOB = SimpleNamespace(session_hash="tab-2", username="bob")
 IDS = ("alpha", "beta", "gamma", "delta")
@@ -271,7 +272,7 @@ def test_real_smollm2_in_two_engines_streams_side_by_side(smollm2_path, dequanti
                               texts=english())
     models, settings = ["q4", "fp32", "q4", "q4"], [SamplingSettings(temperature=0.0,
                                                                       max_new_tokens=64)] * 4
-    params = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=64))
+    params = greedy(64)
     prompt = [Message("user", STORY_PROMPT)]
     in_turn = {m: "".join(c.text for c in reply_chunks(manager, m, prompt, params,
                                                               threading.Event()))

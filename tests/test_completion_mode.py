@@ -3,7 +3,6 @@ refused with a guessed fallback named, chatting through that fallback, and compl
 (`chat_template: none`) on llama.cpp and transformers."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,9 @@ from backends.hf import HFSettings, TransformersBackend
 from backends.llamacpp import LlamaCppBackend
 from chatcore.generation.context import fit_context
 from tests.conftest import CAPITAL_PROMPT
+from tests.helpers import backend_reply, greedy
 
-GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24))
+GREEDY = greedy()
 # Measured robust: greedy SmolLM2 continues this with " Paris." on llama.cpp and transformers.
 OPENING = "The capital of France is"
 
@@ -30,8 +30,7 @@ def completion_llamacpp(untemplated_gguf: Path):
 
 
 def reply(backend, messages, params=GREEDY):
-    chunks = list(backend.stream_chat(messages, params, threading.Event()))
-    return "".join(c.text for c in chunks), chunks[-1]
+    return backend_reply(backend, messages, params)
 
 
 @pytest.mark.slow
@@ -44,6 +43,7 @@ def test_the_copy_lost_only_its_chat_template(smollm2_path, untemplated_gguf):
     assert set(original) - set(copy) == {"tokenizer.chat_template"}
 
 
+@pytest.mark.slow
 def test_a_gguf_without_template_or_override_is_refused_naming_the_guess(untemplated_gguf):
     with pytest.raises(BackendError) as refused:
         LlamaCppBackend(untemplated_gguf).load()

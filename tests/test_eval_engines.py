@@ -24,6 +24,7 @@ from chatcore.evaluate.prompt_sets import EvalPrompt, make_set
 from chatcore.conversations.store import DB_NAME, Store
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, start_app, until
 from tests.test_compare import STORY_PROMPT
+from tests.helpers import greedy
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,7 @@ RUN_GUARD_S = 20 * SAFETY_S
 PROMPTS = make_set("three", [EvalPrompt("Name the capital of France.", "facts", "Paris"),
                              EvalPrompt("What is 2 + 2?", "math", "4"),
                              EvalPrompt("Say hello in one word.", "chat")])
-SHORT = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=16))
+SHORT = greedy(16)
 
 
 def test_a_run_over_two_engines_goes_model_by_model_within_the_budget(tmp_path):
@@ -92,7 +93,7 @@ def test_a_chat_request_during_a_run_is_answered_before_the_runs_next_reply(
         before = evals.replies(run_id)
         ended = sum(r.state != "running" for r in before)
         in_progress = sum(r.state == "running" for r in before)
-        chat = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=96))
+        chat = greedy(96)
         last = None
         with manager.start([("smol", [Message("user", STORY_PROMPT)], chat)],
                            threading.Event()) as replies:
@@ -122,7 +123,7 @@ def test_an_app_killed_mid_run_resumes_and_finishes_without_duplicates(tmp_path,
     manager = ModelManager(load_registry(registry), make_backend, MemoryBudget.parse("300MB"))
     store = Store(data)
     runner = EvalRunner(manager, EvalStore(store))
-    story = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=48))
+    story = greedy(48)
     candidates = runner.candidates([("smol-a", story), ("smol-b", story)])
     prompts = [EvalPrompt(f"Write a story about a {animal}.") for animal in
                ("cat", "dog", "horse", "goat")]

@@ -44,7 +44,9 @@ SPLIT_SECOND = "tiny-Q2_K-00002-of-00002.gguf"
 DUMMY_SIZES = {"tiny-IQ4_XS.gguf": 2_500_000, "tiny-Q4_K_M.gguf": 3_000_000,
                "tiny-Q8_0.gguf": 5_000_000, "tiny-F16.gguf": 8_000_000,
                "mmproj-tiny-f16.gguf": 1_000_000}
-SAFETY_S = 120  # how long a test waits for an event before failing: a hang guard, not a timing
+# A hang guard, not a timing: these waits span a child Python process importing
+# huggingface_hub, which on a busy machine takes far longer than one event.
+CHILD_WAIT_S = 120
 
 
 # -- the served repos -------------------------------------------------------------------------
@@ -355,14 +357,14 @@ def test_sigkill_mid_way_then_resume(server: HubServer, tmp_path: Path, hub_root
 
     first = run_child()
     try:
-        assert rule.reached.wait(SAFETY_S), "the child never reached the held byte"
+        assert rule.reached.wait(CHILD_WAIT_S), "the child never reached the held byte"
         partial = blob_dir(cache, SMOL) / (sha256_of(local) + ".incomplete")
-        deadline = time.monotonic() + SAFETY_S
+        deadline = time.monotonic() + CHILD_WAIT_S
         while not (partial.exists() and partial.stat().st_size == cut):
             assert time.monotonic() < deadline, "the child never wrote the bytes it received"
             time.sleep(0.05)
         first.send_signal(signal.SIGKILL)
-        assert first.wait(SAFETY_S) == -signal.SIGKILL
+        assert first.wait(CHILD_WAIT_S) == -signal.SIGKILL
     finally:
         first.kill()
         first.communicate()
@@ -370,7 +372,7 @@ def test_sigkill_mid_way_then_resume(server: HubServer, tmp_path: Path, hub_root
 
     server.clear()
     second = run_child()
-    out, err = second.communicate(timeout=SAFETY_S)
+    out, err = second.communicate(timeout=CHILD_WAIT_S)
     assert second.returncode == 0, err
     path = Path(out.splitlines()[0].rsplit(" to ", 1)[1])
     assert path.is_relative_to(cache)
@@ -533,7 +535,7 @@ def test_queue_runs_one_download_at_a_time(hub: Hub, server: HubServer, hub_root
         second = queue.submit(TINY, "tiny-Q8_0.gguf")
         third = queue.submit(TINY, "tiny-F16.gguf")
         assert queue.submit(SMOL, SMOLLM2_FILE) == first  # the same file is one job
-        assert rule.reached.wait(SAFETY_S)
+        assert rule.reached.wait(CHILD_WAIT_S)
 
         states = {job.job_id: job.state for job in queue.jobs()}
         assert states == {first: "downloading", second: "queued", third: "queued"}
@@ -543,7 +545,7 @@ def test_queue_runs_one_download_at_a_time(hub: Hub, server: HubServer, hub_root
         assert running.total_bytes == (hub_root / SMOL / SMOLLM2_FILE).stat().st_size
         server.release()
 
-        finished = [queue.wait(job_id, SAFETY_S) for job_id in (first, second)]
+        finished = [queue.wait(job_id, CHILD_WAIT_S) for job_id in (first, second)]
         assert [j.state for j in finished] == ["done", "done"]
         assert done == [(SMOL, SMOLLM2_FILE, finished[0].path),
                         (TINY, "tiny-Q8_0.gguf", finished[1].path)]
@@ -561,10 +563,10 @@ def test_queue_cancels_the_running_download(hub: Hub, server: HubServer):
     try:
         rule = server.hold(TINY, "tiny-F16.gguf", after_bytes=1_000_000)
         job = queue.submit(TINY, "tiny-F16.gguf")
-        assert rule.reached.wait(SAFETY_S)
+        assert rule.reached.wait(CHILD_WAIT_S)
         assert queue.cancel(job)
         server.release()  # the next bytes arrive and the worker sees the cancel
-        ended = queue.wait(job, SAFETY_S)
+        ended = queue.wait(job, CHILD_WAIT_S)
         assert ended.state == "cancelled" and ended.path is None
         assert download_progress(ended, english()).startswith("cancelled at ")
     finally:
@@ -577,7 +579,7 @@ def test_queue_reports_a_failure_and_goes_on(hub: Hub, server: HubServer):
         server.fail(TINY, "tiny-IQ4_XS.gguf", status=404)
         bad = queue.submit(TINY, "tiny-IQ4_XS.gguf")
         good = queue.submit(TINY, "tiny-Q4_K_M.gguf")
-        failed, ok = queue.wait(bad, SAFETY_S), queue.wait(good, SAFETY_S)
+        failed, ok = queue.wait(bad, CHILD_WAIT_S), queue.wait(good, CHILD_WAIT_S)
         assert failed.state == "failed" and "404 not found" in failed.error
         assert download_progress(failed, english()) == f"failed: {failed.error}"
         assert ok.state == "done" and ok.path is not None

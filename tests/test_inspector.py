@@ -58,6 +58,7 @@ def test_a_template_without_an_end_of_turn_stop_is_flagged():
         "no chat template in this model: using the falcon fallback"]
 
 
+@pytest.mark.slow
 def test_template_warnings_reach_the_models_tab_and_the_dropdown(smollm2_path, tmp_path):
     from chatui.chat_tab import model_choices
 
@@ -74,6 +75,7 @@ def test_template_warnings_reach_the_models_tab_and_the_dropdown(smollm2_path, t
     manager.unload_all()
 
 
+@pytest.mark.slow
 def test_the_meter_counts_what_the_backend_counts():
     manager = ModelManager(load_registry(SHIPPED_MODELS), make_backend)
     backend = manager.load("smollm2-135m")

@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from backends.base import GenParams, Message
-from backends.sampling import SamplingSettings
 from backends.footprint import MemoryEstimate
 from chatcore.generation.registry import ConfigError, ModelEntry, load_layered_registry
 from chatcore.generation.factory import make_backend
@@ -27,13 +26,13 @@ from chatui.library_handlers import LibraryHandlers
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
 from tests.fakes import ScriptedBackend, reply_chunks
 from tests.test_cli import run_cli
+from tests.helpers import greedy, reply_text
 
-GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24))
+GREEDY = greedy()
 
 
 def reply(manager: ModelManager, model_id: str, text: str = CAPITAL_PROMPT) -> str:
-    return "".join(c.text for c in reply_chunks(manager, model_id, [Message("user", text)],
-                                                GREEDY))
+    return reply_text(manager, model_id, [Message("user", text)], GREEDY)
 
 
 @pytest.fixture()

@@ -37,6 +37,7 @@ from tests.hub_server import HubServer
 from tests.test_browser import CHROMIUM_ARGS, pick, use_greedy_decoding, wait_for_finished_reply
 from tests.test_hub import SMOL, hub_root, server  # noqa: F401 - the served repos, the server
 from tests.fakes import reply_chunks
+from tests.helpers import greedy
 
 SAFETY_S = 120  # a hang guard, not a timing
 
@@ -71,7 +72,7 @@ def library_with_hub(tmp_path: Path, server: HubServer, cache: Path,  # noqa: F8
 def answer(manager: ModelManager, model_id: str) -> str:
     return "".join(c.text for c in reply_chunks(
         manager, model_id, [Message("user", CAPITAL_PROMPT)],
-        GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24))))
+        greedy(24)))
 
 
 @pytest.mark.slow

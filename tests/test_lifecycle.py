@@ -9,7 +9,6 @@ import threading
 import pytest
 
 from backends.base import Chunk, GenParams, Message
-from backends.sampling import SamplingSettings
 from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
 from chatcore.generation.factory import make_backend
 from chatcore.generation.manager import ModelBusy, ModelManager, ModelState, ModelUnavailable
@@ -25,10 +24,11 @@ from tests.conftest import (
     until,
 )
 from tests.fakes import ScriptedBackend, reply_chunks, reply_events
+from tests.helpers import greedy, reply_text
 
 MB = 10**6
 HELLO = [Message("user", "hello")]
-GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24))
+GREEDY = greedy()
 
 
 def scripted_manager(sizes_mb: dict[str, int], budget_mb: int, **backend_args) -> tuple:
@@ -47,7 +47,7 @@ def resident(manager: ModelManager) -> set[str]:
 
 def reply(manager: ModelManager, model_id: str, params: GenParams = GREEDY,
           messages=HELLO) -> str:
-    return "".join(c.text for c in reply_chunks(manager, model_id, messages, params))
+    return reply_text(manager, model_id, messages, params)
 
 
 # -- scripted backends that declare their sizes ----------------------------------------------
@@ -240,7 +240,7 @@ def test_different_models_stream_at_the_same_time(shipped):
         backend.stream_chat = recording
 
     def client(model_id: str) -> None:
-        list(reply_chunks(manager, model_id, story, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=60)),
+        list(reply_chunks(manager, model_id, story, greedy(60),
                                  threading.Event()))
 
     threads = [threading.Thread(target=client, args=(m,)) for m in (TRANSFORMERS, LLAMACPP)]

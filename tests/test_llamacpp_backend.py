@@ -10,8 +10,9 @@ from backends.base import BackendError, GenParams, Message
 from backends.sampling import SamplingSettings
 from backends.llamacpp import LlamaCppBackend, reference_llama
 from tests.conftest import CAPITAL_PROMPT
+from tests.helpers import greedy
 
-GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=48))
+GREEDY = greedy(48)
 STORY = [Message("user", "Write a long story about a dragon who learns to cook.")]
 
 
@@ -19,6 +20,7 @@ def collect(backend, messages, params=GREEDY, cancel=None):
     return list(backend.stream_chat(messages, params, cancel or threading.Event()))
 
 
+@pytest.mark.slow
 def test_greedy_answer_names_paris(smollm2):
     chunks = collect(smollm2, [Message("user", CAPITAL_PROMPT)])
     assert "Paris" in "".join(c.text for c in chunks)
@@ -29,7 +31,7 @@ def test_greedy_answer_names_paris(smollm2):
 def test_greedy_streamed_text_equals_non_streamed_text(smollm2, smollm2_path):
     """Our batched token loop must give what llama-cpp-python's own completion gives."""
     messages = STORY
-    streamed = collect(smollm2, messages, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=60)))
+    streamed = collect(smollm2, messages, greedy(60))
     assert len([c for c in streamed if c.text]) > 10, "the reply arrived in one piece"
     llm = reference_llama(smollm2_path, smollm2.buffers)
     try:
@@ -40,9 +42,10 @@ def test_greedy_streamed_text_equals_non_streamed_text(smollm2, smollm2_path):
     assert "".join(c.text for c in streamed) == raw["choices"][0]["text"]
 
 
+@pytest.mark.slow
 def test_usage_counts_prompt_and_completion_tokens(smollm2):
     messages = STORY
-    chunks = collect(smollm2, messages, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=25)))
+    chunks = collect(smollm2, messages, greedy(25))
     usage = chunks[-1].usage
     assert chunks[-1].finish_reason == "length"
     assert usage.completion_tokens == 25
@@ -55,6 +58,7 @@ def test_usage_counts_prompt_and_completion_tokens(smollm2):
         pytest.approx(25, abs=2)
 
 
+@pytest.mark.slow
 def test_chat_template_comes_from_gguf_metadata(smollm2):
     prompt = smollm2.render_prompt([Message("system", "Be brief."), Message("user", "Hi")])
     assert prompt == ("<|im_start|>system\nBe brief.<|im_end|>\n"
@@ -73,9 +77,10 @@ def test_system_prompt_changes_the_answer(smollm2):
     assert french != plain
 
 
+@pytest.mark.slow
 def test_stop_after_first_tokens_ends_generation(smollm2):
     cancel = threading.Event()
-    stream = smollm2.stream_chat(STORY, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=400)), cancel)
+    stream = smollm2.stream_chat(STORY, greedy(400), cancel)
     seen = [next(stream) for _ in range(3)]
     cancel.set()
     rest = list(stream)
@@ -85,6 +90,7 @@ def test_stop_after_first_tokens_ends_generation(smollm2):
     assert rest[-1].usage.completion_tokens <= len(seen) + 1
 
 
+@pytest.mark.slow
 def test_stop_strings_end_the_reply_and_are_not_shown(smollm2):
     chunks = collect(smollm2, [Message("user", CAPITAL_PROMPT)],
                      GenParams(SamplingSettings(temperature=0.0, max_new_tokens=48), stop=("Paris",)))
@@ -92,6 +98,7 @@ def test_stop_strings_end_the_reply_and_are_not_shown(smollm2):
     assert chunks[-1].finish_reason == "stop"
 
 
+@pytest.mark.slow
 def test_seeded_sampling_repeats(smollm2):
     params = GenParams(SamplingSettings(temperature=1.0, top_p=0.95, max_new_tokens=30, seed=1234))
     first = "".join(c.text for c in collect(smollm2, STORY, params))
@@ -99,6 +106,7 @@ def test_seeded_sampling_repeats(smollm2):
     assert first == second
 
 
+@pytest.mark.slow
 def test_prompt_longer_than_context_is_a_clear_error(smollm2_path):
     backend = LlamaCppBackend(smollm2_path, context_length=128)
     backend.load()
@@ -121,6 +129,7 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path, content, reason):
         LlamaCppBackend(path).load()
 
 
+@pytest.mark.slow
 def test_a_truncated_gguf_is_refused(tmp_path, smollm2_path: Path):
     path = tmp_path / "truncated.gguf"
     path.write_bytes(smollm2_path.read_bytes()[:4096])
@@ -137,7 +146,7 @@ def test_missing_file_is_refused(tmp_path):
 def test_alternating_conversations_reuse_their_saved_state_and_answer_the_same(smollm2):
     """Two conversations taking turns: each turn reads only its new tokens (a saved state is
     copied into the joining slot), and the reply is the one a full re-read gives."""
-    params = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=24))
+    params = greedy(24)
 
     def reply(messages):
         return "".join(c.text for c in smollm2.stream_chat(messages, params, threading.Event()))
@@ -161,6 +170,7 @@ def test_alternating_conversations_reuse_their_saved_state_and_answer_the_same(s
         smollm2._decoder.states = states
 
 
+@pytest.mark.slow
 def test_a_stop_string_ends_the_engines_decoding_at_the_match(smollm2, monkeypatch):
     """The shared base closes the reply's decoding when a stop string matches: by the last
     chunk its slot is handed back, and no token after the matching one was computed (the
@@ -188,6 +198,7 @@ def test_a_stop_string_ends_the_engines_decoding_at_the_match(smollm2, monkeypat
     assert evaluated == usage.prompt_tokens + usage.completion_tokens - 1
 
 
+@pytest.mark.slow
 def test_continue_extends_a_cut_reply(smollm2):
     cut = [Message("user", CAPITAL_PROMPT), Message("assistant", "The capital of France is")]
     chunks = collect(smollm2, cut, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=8), continue_final=True))
@@ -195,6 +206,7 @@ def test_continue_extends_a_cut_reply(smollm2):
     assert chunks[-1].finish_reason == "stop"
 
 
+@pytest.mark.slow
 def test_capabilities_and_placement(smollm2, smollm2_path):
     assert LlamaCppBackend.can_continue and LlamaCppBackend.shows_prompt
     assert LlamaCppBackend.exact_token_counts
@@ -204,6 +216,7 @@ def test_capabilities_and_placement(smollm2, smollm2_path):
     assert smollm2.unhonoured(GenParams(SamplingSettings(top_k=40, repetition_penalty=1.3, seed=1))) == []
 
 
+@pytest.mark.slow
 def test_a_q8_0_kv_cache_answers_and_is_charged_less(smollm2_path):
     backend = LlamaCppBackend(smollm2_path, context_length=1024, parallel=2, kv_cache="q8_0")
     backend.load()

@@ -6,7 +6,6 @@ import threading
 import pytest
 
 from backends.base import BackendError, Chunk, GenParams, Message
-from backends.sampling import SamplingSettings
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.factory import make_backend
 from chatcore.generation.manager import ModelManager, ModelState, ModelUnavailable, UnknownModel
@@ -14,6 +13,7 @@ from chatcore.generation.replies import Waiting
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, generation_threads
 from chatui.stop_registry import StopRegistry
 from tests.fakes import ScriptedBackend, reply_chunks, reply_events
+from tests.helpers import greedy
 
 HELLO = [Message("user", "hello")]
 
@@ -149,7 +149,7 @@ def test_real_model_stops_through_the_manager(smollm2_path):
     cancel = threading.Event()
     story = [Message("user", "Write a long story about a dragon who learns to cook.")]
     stream = reply_chunks(manager, "smollm2-135m", story,
-                                 GenParams(SamplingSettings(temperature=0.0, max_new_tokens=400)), cancel)
+                                 greedy(400), cancel)
     received = [next(stream) for _ in range(3)]
     cancel.set()
     rest = list(stream)

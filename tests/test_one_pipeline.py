@@ -104,6 +104,7 @@ def through_cli(setup, capsys) -> str:
     return capsys.readouterr().out.rstrip("\n")
 
 
+@pytest.mark.slow
 def test_every_entry_point_asks_the_engine_the_same_and_gets_the_same_greedy_text(
         setup, tmp_path, capsys):
     texts = {"page": through_page(setup)}

@@ -14,8 +14,9 @@ from backends.base import BackendError, GenParams, Message
 from backends.sampling import SamplingSettings
 from backends.openai import OpenAIBackend
 from tests.conftest import CAPITAL_PROMPT, free_port, start_app, start_llama_server
+from tests.helpers import greedy
 
-GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=40))
+GREEDY = greedy(40)
 STORY = "Write a long story about a dragon who learns to cook."
 
 
@@ -47,7 +48,7 @@ def test_stop_closes_the_stream(llama_server):
     cancel = threading.Event()
     received = []
     for chunk in backend.stream_chat([Message("user", STORY)],
-                                     GenParams(SamplingSettings(temperature=0.0, max_new_tokens=500)), cancel):
+                                     greedy(500), cancel):
         received.append(chunk)
         if len(received) == 3:
             cancel.set()

@@ -180,6 +180,7 @@ def test_titles_come_from_the_first_message():
 
 
 # -- the context window, counted with SmolLM2's own tokenizer ------------------------------------
+@pytest.mark.slow
 def test_truncation_keeps_the_system_prompt_and_counts_what_it_dropped(smollm2):
     system = Message("system", "You answer about geography.")
     history = []
@@ -198,6 +199,7 @@ def test_truncation_keeps_the_system_prompt_and_counts_what_it_dropped(smollm2):
     assert smollm2.count_tokens([system, *messages[dropped - 1:]]) > 1024 - 256
 
 
+@pytest.mark.slow
 def test_a_single_message_too_long_for_the_context_is_a_clear_error(smollm2):
     messages = [Message("system", "Be brief."), Message("user", "word " * 1500)]
     with pytest.raises(ContextOverflow, match=r"this message needs \d+ tokens with the system "

@@ -18,8 +18,9 @@ from chatcore.conversations.store import Store
 from chatui.chat_handlers import ChatHandlers
 from chatui.chat_tab import model_choices
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS
+from tests.helpers import greedy
 
-GREEDY = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=30))
+GREEDY = greedy(30)
 CAPITAL = [Message("user", CAPITAL_PROMPT)]
 QUANTIZATIONS = {"none": None, "8bit": 8, "4bit": 4}
 
@@ -47,7 +48,7 @@ def test_greedy_streamed_text_equals_non_streamed_text(smollm2_fp32):
     import torch
 
     story = [Message("user", "Write a long story about a dragon who learns to cook.")]
-    params = GenParams(SamplingSettings(temperature=0.0, max_new_tokens=40))
+    params = greedy(40)
     streamed = list(smollm2_fp32.stream_chat(story, params, threading.Event()))
     assert len([c for c in streamed if c.text]) > 5
     inputs = smollm2_fp32._encode(smollm2_fp32.render_prompt(story))
@@ -125,7 +126,7 @@ def test_tiny_checkpoint_loads_streams_and_stops(tiny_checkpoints, tiny_footprin
     backend.load()
     try:
         hello = [Message("system", "Be brief."), Message("user", "Hello there")]
-        chunks = list(backend.stream_chat(hello, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=12)),
+        chunks = list(backend.stream_chat(hello, greedy(12),
                                           threading.Event()))
         assert chunks[-1].finish_reason == "length"
         assert chunks[-1].usage.completion_tokens == 12
@@ -133,7 +134,7 @@ def test_tiny_checkpoint_loads_streams_and_stops(tiny_checkpoints, tiny_footprin
         cancel = threading.Event()
         timer = threading.Timer(0.3, cancel.set)
         timer.start()
-        stopped = list(backend.stream_chat(hello, GenParams(SamplingSettings(temperature=0.0, max_new_tokens=4000)),
+        stopped = list(backend.stream_chat(hello, greedy(4000),
                                            cancel))
         timer.cancel()
         assert stopped[-1].finish_reason == "cancelled"
@@ -156,6 +157,7 @@ def test_every_quantization_was_smaller(tiny_footprints):
             < tiny_footprints[(arch, "none")]
 
 
+@pytest.mark.slow
 def test_model_without_template_and_no_fallback_is_refused(tiny_checkpoints):
     backend = TransformersBackend(tiny_checkpoints["falcon"], HFSettings(device="cpu"))
     with pytest.raises(BackendError, match=r"has no chat template: set chat_template to a named "
@@ -163,6 +165,7 @@ def test_model_without_template_and_no_fallback_is_refused(tiny_checkpoints):
         backend.load()
 
 
+@pytest.mark.slow
 def test_error_inside_generate_reaches_the_chat_and_the_next_request_works(tiny_checkpoints,
                                                                             tmp_path):
     backend = TransformersBackend(tiny_checkpoints["llama"], HFSettings(device="cpu"))
