@@ -70,8 +70,13 @@ def page_stream(client, prompt: str, max_tokens: int, api_name: str = "/send",
 
 
 def send_args(prompt: str, max_tokens: int) -> list:
-    # message, model, system prompt, temperature, top_p, top_k, max new tokens, penalty, seed
-    return [prompt, MODEL, "", 0.0, 0.9, 40, max_tokens, 1.0, -1]
+    """The page's /send inputs: message, model, system prompt, then every sampling control
+    as the page shows it (greedy, `max_tokens` long)."""
+    from backends.sampling import SamplingSettings
+    from chatui.sampling_controls import SettingsControls
+
+    greedy = SamplingSettings(temperature=0.0, max_new_tokens=max_tokens)
+    return [prompt, MODEL, "", *SettingsControls.shown(greedy)]
 
 
 def protocol_stream(http: httpx.Client, url: str, fn_index: int, data: list,

@@ -7,6 +7,8 @@ import httpx
 import pytest
 from gradio_client import Client
 
+from backends.sampling import SamplingSettings
+from chatui.sampling_controls import SettingsControls
 from tests.conftest import CAPITAL_PROMPT
 from tests.conftest import until
 from tests.test_api import assert_stopped_at_once, served_in_process
@@ -22,9 +24,10 @@ def served(tmp_path):
 
 
 def send_args(message: str, max_new_tokens: int = 64, temperature: float = 0.0) -> tuple:
-    # message, model, system prompt, then the settings in the schema's order: temperature,
-    # top_p, top_k, min_p, max new tokens, penalty, seed (Think and its budget: the defaults)
-    return (message, "smollm2-135m", "", temperature, 0.9, 40, 0.0, max_new_tokens, 1.0, -1)
+    """The page's /send inputs: message, model, system prompt, then every sampling control
+    as the page shows it."""
+    settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens)
+    return (message, "smollm2-135m", "", *SettingsControls.shown(settings))
 
 
 def reply_text(output: tuple) -> str:

@@ -112,9 +112,9 @@ def test_completion_mode_fits_the_context_by_dropping_old_turns(completion_llama
                     Message("assistant", "It does, at sea level.")]
     messages = [Message("system", "Facts."), *history, Message("user", OPENING)]
     fitted, dropped = fit_context(messages, completion_llamacpp.count_tokens,
-                                  completion_llamacpp.context_length, GREEDY.max_new_tokens)
+                                  completion_llamacpp.context_length, GREEDY.sampling.max_new_tokens)
     assert dropped > 0 and fitted[0] == messages[0] and fitted[-1] == messages[-1]
-    limit = completion_llamacpp.context_length - GREEDY.max_new_tokens
+    limit = completion_llamacpp.context_length - GREEDY.sampling.max_new_tokens
     assert completion_llamacpp.count_tokens(fitted) <= limit
     report = completion_llamacpp.prompt_report(fitted, GREEDY)
     assert report.prompt == "\n\n".join(m.content for m in fitted)

@@ -13,6 +13,7 @@ from gradio_client import Client
 from backends.base import BackendError, GenParams, Message
 from backends.sampling import SamplingSettings
 from backends.openai import OpenAIBackend
+from chatui.sampling_controls import SettingsControls
 from tests.conftest import CAPITAL_PROMPT, free_port, start_app, start_llama_server
 from tests.helpers import greedy
 
@@ -102,8 +103,8 @@ def remote_models_yaml(tmp_path, base_url: str, smollm2_path) -> str:
 
 
 def page_reply(client: Client, model: str, text: str, max_tokens: int = 40):
-    return client.submit(text, model, "", 0.0, 0.9, 40, 0.0, max_tokens, 1.0, -1,
-                         api_name="/send")
+    settings = SamplingSettings(temperature=0.0, max_new_tokens=max_tokens)
+    return client.submit(text, model, "", *SettingsControls.shown(settings), api_name="/send")
 
 
 def last_bot_text(result) -> str:
