@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from backends.sampling import SamplingSettings
 from chatcore.generation.registry import MAX_DESCRIPTION, MAX_ID, MAX_NAME, ConfigError
 from chatcore.library.download_queue import DownloadJob
 from chatcore.library.fit import Fit
@@ -18,6 +19,7 @@ from chatcore.library.errors import LibraryError
 from chatcore.generation.manager import ModelUnavailable, UnknownModel
 from chatcore.generation.memory import format_bytes
 from chatcore.library.model_files import FoundModel
+from chatui.sampling_controls import SettingsControls
 from chatui.chat_handlers import user_of
 
 # The scan table's columns, by id; their headers come from the catalog (library.column.<id>).
@@ -200,19 +202,17 @@ class LibraryHandlers:
         try:
             entry = self.library.manager.entry(model_id or "")
         except (ModelUnavailable, UnknownModel):
-            return ("", None, "", "", None, None, None, None, None, None, None)
-        spec, d = entry.quantization_spec, entry.defaults
+            return ("", None, "", "", None, None, *SettingsControls.shown(SamplingSettings()))
+        spec = entry.quantization_spec
         return (entry.name, entry.context_length, entry.chat_template or "", entry.description,
                 entry.backend if entry.backend != "openai" else None,
-                f"{spec.bits}bit" if spec else "none", d.temperature, d.top_p, d.top_k,
-                d.max_new_tokens, d.repetition_penalty)
+                f"{spec.bits}bit" if spec else "none", *SettingsControls.shown(entry.defaults))
 
     def save(self, model_id: str, name: str, context_length: float | None, template: str,
              description: str, engine: str | None = None, quantization: str | None = None,
-             temperature: float | None = None, top_p: float | None = None,
-             top_k: float | None = None, max_new_tokens: float | None = None,
-             repetition_penalty: float | None = None,
+             defaults: SamplingSettings | None = None,
              request: gr.Request | None = None) -> tuple[str, dict]:
+        """`defaults`: the entry's sampling defaults, whole (None leaves them as they are)."""
         texts = self.texts
         for field, value, limit in (("name", name, MAX_NAME),
                                     ("description", description, MAX_DESCRIPTION),
@@ -224,11 +224,8 @@ class LibraryHandlers:
                    "context_length": int(context_length) if context_length else None,
                    "chat_template": (template or "").strip() or None,
                    "description": (description or "").strip()}
-        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k,
-                    "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty}
-        if any(value is not None for value in sampling.values()):
-            changes["defaults"] = {k: (int(v) if k in ("top_k", "max_new_tokens") else v)
-                                   for k, v in sampling.items() if v is not None}
+        if defaults is not None:  # only what differs from the schema's own is written
+            changes["defaults"] = defaults.model_dump(exclude_defaults=True) or None
         if engine:
             changes["backend"] = engine
             if engine == "transformers":

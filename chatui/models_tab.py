@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from backends.sampling import SamplingSettings
 from chatcore.generation.manager import (
     MemoryReport,
     ModelBusy,
@@ -20,6 +21,7 @@ from chatcore.generation.registry import MAX_DESCRIPTION, MAX_ID, MAX_NAME
 from chatcore.i18n import Texts, english, state_key
 from chatcore.library.model_library import ModelLibrary
 from chatcore.generation.memory import format_bytes, process_rss_bytes
+from chatui.sampling_controls import SettingsControls, with_settings
 from chatui.library_handlers import (
     KINDS,
     MAX_PATH,
@@ -153,15 +155,10 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
             quantization = gr.Dropdown(texts.choices("library.quantization", list(QUANTIZATIONS)),
                                        label=texts("library.edit.quantization"),
                                        elem_id="edit-quantization", scale=1)
-            temperature = gr.Number(label=texts("library.edit.temperature"),
-                                    elem_id="edit-temperature", scale=1)
-            top_p = gr.Number(label=texts("library.edit.top_p"), elem_id="edit-top-p", scale=1)
-            top_k = gr.Number(label=texts("library.edit.top_k"), precision=0,
-                              elem_id="edit-top-k", scale=1)
-            max_tokens = gr.Number(label=texts("library.edit.max_tokens"), precision=0,
-                                   elem_id="edit-max-tokens", scale=1)
-            penalty = gr.Number(label=texts("library.edit.penalty"), elem_id="edit-penalty",
-                                scale=1)
+        with gr.Accordion(texts("library.edit.defaults"), open=False,
+                          elem_id="edit-defaults"):
+            defaults = SettingsControls(SamplingSettings(), texts=texts,
+                                        elem_id=lambda n: f"edit-{n.replace('_', '-')}")
         with gr.Row():
             save = gr.Button(texts("library.edit.save"), size="sm", elem_id="edit-save")
             remove = gr.Button(texts("library.edit.remove"), size="sm", variant="stop",
@@ -190,8 +187,8 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
         fit = gr.Markdown(elem_id="add-fit")
     if not library.offline:
         _build_hub(handlers, library, choice, outcome, timer, texts)
-    fields = [name, context, template, description, engine, quantization, temperature, top_p,
-              top_k, max_tokens, penalty]
+    fields = [name, context, template, description, engine, quantization,
+              *defaults.components]
     choice.change(handlers.entry_fields, [choice], fields, api_name=False, queue=False)
     app.load(handlers.entry_fields, [choice], fields, api_name=False, queue=False)
     scan.click(handlers.scan, [folder], [found, candidate, outcome], api_name="scan_models")
@@ -200,7 +197,8 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
                 trigger_mode="always_last", show_progress="hidden")
     added = add.click(handlers.add, [candidate, add_id, add_context], [outcome, choice],
                       api_name="add_model")
-    saved = save.click(handlers.save, [choice, *fields], [outcome, choice],
+    save_fn, save_inputs = with_settings(handlers.save, [choice, *fields[:6]], defaults)
+    saved = save.click(save_fn, save_inputs, [outcome, choice],
                        api_name="edit_model")
     removed = remove.click(handlers.remove, [choice], [outcome, choice], api_name="remove_model")
     reloaded = reload.click(handlers.reload, None, [outcome, choice], api_name="reload_registry")

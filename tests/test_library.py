@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from backends.sampling import SamplingSettings
+from chatui.sampling_controls import SettingsControls
 from backends.base import GenParams, Message
 from backends.footprint import MemoryEstimate
 from chatcore.generation.registry import ConfigError, ModelEntry, load_layered_registry
@@ -305,21 +307,22 @@ def test_the_edit_form_changes_engine_quantization_and_sampling_defaults(tmp_pat
     library = make_library(tmp_path)
     library.add(str(renamed_smollm2), model_id="mine")
     handlers = LibraryHandlers(library, texts=english())
+    chosen = SamplingSettings(temperature=0.2, top_p=0.8, top_k=20, min_p=0.05,
+                              max_new_tokens=64, repetition_penalty=1.1)
     outcome, _ = handlers.save("mine", "Mine", 1024, "", "short", "transformers", "4bit",
-                               0.2, 0.8, 20, 64, 1.1)
+                               chosen)
     assert outcome == "Saved **mine**.", outcome
     entry = library.manager.entry("mine")
     assert entry.backend == "transformers" and entry.quantization_spec.bits == 4
-    assert (entry.defaults.temperature, entry.defaults.top_k, entry.defaults.max_new_tokens) \
-        == (0.2, 20, 64)
-    assert handlers.entry_fields("mine")[4:6] == ("transformers", "4bit")
-    handlers.save("mine", "Mine", 1024, "", "short", "llamacpp", "4bit", 0.2, 0.8, 20, 64, 1.1)
+    assert entry.defaults == chosen
+    assert handlers.entry_fields("mine")[4:] == ("transformers", "4bit",
+                                                 *SettingsControls.shown(chosen))
+    handlers.save("mine", "Mine", 1024, "", "short", "llamacpp", "4bit", chosen)
     entry = library.manager.entry("mine")  # the transformers-only setting went with the engine
     assert entry.backend == "llamacpp" and entry.quantization_spec is None
-    refused, _ = handlers.save("mine", "Mine", 1024, "", "", "llamacpp", None, 5.0, None, None,
-                               None, None)
-    assert refused.startswith("⚠️ ") and "temperature" in refused
-    assert library.manager.entry("mine").defaults.temperature == 0.2  # nothing changed
+    assert library.manager.entry("mine").defaults == chosen
+    handlers.save("mine", "Mine", 1024, "", "short", "llamacpp", None, SamplingSettings())
+    assert library.manager.entry("mine").defaults == SamplingSettings()  # back to the schema's
 
 
 def test_layers_on_the_gpu_after_its_kv_cache_and_working_memory():
