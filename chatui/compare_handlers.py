@@ -14,7 +14,7 @@ from chatcore.compare.comparison import MAX_PANES, MIN_PANES, Comparison, Round
 from chatcore.generation.context import title_from
 from chatcore.i18n import Texts
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
-from chatcore.compare.ratings import Standing, leaderboard
+from chatcore.compare.ratings import MIN_GAMES_FOR_INTERVAL, Standing, leaderboard
 from chatcore.generation.replies import ReplyRequest
 from backends.sampling import SamplingSettings
 from chatcore.conversations.store import Store
@@ -37,11 +37,6 @@ log = logging.getLogger(__name__)
 # The leaderboard's columns, as ids: each header is the catalog's `compare.column.<id>`.
 LEADERBOARD_COLUMNS = ["rank", "model", "rating", "interval", "win_rate", "wins", "losses",
                        "ties", "votes"]
-
-# A bootstrap over one or two votes resamples the same votes and gives a zero-width interval,
-# which would look certain; below this many games the table says so instead.
-MIN_GAMES_FOR_INTERVAL = 5
-
 
 def fenced(text: str, language: str = "text") -> str:
     """A Markdown code block that a prompt's own ``` fences cannot close."""

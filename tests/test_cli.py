@@ -6,14 +6,16 @@ import sys
 
 import pytest
 
-from tests.conftest import CAPITAL_PROMPT, ROOT
+from tests.conftest import CAPITAL_PROMPT, ROOT, refuse_in_the_fast_tier
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    refuse_in_the_fast_tier("runs chat_app.py")
     return subprocess.run([sys.executable, str(ROOT / "chat_app.py"), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_one_shot_streams_the_reply_to_stdout(smollm2_path):
     result = run_cli("--model", "smollm2-135m", "--prompt", CAPITAL_PROMPT,
                      "--temperature", "0", "--max-new-tokens", "40")
@@ -34,6 +36,7 @@ def test_one_shot_system_prompt_and_seed_are_used(smollm2_path):
     assert french.stdout != plain.stdout
 
 
+@pytest.mark.slow
 def test_unknown_model_id_exits_non_zero_with_one_line():
     result = run_cli("--model", "no-such-model", "--prompt", "hi")
     assert result.returncode != 0

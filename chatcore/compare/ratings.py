@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 BATTLE_OUTCOMES = ("a", "b", "tie")  # a battle's outcome, from a's point of view
 PRIOR = 1.0  # virtual drawn games per model (see the module docstring)
 ROUNDS = 200  # bootstrap resamples
+# A bootstrap over one or two votes resamples the same votes and gives a zero-width interval,
+# which would look certain; below this many games a rating's interval is not shown.
+MIN_GAMES_FOR_INTERVAL = 5
 ELO = 400 / math.log(10)  # logit -> Elo points
 _TARGET = {"a": 1.0, "b": 0.0, "tie": 0.5}
 

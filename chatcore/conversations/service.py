@@ -9,10 +9,10 @@ none either, and a continued reply extends the message it continues.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-import threading
 
 from backends.base import GenParams
 from backends.sampling import SamplingSettings, stored

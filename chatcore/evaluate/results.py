@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from chatcore.compare.ratings import MIN_GAMES_FOR_INTERVAL
 from chatcore.evaluate.ratings import (
     Choice,
     PairVote,
@@ -20,17 +21,13 @@ from chatcore.i18n import Texts
 from chatcore.evaluate.rubric import Agreement, agreement
 from chatcore.evaluate.review_queue import ReviewItem, next_open, review_queue, reviewable
 
-RATING_ROUNDS = 200
-# Below this many games a rating's interval is not shown (the page says "needs 5 votes"),
-# as on the Compare tab's leaderboard.
-MIN_GAMES = 5
 
 
 def interval_text(rating: Rating, texts: Texts) -> str:
     """A rating's 95% interval in words, or how many votes it still needs, in `texts`'
     language (the report passes English)."""
-    if rating.games < MIN_GAMES:
-        return texts("evaluate.verdict.needs", n=MIN_GAMES)
+    if rating.games < MIN_GAMES_FOR_INTERVAL:
+        return texts("evaluate.verdict.needs", n=MIN_GAMES_FOR_INTERVAL)
     return texts("evaluate.verdict.interval", low=f"{rating.low:.0f}",
                  high=f"{rating.high:.0f}")
 
@@ -87,7 +84,7 @@ class RunResults:
 
     def tables(self, judge: str = PERSON) -> list[RatingTable]:
         votes = self.votes if judge == PERSON else self.judge_votes.get(judge, [])
-        return rating_tables(self.pair_votes(votes), rounds=RATING_ROUNDS, seed=self.run.id)
+        return rating_tables(self.pair_votes(votes), seed=self.run.id)
 
     def speed(self) -> dict[str, float]:
         """Median decode speed of each candidate's replies in this run."""
@@ -104,12 +101,12 @@ class RunResults:
 
     def choices(self, tables: list[RatingTable], texts: Texts) -> list[tuple[Choice, str]]:
         """One per table, with whether the best is clearly ahead, in words in `texts`'
-        language (the report passes English). With fewer than MIN_GAMES games it never is:
+        language (the report passes English). With fewer than MIN_GAMES_FOR_INTERVAL games it never is:
         a bootstrap over one or two votes gives a zero-width interval, which would look certain."""
         found = []
         for table, choice in zip(tables, choices(tables, self.speed(), self.memory())):
             games = next((r.games for r in table.plain if r.model == choice.best), 0)
-            verdict = texts("evaluate.verdict.not_yet", n=MIN_GAMES) if games < MIN_GAMES \
+            verdict = texts("evaluate.verdict.not_yet", n=MIN_GAMES_FOR_INTERVAL) if games < MIN_GAMES_FOR_INTERVAL \
                 else texts("evaluate.verdict.overlap") if choice.overlaps_next \
                 else texts("evaluate.verdict.yes")
             found.append((choice, verdict))
