@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backends.sampling import SamplingSettings
 from chatcore.compare.comparison import LABELS, MAX_PANES, MIN_PANES, Comparison
 from chatcore.i18n import Texts
 from chatcore.generation.manager import ModelManager
@@ -13,13 +12,7 @@ from chatui.attachment_controls import READING, AttachmentControls
 from chatui.chat_tab import model_choices
 from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
 from chatui.exports import ExportFiles
-from chatui.sampling_controls import SettingsControls, with_settings
-
-
-def defaults_of(manager: ModelManager, model_id: str | None) -> SamplingSettings:
-    """The sampling defaults of a model's entry; the schema's own for an unknown model."""
-    entry = manager.registry.get(model_id or "")
-    return entry.defaults if entry is not None else SamplingSettings()
+from chatui.sampling_controls import SettingsControls, defaults_of, with_settings
 
 
 def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,

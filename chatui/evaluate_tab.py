@@ -18,8 +18,7 @@ from chatui.evaluate_handlers import (
     EvaluateHandlers,
 )
 from chatui.prompt_set_handlers import SET_COLUMNS
-from chatui.compare_tab import defaults_of
-from chatui.sampling_controls import SettingsControls, with_settings
+from chatui.sampling_controls import SettingsControls, defaults_of, with_settings
 
 PROGRESS_TICK_S = 1.0
 

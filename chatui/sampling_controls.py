@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from backends import sampling
 from backends.sampling import SamplingSettings
+from chatcore.generation.manager import ModelManager
 from chatcore.i18n import Texts
 
 THINK_CHOICES = ("default", "on", "off")  # the Radio's values; its labels are the catalog's
@@ -65,6 +66,12 @@ class SettingsControls:
             return SamplingSettings.model_validate(given)
         except ValidationError as exc:
             raise gr.Error(_message(exc, self.texts)) from None
+
+
+def defaults_of(manager: ModelManager, model_id: str | None) -> SamplingSettings:
+    """The sampling defaults of a model's entry; the schema's own for an unknown model."""
+    entry = manager.registry.get(model_id or "")
+    return entry.defaults if entry is not None else SamplingSettings()
 
 
 def with_settings(handler: Callable, before: Sequence, controls: SettingsControls |
