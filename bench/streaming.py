@@ -142,10 +142,12 @@ def run(app: AppProcess, runs: int, max_tokens: int) -> dict:
     client = Client(app.url, verbose=False)
     send = next(e.fn_index for e in client.endpoints.values() if e.api_name == "/send")
     with httpx.Client() as http:
-        # The raw protocol carries every input, the two session states (conversation id,
-        # editing) included; the server keeps their values, so they go as null.
+        # The raw protocol carries every input, the session states (conversation id,
+        # editing, pending attachments) included; the server keeps their values, so they go
+        # as null.
         page = [protocol_stream(http, app.url, send,
-                                [p, None, None, *send_args(p, max_tokens)[1:]], max_tokens)
+                                [p, None, None, *send_args(p, max_tokens)[1:], None],
+                                max_tokens)
                 for p in prompts]
     page_client = [page_stream(client, p, max_tokens) for p in prompts]
     results = {name: summarize(timings[1:])  # the first of each is the warm-up

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backends.sampling import SamplingSettings
 from chatcore.i18n import Texts, state_key
 from chatcore.library.model_library import ModelLibrary
 from chatcore.library.errors import LibraryError
@@ -74,7 +73,7 @@ def select_model(manager: ModelManager, model_id: str,
         defaults = manager.entry(model_id).defaults
     except (UnknownModel, ModelUnavailable):
         return (model_info(manager, model_id, texts=texts),
-                *(gr.update(),) * len(SettingsControls.shown(SamplingSettings())))
+                *(gr.update(),) * len(FIELDS))
     return (model_info(manager, model_id, library, texts=texts),
             *SettingsControls.shown(defaults))
 
