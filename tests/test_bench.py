@@ -36,6 +36,8 @@ def test_the_quick_benchmark_writes_json_markdown_and_a_plot(quick_run):
         assert part in results, f"the report has no {part} part"
     for path in ("raw", "api", "page", "page_client"):
         assert results["streaming"][path]["runs"] == 1
+        # Every path was measured: a refused call leaves no figure (an "n/a" row).
+        assert results["streaming"][path]["tokens_per_second"], path
     assert "| app: HTTP API (SSE) |" in markdown and "Long conversations" in markdown
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
