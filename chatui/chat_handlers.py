@@ -16,7 +16,7 @@ from chatcore.conversations.service import (
     ConversationService,
     PlannedReply,
 )
-from chatcore.conversations.store import NotFound, Store, StoredMessage
+from chatcore.conversations.store import NotFound, Store
 from chatcore.generation.context import with_system
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.generation.replies import progress_bar, thought_title
@@ -65,7 +65,7 @@ class ChatHandlers:
 
     def display(self, user: str, conversation_id: int | None) -> list[Turn]:
         """The conversation's bubbles, each message's attachments as chips under it."""
-        messages = self._messages(user, conversation_id)
+        messages = self.conversations.messages(user, conversation_id)
         turns = turns_from(messages, self.model_name, texts=self.texts)
         if conversation_id is not None:
             attached = self.attachments.by_message(user, conversation_id)
@@ -165,7 +165,7 @@ class ChatHandlers:
         """Tokens the next prompt takes, against the room the context leaves; attachments
         (the conversation's and those waiting to be sent) are counted whole."""
         user = user_of(request)
-        history = [Message(m.role, m.content) for m in self._messages(user, conversation_id)]
+        history = [Message(m.role, m.content) for m in self.conversations.messages(user, conversation_id)]
         ids = ([] if conversation_id is None else
                self.attachments.of_conversation(user, conversation_id)) + list(pending or [])
         grounding = self.attachments.grounding(user, ids, draft or "")
@@ -231,9 +231,6 @@ class ChatHandlers:
         finally:
             self.stops.end(key, cancel)
         yield outputs(False)
-
-    def _messages(self, user: str, conversation_id: int | None) -> list[StoredMessage]:
-        return self.conversations.messages(user, conversation_id)
 
 
 def prompt_hidden(manager: ModelManager, model_id: str,
