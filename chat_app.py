@@ -24,7 +24,7 @@ from chatcore.generation.factory import APP_NAME, default_cache_dir, make_backen
 from chatcore.library.fit import WeightsCheck
 from chatcore.library.hub import Hub
 from chatcore.library.hub_errors import HubError
-from chatcore.i18n import DEFAULT_LANGUAGE, LANGUAGES, load_texts
+from chatcore.i18n import DEFAULT_LANGUAGE, LANGUAGES, english, load_texts
 from chatcore.library.model_library import ModelLibrary, personal_registry
 from chatcore.library.errors import LibraryError
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
@@ -252,8 +252,9 @@ def _add(library: ModelLibrary, text: str, model_id: str | None) -> int:
     except (LibraryError, ConfigError) as exc:
         return _fail(str(exc), EXIT_FAILED)
     print(f"added {entry.id} ({entry.name}) to {library.personal}")
+    texts = english()  # the terminal stays English
     for note in notes:
-        print(f"note: {note}")
+        print(f"note: {texts(f'library.note.{note.kind}', **note.params)}")
     return 0
 
 

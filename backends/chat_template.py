@@ -127,6 +127,11 @@ def guess_fallback(architecture: str | None) -> str:
     return _FALLBACK_FOR_ARCHITECTURE.get((architecture or "").lower(), "chatml")
 
 
+def fallback_warning(name: str) -> str:
+    """What a chat through a named fallback risks, said before a load as after it."""
+    return f"no chat template in this model: using the {name} fallback"
+
+
 class ChatTemplate:
     """A compiled chat template with the special tokens it refers to."""
 
@@ -220,8 +225,7 @@ class ChatTemplate:
                             "end-of-sequence token or stop string: replies may run on into "
                             "a new turn")
         if self.origin.startswith("fallback "):
-            warnings.insert(0, f"no chat template in this model: using the "
-                               f"{self.origin.split(' ', 1)[1]} fallback")
+            warnings.insert(0, fallback_warning(self.origin.split(" ", 1)[1]))
         return warnings
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from backends.chat_template import COMPLETION_MODE
 from backends.sampling import SamplingSettings
 from chatcore.generation.registry import MAX_DESCRIPTION, MAX_ID, MAX_NAME, ConfigError
 from chatcore.library.download_queue import DownloadJob
@@ -176,8 +177,8 @@ class LibraryHandlers:
         fit = self.library.fit_of_found(found, int(context_length) if context_length else None)
         if fit is None:
             return texts("library.fit.no_estimate")
-        template = "" if found.has_chat_template is not False else \
-            texts("library.fit.no_template")
+        template = texts("library.fit.base") if found.base else \
+            texts("library.fit.no_template") if found.has_chat_template is False else ""
         return f"**{fit_badge(fit, texts)}**: {fit.detail}{template}"
 
     def add(self, text: str | None, model_id: str, context_length: float | None,
@@ -194,7 +195,7 @@ class LibraryHandlers:
         except (LibraryError, ConfigError) as exc:
             return self._error(exc), gr.skip()
         lines = [texts("library.added", model=entry.id, name=entry.name)]
-        lines += [f"ℹ️ {note}" for note in notes]
+        lines += [f"ℹ️ {texts(f'library.note.{note.kind}', **note.params)}" for note in notes]
         return "  \n".join(lines), gr.update(choices=self._choices(), value=entry.id)
 
     def entry_fields(self, model_id: str | None) -> tuple:
@@ -237,6 +238,33 @@ class LibraryHandlers:
         busy = self.library.manager.status(model_id).state.value == "generating"
         return (texts("library.saved_busy" if busy else "library.saved", model=entry.id),
                 gr.update(choices=self._choices(), value=entry.id))
+
+    def mode_button(self, model_id: str | None) -> dict:
+        """The one-click switch's words for the selected entry: to chat mode from
+        completion mode, to completion mode otherwise."""
+        entry = self.library.manager.registry.get(model_id or "")
+        if entry is None or entry.is_remote:
+            return gr.update(visible=False)
+        completion = entry.chat_template == COMPLETION_MODE
+        return gr.update(visible=True, value=self.texts(
+            "library.edit.to_chat" if completion else "library.edit.to_completion"))
+
+    def switch_mode(self, model_id: str,
+                    request: gr.Request | None = None) -> tuple[str, dict]:
+        """Completion mode <-> chat mode, kept in the person's models.yaml."""
+        texts = self.texts
+        try:
+            entry = self.library.switch_mode(model_id, user=user_of(request) or None)
+        except (LibraryError, ConfigError, UnknownModel, ModelUnavailable) as exc:
+            return self._error(exc), gr.skip()
+        if entry.chat_template == COMPLETION_MODE:
+            said = texts("library.completion_mode", model=entry.id)
+        elif entry.chat_template:
+            said = texts("library.chat_mode_guessed", model=entry.id,
+                         template=entry.chat_template)
+        else:
+            said = texts("library.chat_mode", model=entry.id)
+        return said, gr.update(choices=self._choices(), value=entry.id)
 
     def remove(self, model_id: str, request: gr.Request | None = None) -> tuple[str, dict]:
         try:

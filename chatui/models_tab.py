@@ -161,6 +161,7 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
                                         elem_id=lambda n: f"edit-{n.replace('_', '-')}")
         with gr.Row():
             save = gr.Button(texts("library.edit.save"), size="sm", elem_id="edit-save")
+            mode = gr.Button(texts("library.edit.to_chat"), size="sm", elem_id="edit-mode")
             remove = gr.Button(texts("library.edit.remove"), size="sm", variant="stop",
                                elem_id="edit-remove")
             reload = gr.Button(texts("library.edit.reload"), size="sm",
@@ -189,8 +190,9 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
         _build_hub(handlers, library, choice, outcome, timer, texts)
     fields = [name, context, template, description, engine, quantization,
               *defaults.components]
-    choice.change(handlers.entry_fields, [choice], fields, api_name=False, queue=False)
-    app.load(handlers.entry_fields, [choice], fields, api_name=False, queue=False)
+    for shown in (choice.change, app.load):
+        shown(handlers.entry_fields, [choice], fields, api_name=False, queue=False)
+        shown(handlers.mode_button, [choice], [mode], api_name=False, queue=False)
     scan.click(handlers.scan, [folder], [found, candidate, outcome], api_name="scan_models")
     for trigger in (candidate.change, add_context.change):
         trigger(handlers.fit, [candidate, add_context], [fit], api_name=False,
@@ -201,10 +203,15 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
     saved = save.click(save_fn, save_inputs, [outcome, choice],
                        api_name="edit_model")
     removed = remove.click(handlers.remove, [choice], [outcome, choice], api_name="remove_model")
+    switched = mode.click(handlers.switch_mode, [choice], [outcome, choice],
+                          api_name="switch_mode")
+    switched.then(handlers.entry_fields, [choice], fields, api_name=False, queue=False)
+    for edited in (saved, switched):  # the same id stays chosen: no change event follows
+        edited.then(handlers.mode_button, [choice], [mode], api_name=False, queue=False)
     reloaded = reload.click(handlers.reload, None, [outcome, choice], api_name="reload_registry")
     app.load(handlers.access_note, None, [access], api_name=False, queue=False)
     app.load(handlers.folder_field, None, [folder], api_name=False, queue=False)
-    return [added, saved, removed, reloaded]
+    return [added, saved, switched, removed, reloaded]
 
 
 def _build_hub(handlers: LibraryHandlers, library: ModelLibrary, choice: gr.Dropdown,

@@ -28,7 +28,7 @@ SAFETY_S = 30  # how long a test waits for an event: a hang guard, never a timin
 # The fast tier (pytest -m "not slow") is what the README says: no app process, no browser,
 # no real model loaded. A test that needs one is marked slow; these keep the promise.
 HEAVY_FIXTURES = {"running_app", "chromium_path", "smollm2", "smollm2_fp32", "llama_server",
-                  "untemplated_gguf"}
+                  "untemplated_gguf", "base_gguf"}
 FAST_TIER = "LOCAL_CHAT_FAST_TEST"  # set, to the test's id, while an unmarked test runs
 
 
@@ -125,9 +125,23 @@ def gguf_without_chat_template(source: Path, target: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def untemplated_gguf(smollm2_path: Path, tmp_path_factory) -> Path:
-    """SmolLM2 without its chat template (98 MB, written once per session)."""
-    target = tmp_path_factory.mktemp("untemplated") / "SmolLM2-no-template.Q4_1.gguf"
+    """SmolLM2 without its chat template, its name still saying Instruct, like a chat model
+    published without one (98 MB, written once per session)."""
+    folder = tmp_path_factory.mktemp("untemplated")
+    target = folder / "SmolLM2-135M-Instruct-no-template.Q4_1.gguf"
     return gguf_without_chat_template(smollm2_path, target)
+
+
+@pytest.fixture(scope="session")
+def base_gguf(untemplated_gguf: Path, tmp_path_factory) -> Path:
+    """The untemplated SmolLM2 named as a base model (no instruct or chat anywhere in its
+    names, like LM Studio's Gemma 3 270M): a hard link where it can be, else a copy."""
+    target = tmp_path_factory.mktemp("base") / "SmolLM2-135M-base.Q4_1.gguf"
+    try:
+        os.link(untemplated_gguf, target)
+    except OSError:
+        shutil.copy(untemplated_gguf, target)
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -290,8 +290,9 @@ def test_a_model_without_a_template_gets_a_guessed_fallback_or_completion_mode(
     library = make_library(tmp_path)
     entry, notes = library.add(str(untemplated_gguf))
     assert entry.chat_template == "llama3"
-    assert len(notes) == 1 and "carries no chat template: using the llama3 fallback, guessed " \
-        "from its architecture (llama)" in notes[0] and "none for completion mode" in notes[0]
+    said = [english()(f"library.note.{note.kind}", **note.params) for note in notes]
+    assert len(said) == 1 and "carries no chat template: using the llama3 fallback, guessed " \
+        "from its architecture (llama)" in said[0] and "none for completion mode" in said[0]
     assert reply(library.manager, entry.id).strip()  # it answers through the fallback
     library.edit(entry.id, {"chat_template": "none"})
     assert "Paris" in reply(library.manager, entry.id, "The capital of France is")

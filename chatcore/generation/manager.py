@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.base import Backend, BackendError, GenParams, Message, ProgressCallback, PromptReport
+from backends.chat_template import NAMED_TEMPLATES, fallback_warning
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.context import fit_context, ground, with_system
 from chatcore.generation.cpu_share import CpuShare
@@ -158,9 +159,16 @@ class ModelManager:
         return backend.runtime_notes if backend is not None else []
 
     def template_warnings(self, model_id: str) -> list[str]:
+        """What the last load's check found wrong with the chat template; before a load,
+        a named fallback in the entry (its file carries no template, as a scan reads)."""
         with self._residency.lock:
             slot = self._residency.peek(model_id)
-            return list(slot.warnings) if slot else []
+            if slot and slot.warnings:
+                return list(slot.warnings)
+        entry = self.registry.get(model_id)
+        if entry is not None and entry.chat_template in NAMED_TEMPLATES:
+            return [fallback_warning(entry.chat_template)]
+        return []
 
     def memory_report(self, model_id: str) -> MemoryReport | None:
         """Memory around this model's last unload, if it was unloaded."""

@@ -227,12 +227,13 @@ class Residency:
         self.evict(model_id)
 
     def forget(self, model_id: str) -> None:
-        """Its entry changed: estimate and failure no longer hold; unload it when idle."""
+        """Its entry changed: estimate, failure and template checks no longer hold; unload
+        it when idle."""
         with self.lock:
             slot = self._slots.get(model_id)
             if slot is None:
                 return
-            slot.estimate, slot.failure = None, None
+            slot.estimate, slot.failure, slot.warnings = None, None, []
             slot.stale = slot.resident
         self.unload_if_stale(model_id)
 

@@ -300,8 +300,10 @@ def _ollama_model(root: Path, manifest: Path, parts: tuple[str, ...]) -> FoundMo
         if media_type in blobs and (text := _read_start(blobs[media_type])) is not None:
             details.append((label, text[:200] if label == "template" else text.strip()))
     found = gguf_models("ollama", [blob], lambda p: name)[0]
+    # A template layer is Ollama's chat template: the model chats even if its GGUF has none.
+    base = found.base and not any(label == "template" for label, _ in details)
     return replace(found, scan_id=scan_id, details=found.details + tuple(details),
-                   suggested_id=slug(name))
+                   suggested_id=slug(name), base=base)
 
 
 def _read_start(path: Path) -> str | None:

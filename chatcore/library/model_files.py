@@ -10,13 +10,13 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gguf
 
-from backends.chat_template import guess_fallback
+from backends.chat_template import COMPLETION_MODE, guess_fallback
 from backends.gguf import SPLIT_GGUF, GGUFHeaderError, gguf_missing_bytes, read_gguf_layout
 from backends.hf_memory import safetensors_header
 from chatcore.generation.memory import format_bytes
@@ -25,6 +25,12 @@ DEFAULT_CONTEXT = 4096  # what an added model starts with when it was trained fo
 MAX_JSON = 16 * 2**20  # a config.json, tokenizer_config.json or manifest is never larger
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length",
                  "n_ctx", "max_seq_len")
+# A word in a model's names that says it was tuned to follow instructions or chat
+# ("gemma-3-270m-it", "Qwen2.5-7B-Instruct", "llama-2-7b-chat").
+_TUNED = re.compile(r"(?:^|[^a-z0-9])(?:it|instruct|instruction|chat|sft|dpo|rlhf|assistant)"
+                    r"(?:$|[^a-z0-9])", re.IGNORECASE)
+# The GGUF metadata keys that name a model or its fine-tune.
+_NAME_KEYS = ("general.name", "general.finetune", "general.basename")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,17 @@ class FoundModel:
     problem: str | None
     details: tuple[tuple[str, str], ...] = ()
     suggested_id: str = ""
+    # A base (pretrained-only) model: no chat template, and nothing in its names says it
+    # was tuned to chat. It continues text; a chat format would only make it ramble.
+    base: bool = False
+
+
+@dataclass(frozen=True)
+class EntryNote:
+    """What the person should know about an entry made for them: the catalog's message
+    `library.note.<kind>` and its values, so each page says it in its own language."""
+    kind: str  # "base" | "guessed_template"
+    params: Mapping[str, str]
 
 
 def read_json(path: Path) -> object:
@@ -112,7 +129,9 @@ def _gguf_model(source: str, name: str, first: Path, parts: Sequence[Path],
         architecture=arch, n_params=n_params, quantization=quantization, size_bytes=size,
         context_length=context if _is_int(context) else None,
         has_chat_template=("tokenizer.chat_template" in metadata) if metadata else None,
-        problem=problem, suggested_id=_gguf_slug(first.name, quantization))
+        problem=problem, suggested_id=_gguf_slug(first.name, quantization),
+        base=bool(metadata) and "tokenizer.chat_template" not in metadata
+        and not is_tuned([name, *(metadata.get(key) for key in _NAME_KEYS)]))
 
 
 def _read_gguf(path: Path) -> tuple[dict, list[tuple[str, int]]]:
@@ -183,13 +202,21 @@ def checkpoint_model(source: str, name: str, directory: Path) -> FoundModel:
                     or _first([config, text], ("torch_dtype", "dtype"),
                               lambda v: isinstance(v, str)))
     arch = config.get("model_type")
+    has_template = _has_chat_template(directory, names)
     return FoundModel(
         scan_id=scan_id_of(directory), source=source, name=name, path=directory,
         format="checkpoint",
         architecture=arch if isinstance(arch, str) else None, n_params=n_params,
         quantization=str(quantization) if quantization else None, size_bytes=size,
-        context_length=context, has_chat_template=_has_chat_template(directory, names),
-        problem=problem, suggested_id=slug(name.rsplit("/", 1)[-1].replace(" @ ", "-")))
+        context_length=context, has_chat_template=has_template,
+        problem=problem, suggested_id=slug(name.rsplit("/", 1)[-1].replace(" @ ", "-")),
+        base=has_template is False and not is_tuned([name, directory.name]))
+
+
+def is_tuned(names: Sequence[object]) -> bool:
+    """Whether any of a model's names (file, folder, GGUF general.name...) marks an
+    instruct or chat fine-tune; names that are not text are passed over."""
+    return any(isinstance(n, str) and _TUNED.search(n) for n in names)
 
 
 def _safetensors_params(path: Path) -> int:
@@ -305,8 +332,9 @@ def file_kind(mode: int) -> str:
 
 
 def suggest_entry(found: FoundModel, model_id: str,
-                  context_length: int | None = None) -> tuple[dict, list[str]]:
-    """A registry entry for a found model, with notes for the person (a guessed template)."""
+                  context_length: int | None = None) -> tuple[dict, list[EntryNote]]:
+    """A registry entry for a found model, with notes for the person: a base model is added
+    in completion mode, a chat model without a template gets one guessed."""
     notes = []
     trained = found.context_length or 2048
     entry: dict = {
@@ -317,11 +345,13 @@ def suggest_entry(found: FoundModel, model_id: str,
         "context_length": context_length or min(trained, DEFAULT_CONTEXT),
         "description": f"Found in {found.source}: {found.path}"[:2000],
     }
-    if found.has_chat_template is False:
+    if found.base:
+        entry["chat_template"] = COMPLETION_MODE
+        notes.append(EntryNote("base", {"name": found.name}))
+    elif found.has_chat_template is False:
         guess = guess_fallback(found.architecture)
         entry["chat_template"] = guess
-        notes.append(f"{found.name} carries no chat template: using the {guess} fallback, "
-                     f"guessed from its architecture ({found.architecture or 'unknown'}); "
-                     "set chat_template to another fallback, or to none for completion mode "
-                     "(the text is continued as-is)")
+        notes.append(EntryNote("guessed_template", {
+            "name": found.name, "template": guess,
+            "architecture": found.architecture or "unknown"}))
     return entry, notes

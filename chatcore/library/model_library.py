@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from backends.base import BackendError
+from backends.chat_template import COMPLETION_MODE, guess_fallback
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import gguf_shape
 from chatcore.generation.registry import (
@@ -39,8 +40,8 @@ from chatcore.library.errors import LibraryError, NotAllowed
 from chatcore.library.library_hub import LibraryHub
 from chatcore.generation.manager import ModelManager
 from chatcore.generation.memory import gpu_devices
-from chatcore.library.model_files import FoundModel, suggest_entry
-from chatcore.generation.weights import ModelNotAvailable
+from chatcore.library.model_files import EntryNote, FoundModel, suggest_entry
+from chatcore.generation.weights import ModelNotAvailable, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class ModelLibrary(LibraryHub):
 
     # -- changing the person's file ------------------------------------------------------
     def add(self, text: str, model_id: str | None = None, user: str | None = None,
-            context_length: int | None = None) -> tuple[ModelEntry, list[str]]:
+            context_length: int | None = None) -> tuple[ModelEntry, list[EntryNote]]:
         """Add a found model (scan id or path); returns the entry and notes to show."""
         self._require_admin(user)
         found = self.find(text, user)
@@ -199,6 +200,22 @@ class ModelLibrary(LibraryHub):
                 raws[index] = raw
             self._write(raws, model_id)
         return self.manager.entry(model_id)
+
+    def switch_mode(self, model_id: str, user: str | None = None) -> ModelEntry:
+        """Completion mode <-> chat mode in one step (a base model guessed wrong): chat
+        mode takes the model's own template, or the fallback guessed from its
+        architecture when its file has none."""
+        entry = self.manager.entry(model_id)
+        if entry.chat_template != COMPLETION_MODE:
+            return self.edit(model_id, {"chat_template": COMPLETION_MODE}, user)
+        try:
+            found = inspect_path(resolve_weights(entry))
+        except ModelNotAvailable as exc:
+            raise LibraryError(f"{model_id}: {exc}") from None
+        if found.problem:
+            raise LibraryError(f"{model_id}: {found.problem}")
+        chat = None if found.has_chat_template else guess_fallback(found.architecture)
+        return self.edit(model_id, {"chat_template": chat}, user)
 
     def remove(self, model_id: str, user: str | None = None) -> str:
         """Remove one of the person's entries (a shipped one it overrode comes back)."""
