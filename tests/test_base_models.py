@@ -4,6 +4,7 @@ language, and switched to chat mode (and back) in one step; a guessed template i
 in the model picker before any load. Tiny header-only GGUFs: nothing is loaded."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import gguf
@@ -12,10 +13,11 @@ import pytest
 import yaml
 
 from chatcore.i18n import english, load_texts
-from chatcore.library.discovery import inspect_path
+from chatcore.library.discovery import ScanRoot, inspect_path, scan
 from chatcore.library.model_files import EntryNote, suggest_entry
 from chatui.chat_tab import model_choices
 from chatui.library_handlers import LibraryHandlers
+from tests.test_discovery import ollama_store
 from tests.test_library import make_library
 
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
@@ -108,3 +110,17 @@ def test_a_chat_model_with_its_own_template_switches_back_to_it(tmp_path):
     assert library.switch_mode(entry.id).chat_template == "none"
     assert library.switch_mode(entry.id).chat_template is None  # its own, not a guess
     assert library.manager.template_warnings(entry.id) == []
+
+
+def test_an_ollama_model_with_a_template_layer_chats_though_its_gguf_has_none(tmp_path):
+    blob = tiny_gguf(tmp_path / "gemma3-base.gguf", {"general.name": "Gemma 3 270m"})
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    models = tmp_path / "ollama"
+    bare = {"schemaVersion": 2, "layers": [
+        {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}"}]}
+    ollama_store(models, blob, digest, manifests=None)  # its manifest has a template layer
+    ollama_store(models, blob, digest,
+                 {("registry.ollama.ai", "library", "gemma3", "270m"): bare})
+    found = {m.name: m for m in scan([ScanRoot("ollama", models)]).models}
+    assert found["smollm2:135m"].base is False  # Ollama's template layer is its template
+    assert found["gemma3:270m"].base is True

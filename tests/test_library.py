@@ -296,7 +296,6 @@ def test_a_model_without_a_template_gets_a_guessed_fallback_or_completion_mode(
     assert reply(library.manager, entry.id).strip()  # it answers through the fallback
     library.edit(entry.id, {"chat_template": "none"})
     assert "Paris" in reply(library.manager, entry.id, "The capital of France is")
-    from chatcore.i18n import english
     from chatui.chat_tab import model_choices
     label = dict((v, k) for k, v in model_choices(library.manager, texts=english()))[entry.id]
     assert label.endswith("· completion mode")
