@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from chatcore.i18n import english, load_texts
+from chatcore.library.errors import NotAllowed
 from chatcore.library.discovery import ScanRoot, inspect_path, scan
 from chatcore.library.model_files import EntryNote, suggest_entry
 from chatui.chat_tab import model_choices
@@ -104,11 +105,14 @@ def test_one_click_switches_a_base_model_to_chat_mode_and_back(tmp_path):
 def test_a_chat_model_with_its_own_template_switches_back_to_it(tmp_path):
     (tmp_path / "models").mkdir()
     model = tiny_gguf(tmp_path / "models" / "tiny-chat.gguf", {}, TEMPLATE)
-    library = make_library(tmp_path)
-    entry, notes = library.add(str(model))
+    library = make_library(tmp_path, admins=["alice"])
+    entry, notes = library.add(str(model), user="alice")
     assert entry.chat_template is None and notes == []
-    assert library.switch_mode(entry.id).chat_template == "none"
-    assert library.switch_mode(entry.id).chat_template is None  # its own, not a guess
+    with pytest.raises(NotAllowed):
+        library.switch_mode(entry.id, user="bob")
+    assert library.switch_mode(entry.id, user="alice").chat_template == "none"
+    # Back to its own template, not a guess.
+    assert library.switch_mode(entry.id, user="alice").chat_template is None
     assert library.manager.template_warnings(entry.id) == []
 
 

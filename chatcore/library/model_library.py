@@ -205,6 +205,7 @@ class ModelLibrary(LibraryHub):
         """Completion mode <-> chat mode in one step (a base model guessed wrong): chat
         mode takes the model's own template, or the fallback guessed from its
         architecture when its file has none."""
+        self._require_admin(user)  # before its file is read
         entry = self.manager.entry(model_id)
         if entry.chat_template != COMPLETION_MODE:
             return self.edit(model_id, {"chat_template": COMPLETION_MODE}, user)
