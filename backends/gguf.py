@@ -16,6 +16,10 @@ GGUF_MAGIC = b"GGUF"
 GGML_MAX_DIMS = 4  # ggml.h: a tensor has at most 4 dimensions
 MAX_ELEMENTS = 2**63 - 1  # llama.cpp keeps element counts in int64_t
 MAX_ARRAY_DEPTH = 4  # arrays of arrays: the format allows them, no model nests them deeper
+# Short string lists kept as lists (every other array is read as its length): a model's
+# tags say whether it was tuned to chat, which a base model's do not.
+KEPT_LISTS = frozenset({"general.tags"})
+MAX_KEPT_ITEMS = 64
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q",
                  11: "q", 12: "d"}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
@@ -46,7 +50,8 @@ class GGUFHeaderEnds(GGUFHeaderError, struct.error):
 
 
 def read_gguf_header(path: Path) -> tuple[dict, list[tuple[str, int]]]:
-    """The metadata (arrays as their lengths) and (tensor name, element count) pairs.
+    """The metadata (arrays as their lengths, but KEPT_LISTS) and (tensor name, element
+    count) pairs.
 
     Reads only the header, skipping over arrays such as the vocabulary: milliseconds, where
     building the whole gguf.GGUFReader takes seconds.
@@ -107,7 +112,8 @@ def parse_gguf_layout(data: bytes | mmap.mmap, file: str
     for index in range(kv_count):
         key = reader.string(f"metadata key {index}'s name")
         field = f"metadata {_short(key)}"
-        metadata[key] = reader.value(reader.take("I", f"{field}'s type"), field)
+        metadata[key] = reader.value(reader.take("I", f"{field}'s type"), field,
+                                     keep=key in KEPT_LISTS)
     tensors = [reader.tensor(index) for index in range(tensor_count)]
     return metadata, tensors, reader.offset
 
@@ -150,17 +156,18 @@ class _HeaderReader:
         self.offset += length
         return text
 
-    def value(self, kind: int, field: str, depth: int = 0):
-        """A metadata value; arrays (the vocabulary) as their lengths, skipped over."""
+    def value(self, kind: int, field: str, depth: int = 0, keep: bool = False):
+        """A metadata value; arrays (the vocabulary) as their lengths, skipped over, but
+        with `keep` a list of at most MAX_KEPT_ITEMS strings as the list."""
         if kind == _GGUF_STRING:
             return self.string(field)
         if kind == _GGUF_ARRAY:
-            return self.array(field, depth + 1)
+            return self.array(field, depth + 1, keep)
         if kind not in _GGUF_SCALARS:
             raise GGUFHeaderError(self.file, f"{field} has unknown value type {kind}")
         return self.take(_GGUF_SCALARS[kind], field)
 
-    def array(self, field: str, depth: int) -> int:
+    def array(self, field: str, depth: int, keep: bool = False) -> int | list[str]:
         if depth > MAX_ARRAY_DEPTH:
             raise GGUFHeaderError(self.file, f"{field} nests arrays {depth} deep; at most "
                                   f"{MAX_ARRAY_DEPTH}")
@@ -169,6 +176,8 @@ class _HeaderReader:
             raise GGUFHeaderError(self.file, f"{field} has items of unknown value type {kind}")
         count = self.count(self.take("Q", f"{field}'s length"), _MIN_BYTES[kind], "items",
                            field)
+        if kind == _GGUF_STRING and keep and count <= MAX_KEPT_ITEMS:
+            return [self.string(f"{field} item {index}") for index in range(count)]
         if kind == _GGUF_STRING:
             self._skip_strings(count, field)
         elif kind == _GGUF_ARRAY:

@@ -24,11 +24,15 @@ from tests.test_library import make_library
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 
 
-def tiny_gguf(path: Path, metadata: dict[str, str], template: str | None = None) -> Path:
+def tiny_gguf(path: Path, metadata: dict[str, str | list[str]],
+              template: str | None = None) -> Path:
     """A llama-architecture GGUF header with one small tensor: enough for a scan."""
     writer = gguf.GGUFWriter(path, arch="llama")
     for key, value in metadata.items():
-        writer.add_string(key, value)
+        if isinstance(value, list):
+            writer.add_array(key, value)
+        else:
+            writer.add_string(key, value)
     if template is not None:
         writer.add_chat_template(template)
     writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
@@ -49,6 +53,11 @@ def tiny_gguf(path: Path, metadata: dict[str, str], template: str | None = None)
     ("Qwen2.5-0.5B-Instruct-q4_0.gguf", {"general.name": "Qwen2.5 0.5B"}, None, False),
     ("smollm2-135m-base.gguf", {"general.name": "SmolLM2 135M"}, TEMPLATE, False),
     ("wit-and-chatter-7b.gguf", {"general.name": "Witty 7B"}, None, True),
+    # Hugging Face's tags, kept in general.tags by llama.cpp's converter.
+    ("tuned.gguf", {"general.tags": ["text-generation", "conversational"]}, None, False),
+    ("plain.gguf", {"general.tags": ["text-generation", "base_model:quantized:x/y"]}, None,
+     True),
+    ("many-tags.gguf", {"general.tags": ["tag"] * 100 + ["conversational"]}, None, True),
 ])
 def test_a_base_model_is_told_from_a_chat_one_by_its_header(tmp_path, file, metadata,
                                                             template, base):

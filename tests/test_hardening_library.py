@@ -28,6 +28,8 @@ from backends.gguf import (
     MAX_ARRAY_DEPTH,
     GGUFHeaderEnds,
     GGUFHeaderError,
+    KEPT_LISTS,
+    MAX_KEPT_ITEMS,
     read_gguf_layout,
 )
 from chatcore.generation.registry import load_layered_registry
@@ -175,6 +177,7 @@ def tiny_llama(path: Path) -> Path:
     writer.add_head_count(2)
     writer.add_token_list([b"<s>", "é".encode(), b"x" * 300])
     writer.add_token_scores([0.0, -1.5, 2.0])
+    writer.add_tags(["text-generation", "conversational"])  # kept as a list
     writer.add_array("llama.nested", [[1, 2], [3]])
     writer.add_bool("llama.flag", True)
     writer.add_float64("llama.rope.scale", 0.25)
@@ -202,7 +205,8 @@ def test_real_and_generated_ggufs_read_as_the_gguf_library_reads_them(which, smo
     for name, field in fields.items():
         if field.types[0] == gguf.GGUFValueType.ARRAY:
             length = int(field.parts[4][0])  # key length, key, type, item type, length
-            assert metadata[name] == length, name  # arrays as their lengths
+            kept = name in KEPT_LISTS and length <= MAX_KEPT_ITEMS  # general.tags, as a list
+            assert metadata[name] == (field.contents() if kept else length), name
         else:
             assert metadata[name] == field.contents(), name
 

@@ -27,9 +27,9 @@ _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length"
                  "n_ctx", "max_seq_len")
 # A word in a model's names that says it was tuned to follow instructions or chat
 # ("gemma-3-270m-it", "Qwen2.5-7B-Instruct", "llama-2-7b-chat").
-_TUNED = re.compile(r"(?:^|[^a-z0-9])(?:it|instruct|instruction|chat|sft|dpo|rlhf|assistant)"
-                    r"(?:$|[^a-z0-9])", re.IGNORECASE)
-# The GGUF metadata keys that name a model or its fine-tune.
+_TUNED = re.compile(r"(?:^|[^a-z0-9])(?:it|instruct|instruction|chat|sft|dpo|rlhf|assistant"
+                    r"|conversational)(?:$|[^a-z0-9])", re.IGNORECASE)
+# The GGUF metadata keys that name a model or its fine-tune (general.tags is a list).
 _NAME_KEYS = ("general.name", "general.finetune", "general.basename")
 
 
@@ -131,7 +131,8 @@ def _gguf_model(source: str, name: str, first: Path, parts: Sequence[Path],
         has_chat_template=("tokenizer.chat_template" in metadata) if metadata else None,
         problem=problem, suggested_id=_gguf_slug(first.name, quantization),
         base=bool(metadata) and "tokenizer.chat_template" not in metadata
-        and not is_tuned([name, *(metadata.get(key) for key in _NAME_KEYS)]))
+        and not is_tuned([name, *(metadata.get(key) for key in _NAME_KEYS),
+                          *_listed(metadata.get("general.tags"))]))
 
 
 def _read_gguf(path: Path) -> tuple[dict, list[tuple[str, int]]]:
@@ -276,6 +277,11 @@ def _first(configs: Sequence[dict], keys: Sequence[str], wanted) -> object:
             if wanted(config.get(key)):
                 return config[key]
     return None
+
+
+def _listed(value: object) -> list:
+    """A kept GGUF string list, or nothing (an array too long to keep is its length)."""
+    return value if isinstance(value, list) else []
 
 
 def _is_int(value: object) -> bool:
