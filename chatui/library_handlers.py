@@ -29,7 +29,7 @@ MAX_PATH = 4096
 MAX_TEMPLATE_FIELD = 20_000
 KINDS = ("gguf", "checkpoint")  # the Hub search's kinds (library.kind.<id>)
 QUANTIZATIONS = ("none", "8bit", "4bit")  # labels: library.quantization.<id>
-_BADGE = re.compile(r"^([🟢🟡🔴]) (.+)$")  # "🟢 fits": the icon, then the verdict
+VERDICTS = ("fits", "tight", "won't fit")  # a Fit's verdicts, each a badge of its own colour
 
 
 def _known(texts: Texts, key: str, fallback: str) -> str:
@@ -49,19 +49,22 @@ def verdict_word(verdict: str, texts: Texts) -> str:
 
 
 def fit_badge(fit: Fit, texts: Texts) -> str:
-    """`🟢 fits`, the verdict in the page's language."""
-    icon = fit.badge.split(" ", 1)[0]
-    return f"{icon} {verdict_word(fit.verdict, texts)}"
+    """The verdict in the page's language, as a word in a box coloured by CSS (chatui/
+    styles.py): an emoji circle needs a colour-emoji font many machines lack."""
+    return _badge(fit.verdict, texts)
+
+
+def _badge(verdict: str, texts: Texts) -> str:
+    return f'<span class="fit-badge fit-{_slug(verdict)}">{verdict_word(verdict, texts)}</span>'
 
 
 def remote_summary(summary: str, texts: Texts) -> str:
-    """A missing entry's "4.7 GB · 🟢 fits" from the library, its badge in the page's
+    """A missing entry's "4.7 GB · fits" from the library, its badge in the page's
     language ("…" while it is read, and a refusal, stay as they are)."""
-    head, _, badge = summary.rpartition(" · ")
-    found = _BADGE.match(badge) if head else None
-    if found is None:
+    head, _, verdict = summary.rpartition(" · ")
+    if not head or verdict not in VERDICTS:
         return summary
-    return f"{head} · {found.group(1)} {verdict_word(found.group(2), texts)}"
+    return f"{head} · {_badge(verdict, texts)}"
 
 
 def load_step(step: str, texts: Texts) -> str:

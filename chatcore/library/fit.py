@@ -25,11 +25,6 @@ class Fit:
     detail: str
     gpu_layers: int | None = None
 
-    @property
-    def badge(self) -> str:
-        icon = {"fits": "🟢", "tight": "🟡"}.get(self.verdict, "🔴")
-        return f"{icon} {self.verdict}"
-
 
 def judge_fit(estimate: MemoryEstimate, room: Room) -> Fit:
     """The one rule for badges; the numbers come from the planner that loads models."""

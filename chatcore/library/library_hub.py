@@ -102,7 +102,7 @@ class LibraryHub:
         try:
             size = next(f.size for f in self._require_hub().listing(repo).gguf_files
                         if f.filename == filename)
-            summary = f"{format_bytes(size)} · {self.hub_fit(repo, filename, context).badge}"
+            summary = f"{format_bytes(size)} · {self.hub_fit(repo, filename, context).verdict}"
         except StopIteration:
             summary = f"⚠️ {repo} has no file {filename}"
         except (HubError, LibraryError) as exc:

@@ -83,7 +83,7 @@ class ModelLibrary(LibraryHub):
         self._lock = threading.Lock()  # one change of the file at a time
         self._last_scans: dict[str | None, ScanResult] = {}  # per user: one's scan, one's ids
         self._scans_lock = threading.Lock()
-        self._remote: dict[tuple, str] = {}  # (repo, file, context) -> "4.9 GB · 🟢 fits"
+        self._remote: dict[tuple, str] = {}  # (repo, file, context) -> "4.9 GB · fits"
         self._remote_lock = threading.Lock()
         self._estimates: dict[str, tuple[MemoryEstimate, str]] = {}  # by the entry's JSON
 

@@ -1,0 +1,24 @@
+"""A line for a person made below the page, which the page can say in its own language.
+
+Engines and the core speak English to the log, the API, the bench and the terminal; the
+page speaks the reader's language. A `Note` is both: the English text itself (it is a str,
+so every English use stays as it was) carrying its catalog key and values, which
+`chatcore.i18n.Texts.say` reads.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+
+class Note(str):
+    """English text that also knows its catalog key (`models.amx.died`) and values."""
+
+    key: str
+    params: Mapping[str, object]
+
+    def __new__(cls, english: str, key: str, **params: object) -> Note:
+        note = super().__new__(cls, english)
+        note.key = key
+        note.params = MappingProxyType(params)
+        return note
