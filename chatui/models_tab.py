@@ -37,11 +37,10 @@ from chatui.library_handlers import (
 # The table's columns, by id; their headers come from the catalog (models.column.<id>).
 COLUMN_IDS = ("model", "engine", "state", "fit", "estimated", "measured", "load_time",
               "last_used", "details")
-# Wide enough for each header's longest word in both languages (headers break only
-# between words).
-WIDTHS = ["16%", "13%", "10%", "8%", "9%", "9%", "9%", "8%", "18%"]
-# The fit column holds a badge (HTML through Markdown); the rest is plain text.
-DATATYPES = ["markdown" if column == "fit" else "str" for column in COLUMN_IDS]
+# Each wide enough for its header's longest word in both languages ("Estimated",
+# "Kalagayan"), since headers break only between words; the scan table's likewise.
+WIDTHS = ["15%", "13%", "10%", "8%", "10%", "9%", "9%", "8%", "18%"]
+SCAN_WIDTHS = ["10%", "11%", "19%", "7%", "8%", "7%", "9%", "9%", "8%", "12%"]
 # After an add, the new model's row (the registry's last) is brought into the table's
 # sight: it arrives with the next refresh, and the table draws only the rows in sight.
 SHOW_ROW_JS = """(id) => {
@@ -62,6 +61,11 @@ REFRESH_S = 1.0
 
 # The English headers, which tests and the API name the columns by.
 COLUMNS = english().labels("models.column", COLUMN_IDS)
+
+
+def _datatypes(columns: tuple[str, ...]) -> list[str]:
+    """The fit column holds a badge (HTML through Markdown); the rest is plain text."""
+    return ["markdown" if column == "fit" else "str" for column in columns]
 
 
 def status_rows(manager: ModelManager, library: ModelLibrary | None = None, *,
@@ -134,7 +138,7 @@ def build_models_tab(app: gr.Blocks, manager: ModelManager,
     table = gr.Dataframe(value=status_rows(manager, library, texts=texts),
                          headers=texts.labels("models.column", COLUMN_IDS),
                          interactive=False, wrap=True, column_widths=WIDTHS,
-                         datatype=DATATYPES, elem_id="models-table")
+                         datatype=_datatypes(COLUMN_IDS), elem_id="models-table")
     with gr.Row():
         choice = gr.Dropdown(choices=[(e.name, e.id) for e in manager.registry.entries],
                              value=manager.registry.entries[0].id, label=texts("models.model"),
@@ -194,8 +198,8 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
                              elem_id="scan")
         found = gr.Dataframe(headers=texts.labels("library.column", SCAN_COLUMN_IDS),
                              interactive=False, wrap=True,
-                             datatype=["markdown" if column == "fit" else "str"
-                                       for column in SCAN_COLUMN_IDS],
+                             column_widths=SCAN_WIDTHS,
+                             datatype=_datatypes(SCAN_COLUMN_IDS),
                              elem_id="scan-table")
         with gr.Row():
             candidate = gr.Dropdown(choices=[], label=texts("library.scan.candidate"),
