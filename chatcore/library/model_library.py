@@ -21,6 +21,7 @@ import yaml
 from backends.base import BackendError
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import gguf_shape
+from backends.notes import Note
 from chatcore.generation.registry import (
     LLAMACPP_ONLY,
     MAX_ID,
@@ -282,8 +283,10 @@ class ModelLibrary(LibraryHub):
         if not gpus:
             return fit
         layers = layers_on_gpu(estimate, n_layers, self.manager.room(gpus[0]))
-        return Fit(fit.verdict, fit.needs, f"{fit.detail}; {layers} of {n_layers} layers fit "
-                   f"on {gpus[0]} (n_gpu_layers: {layers})", layers)
+        detail = Note(f"{fit.detail}; {layers} of {n_layers} layers fit on {gpus[0]} "
+                      f"(n_gpu_layers: {layers})", "library.need.gpu_layers", detail=fit.detail,
+                      layers=str(layers), total=str(n_layers), device=gpus[0])
+        return Fit(fit.verdict, fit.needs, detail, layers)
 
     # -- the file --------------------------------------------------------------------
     def _free_id(self, wanted: str) -> str:
