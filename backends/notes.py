@@ -22,3 +22,10 @@ class Note(str):
         note.key = key
         note.params = MappingProxyType(params)
         return note
+
+    def __reduce__(self) -> tuple:  # copies and pickles keep the key (str's own drop it)
+        return _rebuilt, (str(self), self.key, dict(self.params))
+
+
+def _rebuilt(english: str, key: str, params: dict[str, object]) -> Note:
+    return Note(english, key, **params)

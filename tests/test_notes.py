@@ -3,6 +3,8 @@ and from en.toml, and come out in Filipino on the Filipino page: the AMX probe's
 the weights not found, the chat template's warnings, an entry's engine and source, what a model needs."""
 from __future__ import annotations
 
+import copy
+import pickle
 import sys
 from pathlib import Path
 
@@ -81,6 +83,12 @@ def test_each_note_reads_as_the_code_wrote_it_in_english_and_in_filipino(tmp_pat
             "models.template.no_assistant_marker", "models.engine.llamacpp",
             "models.engine.remote", "models.source.package", "library.need.detail",
             "library.need.after_unloading"} <= keys, keys
+
+
+def test_a_copied_or_pickled_note_keeps_its_key():
+    note = Note("the AMX probe died with SIGILL", "models.amx.died", signal="SIGILL")
+    for copied in (copy.deepcopy(note), pickle.loads(pickle.dumps(note))):
+        assert copied == note and FIL.say(copied) == FIL.say(note) != note
 
 
 def test_plain_text_is_said_as_it_is():
