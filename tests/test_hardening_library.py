@@ -46,7 +46,7 @@ from tests.conftest import SHIPPED_MODELS, SMOLLM2_FILE, RunningApp, start_app
 from tests.hub_server import HubServer
 from tests.page_session import PageSession
 
-FITS_BADGE = '<span class="fit-badge fit-fits">fits</span>'  # the fit badge: a word, coloured by CSS
+FITS_BADGE = '<span class="fit-badge fit-fits">fits</span>'  # a word, coloured by CSS
 
 ALICE, BOB = ("alice", "a1"), ("bob", "b1")  # alice is the admin
 

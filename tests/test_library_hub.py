@@ -39,7 +39,7 @@ from tests.test_hub import SMOL, hub_root, server  # noqa: F401 - the served rep
 from tests.fakes import reply_chunks
 from tests.helpers import greedy
 
-FITS_BADGE = '<span class="fit-badge fit-fits">fits</span>'  # the fit badge: a word, coloured by CSS
+FITS_BADGE = '<span class="fit-badge fit-fits">fits</span>'  # a word, coloured by CSS
 
 SAFETY_S = 120  # a hang guard, not a timing
 

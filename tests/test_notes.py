@@ -1,6 +1,7 @@
 """Lines made below the page (backends.notes.Note) read the same in English from the code
 and from en.toml, and come out in Filipino on the Filipino page: the AMX probe's verdicts,
-the weights not found, the chat template's warnings, an entry's engine and source, what a model needs."""
+the weights not found, the chat template's warnings, an entry's engine and source, what a
+model needs."""
 from __future__ import annotations
 
 import copy
