@@ -64,7 +64,7 @@ def remote_summary(summary: str, texts: Texts) -> str:
     language ("…" while it is read, and a refusal, stay as they are)."""
     head, _, verdict = summary.rpartition(" · ")
     if not head or verdict not in VERDICTS:
-        return summary
+        return texts.say(summary)
     return f"{head} · {_badge(verdict, texts)}"
 
 

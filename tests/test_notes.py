@@ -4,6 +4,7 @@ the weights not found, the chat template's warnings, an entry's engine and sourc
 model needs."""
 from __future__ import annotations
 
+import ast
 import copy
 import pickle
 import sys
@@ -17,11 +18,12 @@ from backends.notes import Note
 from chatcore.generation.registry import ModelEntry
 from chatcore.generation.weights import ModelNotAvailable, resolve_weights
 from chatcore.generation.manager import Room
-from chatcore.i18n import load_texts
+from chatcore.i18n import LANGUAGES, load_texts
 from chatcore.library.fit import judge_fit
 from backends.llamacpp_memory import llamacpp_estimate
 
 EN, FIL = load_texts("en"), load_texts("fil")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def probed(tmp_path: Path, code: str, **kwargs) -> str:
@@ -90,6 +92,23 @@ def test_a_copied_or_pickled_note_keeps_its_key():
     note = Note("the AMX probe died with SIGILL", "models.amx.died", signal="SIGILL")
     for copied in (copy.deepcopy(note), pickle.loads(pickle.dumps(note))):
         assert copied == note and FIL.say(copied) == FIL.say(note) != note
+
+
+def test_every_key_a_note_names_is_in_every_catalog():
+    keys = set()
+    for path in [*(ROOT / "backends").rglob("*.py"), *(ROOT / "chatcore").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Note" \
+                    and len(node.args) > 1:
+                key = node.args[1]  # a string, or an f-string whose head is a prefix
+                if isinstance(key, ast.Constant):
+                    keys.add(key.value)
+                elif isinstance(key, ast.JoinedStr):
+                    keys.add(key.values[0].value)
+    assert len(keys) > 20, keys
+    for language in LANGUAGES:
+        messages = load_texts(language).messages
+        assert [k for k in keys if not any(m.startswith(k) for m in messages)] == [], language
 
 
 def test_plain_text_is_said_as_it_is():
