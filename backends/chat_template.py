@@ -16,6 +16,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from backends.base import BackendError, Message
+from backends.notes import Note
 from backends.thinking import template_markers
 
 
@@ -127,9 +128,10 @@ def guess_fallback(architecture: str | None) -> str:
     return _FALLBACK_FOR_ARCHITECTURE.get((architecture or "").lower(), "chatml")
 
 
-def fallback_warning(name: str) -> str:
+def fallback_warning(name: str) -> Note:
     """What a chat through a named fallback risks, said before a load as after it."""
-    return f"no chat template in this model: using the {name} fallback"
+    return Note(f"no chat template in this model: using the {name} fallback",
+                "models.template.fallback", name=name)
 
 
 class ChatTemplate:
@@ -209,21 +211,24 @@ class ChatTemplate:
             full = self.render([*sample, Message("assistant", reply), Message("user", "Bye")],
                                add_generation_prompt=False)
         except BackendError as exc:
-            return [f"the chat template fails on a two-turn sample: {exc}"]
+            return [Note(f"the chat template fails on a two-turn sample: {exc}",
+                         "models.template.sample_fails", detail=str(exc))]
         markers = template_markers(self.source)
         if markers and prompt.rstrip().endswith(markers.start):  # a thinking model's reply
             prompt = prompt.rstrip()[:-len(markers.start)]  # opens with its thought
         if prompt.rstrip().endswith(sample[-1].content) or not full.startswith(prompt) \
                 or not full[len(prompt):].lstrip().startswith(reply):
-            warnings.append("the prompt does not end with the assistant's turn marker, so "
-                            "the model may not answer as the assistant")
+            warnings.append(Note("the prompt does not end with the assistant's turn marker, "
+                                 "so the model may not answer as the assistant",
+                                 "models.template.no_assistant_marker"))
         end = full[full.find(reply) + len(reply):full.rfind("Bye")]
         marker = (end.strip().splitlines() or [""])[0]
         enders = [t for t in (*eos_tokens, *self.stop_strings) if t]
         if marker and not any(marker.startswith(t) or t in end for t in enders):
-            warnings.append(f"the template ends a reply with {marker[:40]!r}, which is not an "
-                            "end-of-sequence token or stop string: replies may run on into "
-                            "a new turn")
+            warnings.append(Note(f"the template ends a reply with {marker[:40]!r}, which is "
+                                 "not an end-of-sequence token or stop string: replies may "
+                                 "run on into a new turn", "models.template.runs_on",
+                                 marker=repr(marker[:40])))
         if self.origin.startswith("fallback "):
             warnings.insert(0, fallback_warning(self.origin.split(" ", 1)[1]))
         return warnings

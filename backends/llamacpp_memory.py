@@ -6,6 +6,7 @@ from pathlib import Path
 
 from backends.footprint import RUNTIME_BYTES, MemoryEstimate, ModelShape, kv_cache_bytes
 from backends.gguf import gguf_shape
+from backends.notes import Note
 
 LLAMACPP_BATCH = 512  # llama.cpp's default n_batch: the compute buffer holds its logits
 # Bytes per cached K or V value: f16, and ggml's 32-value blocks with an f16 scale.
@@ -37,7 +38,12 @@ def llamacpp_estimate_of(shape: ModelShape, file_bytes: int, context_length: int
     else:  # a shape without sizes: the whole reserved buffer
         working = shape.vocab_size * batch * 4 + RUNTIME_BYTES
     one_slot = kv_cache_bytes(shape, context_length, KV_TYPES[kv_cache])
-    slots = f"{parallel} slots × " if parallel > 1 else ""
+    if parallel > 1:
+        kv_note = Note(f"{parallel} slots × {context_length} tokens, {kv_cache}",
+                       "library.need.kv_slots", slots=str(parallel),
+                       tokens=str(context_length), kv=kv_cache)
+    else:
+        kv_note = Note(f"{context_length} tokens, {kv_cache}", "library.need.kv_one",
+                       tokens=str(context_length), kv=kv_cache)
     return MemoryEstimate(weights=file_bytes, kv_cache=one_slot * parallel, working=working,
-                          saved_states=one_slot,
-                          kv_note=f"{slots}{context_length} tokens, {kv_cache}")
+                          saved_states=one_slot, kv_note=kv_note)

@@ -31,6 +31,7 @@ from chatui.evaluate_handlers import EvaluateHandlers
 from chatui.evaluate_tab import REVIEW_KEYS_JS, build_evaluate_tab
 from chatui.exports import EXPORT_TTL_S, ExportFiles
 from chatui.models_tab import build_models_tab
+from chatui.styles import TABLES_CSS
 
 log = logging.getLogger(__name__)
 LANGUAGE_PREFERENCE = "language"  # the store's preference name for the page's language
@@ -189,7 +190,7 @@ def build_server(manager: ModelManager, store: Store, initial_model: str,
         server_app, blocks, path="", auth=access.auth, run_history=False,
         max_file_size=MAX_FILE_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
         enable_monitoring=False, mcp_server=False, show_error=False, head=REVIEW_KEYS_JS,
-        css=PAGE_CSS)
+        css=PAGE_CSS + TABLES_CSS)
     return guard(server_app, access)
 
 

@@ -47,18 +47,18 @@ def model_info(manager: ModelManager, model_id: str | None,
         return texts("chat.error", detail=str(exc))
     status = manager.status(model_id)
     # The context length is shown as models.yaml writes it (no grouping), as before.
-    lines = [texts("chat.info.header", name=entry.name, settings=entry.settings_label,
+    lines = [texts("chat.info.header", name=entry.name, settings=texts.say(entry.settings_label),
                    context=str(entry.context_length), state=texts(state_key(status.state)))]
     if placement := manager.placement(model_id):
         lines.append(texts("chat.info.loaded_on", placement=placement))
     if entry.trust_remote_code:
         lines.append(texts("chat.info.remote_code"))
     if status.reason:
-        lines.append(texts("chat.error", detail=status.reason))
+        lines.append(texts("chat.error", detail=texts.say(status.reason)))
     if library is not None and library.can_download(model_id):
         lines.append(texts("chat.info.download",
                            summary=remote_summary(library.remote_summary(model_id), texts)))
-    lines += [texts("chat.error", detail=warning)
+    lines += [texts("chat.error", detail=texts.say(warning))
               for warning in manager.template_warnings(model_id)]
     if entry.description:
         lines.append(entry.description)

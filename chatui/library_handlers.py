@@ -12,7 +12,7 @@ from backends.chat_template import COMPLETION_MODE
 from backends.sampling import SamplingSettings
 from chatcore.generation.registry import MAX_DESCRIPTION, MAX_ID, MAX_NAME, ConfigError
 from chatcore.library.download_queue import DownloadJob
-from chatcore.library.fit import Fit
+from chatcore.library.fit import VERDICTS, Fit
 from chatcore.library.hub_errors import HubError
 from chatcore.i18n import Texts
 from chatcore.library.model_library import FilesRefused, ModelLibrary
@@ -30,7 +30,8 @@ MAX_PATH = 4096
 MAX_TEMPLATE_FIELD = 20_000
 KINDS = ("gguf", "checkpoint")  # the Hub search's kinds (library.kind.<id>)
 QUANTIZATIONS = ("none", "8bit", "4bit")  # labels: library.quantization.<id>
-_BADGE = re.compile(r"^([🟢🟡🔴]) (.+)$")  # "🟢 fits": the icon, then the verdict
+# A verdict's word in a box coloured by its class (chatui/styles.py): slug, then word.
+BADGE = '<span class="fit-badge fit-{}">{}</span>'
 
 
 def _known(texts: Texts, key: str, fallback: str) -> str:
@@ -50,19 +51,22 @@ def verdict_word(verdict: str, texts: Texts) -> str:
 
 
 def fit_badge(fit: Fit, texts: Texts) -> str:
-    """`🟢 fits`, the verdict in the page's language."""
-    icon = fit.badge.split(" ", 1)[0]
-    return f"{icon} {verdict_word(fit.verdict, texts)}"
+    """The verdict in the page's language, as a word in a box coloured by CSS (chatui/
+    styles.py): an emoji circle needs a colour-emoji font many machines lack."""
+    return _badge(fit.verdict, texts)
+
+
+def _badge(verdict: str, texts: Texts) -> str:
+    return BADGE.format(_slug(verdict), verdict_word(verdict, texts))
 
 
 def remote_summary(summary: str, texts: Texts) -> str:
-    """A missing entry's "4.7 GB · 🟢 fits" from the library, its badge in the page's
+    """A missing entry's "4.7 GB · fits" from the library, its badge in the page's
     language ("…" while it is read, and a refusal, stay as they are)."""
-    head, _, badge = summary.rpartition(" · ")
-    found = _BADGE.match(badge) if head else None
-    if found is None:
-        return summary
-    return f"{head} · {found.group(1)} {verdict_word(found.group(2), texts)}"
+    head, _, verdict = summary.rpartition(" · ")
+    if not head or verdict not in VERDICTS:
+        return texts.say(summary)
+    return f"{head} · {_badge(verdict, texts)}"
 
 
 def load_step(step: str, texts: Texts) -> str:
@@ -179,7 +183,7 @@ class LibraryHandlers:
             return texts("library.fit.no_estimate")
         template = texts("library.fit.base") if found.base else \
             texts("library.fit.no_template") if found.has_chat_template is False else ""
-        return f"**{fit_badge(fit, texts)}**: {fit.detail}{template}"
+        return f"**{fit_badge(fit, texts)}**: {texts.say(fit.detail)}{template}"
 
     def add(self, text: str | None, model_id: str, context_length: float | None,
             request: gr.Request | None = None) -> tuple[str, dict]:
@@ -325,7 +329,8 @@ class LibraryHandlers:
                                        int(context_length) if context_length else None)
         except (LibraryError, HubError) as exc:
             return self._error(exc)
-        return self.texts("library.hub.fit", badge=fit_badge(fit, self.texts), detail=fit.detail)
+        return self.texts("library.hub.fit", badge=fit_badge(fit, self.texts),
+                          detail=self.texts.say(fit.detail))
 
     def hub_download(self, repo_id: str | None, filename: str | None,
                      request: gr.Request | None = None) -> str:

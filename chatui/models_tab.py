@@ -37,12 +37,35 @@ from chatui.library_handlers import (
 # The table's columns, by id; their headers come from the catalog (models.column.<id>).
 COLUMN_IDS = ("model", "engine", "state", "fit", "estimated", "measured", "load_time",
               "last_used", "details")
-WIDTHS = ["17%", "13%", "10%", "8%", "7%", "8%", "6%", "7%", "24%"]
+# Each wide enough for its header's longest word in both languages ("Estimated",
+# "Kalagayan"), since headers break only between words; the scan table's likewise.
+WIDTHS = ["15%", "13%", "10%", "8%", "10%", "9%", "9%", "8%", "18%"]
+SCAN_WIDTHS = ["10%", "11%", "19%", "7%", "8%", "7%", "9%", "9%", "8%", "12%"]
+# After an add, the new model's row (the registry's last) is brought into the table's
+# sight: it arrives with the next refresh, and the table draws only the rows in sight.
+SHOW_ROW_JS = """(id) => {
+  let tries = 0;
+  const look = () => {
+    const view = document.querySelector('#models-table .virtual-table-viewport');
+    const row = [...document.querySelectorAll('#models-table [role=row]')]
+      .find(r => r.innerText.includes('(' + id + ')'));
+    if (row) return row.scrollIntoView({block: 'nearest'});
+    if (view) view.scrollTop = view.scrollHeight;
+    if (++tries < 100) setTimeout(look, 200);
+  };
+  if (id) look();
+  return [];
+}"""
 REFRESH_S = 1.0
 
 
 # The English headers, which tests and the API name the columns by.
 COLUMNS = english().labels("models.column", COLUMN_IDS)
+
+
+def _datatypes(columns: tuple[str, ...]) -> list[str]:
+    """The fit column holds a badge (HTML through Markdown); the rest is plain text."""
+    return ["markdown" if column == "fit" else "str" for column in columns]
 
 
 def status_rows(manager: ModelManager, library: ModelLibrary | None = None, *,
@@ -76,16 +99,17 @@ def _state_cell(s: ModelStatus, texts: Texts) -> str:
 def _row(manager: ModelManager, s: ModelStatus, library: ModelLibrary | None = None, *,
          texts: Texts) -> list[str]:
     entry = manager.registry.get(s.id)
-    details = s.reason or (entry.source_text if entry else "")
+    details = texts.say(s.reason or (entry.source_text if entry else ""))
     if placement := manager.placement(s.id):
         details = " · ".join([texts("models.placement", device=placement),
-                              *manager.runtime_notes(s.id)])
-    notes = [f"⚠ {w}" for w in manager.template_warnings(s.id)]
+                              *map(texts.say, manager.runtime_notes(s.id))])
+    notes = [f"⚠ {texts.say(w)}" for w in manager.template_warnings(s.id)]
     if (memory := manager.memory_report(s.id)) is not None:
         notes.append(memory_line(memory, texts))
     details = " · ".join([details, *notes]) if details else " · ".join(notes)
     return [
-        f"{s.name} ({s.id})", entry.settings_label if entry else s.backend, _state_cell(s, texts),
+        f"{s.name} ({s.id})", texts.say(entry.settings_label) if entry else s.backend,
+        _state_cell(s, texts),
         _fit_cell(library, s, texts),
         format_bytes(s.estimated_bytes) if s.estimated_bytes is not None else "",
         texts("models.measured", size=format_bytes(s.measured_bytes))
@@ -114,7 +138,7 @@ def build_models_tab(app: gr.Blocks, manager: ModelManager,
     table = gr.Dataframe(value=status_rows(manager, library, texts=texts),
                          headers=texts.labels("models.column", COLUMN_IDS),
                          interactive=False, wrap=True, column_widths=WIDTHS,
-                         elem_id="models-table")
+                         datatype=_datatypes(COLUMN_IDS), elem_id="models-table")
     with gr.Row():
         choice = gr.Dropdown(choices=[(e.name, e.id) for e in manager.registry.entries],
                              value=manager.registry.entries[0].id, label=texts("models.model"),
@@ -175,6 +199,8 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
                              elem_id="scan")
         found = gr.Dataframe(headers=texts.labels("library.column", SCAN_COLUMN_IDS),
                              interactive=False, wrap=True,
+                             column_widths=SCAN_WIDTHS,
+                             datatype=_datatypes(SCAN_COLUMN_IDS),
                              elem_id="scan-table")
         with gr.Row():
             candidate = gr.Dropdown(choices=[], label=texts("library.scan.candidate"),
@@ -199,6 +225,7 @@ def _build_library(app: gr.Blocks, library: ModelLibrary, choice: gr.Dropdown,
                 trigger_mode="always_last", show_progress="hidden")
     added = add.click(handlers.add, [candidate, add_id, add_context], [outcome, choice],
                       api_name="add_model")
+    added.then(None, [choice], None, js=SHOW_ROW_JS, api_name=False, queue=False)
     save_fn, save_inputs = with_settings(handlers.save, [choice, *fields[:6]], defaults)
     saved = save.click(save_fn, save_inputs, [outcome, choice],
                        api_name="edit_model")

@@ -48,6 +48,8 @@ from tests.conftest import SHIPPED_MODELS, SMOLLM2_FILE, RunningApp, start_app
 from tests.hub_server import HubServer
 from tests.page_session import PageSession
 
+FITS_BADGE = '<span class="fit-badge fit-fits">fits</span>'  # a word, coloured by CSS
+
 ALICE, BOB = ("alice", "a1"), ("bob", "b1")  # alice is the admin
 
 ANSWER_WITHIN_S = 2.0  # the hang guard of the issue: another request answered meanwhile
@@ -276,11 +278,11 @@ def test_only_admins_name_paths_and_others_get_one_refusal(tmp_path, smollm2_pat
             library.find(path, user="bob")
     # bob's own scan of the configured folders, and the badges of what it found
     [row], choices, note = handlers.scan("", bob)
-    assert note == "Found 1 model." and row[0] == choices["value"] and row[8] == "🟢 fits"
-    assert handlers.fit(choices["value"], None, bob).startswith("**🟢 fits**")
+    assert note == "Found 1 model." and row[0] == choices["value"] and row[8] == FITS_BADGE
+    assert handlers.fit(choices["value"], None, bob).startswith(f"**{FITS_BADGE}**")
     # alice still looks anywhere, and a path that is not there says so
     assert "no such file or folder" in handlers.fit(str(missing), None, alice)
-    assert handlers.fit(str(models / SMOLLM2_FILE), None, alice).startswith("**🟢 fits**")
+    assert handlers.fit(str(models / SMOLLM2_FILE), None, alice).startswith(f"**{FITS_BADGE}**")
     assert handlers.scan(str(tmp_path), alice)[2].startswith("Found")
     assert "not a folder" in handlers.scan(str(missing), alice)[2]
 
@@ -386,7 +388,7 @@ def test_finding_5_bob_cannot_probe_the_servers_files_and_alice_still_can(
     # what the page needs still works for bob: a scan of the model folders and its badges
     table, candidates, _ = client.predict("", api_name="/scan_models")
     smol = row_of(table, SMOLLM2_FILE)
-    assert smol[8] == "🟢 fits" and bob.call(fit, smol[0], None)[0].startswith("**🟢 fits**")
+    assert smol[8] == FITS_BADGE and bob.call(fit, smol[0], None)[0].startswith(f"**{FITS_BADGE}**")
     # alice, an admin, still looks anywhere, and is told what is there
     shadow, gone = alice.call(fit, "/etc/shadow", None)[0], alice.call(fit, missing, None)[0]
     assert shadow != gone and "no such file or folder" in gone, (shadow, gone)

@@ -133,9 +133,9 @@ class ModelManager:
             weights = resolve_weights(entry, allow_download=False)
         except ModelNotAvailable as exc:
             if not exc.not_downloaded:
-                return ModelState.FAILED, str(exc)
+                return ModelState.FAILED, exc.reason
             if not self._allow_download:
-                return ModelState.NOT_DOWNLOADED, str(exc)
+                return ModelState.NOT_DOWNLOADED, exc.reason
             return ModelState.AVAILABLE, ""
         problem = self._weights_check(weights) if self._weights_check else None
         if problem:

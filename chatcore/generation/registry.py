@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from backends.llamacpp import kv_cache_problem
+from backends.notes import Note
 from backends.thinking import Markers
 from backends.openai import ServerSetting
 from backends.sampling import SamplingSettings
@@ -171,12 +172,16 @@ class ModelEntry(BaseModel):
 
     @property
     def settings_label(self) -> str:
-        """Backend, quantization and device, as shown beside the name in the dropdown."""
+        """Backend, quantization and device, as shown beside the name in the dropdown (a
+        `Note` where it has words the page translates)."""
         if self.backend == "openai":
-            return f"remote · {self.base_url}"
+            return Note(f"remote · {self.base_url}", "models.engine.remote", url=self.base_url)
         if self.backend == "llamacpp":
-            return " · ".join([self.backend, f"{self.parallel} parallel", f"KV {self.kv_cache}",
-                               f"flash attention {self.flash_attention}"])
+            return Note(" · ".join([self.backend, f"{self.parallel} parallel",
+                                    f"KV {self.kv_cache}",
+                                    f"flash attention {self.flash_attention}"]),
+                        "models.engine.llamacpp", parallel=self.parallel, kv=self.kv_cache,
+                        flash=self.flash_attention)
         if self.backend != "transformers":
             return self.backend
         spec = self.quantization_spec
@@ -196,7 +201,8 @@ class ModelEntry(BaseModel):
         if self.repo:
             return f"{self.repo}/{self.file}" if self.file else self.repo
         if self.package:
-            return f"{self.file} in package {self.package}"
+            return Note(f"{self.file} in package {self.package}", "models.source.package",
+                        file=self.file or "", package=self.package)
         return self.base_url or ""
 
 

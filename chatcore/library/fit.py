@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.footprint import MemoryEstimate
+from backends.notes import Note
 from chatcore.library.discovery import inspect_path
 from chatcore.generation.memory import format_bytes
 from chatcore.generation.manager import Room
 
 TIGHT_MARGIN = 0.10
+VERDICTS = ("fits", "tight", "won't fit")  # each a badge of its own colour on the page
 
 
 @dataclass(frozen=True)
@@ -22,30 +24,31 @@ class Fit:
 
     verdict: str
     needs: int
-    detail: str
+    detail: str  # a backends.notes.Note: the page says it in its language
     gpu_layers: int | None = None
-
-    @property
-    def badge(self) -> str:
-        icon = {"fits": "🟢", "tight": "🟡"}.get(self.verdict, "🔴")
-        return f"{icon} {self.verdict}"
 
 
 def judge_fit(estimate: MemoryEstimate, room: Room) -> Fit:
     """The one rule for badges; the numbers come from the planner that loads models."""
     needs = estimate.total
-    kv_note = f" ({estimate.kv_note})" if estimate.kv_note else ""
-    parts = (f"weights {format_bytes(estimate.weights)} + KV cache "
-             f"{format_bytes(estimate.kv_cache + estimate.saved_states)}{kv_note} + working "
-             f"{format_bytes(estimate.working)}")
-    detail = (f"needs {format_bytes(needs)} ({parts}); {format_bytes(max(room.free, 0))} free "
-              f"of a {format_bytes(room.limit)} budget on {room.device}")
+    kv = format_bytes(estimate.kv_cache + estimate.saved_states)
+    if estimate.kv_note:
+        kv = Note(f"{kv} ({estimate.kv_note})", "library.need.kv_note", size=kv,
+                  note=estimate.kv_note)
+    sizes = dict(needs=format_bytes(needs), weights=format_bytes(estimate.weights), kv=kv,
+                 working=format_bytes(estimate.working), free=format_bytes(max(room.free, 0)),
+                 limit=format_bytes(room.limit), device=room.device)
+    detail = Note("needs {needs} (weights {weights} + KV cache {kv} + working {working}); "
+                  "{free} free of a {limit} budget on {device}".format(**sizes),
+                  "library.need.detail", **sizes)
     if needs <= room.free and needs <= room.limit * (1 - TIGHT_MARGIN):
         verdict = "fits"
     elif needs <= room.free + room.evictable:
         verdict = "tight"
         if needs > room.free:
-            detail += f" (after unloading {', '.join(mid for mid, _ in room.idle)})"
+            models = ", ".join(mid for mid, _ in room.idle)
+            detail = Note(f"{detail} (after unloading {models})",
+                          "library.need.after_unloading", detail=detail, models=models)
     else:
         verdict = "won't fit"
     return Fit(verdict, needs, detail)

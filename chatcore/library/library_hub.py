@@ -6,6 +6,7 @@ import threading
 
 from backends.gguf import shape_from_header
 from backends.llamacpp_memory import llamacpp_estimate_of
+from backends.notes import Note
 from chatcore.generation.registry import CPU_PARALLEL
 from chatcore.library.fit import Fit, judge_fit
 from chatcore.library.hub import Hub, HubRepo, RepoListing
@@ -102,9 +103,10 @@ class LibraryHub:
         try:
             size = next(f.size for f in self._require_hub().listing(repo).gguf_files
                         if f.filename == filename)
-            summary = f"{format_bytes(size)} · {self.hub_fit(repo, filename, context).badge}"
+            summary = f"{format_bytes(size)} · {self.hub_fit(repo, filename, context).verdict}"
         except StopIteration:
-            summary = f"⚠️ {repo} has no file {filename}"
+            summary = Note(f"⚠️ {repo} has no file {filename}", "library.hub.no_such_file",
+                           repo=repo, file=filename)
         except (HubError, LibraryError) as exc:
             summary = f"⚠️ {exc}"
         with self._remote_lock:

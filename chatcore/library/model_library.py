@@ -22,6 +22,7 @@ from backends.base import BackendError
 from backends.chat_template import COMPLETION_MODE, guess_fallback
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import gguf_shape
+from backends.notes import Note
 from chatcore.generation.registry import (
     LLAMACPP_ONLY,
     MAX_ID,
@@ -84,7 +85,7 @@ class ModelLibrary(LibraryHub):
         self._lock = threading.Lock()  # one change of the file at a time
         self._last_scans: dict[str | None, ScanResult] = {}  # per user: one's scan, one's ids
         self._scans_lock = threading.Lock()
-        self._remote: dict[tuple, str] = {}  # (repo, file, context) -> "4.9 GB · 🟢 fits"
+        self._remote: dict[tuple, str] = {}  # (repo, file, context) -> "4.9 GB · fits"
         self._remote_lock = threading.Lock()
         self._estimates: dict[str, tuple[MemoryEstimate, str]] = {}  # by the entry's JSON
 
@@ -300,8 +301,10 @@ class ModelLibrary(LibraryHub):
         if not gpus:
             return fit
         layers = layers_on_gpu(estimate, n_layers, self.manager.room(gpus[0]))
-        return Fit(fit.verdict, fit.needs, f"{fit.detail}; {layers} of {n_layers} layers fit "
-                   f"on {gpus[0]} (n_gpu_layers: {layers})", layers)
+        detail = Note(f"{fit.detail}; {layers} of {n_layers} layers fit on {gpus[0]} "
+                      f"(n_gpu_layers: {layers})", "library.need.gpu_layers", detail=fit.detail,
+                      layers=str(layers), total=str(n_layers), device=gpus[0])
+        return Fit(fit.verdict, fit.needs, detail, layers)
 
     # -- the file --------------------------------------------------------------------
     def _free_id(self, wanted: str) -> str:
