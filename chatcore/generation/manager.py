@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.base import Backend, BackendError, GenParams, Message, ProgressCallback, PromptReport
+from backends.cuda import empty_cache
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.context import fit_context, ground, with_system
 from chatcore.generation.cpu_share import CpuShare
@@ -205,13 +206,7 @@ class ModelManager:
         Every unload does this already; the Models tab offers it again as a button."""
         gc.collect()
         release_freed_memory()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        empty_cache()
         return process_rss_bytes()
 
     def replace_registry(self, registry: ModelRegistry) -> list[str]:
