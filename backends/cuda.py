@@ -1,5 +1,5 @@
 """Whether CUDA can be used, asked without importing torch where it cannot: torch takes
-seconds and a few hundred MB to import, and the first page (the Models tab's fit badges)
+seconds and about 180 MB to import, and the first page (the Models tab's fit badges)
 asks before any model is loaded. No NVIDIA driver library means no CUDA device, whatever
 torch build is installed; only where the driver is there does torch answer."""
 from __future__ import annotations
