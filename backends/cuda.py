@@ -5,13 +5,16 @@ torch build is installed; only where the driver is there does torch answer."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 
 DRIVER_LIBRARIES = {"linux": "libcuda.so.1", "win32": "nvcuda.dll"}  # macOS has no CUDA
 
 
+@functools.cache
 def driver_present() -> bool:
-    """True when the NVIDIA driver's CUDA library loads (what torch needs for a device)."""
+    """True when the NVIDIA driver's CUDA library loads (what torch needs for a device).
+    Asked once per process: the Models tab asks every second."""
     name = DRIVER_LIBRARIES.get(sys.platform)
     if name is None:
         return False
