@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import setup_check  # a script at the project's root, importable as the tests' package is
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "setup_check.py"
-sys.path.insert(0, str(ROOT))
-import setup_check  # noqa: E402  (a script at the root, not a package)
 
 
 def run_check(tmp_path: Path, path: str, **env: str) -> subprocess.CompletedProcess:
