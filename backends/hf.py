@@ -21,6 +21,7 @@ from queue import Empty
 from backends.base import BackendError, GenParams, ProgressCallback
 from backends.chat_template import ChatTemplate
 from backends.cores import physical_cores
+from backends.cuda import cuda_available
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import gguf_shape
 from backends.hf_memory import checkpoint_shape, transformers_estimate
@@ -172,7 +173,7 @@ class TransformersBackend(LocalBackend):
             return "cpu"
         if device.startswith("cuda:"):
             return device
-        return "cuda:0" if _cuda_available() else "cpu"
+        return "cuda:0" if cuda_available() else "cpu"
 
     def _dtype_name(self) -> str:
         if self.settings.dtype != "auto":
@@ -369,15 +370,6 @@ class TransformersBackend(LocalBackend):
         if self._tokenizer is None:
             raise BackendError(f"{self.source.name} is not loaded")
         return self._tokenizer
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
 
 
 def _model_type(directory: Path) -> str:

@@ -24,6 +24,7 @@ from backends.cores import physical_cores
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import check_gguf
 from backends.llamacpp_batch import BatchDecoder
+from backends.llamacpp_log import route_to_python_logging
 from backends.llamacpp_memory import KV_TYPES, llamacpp_estimate
 from backends.llamacpp_states import SavedStates
 from backends.local import Decoding, LocalBackend
@@ -291,9 +292,9 @@ _GGML_TYPES = {"f16": lambda lib: lib.GGML_TYPE_F16, "q8_0": lambda lib: lib.GGM
 
 
 def _quiet(llama_cpp) -> None:
-    """llama.cpp's own log lines go to stderr only for errors, as with Llama(verbose=False)."""
+    """llama.cpp's own log lines go to the Python log, not to stderr (backends/llamacpp_log.py)."""
+    route_to_python_logging(llama_cpp)
     llama_cpp.llama_backend_init()
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
 
 def _end_of_generation_ids(model) -> tuple[int, ...]:

@@ -23,6 +23,7 @@ from bench import (
     llama_server,
     report,
     sessions,
+    startup,
     streaming,
     targets,
 )
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": report.machine(), "quick": args.quick,
                      "buffer_path": choose_buffers(probe_model=smollm2_gguf()).describe()}
     step = _progress(started)
+    step("start-up: launch to serving, and memory before any model")
+    results["startup"] = startup.run(1 if args.quick else 5)
     with AppProcess() as app:
         step("streaming: raw llama-cpp-python, the API, the page")
         results["streaming"] = streaming.run(app, runs, tokens)

@@ -47,8 +47,9 @@ def models_yaml(directory: Path, parallel: int, model: str = MODEL) -> Path:
     return path
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of this process, or of process `pid`, in MB."""
+    with open(f"/proc/{pid}/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize() / 1e6
 
 
@@ -129,11 +130,14 @@ def stop_process(process: subprocess.Popen) -> None:
 
 
 class AppProcess:
-    """chat_app.py serving the shipped models on a free loopback port, with its own data."""
+    """chat_app.py serving the shipped models on a free loopback port, with its own data.
+    `serving_s` is the time from launch to "Chat page:" printed, `rss_mb` its resident
+    memory then (no model is loaded before the first request)."""
 
     def __init__(self, extra_args: list[str] | None = None, timeout: float = 120) -> None:
         self._data = tempfile.TemporaryDirectory(prefix="bench-app-")
         port = free_port()
+        launched = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "chat_app.py"), "--no-browser", "--port", str(port),
              "--data-dir", self._data.name, *(extra_args or [])],
@@ -151,6 +155,8 @@ class AppProcess:
                     break
                 continue
             if line.startswith("Chat page: "):
+                self.serving_s = time.perf_counter() - launched
+                self.rss_mb = rss_mb(self.process.pid)
                 self.url = line.split(": ", 1)[1].strip()
                 return
         self.close()

@@ -43,6 +43,7 @@ def markdown(results: dict) -> str:
            f"{m['python']}, llama-cpp-python {m['llama_cpp_python']}, torch {m['torch']}, "
            f"transformers {m['transformers']}. Greedy decoding, SmolLM2-135M-Instruct.",
            "", f"Weight buffers: {results['buffer_path']}.",
+           *startup_lines(results["startup"]),
            "", f"**Streaming** (medians of {s['settings']['runs']} runs, "
            f"{s['settings']['max_tokens']} tokens each)", "",
            "| path | tokens/s | vs raw | first token | over raw | targets met |",
@@ -96,6 +97,15 @@ def markdown(results: dict) -> str:
                    + f" | {_f(ratio, 2)} |")
     out += ["", "Target: the last turn at most 1.5 times the first, in both cases."]
     return "\n".join(out) + "\n"
+
+
+def startup_lines(u: dict) -> list[str]:
+    met = "n/a" if u["serving_s"] is None else ("yes" if u["serving_s"] <= u["target_s"]
+                                                 else "no")
+    return ["", f"**Start-up** (median of {u['runs']} start{'s' if u['runs'] > 1 else ''}): "
+            f"launch to \"Chat page:\" printed {_f(u['serving_s'], 1, 1, ' s')} (target at most "
+            f"{u['target_s']:g} s: {met}); resident memory then, before any model is loaded, "
+            f"{_f(u['rss_before_model_mb'], 0, 1, ' MB')}."]
 
 
 def _list(values, digits: int = 1, scale: float = 1.0, unit: str = "") -> str:

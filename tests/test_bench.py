@@ -30,7 +30,7 @@ def quick_run(tmp_path_factory):
 @pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
 def test_the_quick_benchmark_writes_json_markdown_and_a_plot(quick_run):
     results, markdown, out = quick_run
-    for part in ("streaming", "backends", "concurrency", "llama_server", "compare", "buffers",
+    for part in ("startup", "streaming", "backends", "concurrency", "llama_server", "compare", "buffers",
                  "kv_cache", "targets", "switching", "threads", "conversations", "machine",
                  "buffer_path"):
         assert part in results, f"the report has no {part} part"
@@ -94,7 +94,24 @@ def test_every_target_is_checked_or_says_why_not(quick_run):
     assert any(mark in markdown for mark in ("✅", "❌"))
 
 
+@pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
+def test_start_to_serving_and_memory_before_any_model_are_reported(quick_run):
+    results, markdown, _ = quick_run
+    startup = results["startup"]
+    assert startup["runs"] == 1 and len(startup["each"]) == 1
+    assert startup["serving_s"] > 0 and startup["rss_before_model_mb"] > 0
+    assert "**Start-up** (median of 1 start): launch to \"Chat page:\" printed" in markdown
+    assert "resident memory then, before any model is loaded," in markdown
+
+
 # -- made-up numbers: fast ----------------------------------------------------------------
+
+def test_the_start_up_line_names_both_figures_and_the_target():
+    line = "\n".join(report.startup_lines({"runs": 5, "target_s": 4.0, "serving_s": 4.26,
+                                           "rss_before_model_mb": 164.4, "each": []}))
+    assert ("launch to \"Chat page:\" printed 4.3 s (target at most 4 s: no); resident "
+            "memory then, before any model is loaded, 164 MB.") in line
+    assert "(median of 5 starts)" in line
 
 def _level(clients: int, aggregate: float, decode: list[float], firsts: list[float]) -> dict:
     return {"clients": clients, "aggregate_tokens_per_second": aggregate,

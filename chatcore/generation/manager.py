@@ -17,6 +17,7 @@ from pathlib import Path
 
 from backends.base import Backend, BackendError, GenParams, Message, ProgressCallback, PromptReport
 from backends.chat_template import NAMED_TEMPLATES, fallback_warning
+from backends.cuda import empty_cache
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.context import fit_context, ground, with_system
 from chatcore.generation.cpu_share import CpuShare
@@ -213,13 +214,7 @@ class ModelManager:
         Every unload does this already; the Models tab offers it again as a button."""
         gc.collect()
         release_freed_memory()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        empty_cache()
         return process_rss_bytes()
 
     def replace_registry(self, registry: ModelRegistry) -> list[str]:

@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from backends.cuda import driver_present
+
 log = logging.getLogger(__name__)
 
 GB = 1e9
@@ -77,6 +79,8 @@ def available_ram_bytes() -> int:
 
 
 def gpu_free_bytes(device: str) -> int:
+    if not driver_present():
+        return 0
     try:
         import torch
 
@@ -90,6 +94,8 @@ def gpu_free_bytes(device: str) -> int:
 
 def gpu_devices() -> list[str]:
     """The CUDA devices torch sees ("cuda:0", ...); none with the CPU wheel."""
+    if not driver_present():
+        return []
     try:
         import torch
 
