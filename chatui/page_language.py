@@ -1,0 +1,145 @@
+"""Which language's page a person gets, decided by the server on the first request.
+
+A browser that asks for a page in another language than the person's is answered with a
+redirect to the right one before anything is drawn: no page in one language is shown and
+then replaced by another (which lost whatever was typed into it). The rule is the person's
+own choice (the switch, kept in the store per user), then `--language`, then the browser's
+Accept-Language; a language's own page (`/fil`), opened on purpose, stays as it is unless
+the person chose another.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatcore.conversations.store import Store
+from chatcore.i18n import LANGUAGES, choose_language
+
+LANGUAGE_PREFERENCE = "language"  # the store's preference name for the page's language
+# Keeps `<html lang>` the page's own language (the last part of its path, or the default).
+KEEP_LANG_JS = ("<script>(() => {{ const tail = location.pathname.replace(/\\/$/, '')"
+                ".split('/').pop(); const lang = {others}.includes(tail) ? tail : '{root}';"
+                " const html = document.documentElement; const keep = () => {{ if (html.lang"
+                " !== lang) html.lang = lang; }}; keep(); new MutationObserver(keep).observe("
+                "html, {{ attributes: true, attributeFilter: ['lang'] }}); }})();</script>")
+# Gradio's page template starts `<html lang="en" …>` whatever the page's language.
+TEMPLATE_LANG = re.compile(rb'(<html\s+lang=")[^"]*(")')
+
+
+class PagePaths:
+    """Where each language's page lives: the default language at `/`, the others at
+    `/<code>`."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def path(self, code: str) -> str:
+        return "/" if code == self.root else f"/{code}"
+
+    def language_at(self, path: str) -> str | None:
+        """The language of the page at `path` (`/fil` or `/fil/`); None for any other path."""
+        path = path.rstrip("/") or "/"
+        return next((code for code in LANGUAGES if self.path(code) == path), None)
+
+    def lang_script(self) -> str:
+        """A head script that keeps `<html lang>` the page's own language, as the server sent
+        it: Gradio's frontend sets it to the browser's language once it starts."""
+        others = json.dumps([code for code in LANGUAGES if code != self.root])
+        return KEEP_LANG_JS.format(others=others, root=self.root)
+
+
+class LanguageRule:
+    """The page's language for a person: the choice they made with the switch, then
+    `--language`, then their browser's."""
+
+    def __init__(self, store: Store, pages: PagePaths, language: str | None) -> None:
+        self.store, self.pages, self.language = store, pages, language
+
+    def language_for(self, user: str | None, here: str, accept_language: str | None) -> str:
+        """`user` is None for a person not signed in yet (with --auth): no choice of theirs
+        is known. `here` is the language of the page asked for."""
+        chosen = self.store.preference(user, LANGUAGE_PREFERENCE) if user is not None else None
+        if chosen not in LANGUAGES and here != self.pages.root:
+            return here
+        return choose_language(chosen, self.language, accept_language)
+
+    def choose(self, user: str, code: str) -> None:
+        self.store.set_preference(user, LANGUAGE_PREFERENCE, code)
+
+
+def gradio_user(gradio_app) -> Callable[[Mapping[str, str]], str | None]:
+    """Who a request's cookies sign in, as Gradio's own /user route reads them: "" when
+    the app has no --auth (everyone shares one user), None when no one is signed in."""
+
+    def user(cookies: Mapping[str, str]) -> str | None:
+        if gradio_app.auth is None:
+            return ""
+        cookie = gradio_app.cookie_id
+        token = cookies.get(f"access-token-{cookie}") or \
+            cookies.get(f"access-token-unsecure-{cookie}")
+        return gradio_app.tokens.get(token)
+
+    return user
+
+
+class ArriveInLanguage:
+    """ASGI middleware: a GET of a page (`/`, `/fil`) that is not in the person's language
+    is answered with a redirect to the page that is, and the page that is says its language
+    in `<html lang>` (for screen readers, from the first paint); everything else passes
+    untouched."""
+
+    def __init__(self, app: ASGIApp, rule: LanguageRule,
+                 user: Callable[[Mapping[str, str]], str | None]) -> None:
+        self.app, self.rule, self.user = app, rule, user
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        here = self.rule.pages.language_at(scope["path"]) if scope["type"] == "http" and \
+            scope.get("method") in ("GET", "HEAD") else None
+        if here is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        code = await anyio.to_thread.run_sync(  # the store is SQLite: off the event loop
+            self.rule.language_for, self.user(request.cookies), here,
+            request.headers.get("accept-language"))
+        if code == here:
+            await self.app(scope, receive, _with_lang(send, here) if
+                           scope["method"] == "GET" else send)
+            return
+        query = scope.get("query_string", b"")
+        location = (scope.get("root_path", "") + self.rule.pages.path(code)).encode() + \
+            (b"?" + query if query else b"")
+        await send({"type": "http.response.start", "status": 302,
+                    "headers": [(b"location", location), (b"content-length", b"0"),
+                                (b"cache-control", b"no-store"),
+                                (b"vary", b"cookie, accept-language")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _with_lang(send: Send, code: str) -> Send:
+    """`send` with the page's `<html lang>` set to `code`; the page is one body message."""
+    start: Message = {}
+
+    async def send_page(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+            return
+        if start and message["type"] == "http.response.body" and \
+                not message.get("more_body", False):
+            body = TEMPLATE_LANG.sub(rb"\g<1>" + code.encode() + rb"\g<2>",
+                                     message.get("body", b""), count=1)
+            headers = [(name, str(len(body)).encode() if name.lower() == b"content-length"
+                        else value) for name, value in start.get("headers", [])]
+            start, message = {**start, "headers": headers}, {**message, "body": body}
+        if start:
+            await send(start)
+            start = {}
+        await send(message)
+
+    return send_page
