@@ -6,6 +6,10 @@ then replaced by another (which lost whatever was typed into it). The rule is th
 own choice (the switch, kept in the store per user), then `--language`, then the browser's
 Accept-Language; a language's own page (`/fil`), opened on purpose, stays as it is unless
 the person chose another.
+
+The page that is sent says its language in `<html lang>` and carries, in its config, the
+words Gradio's own frontend would otherwise show as bare keys (`common.complete`, which a
+screen reader hears when an action finishes), in the page's language from our catalogs.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatcore.conversations.store import Store
-from chatcore.i18n import LANGUAGES, choose_language
+from chatcore.i18n import LANGUAGES, choose_language, load_texts
 
 LANGUAGE_PREFERENCE = "language"  # the store's preference name for the page's language
 # Keeps `<html lang>` the page's own language (the last part of its path, or the default).
@@ -29,6 +33,10 @@ KEEP_LANG_JS = ("<script>(() => {{ const tail = location.pathname.replace(/\\/$/
                 "html, {{ attributes: true, attributeFilter: ['lang'] }}); }})();</script>")
 # Gradio's page template starts `<html lang="en" …>` whatever the page's language.
 TEMPLATE_LANG = re.compile(rb'(<html\s+lang=")[^"]*(")')
+# The config embedded in the page, when no gr.I18n is given (none is: see gradio_words).
+NO_TRANSLATIONS = b'"i18n_translations":null'
+# Gradio's frontend keys that its own catalogs lack -> our catalog's key for the same word.
+GRADIO_KEYS = {"common.complete": "app.done"}
 
 
 class PagePaths:
@@ -87,6 +95,15 @@ def gradio_user(gradio_app) -> Callable[[Mapping[str, str]], str | None]:
     return user
 
 
+def gradio_words(code: str) -> bytes:
+    """The config's `i18n_translations` for the page in `code`: Gradio's missing words in
+    that language. Gradio picks its locale from the browser, never from the page, and looks
+    up a word it lacks in English last, so the page's words go under "en"."""
+    texts = load_texts(code)
+    words = {"en": {key: texts(ours) for key, ours in GRADIO_KEYS.items()}}
+    return b'"i18n_translations":' + json.dumps(words, ensure_ascii=False).encode()
+
+
 class ArriveInLanguage:
     """ASGI middleware: a GET of a page (`/`, `/fil`) that is not in the person's language
     is answered with a redirect to the page that is, and the page that is says its language
@@ -96,6 +113,7 @@ class ArriveInLanguage:
     def __init__(self, app: ASGIApp, rule: LanguageRule,
                  user: Callable[[Mapping[str, str]], str | None]) -> None:
         self.app, self.rule, self.user = app, rule, user
+        self.words = {code: gradio_words(code) for code in LANGUAGES}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         here = self.rule.pages.language_at(scope["path"]) if scope["type"] == "http" and \
@@ -108,7 +126,7 @@ class ArriveInLanguage:
             self.rule.language_for, self.user(request.cookies), here,
             request.headers.get("accept-language"))
         if code == here:
-            await self.app(scope, receive, _with_lang(send, here) if
+            await self.app(scope, receive, _as_page(send, here, self.words[here]) if
                            scope["method"] == "GET" else send)
             return
         query = scope.get("query_string", b"")
@@ -121,8 +139,9 @@ class ArriveInLanguage:
         await send({"type": "http.response.body", "body": b""})
 
 
-def _with_lang(send: Send, code: str) -> Send:
-    """`send` with the page's `<html lang>` set to `code`; the page is one body message."""
+def _as_page(send: Send, code: str, words: bytes) -> Send:
+    """`send` with the page's `<html lang>` set to `code` and `words` as its config's
+    translations; the page is one body message."""
     start: Message = {}
 
     async def send_page(message: Message) -> None:
@@ -134,6 +153,7 @@ def _with_lang(send: Send, code: str) -> Send:
                 not message.get("more_body", False):
             body = TEMPLATE_LANG.sub(rb"\g<1>" + code.encode() + rb"\g<2>",
                                      message.get("body", b""), count=1)
+            body = body.replace(NO_TRANSLATIONS, words, 1)
             headers = [(name, str(len(body)).encode() if name.lower() == b"content-length"
                         else value) for name, value in start.get("headers", [])]
             start, message = {**start, "headers": headers}, {**message, "body": body}

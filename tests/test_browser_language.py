@@ -26,6 +26,14 @@ RECORD_DOCUMENTS_JS = """document.addEventListener('DOMContentLoaded', () => {
   sessionStorage.setItem('documents', JSON.stringify(seen));
 });"""
 WIRE_LIMIT = 150_000  # bytes: the page's document and /config, compressed
+# Everything the page says to a screen reader through Gradio's status announcer.
+RECORD_ANNOUNCEMENTS_JS = """window.announced = [];
+new MutationObserver(() => {
+  for (const region of document.querySelectorAll('.sr-only[role=status]')) {
+    const text = region.textContent.trim();
+    if (text && window.announced.at(-1) !== text) window.announced.push(text);
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true });"""
 
 
 def open_page(playwright, chromium_path: str, url: str, locale: str):
@@ -189,4 +197,26 @@ def test_the_page_and_its_config_arrive_compressed(chromium_path, running_app):
             assert encoding == "gzip" and wire < WIRE_LIMIT, \
                 f"{name}: {wire:,} bytes on the wire, Content-Encoding {encoding}"
         assert length > WIRE_LIMIT, f"/config is {length:,} characters: not the whole config"
+        browser.close()
+
+
+@pytest.mark.parametrize(("path", "locale", "texts"), [("", "en-US", EN), ("fil", "fil-PH", FIL)],
+                         ids=["en", "fil"])
+def test_a_screen_reader_hears_done_in_the_pages_language(chromium_path, running_app, path,
+                                                          locale, texts):
+    """Gradio announces a finished action as `common.complete`, a key its own catalogs
+    lack; the page gives it the word in its language."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        context = browser.new_context(locale=locale)
+        context.add_init_script(RECORD_ANNOUNCEMENTS_JS)
+        page = context.new_page()
+        page.goto(running_app.url + path)
+        at(page, "/" + path, texts.language)
+        page.wait_for_function(  # the page's first events finish as it opens
+            "words => window.announced.some(text => words.includes(text))",
+            arg=["common.complete", texts("app.done")], timeout=30_000)
+        announced = page.evaluate("window.announced")
+        assert texts("app.done") in announced and "common.complete" not in announced, \
+            f"a screen reader heard: {announced}"
         browser.close()
