@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs Debian's chromium: apt-get install chromium")
     with sync_playwright() as playwright:
         for locale in LOCALES:
-            runs = [one_run(playwright, chromium, args.url, locale, args.mbps) for _ in range(args.runs)]
+            runs = [one_run(playwright, chromium, args.url, locale, args.mbps)
+                    for _ in range(args.runs)]
             seconds = [s for s, _ in runs]
             print(f"{locale}: median {statistics.median(seconds):.2f} s "
                   f"(runs: {', '.join(f'{s:.2f}' for s in seconds)}); "
