@@ -14,7 +14,6 @@ import uvicorn
 from fastapi import FastAPI
 from gradio.utils import get_upload_folder as gradio_cache_folder
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.routing import Mount
 
 from chatcore.api.v1 import build_api
 from chatcore.evaluate.runner import EvalRunner
@@ -27,13 +26,13 @@ from chatcore.api.request_guard import Access, guard
 from chatcore.conversations.store import Store
 from chatcore.documents.reader import MAX_FILE_BYTES
 from chatui.chat_handlers import user_of
+from chatui.page_language import ArriveInLanguage, LanguageRule, PagePaths, gradio_user
 from chatui.chat_tab import build_chat_tab, model_choices
 from chatui.compare_tab import build_compare_tab
 from chatui.evaluate_handlers import EvaluateHandlers
 from chatui.evaluate_tab import REVIEW_KEYS_JS, build_evaluate_tab
 from chatui.exports import EXPORT_TTL_S, ExportFiles
 from chatui.models_tab import build_models_tab
-from chatui.page_language import ArriveInLanguage, LanguageRule, PagePaths, gradio_user
 
 log = logging.getLogger(__name__)
 # Each language is a page of one Gradio app; the header's switch moves between them, so
@@ -156,23 +155,22 @@ def build_server(manager: ModelManager, store: Store, initial_model: str,
     compressed."""
     blocks = build_app(manager, store, initial_model, exports, library, evaluations,
                        language)
-    pages = PagePaths(language or DEFAULT_LANGUAGE)
     blocks.queue(default_concurrency_limit=16)
     server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     server_app.include_router(build_api(manager, access.api_key, access.auth))
+    rule = LanguageRule(store, PagePaths(language or DEFAULT_LANGUAGE), language)
+    server_app.add_middleware(ArriveInLanguage, rule=rule, user=gradio_user(server_app))
+    server_app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES,
+                              compresslevel=GZIP_LEVEL)  # added last: it wraps the other
     server_app = gr.mount_gradio_app(
         # No allowed_paths: every file the page hands out is in Gradio's cache under a
         # random folder (chatui/exports.py), and the run history, which would keep inputs
         # and outputs in the browser after a conversation is deleted, is off.
         server_app, blocks, path="", auth=access.auth, run_history=False,
         max_file_size=MAX_FILE_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
-        enable_monitoring=False, mcp_server=False, show_error=False,
-        head=REVIEW_KEYS_JS + pages.lang_script(), css=PAGE_CSS)
-    gradio_app = next(route.app for route in server_app.routes if isinstance(route, Mount))
-    in_language = ArriveInLanguage(server_app, LanguageRule(store, pages, language),
-                                   gradio_user(gradio_app))
-    return guard(GZipMiddleware(in_language, minimum_size=GZIP_MIN_BYTES,
-                                compresslevel=GZIP_LEVEL), access)
+        enable_monitoring=False, mcp_server=False, show_error=False, head=REVIEW_KEYS_JS,
+        css=PAGE_CSS)
+    return guard(server_app, access)
 
 
 def serve(manager: ModelManager, store: Store, initial_model: str, access: Access, port: int,

@@ -18,19 +18,22 @@ import re
 from collections.abc import Callable, Mapping
 
 import anyio.to_thread
+from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatcore.conversations.store import Store
 from chatcore.i18n import LANGUAGES, choose_language, load_texts
 
 LANGUAGE_PREFERENCE = "language"  # the store's preference name for the page's language
-# Keeps `<html lang>` the page's own language (the last part of its path, or the default).
-KEEP_LANG_JS = ("<script>(() => {{ const tail = location.pathname.replace(/\\/$/, '')"
-                ".split('/').pop(); const lang = {others}.includes(tail) ? tail : '{root}';"
-                " const html = document.documentElement; const keep = () => {{ if (html.lang"
-                " !== lang) html.lang = lang; }}; keep(); new MutationObserver(keep).observe("
-                "html, {{ attributes: true, attributeFilter: ['lang'] }}); }})();</script>")
+# First in the page's head: keeps `<html lang>` the page's language, which Gradio's frontend
+# would set to the browser's once it starts.
+KEEP_LANG_JS = ("<script>(() => {{ const html = document.documentElement; const keep = () =>"
+                " {{ if (html.lang !== '{code}') html.lang = '{code}'; }}; new MutationObserver("
+                "keep).observe(html, {{ attributes: true, attributeFilter: ['lang'] }}); }})();"
+                "</script>")
+HEAD = b"<head>"
 # Gradio's page template starts `<html lang="en" …>` whatever the page's language.
 TEMPLATE_LANG = re.compile(rb'(<html\s+lang=")[^"]*(")')
 # The config embedded in the page, when no gr.I18n is given (none is: see gradio_words).
@@ -54,12 +57,6 @@ class PagePaths:
         path = path.rstrip("/") or "/"
         return next((code for code in LANGUAGES if self.path(code) == path), None)
 
-    def lang_script(self) -> str:
-        """A head script that keeps `<html lang>` the page's own language, as the server sent
-        it: Gradio's frontend sets it to the browser's language once it starts."""
-        others = json.dumps([code for code in LANGUAGES if code != self.root])
-        return KEEP_LANG_JS.format(others=others, root=self.root)
-
 
 class LanguageRule:
     """The page's language for a person: the choice they made with the switch, then
@@ -80,11 +77,14 @@ class LanguageRule:
         self.store.set_preference(user, LANGUAGE_PREFERENCE, code)
 
 
-def gradio_user(gradio_app) -> Callable[[Mapping[str, str]], str | None]:
-    """Who a request's cookies sign in, as Gradio's own /user route reads them: "" when
-    the app has no --auth (everyone shares one user), None when no one is signed in."""
+def gradio_user(server: Starlette) -> Callable[[Mapping[str, str]], str | None]:
+    """Who a request's cookies sign in, as Gradio's own /user route reads them, in the
+    Gradio app mounted on `server` (found when asked: it is mounted after this is made):
+    "" when the app has no --auth (everyone shares one user), None when no one is signed
+    in."""
 
     def user(cookies: Mapping[str, str]) -> str | None:
+        gradio_app = next(route.app for route in server.routes if isinstance(route, Mount))
         if gradio_app.auth is None:
             return ""
         cookie = gradio_app.cookie_id
@@ -113,6 +113,8 @@ class ArriveInLanguage:
     def __init__(self, app: ASGIApp, rule: LanguageRule,
                  user: Callable[[Mapping[str, str]], str | None]) -> None:
         self.app, self.rule, self.user = app, rule, user
+        self.heads = {code: HEAD + KEEP_LANG_JS.format(code=code).encode()
+                      for code in LANGUAGES}
         self.words = {code: gradio_words(code) for code in LANGUAGES}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -126,8 +128,8 @@ class ArriveInLanguage:
             self.rule.language_for, self.user(request.cookies), here,
             request.headers.get("accept-language"))
         if code == here:
-            await self.app(scope, receive, _as_page(send, here, self.words[here]) if
-                           scope["method"] == "GET" else send)
+            page = _as_page(send, here, self.heads[here], self.words[here])
+            await self.app(scope, receive, page if scope["method"] == "GET" else send)
             return
         query = scope.get("query_string", b"")
         location = (scope.get("root_path", "") + self.rule.pages.path(code)).encode() + \
@@ -139,9 +141,9 @@ class ArriveInLanguage:
         await send({"type": "http.response.body", "body": b""})
 
 
-def _as_page(send: Send, code: str, words: bytes) -> Send:
-    """`send` with the page's `<html lang>` set to `code` and `words` as its config's
-    translations; the page is one body message."""
+def _as_page(send: Send, code: str, head: bytes, words: bytes) -> Send:
+    """`send` with the page's `<html lang>` set to `code`, `head` as its head's start and
+    `words` as its config's translations; the page is one body message."""
     start: Message = {}
 
     async def send_page(message: Message) -> None:
@@ -153,7 +155,7 @@ def _as_page(send: Send, code: str, words: bytes) -> Send:
                 not message.get("more_body", False):
             body = TEMPLATE_LANG.sub(rb"\g<1>" + code.encode() + rb"\g<2>",
                                      message.get("body", b""), count=1)
-            body = body.replace(NO_TRANSLATIONS, words, 1)
+            body = body.replace(HEAD, head, 1).replace(NO_TRANSLATIONS, words, 1)
             headers = [(name, str(len(body)).encode() if name.lower() == b"content-length"
                         else value) for name, value in start.get("headers", [])]
             start, message = {**start, "headers": headers}, {**message, "body": body}

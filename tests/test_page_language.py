@@ -5,15 +5,17 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from chatcore.conversations.store import Store
 from chatcore.i18n import load_texts
 from chatui.page_language import ArriveInLanguage, LanguageRule, PagePaths, gradio_user
 
-TEMPLATE = '<!doctype html>\n<html\n\tlang="en"\n>\n<script>window.gradio_config = ' \
-           '{"title":"x","i18n_translations":null};</script>'
+TEMPLATE = '<!doctype html>\n<html\n\tlang="en"\n>\n<head><script>window.gradio_config = ' \
+           '{"title":"x","i18n_translations":null};</script></head>'
 
 
 @pytest.fixture()
@@ -38,6 +40,7 @@ def test_a_filipino_browser_is_sent_to_the_filipino_page_before_any_page(store):
     page = browser.get("/fil", headers={"Accept-Language": "fil-PH"})
     assert page.status_code == 200
     assert '<html\n\tlang="fil"' in page.text
+    assert "<head><script>(() => { const html" in page.text and "!== 'fil'" in page.text
     assert int(page.headers["content-length"]) == len(page.content)
     done = load_texts("fil")("app.done")
     assert f'"i18n_translations":{{"en": {{"common.complete": "{done}"}}}}' in page.text
@@ -62,10 +65,14 @@ def test_other_paths_pass_untouched(store):
     assert browser.post("/", headers={"Accept-Language": "fil"}).status_code == 200
 
 
+def mounted(gradio_app) -> Starlette:
+    return Starlette(routes=[Mount("/", app=gradio_app)])
+
+
 def test_the_signed_in_user_is_read_from_gradios_cookie():
     gradio_app = SimpleNamespace(auth={"alice": "pw"}, cookie_id="c1", tokens={"t": "alice"})
-    user = gradio_user(gradio_app)
+    user = gradio_user(mounted(gradio_app))
     assert user({"access-token-c1": "t"}) == "alice"
     assert user({"access-token-unsecure-c1": "t"}) == "alice"
     assert user({"access-token-c1": "forged"}) is None and user({}) is None
-    assert gradio_user(SimpleNamespace(auth=None))({}) == ""  # no --auth: one shared user
+    assert gradio_user(mounted(SimpleNamespace(auth=None)))({}) == ""  # no --auth: one user
