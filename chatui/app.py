@@ -13,18 +13,20 @@ import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 from gradio.utils import get_upload_folder as gradio_cache_folder
+from starlette.middleware.gzip import GZipMiddleware
 
 from chatcore.api.v1 import build_api
 from chatcore.evaluate.runner import EvalRunner
 from chatcore.generation.registry import ConfigError
 from chatcore.evaluate.store import EvalStore
-from chatcore.i18n import DEFAULT_LANGUAGE, LANGUAGES, Texts, choose_language, load_texts
+from chatcore.i18n import DEFAULT_LANGUAGE, LANGUAGES, Texts, load_texts
 from chatcore.library.model_library import ModelLibrary
 from chatcore.generation.manager import ModelManager
 from chatcore.api.request_guard import Access, guard
 from chatcore.conversations.store import Store
 from chatcore.documents.reader import MAX_FILE_BYTES
 from chatui.chat_handlers import user_of
+from chatui.page_language import ArriveInLanguage, LanguageRule, PagePaths, gradio_user
 from chatui.chat_tab import build_chat_tab, model_choices
 from chatui.compare_tab import build_compare_tab
 from chatui.evaluate_handlers import EvaluateHandlers
@@ -34,14 +36,15 @@ from chatui.models_tab import build_models_tab
 from chatui.styles import TABLES_CSS
 
 log = logging.getLogger(__name__)
-LANGUAGE_PREFERENCE = "language"  # the store's preference name for the page's language
 # Each language is a page of one Gradio app; the header's switch moves between them, so
 # Gradio's own page bar (which would read "Home") is hidden.
 PAGE_CSS = ".nav-holder { display: none !important; }"
-# Go to the page in the person's language, or mark this one as settled in its own (the html
-# lang attribute, for screen readers and for the browser tests).
-ARRIVE_JS = ("(path) => {{ if (path) window.location.replace(path + window.location.hash);"
-             " else document.documentElement.lang = '{language}' }}")
+# After the switch: go to the page in the chosen language (the server sends a browser that
+# asks for another page there too; see chatui/page_language.py).
+SWITCH_JS = "(path) => { if (path) window.location.replace(path + window.location.hash) }"
+# The page and its config are about a megabyte of JSON-like text; gzip makes it a tenth.
+# Streams (text/event-stream: /v1 and Gradio's queue) are never compressed, so never held.
+GZIP_MIN_BYTES, GZIP_LEVEL = 1024, 6
 
 # System fonts only: the default theme would fetch web fonts, and the app works offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -58,8 +61,8 @@ def build_app(manager: ModelManager, store: Store, initial_model: str, exports: 
     evaluations = evaluations or EvalRunner(manager, EvalStore(store))
     root = language or DEFAULT_LANGUAGE
     pages = PagePaths(root)
-    page = PageBuilder(manager, store, initial_model, exports, library, evaluations, pages,
-                       language)
+    page = PageBuilder(manager, store, initial_model, exports, library, evaluations,
+                       LanguageRule(store, pages, language))
     # Gradio deletes what it keeps for this app (an upload no handler read, say) an hour
     # after, as downloads expire, and all of it when the server stops.
     with gr.Blocks(title=load_texts(root)("app.title"), analytics_enabled=False,
@@ -77,37 +80,16 @@ def build_app(manager: ModelManager, store: Store, initial_model: str, exports: 
     return app
 
 
-class PagePaths:
-    """Where each language's page lives: the default language at `/`, the others at
-    `/<code>`."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-
-    def path(self, code: str) -> str:
-        return "/" if code == self.root else f"/{code}"
-
-
 class PageBuilder:
     """Builds one language's page: the header with its language switch, and the four tabs,
     every word from that language's catalog."""
 
     def __init__(self, manager: ModelManager, store: Store, initial_model: str,
                  exports: ExportFiles, library: ModelLibrary | None, evaluations: EvalRunner,
-                 pages: PagePaths, language: str | None) -> None:
+                 languages: LanguageRule) -> None:
         self.manager, self.store, self.initial_model = manager, store, initial_model
         self.exports, self.library, self.evaluations = exports, library, evaluations
-        self.pages, self.language = pages, language
-
-    def language_for(self, request: gr.Request | None, here: str) -> str:
-        """The person's own choice (the switch) first. Without one, `/` follows --language,
-        then the browser's Accept-Language, while a language's own page (`/fil`), opened on
-        purpose, stays as it is."""
-        chosen = self.store.preference(user_of(request), LANGUAGE_PREFERENCE)
-        if chosen not in LANGUAGES and here != self.pages.root:
-            return here
-        headers = getattr(request, "headers", None) or {}
-        return choose_language(chosen, self.language, headers.get("accept-language"))
+        self.languages = languages
 
     def build(self, app: gr.Blocks, texts: Texts) -> None:
         manager, store, initial_model = self.manager, self.store, self.initial_model
@@ -154,22 +136,15 @@ class PageBuilder:
         for change in registry_changes:
             change.then(fresh_choices, None, pickers_out, api_name=False, queue=False)
 
-        def arrive(request: gr.Request) -> str:
-            """"" on the right page; else the path of the page in the person's language."""
-            code = self.language_for(request, texts.language)
-            return "" if code == texts.language else self.pages.path(code)
-
         def choose(code: str, request: gr.Request) -> str:
+            """"" on the right page; else the path of the page in the chosen language."""
             if code not in LANGUAGES:
                 return ""
-            self.store.set_preference(user_of(request), LANGUAGE_PREFERENCE, code)
-            return "" if code == texts.language else self.pages.path(code)
+            self.languages.choose(user_of(request), code)
+            return "" if code == texts.language else self.languages.pages.path(code)
 
-        go = ARRIVE_JS.format(language=texts.language)
-        app.load(arrive, None, elsewhere, api_name=False, queue=False).then(
-            None, elsewhere, None, js=go, api_name=False, queue=False)
         switch.input(choose, switch, elsewhere, api_name=False, queue=False).then(
-            None, elsewhere, None, js=go, api_name=False, queue=False)
+            None, elsewhere, None, js=SWITCH_JS, api_name=False, queue=False)
 
 
 def build_server(manager: ModelManager, store: Store, initial_model: str,
@@ -177,12 +152,17 @@ def build_server(manager: ModelManager, store: Store, initial_model: str,
                  access: Access, library: ModelLibrary | None = None,
                  evaluations: EvalRunner | None = None, language: str | None = None):
     """The page at / (and /<language>) and the API at /v1 as one ASGI app, behind the Host
-    and Origin guard."""
+    and Origin guard; a page is sent in the person's language from the first request, and
+    compressed."""
     blocks = build_app(manager, store, initial_model, exports, library, evaluations,
                        language)
     blocks.queue(default_concurrency_limit=16)
     server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     server_app.include_router(build_api(manager, access.api_key, access.auth))
+    rule = LanguageRule(store, PagePaths(language or DEFAULT_LANGUAGE), language)
+    server_app.add_middleware(ArriveInLanguage, rule=rule, user=gradio_user(server_app))
+    server_app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES,
+                              compresslevel=GZIP_LEVEL)  # added last: it wraps the other
     server_app = gr.mount_gradio_app(
         # No allowed_paths: every file the page hands out is in Gradio's cache under a
         # random folder (chatui/exports.py), and the run history, which would keep inputs

@@ -85,6 +85,21 @@ def test_stream_concatenation_equals_the_non_streamed_greedy_reply(running_app):
 
 
 @pytest.mark.slow
+def test_a_streamed_reply_is_not_held_back_by_compression(running_app):
+    """The server gzips what it sends (the page is large), but never an event stream: the
+    first tokens reach a client that accepts gzip while the model is still writing."""
+    body = {"model": MODEL, "stream": True, "max_tokens": 400, "temperature": 0,
+            "messages": [{"role": "user", "content": STORY}]}
+    with httpx.stream("POST", f"{running_app.url}v1/chat/completions", json=body, timeout=60,
+                      headers={"Accept-Encoding": "gzip"}) as reply:
+        assert "content-encoding" not in reply.headers
+        lines = reply.iter_lines()  # kept: dropping it part-way closes the connection
+        events = [line for line in itertools.islice(lines, 10) if line.startswith("data: ")]
+        assert len(events) >= 4
+        assert model_state(running_app.url) == "generating"
+
+
+@pytest.mark.slow
 def test_stop_strings_seed_and_text_parts_are_honoured(running_app):
     parts = [{"type": "text", "text": "Name the capital "}, {"type": "text", "text": "of France."}]
     reply = chat(running_app.url, messages=[{"role": "user", "content": parts}], temperature=0,

@@ -1,6 +1,7 @@
-"""The page in Filipino for a Filipino browser, the switch, and the choice kept in the store
-across a reload and a restart; an English browser gets English. Debian chromium through
-Playwright, with the browser's locale set as a person's would be."""
+"""The page in Filipino for a Filipino browser from the first document, the switch, and the
+choice kept in the store across a reload and a restart; an English browser gets English; the
+page and its config travel compressed. Debian chromium through Playwright, with the
+browser's locale set as a person's would be."""
 from __future__ import annotations
 
 import re
@@ -15,6 +16,24 @@ from tests.test_browser import CHROMIUM_ARGS, last_reply
 pytestmark = pytest.mark.slow  # drives the app in chromium
 
 FIL, EN = load_texts("fil"), load_texts("en")
+FILIPINO_BROWSER = {"locale": "fil-PH",
+                    "extra_http_headers": {"Accept-Language": "fil-PH,fil;q=0.9,en;q=0.5"}}
+# Every document the tab parses, as [path, <html lang>] when it is parsed: kept in the tab's
+# sessionStorage, which outlives a navigation to another page of the app.
+RECORD_DOCUMENTS_JS = """document.addEventListener('DOMContentLoaded', () => {
+  const seen = JSON.parse(sessionStorage.getItem('documents') || '[]');
+  seen.push([location.pathname, document.documentElement.lang]);
+  sessionStorage.setItem('documents', JSON.stringify(seen));
+});"""
+WIRE_LIMIT = 150_000  # bytes: the page's document and /config, compressed
+# Everything the page says to a screen reader through Gradio's status announcer.
+RECORD_ANNOUNCEMENTS_JS = """window.announced = [];
+new MutationObserver(() => {
+  for (const region of document.querySelectorAll('.sr-only[role=status]')) {
+    const text = region.textContent.trim();
+    if (text && window.announced.at(-1) !== text) window.announced.push(text);
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true });"""
 
 
 def open_page(playwright, chromium_path: str, url: str, locale: str):
@@ -42,6 +61,19 @@ def shows(page, texts) -> None:
         page.get_by_role("tab", name=texts(key), exact=True).wait_for(timeout=30_000)
     assert page.locator("#send").inner_text().strip() == texts("chat.send")
     assert page.locator("#stop").inner_text().strip() == texts("chat.stop")
+
+
+def navigations(page) -> list[str]:
+    """The paths the tab's main frame goes to from now on (redirects it follows never
+    show a document, so they are not among them)."""
+    paths: list[str] = []
+    page.on("framenavigated", lambda frame: paths.append(
+        "/" + frame.url.split("/", 3)[3].split("?")[0]) if frame == page.main_frame else None)
+    return paths
+
+
+def documents(page) -> list[list[str]]:
+    return page.evaluate("() => JSON.parse(sessionStorage.getItem('documents') || '[]')")
 
 
 def meter_reads(page, texts) -> None:
@@ -110,4 +142,81 @@ def test_an_english_browser_gets_english(chromium_path, running_app, artifacts):
         shows(page, EN)
         meter_reads(page, EN)
         page.screenshot(path=str(artifacts / "language-en.png"), full_page=True)
+        browser.close()
+
+
+def test_a_filipino_browser_never_sees_the_english_page(chromium_path, tmp_path):
+    """The server answers `/` with the Filipino page, so nothing English is drawn first and
+    nothing typed is lost to a later redirect; after choosing English, `/` stays English."""
+    app = start_app(["--models", str(SHIPPED_MODELS), "--data-dir", str(tmp_path / "data")])
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path,
+                                                 args=CHROMIUM_ARGS)
+            context = browser.new_context(viewport={"width": 1200, "height": 900},
+                                          **FILIPINO_BROWSER)
+            context.add_init_script(RECORD_DOCUMENTS_JS)
+            page = context.new_page()
+            shown = navigations(page)
+            page.goto(app.url)
+            at(page, "/fil", "fil")
+            shows(page, FIL)
+            assert shown == ["/fil"], f"the tab showed these pages in turn: {shown}"
+            assert documents(page) == [["/fil", "fil"]], \
+                f"documents parsed as [path, lang]: {documents(page)}"
+
+            page.locator("#language input").click()
+            page.locator("#language").get_by_role("option", name="English", exact=True).click()
+            at(page, "/", "en")
+            again = context.new_page()  # the same person, a Filipino browser, a new tab
+            shown = navigations(again)
+            again.goto(app.url)
+            at(again, "/", "en")
+            shows(again, EN)
+            assert shown == ["/"], f"the tab showed these pages in turn: {shown}"
+            assert documents(again) == [["/", "en"]], \
+                f"documents parsed as [path, lang]: {documents(again)}"
+            browser.close()
+    finally:
+        app.stop()
+
+
+def test_the_page_and_its_config_arrive_compressed(chromium_path, running_app):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        page = browser.new_context(locale="en-US").new_page()
+        with page.expect_request_finished(lambda r: r.resource_type == "document") as doc:
+            page.goto(running_app.url)
+        page.locator("#message textarea").wait_for(timeout=30_000)
+        with page.expect_request_finished(lambda r: r.url.endswith("/config")) as config:
+            length = page.evaluate("() => fetch('config').then(r => r.text())"
+                                   ".then(text => text.length)")
+        for name, request in (("the page", doc.value), ("/config", config.value)):
+            wire = request.sizes()["responseBodySize"]
+            encoding = request.response().headers.get("content-encoding")
+            assert encoding == "gzip" and wire < WIRE_LIMIT, \
+                f"{name}: {wire:,} bytes on the wire, Content-Encoding {encoding}"
+        assert length > WIRE_LIMIT, f"/config is {length:,} characters: not the whole config"
+        browser.close()
+
+
+@pytest.mark.parametrize(("path", "locale", "texts"), [("", "en-US", EN), ("fil", "fil-PH", FIL)],
+                         ids=["en", "fil"])
+def test_a_screen_reader_hears_done_in_the_pages_language(chromium_path, running_app, path,
+                                                          locale, texts):
+    """Gradio announces a finished action as `common.complete`, a key its own catalogs
+    lack; the page gives it the word in its language."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        context = browser.new_context(locale=locale)
+        context.add_init_script(RECORD_ANNOUNCEMENTS_JS)
+        page = context.new_page()
+        page.goto(running_app.url + path)
+        at(page, "/" + path, texts.language)
+        page.wait_for_function(  # the page's first events finish as it opens
+            "words => window.announced.some(text => words.includes(text))",
+            arg=["common.complete", texts("app.done")], timeout=30_000)
+        announced = page.evaluate("window.announced")
+        assert texts("app.done") in announced and "common.complete" not in announced, \
+            f"a screen reader heard: {announced}"
         browser.close()

@@ -184,28 +184,28 @@ def test_the_scan_catches_a_label(tmp_path):
 
 
 def test_the_switch_is_kept_per_user_across_restarts(tmp_path):
-    from types import SimpleNamespace
-
     from chatcore.conversations.store import Store
-    from chatui.app import PagePaths, PageBuilder
+    from chatui.page_language import LanguageRule, PagePaths
 
-    def request(user: str, accept: str) -> SimpleNamespace:
-        return SimpleNamespace(username=user, headers={"accept-language": accept})
-
-    def parts(store: Store, language: str | None = None) -> PageBuilder:
-        return PageBuilder(None, store, "", tmp_path, None, None, PagePaths("en"), language)
+    def rule(store: Store, language: str | None = None) -> LanguageRule:
+        return LanguageRule(store, PagePaths("en"), language)
 
     store = Store(tmp_path)
-    assert parts(store).language_for(request("alice", "fil-PH,fil;q=0.9"), "en") == "fil"
-    assert parts(store, "fil").language_for(request("alice", "en-US"), "en") == "fil"
+    assert rule(store).language_for("alice", "en", "fil-PH,fil;q=0.9") == "fil"
+    assert rule(store, "fil").language_for("alice", "en", "en-US") == "fil"
     # /fil opened on purpose by an English browser, with no choice made yet, stays Filipino
-    assert parts(store).language_for(request("alice", "en-US"), "fil") == "fil"
-    store.set_preference("alice", "language", "en")
+    assert rule(store).language_for("alice", "fil", "en-US") == "fil"
+    rule(store).choose("alice", "en")
     store.close()
     store = Store(tmp_path)  # a restart reads the same file
-    assert parts(store).language_for(request("alice", "fil-PH"), "en") == "en"
-    assert parts(store).language_for(request("alice", "fil-PH"), "fil") == "en"
-    assert parts(store, "fil").language_for(request("alice", "fil-PH"), "en") == "en"
-    assert parts(store).language_for(request("bob", "fil-PH"), "en") == "fil"  # bob: no choice
+    assert rule(store).language_for("alice", "en", "fil-PH") == "en"
+    assert rule(store).language_for("alice", "fil", "fil-PH") == "en"
+    assert rule(store, "fil").language_for("alice", "en", "fil-PH") == "en"
+    assert rule(store).language_for("bob", "en", "fil-PH") == "fil"  # bob: no choice
+    # with --auth, a person not signed in yet has no choice of theirs to read
+    assert rule(store).language_for(None, "en", "fil-PH") == "fil"
     assert PagePaths("en").path("fil") == "/fil" and PagePaths("fil").path("fil") == "/"
+    assert PagePaths("en").language_at("/fil/") == "fil"
+    assert PagePaths("en").language_at("/") == "en"
+    assert PagePaths("en").language_at("/config") is None
     store.close()
