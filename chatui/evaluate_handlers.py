@@ -131,6 +131,21 @@ class EvaluateHandlers:
             self.texts("evaluate.run.state_line", id=str(run_id),
                        state=self._state(self.evals.run(user, int(run_id)).state))
 
+    def followed_status(self, run_id: int | None, request: gr.Request) -> tuple:
+        """The status line and the run it goes on following: kept while the run runs (its
+        "started" line stays true), its state line once it stopped (done, paused, ...)."""
+        if run_id is None:
+            return gr.update(), None
+        user = user_of(request)
+        try:
+            state = self.evals.run(user, int(run_id)).state
+        except EvalNotFound:
+            return gr.update(), None
+        if state == "running":
+            return gr.update(), run_id
+        return self.texts("evaluate.run.state_line", id=str(run_id),
+                          state=self._state(state)), None
+
     def _state(self, state: str) -> str:
         """A run's state in words (a state this page does not know: as stored)."""
         key = f"evaluate.run_state.{state}"
