@@ -131,6 +131,21 @@ class EvaluateHandlers:
             self.texts("evaluate.run.state_line", id=str(run_id),
                        state=self._state(self.evals.run(user, int(run_id)).state))
 
+    def followed_status(self, run_id: int | None, request: gr.Request) -> tuple:
+        """The status line and the run it follows: both kept while the run runs (its
+        "started" line stays true; the run is not written back, so a tick that began before
+        Start answered cannot undo Start's), its state line once it stopped (done, ...)."""
+        if run_id is None:
+            return gr.update(), gr.update()
+        try:
+            state = self.evals.run(user_of(request), int(run_id)).state
+        except EvalNotFound:
+            return gr.update(), None
+        if state == "running":
+            return gr.update(), gr.update()
+        return self.texts("evaluate.run.state_line", id=str(run_id),
+                          state=self._state(state)), None
+
     def _state(self, state: str) -> str:
         """A run's state in words (a state this page does not know: as stored)."""
         key = f"evaluate.run_state.{state}"

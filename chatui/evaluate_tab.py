@@ -53,6 +53,7 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
     usable = [initial_model] + [m for _, m in choices
                                 if m != initial_model and manager.status(m).usable]
     item = gr.State(None)
+    followed = gr.State(None)  # the run the status line reports on, until it stops running
 
     gr.Markdown(texts("evaluate.intro"))
     with gr.Accordion(texts("evaluate.sets.box"), open=True, elem_id="eval-set-box"):
@@ -129,15 +130,21 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
     with gr.Accordion(texts("evaluate.review.box"), open=True, elem_id="eval-review-box"):
         gr.Markdown(texts("evaluate.review.help"))
         review_header = gr.Markdown(texts("evaluate.no_run"), elem_id="review-header")
-        review_prompt = gr.Markdown(elem_id="review-prompt")
-        review_reference = gr.Markdown(elem_id="review-reference")
+        # Line breaks kept as the chat keeps them (a haiku, a list one item a line);
+        # sanitized, so markup in a prompt or reply stays text.
+        review_prompt = gr.Markdown(elem_id="review-prompt", sanitize_html=True,
+                                    line_breaks=True)
+        review_reference = gr.Markdown(elem_id="review-reference", sanitize_html=True,
+                                       line_breaks=True)
         with gr.Row(equal_height=False):
             with gr.Column():
                 gr.Markdown("**A**")
-                reply_a = gr.Markdown(elem_id="review-reply-a", sanitize_html=True)
+                reply_a = gr.Markdown(elem_id="review-reply-a", sanitize_html=True,
+                                      line_breaks=True)
             with gr.Column():
                 gr.Markdown("**B**")
-                reply_b = gr.Markdown(elem_id="review-reply-b", sanitize_html=True)
+                reply_b = gr.Markdown(elem_id="review-reply-b", sanitize_html=True,
+                                      line_breaks=True)
         with gr.Row():
             # elem_ids review-a, -b, -tie, -bad: the keys in REVIEW_KEYS_JS click them.
             vote_buttons = {vote: gr.Button(texts(f"evaluate.review.button.{vote}"),
@@ -179,8 +186,11 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
 
     # -- prompt sets -----------------------------------------------------------------------
     sets = handlers.sets
-    set_picker.change(sets.open_set, [set_picker], [set_name, rows, set_status],
-                      api_name=False, queue=False)
+    # Any new choice shows its set; only a person's own pick replaces the status line, so
+    # "Saved", "Duplicated" and "Imported" stay after their handler picks the set.
+    set_picker.change(sets.open_set, [set_picker], [set_name, rows], api_name=False,
+                      queue=False)
+    set_picker.input(sets.set_note, [set_picker], [set_status], api_name=False, queue=False)
     new_set.click(sets.new_set, None, [set_name, rows, set_status], api_name=False,
                   queue=False)
     adding = [rows, new_prompt, new_category, new_reference]
@@ -208,10 +218,12 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
 
     def start_run(choice: str | None, system_prompt: str, *values, request: gr.Request):
         models, settings = values[:MAX_CANDIDATES], values[MAX_CANDIDATES]
-        return handlers.start_run(choice, system_prompt, models, settings, request=request)
+        picker, status = handlers.start_run(choice, system_prompt, models, settings,
+                                            request=request)
+        return picker, status, picker.get("value")  # the run started, if one did
 
     start_fn, start_inputs = with_settings(start_run, [set_picker, system, *pickers], controls)
-    start.click(start_fn, start_inputs, [run_picker, run_status], api_name=False)
+    start.click(start_fn, start_inputs, [run_picker, run_status, followed], api_name=False)
     for picker, group in zip(pickers, controls):  # a candidate's new model: its defaults
         picker.change(lambda m: SettingsControls.shown(defaults_of(manager, m)), [picker],
                       group.components, api_name=False, queue=False)
@@ -226,22 +238,26 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
 
     def controller(action: str):
         def control(run_id, request: gr.Request):
-            return handlers.control(action, run_id, request)
+            return *handlers.control(action, run_id, request), run_id
         return control
 
     for action, button in (("pause", pause), ("resume", resume), ("cancel", cancel)):
-        button.click(controller(action), [run_picker], [run_picker, run_status], api_name=False)
+        button.click(controller(action), [run_picker], [run_picker, run_status, followed],
+                     api_name=False)
 
-    def tick(run_id, shown_item, request: gr.Request):
-        """Progress, and the first pair as soon as one is ready (a shown pair stays)."""
+    def tick(run_id, shown_item, followed_run, request: gr.Request):
+        """Progress, the first pair as soon as one is ready (a shown pair stays), and the
+        status line once the run it reports on stopped running."""
         pair = handlers.next_pair(run_id, request) if shown_item is None \
             else (handlers.header(run_id, shown_item, request),
                   *(gr.update(),) * (len(review_outputs) - 1))
         return (handlers.progress_html(run_id, request), *pair,
-                handlers.judge_status(run_id, request))
+                handlers.judge_status(run_id, request),
+                *handlers.followed_status(followed_run, request))
 
     timer = gr.Timer(PROGRESS_TICK_S, active=False)
-    timer.tick(tick, [run_picker, item], [progress, *review_outputs, judge_status],
+    timer.tick(tick, [run_picker, item, followed],
+               [progress, *review_outputs, judge_status, run_status, followed],
                api_name=False, queue=False, show_progress="hidden")
 
     # -- review ----------------------------------------------------------------------------
@@ -266,5 +282,12 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
         return (gr.update(choices=sets.set_choices(user)),
                 gr.update(choices=handlers.run_choices(user)))
 
-    app.load(first_view, None, [set_picker, run_picker], api_name=False)
+    def landing(request: gr.Request):
+        """The lists, and the newest run open (the Run picker's change shows its review)."""
+        user = user_of(request)
+        runs = handlers.run_choices(user)  # newest first
+        return (gr.update(choices=sets.set_choices(user)),
+                gr.update(choices=runs, value=runs[0][1] if runs else None))
+
+    app.load(landing, None, [set_picker, run_picker], api_name=False)
     return [*pickers, judge], timer, first_view, [set_picker, run_picker]

@@ -59,25 +59,31 @@ class PromptSetHandlers:
         return next((s for s in sets if s.name == name), None)
 
     def open_set(self, choice: str | None, request: gr.Request) -> tuple:
-        """Name, rows and a note for the chosen set."""
+        """Name and rows of the chosen set (whoever chose it: a person, or Save, Duplicate
+        and Import, whose own confirmation stays on the status line)."""
         prompt_set = self.find_set(user_of(request), choice)
         if prompt_set is None:
-            return "", [["", "", ""]], ""
-        rows = [[p.text, p.category, p.reference] for p in prompt_set.prompts]
-        note = self.texts("evaluate.sets.builtin_note") if prompt_set.builtin else ""
-        return prompt_set.name, rows, note
+            return "", [["", "", ""]]
+        return prompt_set.name, [[p.text, p.category, p.reference] for p in prompt_set.prompts]
+
+    def set_note(self, choice: str | None, request: gr.Request) -> str:
+        """The status line for a set a person picked: how to keep edits of a built-in."""
+        prompt_set = self.find_set(user_of(request), choice)
+        return self.texts("evaluate.sets.builtin_note") \
+            if prompt_set is not None and prompt_set.builtin else ""
 
     def new_set(self) -> tuple:
         return "", [["", "", ""]], self.texts("evaluate.sets.new_note")
 
     def add_prompt(self, rows, text: str, category: str, reference: str) -> tuple:
-        """Append a row to the table (Save stores the set); the fields empty again."""
+        """Append a row to the table (Save stores the set); the fields empty again, the
+        category too (each prompt's own, not one carried over unseen)."""
         prompts = _prompts_from(rows)
         if not text.strip():
             return (gr.update(), text, category, reference,
                     self.texts("evaluate.sets.write_first"))
         prompts.append(EvalPrompt(text.strip(), category.strip(), reference.strip()))
-        return ([[p.text, p.category, p.reference] for p in prompts], "", category, "",
+        return ([[p.text, p.category, p.reference] for p in prompts], "", "", "",
                 self.texts("evaluate.sets.added", n=len(prompts)))
 
     def save_set(self, choice: str | None, name: str, rows, request: gr.Request) -> tuple:

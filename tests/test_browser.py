@@ -390,6 +390,8 @@ def test_the_inspector_shows_the_prompt_and_the_meter_follows_the_draft(page, ar
 def test_evaluate_a_set_of_two_prompts_review_with_keys_and_see_ratings(page, artifacts):
     page.get_by_role("tab", name="Evaluate").click()
     page.locator("#eval-set-new").click()
+    page.wait_for_function("() => document.querySelector('#eval-set-status')?.innerText"
+                           ".includes('A new set')")  # New's reply empties the name: first
     page.locator("#eval-set-name textarea").fill("Browser set")
     for text, category in (("Name the capital of France.", "facts"),
                            ("What is 2 + 2?", "math")):

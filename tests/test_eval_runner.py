@@ -11,8 +11,8 @@ import pytest
 from backends.base import GenParams, Message
 from backends.sampling import SamplingSettings
 from chatcore.generation.registry import ModelEntry, ModelRegistry
-from chatcore.evaluate.runner import EvalRunner, RunRefused, plan_waves
-from chatcore.evaluate.store import Candidate, EvalStore
+from chatcore.evaluate.runner import EvalRunner, RunRefused, estimate_seconds_left, plan_waves
+from chatcore.evaluate.store import Candidate, EvalReply, EvalStore
 from chatcore.generation.manager import ModelManager
 from chatcore.generation.memory import MemoryBudget
 from chatcore.evaluate.prompt_sets import EvalPrompt, make_set
@@ -46,6 +46,20 @@ def test_waves_group_models_that_fit_together():
     assert plan_waves(c, {"cpu": 700 * MB}) == [[0, 1, 2], [3]]
     assert plan_waves(c, {"cpu": 500 * MB}) == [[0, 2], [1], [3]]
     assert plan_waves(c, {"cpu": 2000 * MB}) == [[0, 1, 2, 3]]
+
+
+def test_the_time_left_falls_while_replies_run_and_is_gone_at_the_end():
+    """Two candidates, six replies of 10 s each measured; two under way since t=100."""
+    done = [EvalReply(p, c, "done", started=90.0, finished=100.0) for p in range(2)
+            for c in range(2)]
+    running = [EvalReply(2, c, "running", started=100.0) for c in range(2)]
+    figures = [estimate_seconds_left(done + running, 6, 2, now) for now in (100, 104, 108)]
+    assert figures == [10.0, 6.0, 2.0]  # what the mean leaves of the two under way
+    assert estimate_seconds_left(done + running, 6, 2, 112.0) is None  # overdue: no "0 s"
+    assert estimate_seconds_left(done, 4, 0, 200.0) is None  # every reply ended
+    assert estimate_seconds_left(running, 6, 2, 100.0) is None  # nothing measured yet
+    stale = [EvalReply(3, 0, "running", started=10.0)]  # left by a pause, redone later
+    assert estimate_seconds_left(done + running + stale, 8, 2, 100.0) == 20.0
 
 
 def test_a_run_stores_every_reply_with_its_figures(tmp_path):

@@ -65,7 +65,9 @@ def test_sets_are_listed_saved_duplicated_and_deleted(tmp_path):
     builtins = [value for _, value in handlers.sets.set_choices("carol")]
     assert any(v.startswith(BUILTIN) and "Filipino" in v for v in builtins)
     choice = four_prompt_set(handlers)
-    name, rows, _ = handlers.sets.open_set(choice, CAROL)
+    name, rows = handlers.sets.open_set(choice, CAROL)
+    assert handlers.sets.set_note(choice, CAROL) == ""
+    assert "built-in" in handlers.sets.set_note(BUILTIN + "Coding", CAROL)
     assert name == "Mixed" and rows[1] == ["Capital of France?", "facts", "Paris"]
     picker, status = handlers.sets.duplicate_set(choice, CAROL)
     assert picker["value"] == MINE + "Mixed (copy)"
@@ -102,6 +104,7 @@ def test_review_queue_covers_every_pair_in_both_orders_and_votes_move_ratings(tm
     handlers = page(tmp_path)
     run_id = run_three(handlers)
     assert "12 of 12 replies · done" in handlers.progress_html(run_id, CAROL)
+    assert handlers.followed_status(run_id, CAROL) == (f"Run #{run_id}: done.", None)
     shown: list[tuple[int, int, int]] = []
     labels = {0: "Short", 1: "Long", 2: "Mid"}
     while True:

@@ -67,6 +67,26 @@ def plan_waves(candidates: Sequence[Candidate], limits: dict[str, int]) -> list[
     return [sorted(wave) for wave in waves]
 
 
+def estimate_seconds_left(replies: Sequence[EvalReply], total: int, answering: int,
+                          now: float) -> float | None:
+    """The time a run has left, from measured progress: a finished reply's mean time for
+    each reply not begun, and what that mean leaves of each reply under way (so the figure
+    falls while they run, not only when one ends), shared by the `answering` candidates.
+    None before a reply has finished or once under a second is left to estimate."""
+    spans = [r.finished - r.started for r in replies
+             if r.state == "done" and r.started and r.finished]
+    ended = sum(r.state != "running" for r in replies)
+    if not spans or ended >= total:
+        return None
+    mean, parallel = sum(spans) / len(spans), max(1, answering)
+    # The newest running rows are the ones under way; older ones were left by a pause.
+    under_way = sorted((r.started for r in replies if r.state == "running" and r.started),
+                       reverse=True)[:parallel]
+    work = mean * (total - ended - len(under_way)) + sum(max(0.0, mean - (now - started))
+                                                         for started in under_way)
+    return work / parallel if work / parallel >= 1 else None
+
+
 class _Job:
     """One run being driven: its thread, and the event that stops it and its replies."""
 
@@ -193,17 +213,15 @@ class EvalRunner:
 
     def progress(self, user: str, run_id: int) -> RunProgress:
         run = self.evals.run(user, run_id)
-        replies = [r for r in self.evals.replies(run_id) if r.state != "running"]
+        rows = self.evals.replies(run_id)
+        replies = [r for r in rows if r.state != "running"]
         failed = sum(r.state == "failed" for r in replies)
         with self._lock:
             job = self._jobs.get(run_id)
             current = tuple(job.current.values()) if job else ()
-        spans = [r.finished - r.started for r in replies
-                 if r.state == "done" and r.started and r.finished]
-        left = run.total - len(replies)
-        seconds_left = (sum(spans) / len(spans) * left / max(1, len(current))
-                        if spans and left and run.state == "running" else None)
-        return RunProgress(run.state, len(replies), failed, run.total, current, seconds_left)
+        left = estimate_seconds_left(rows, run.total, len(current), time.time()) \
+            if run.state == "running" else None
+        return RunProgress(run.state, len(replies), failed, run.total, current, left)
 
     def _halt(self, run_id: int) -> None:
         with self._lock:
