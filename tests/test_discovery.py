@@ -35,8 +35,11 @@ def smol_digest(smollm2_path: Path) -> str:
 
 
 def place(source: Path, target: Path) -> Path:
-    """A file of its own at `target` holding `source`'s bytes: a hard link where it can be."""
+    """A file of its own at `target` holding `source`'s bytes: a hard link where it can be.
+    A `target` already there is unlinked first: writing into it would rewrite the shared
+    model file in place, under every process that has it mapped (SIGBUS in a running app)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
     try:
         os.link(source, target)
     except OSError:
