@@ -26,7 +26,7 @@ from chatcore.conversations.store import Store
 from chatcore.documents.reader import MAX_FILE_BYTES
 from chatui.chat_handlers import user_of
 from chatui.chat_tab import build_chat_tab, model_choices
-from chatui.compare_tab import build_compare_tab
+from chatui.compare_tab import PANE_CSS, build_compare_tab
 from chatui.evaluate_handlers import EvaluateHandlers
 from chatui.evaluate_tab import REVIEW_KEYS_JS, build_evaluate_tab
 from chatui.exports import EXPORT_TTL_S, ExportFiles
@@ -189,7 +189,7 @@ def build_server(manager: ModelManager, store: Store, initial_model: str,
         server_app, blocks, path="", auth=access.auth, run_history=False,
         max_file_size=MAX_FILE_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
         enable_monitoring=False, mcp_server=False, show_error=False, head=REVIEW_KEYS_JS,
-        css=PAGE_CSS)
+        css=PAGE_CSS + PANE_CSS)
     return guard(server_app, access)
 
 

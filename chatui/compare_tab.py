@@ -14,6 +14,11 @@ from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
 from chatui.exports import ExportFiles
 from chatui.sampling_controls import SettingsControls, defaults_of, with_settings
 
+# A pane's title names its model once shown, and in a narrow pane it wraps; Gradio floats a
+# chat's label over the messages, so here it takes its own place above them instead.
+PANE_CSS = ("[id^='compare-pane-'] [data-testid='block-label'].float {"
+            " position: static; margin-bottom: var(--size-2); }")
+
 
 def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
                       exports: ExportFiles, *, texts: Texts) -> list[gr.Dropdown]:
