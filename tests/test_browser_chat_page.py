@@ -11,6 +11,7 @@ from tests.test_browser import (  # noqa: F401 - `page` is a fixture
     last_reply,
     page,
     pick,
+    set_number,
     use_greedy_decoding,
     wait_for_finished_reply,
 )
@@ -35,6 +36,12 @@ def wait_for_meter(page, pattern: str) -> str:
     return meter_text(page)
 
 
+def short_greedy_replies(page) -> None:
+    """Short greedy replies: the tests need a finished reply, not a long one."""
+    use_greedy_decoding(page)
+    set_number(page, "max-new-tokens", "24")
+
+
 def send(page, text: str, replies: int) -> None:
     box = page.locator("#message textarea")
     box.fill(text)
@@ -43,7 +50,7 @@ def send(page, text: str, replies: int) -> None:
 
 
 def test_the_meter_follows_a_new_chat_and_a_new_model(page):
-    use_greedy_decoding(page)
+    short_greedy_replies(page)
     send(page, "Name the capital of France.", 1)
     wait_for_meter(page, r"history [1-9]\d*")
     page.locator("#new-chat").click()
@@ -60,7 +67,7 @@ def test_the_meter_follows_a_new_chat_and_a_new_model(page):
 
 
 def test_the_chat_trash_deletes_the_conversation_after_asking(page, running_app):
-    use_greedy_decoding(page)
+    short_greedy_replies(page)
     question = "Trash test: name the capital of Peru."
     send(page, question, 1)
     sidebar = page.locator("#conversations")
@@ -84,7 +91,7 @@ def test_the_chat_trash_deletes_the_conversation_after_asking(page, running_app)
 
 
 def test_two_conversations_with_one_title_read_differently(page):
-    use_greedy_decoding(page)
+    short_greedy_replies(page)
     for _ in range(2):
         page.locator("#new-chat").click()
         page.wait_for_function(
@@ -130,7 +137,7 @@ def test_the_meter_counts_the_template_prompt_and_an_attachment_once(page, tmp_p
     notes.write_text("# Trip\n\nThe ferry to Bohol leaves at 7:40 from pier 3. Bring a hat,"
                      " water and the printed ticket; the office closes at noon.\n",
                      encoding="utf-8")
-    use_greedy_decoding(page)
+    short_greedy_replies(page)
     send(page, "Name the capital of France.", 1)  # the model is loaded: the meter counts
     page.reload()  # an empty chat
     page.locator("#message textarea").wait_for(timeout=30_000)
