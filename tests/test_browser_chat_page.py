@@ -110,6 +110,8 @@ def test_compare_pane_title_does_not_cover_the_question(page, artifacts):
     page.get_by_role("tab", name="Compare").click()
     for pane in (0, 1):
         pick(page, f"compare-model-{pane}", SMOLLM2)
+        page.locator(f"#compare-settings-{pane}").get_by_text("Settings").click()
+        set_number(page, f"compare-max-new-tokens-{pane}", "24")
     box = page.locator("#compare-message textarea")
     box.fill("Name the capital of France in one word, and say nothing else at all.")
     box.press("Enter")
@@ -121,6 +123,9 @@ def test_compare_pane_title_does_not_cover_the_question(page, artifacts):
         const pane = document.querySelector('#compare-pane-1');
         const label = pane.querySelector('[data-testid="block-label"]');
         const user = pane.querySelector("[data-testid='user']");
+        // The question as a person sees it after scrolling the pane back to the top.
+        for (let e = user.parentElement; e && e !== pane.parentElement; e = e.parentElement)
+            if (e.scrollHeight > e.clientHeight) e.scrollTop = 0;
         const box = e => { const r = e.getBoundingClientRect();
                            return [r.left, r.top, r.right, r.bottom]; };
         return {label: box(label), title: label.innerText, user: box(user)};
