@@ -33,7 +33,7 @@ from chatui.evaluate_handlers import EvaluateHandlers
 from chatui.evaluate_tab import REVIEW_KEYS_JS, build_evaluate_tab
 from chatui.exports import EXPORT_TTL_S, ExportFiles
 from chatui.models_tab import build_models_tab
-from chatui.styles import TABLES_CSS
+from chatui.styles import STYLES_CSS
 
 log = logging.getLogger(__name__)
 # Each language is a page of one Gradio app; the header's switch moves between them, so
@@ -170,7 +170,7 @@ def build_server(manager: ModelManager, store: Store, initial_model: str,
         server_app, blocks, path="", auth=access.auth, run_history=False,
         max_file_size=MAX_FILE_BYTES, theme=THEME, footer_links=[], ssr_mode=False,
         enable_monitoring=False, mcp_server=False, show_error=False, head=REVIEW_KEYS_JS,
-        css=PAGE_CSS + TABLES_CSS)
+        css=PAGE_CSS + STYLES_CSS)
     return guard(server_app, access)
 
 

@@ -159,34 +159,42 @@ class ChatHandlers:
                         f"{THOUGHT_FENCE}")
         return report.prompt, details
 
+    def attachment_tokens(self, user: str, model_id: str, ids: list[int]) -> dict[int, int]:
+        """Each attachment's tokens, whole, in the model's tokenizer: what its chip shows and
+        the meter adds up; {} while the model is not loaded."""
+        grounding = self.attachments.grounding(user, ids, "")
+        try:
+            return {attachment: self.manager.context_meter(model_id, "", [], block, 0).draft
+                    for attachment, block in (grounding.each() if grounding else {}).items()}
+        except (UnknownModel, ModelUnavailable, BackendError):
+            return {}
+
     def meter(self, draft: str, conversation_id: int | None, model_id: str, system: str,
               max_new_tokens: float, pending: list[int] | None = None,
               request: gr.Request = None) -> str:
         """Tokens the next prompt takes, against the room the context leaves; attachments
-        (the conversation's and those waiting to be sent) are counted whole."""
+        (the conversation's and those waiting to be sent) are counted whole, each as its
+        chip says."""
         user = user_of(request)
         history = [Message(m.role, m.content) for m in self.conversations.messages(user, conversation_id)]
         ids = ([] if conversation_id is None else
                self.attachments.of_conversation(user, conversation_id)) + list(pending or [])
-        grounding = self.attachments.grounding(user, ids, draft or "")
         try:
             meter = self.manager.context_meter(model_id, system or "", history, draft or "",
                                                int(max_new_tokens))
-            whole = self.manager.context_meter(
-                model_id, system or "", history, f"{draft or ''}\n\n{grounding.everything()}",
-                int(max_new_tokens)) if grounding is not None else meter
         except (UnknownModel, ModelUnavailable):
             return self.texts("chat.meter.unloaded", model=self.model_name(model_id))
         except BackendError as exc:
             return self.texts("chat.meter.error", detail=str(exc))
-        attached = whole.draft - meter.draft
+        attached = sum(self.attachment_tokens(user, model_id, ids).values())
+        total = meter.total + attached
         # Counts as plain digits (no grouping), as the meter has always shown them.
         attachments = self.texts("chat.meter.attachments", n=str(attached)) if attached else ""
         line = self.texts(
             "chat.meter.line", system=str(meter.system), history=str(meter.history),
-            draft=str(meter.draft), attachments=attachments, total=str(whole.total),
-            budget=str(meter.budget), bar=progress_bar(whole.total / max(1, meter.budget)))
-        if attached and whole.total > meter.budget:
+            draft=str(meter.draft), attachments=attachments, total=str(total),
+            budget=str(meter.budget), bar=progress_bar(total / max(1, meter.budget)))
+        if attached and total > meter.budget:
             line += "  \n" + self.texts("chat.meter.overflow")
         elif meter.left_out:
             line += "  \n" + self.texts("chat.meter.left_out", n=meter.left_out)

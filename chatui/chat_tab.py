@@ -95,7 +95,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     """Builds the tab in `texts`' language; returns its model picker, whose choices follow
     the registry."""
     chat = ChatHandlers(manager, store, texts=texts)
-    files = AttachmentControls(chat.attachments, texts=texts)
+    files = AttachmentControls(chat.attachments, texts=texts, tokens=chat.attachment_tokens)
     convs = ConversationHandlers(manager, store, chat, exports, texts=texts)
     defaults = manager.entry(initial_model).defaults
     conversation_id = gr.State(None)
@@ -108,7 +108,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
             conversations = gr.Radio(choices=[], label=texts("chat.conversations"),
                                      elem_id="conversations")
             with gr.Accordion(texts("chat.this_conversation"), open=False,
-                              elem_id="conversation-actions"):
+                              elem_id="conversation-actions") as actions:
                 title = gr.Textbox(label=texts("chat.title"), elem_id="title")
                 rename = gr.Button(texts("chat.rename"), size="sm", elem_id="rename")
                 delete = gr.Button(texts("chat.delete"), size="sm", variant="stop",
@@ -199,12 +199,12 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     meter_inputs = [message, conversation_id, model, system, max_new_tokens, pending]
     for sent in replies[:2]:  # the attachments went with the message
         sent.then(lambda: ([], ""), None, [pending, chips], api_name=False, queue=False)
-    attach.upload(files.attach, [attach, pending], [pending, chips], api_name=False,
+    attach.upload(files.attach, [attach, pending, model], [pending, chips], api_name=False,
                   **READING) \
         .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
               show_progress="hidden")
-    message.input(files.paste, [message, pending], [message, pending, chips], api_name=False,
-                  queue=False, trigger_mode="always_last")
+    message.input(files.paste, [message, pending, model], [message, pending, chips],
+                  api_name=False, queue=False, trigger_mode="always_last")
     clear_attached.click(lambda: ([], ""), None, [pending, chips], api_name=False,
                          queue=False)
     for reply in replies:  # then: the list (a new title), earlier versions, the model panel
@@ -226,9 +226,13 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     # A new chat ends the running reply too, so its last update cannot bring the old one back.
     new_outputs = [chatbot, conversation_id, editing, message, conversations, title, earlier]
     new_chat.click(convs.new_chat, None, new_outputs, api_name="new_chat", queue=False,
-                   cancels=replies)
-    chatbot.clear(convs.new_chat, None, new_outputs, api_name=False, queue=False,
-                  cancels=replies)
+                   cancels=replies) \
+        .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
+              show_progress="hidden")
+    # The chat's trash deletes the conversation, after asking as the sidebar's delete does;
+    # until then the chat stays shown.
+    chatbot.clear(convs.ask_clear, [conversation_id],
+                  [chatbot, confirm_row, sidebar_status, actions], api_name=False, queue=False)
     conversations.input(convs.open, [conversations], open_outputs, api_name="open",
                         queue=False) \
         .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
@@ -243,7 +247,9 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                  api_name=False, queue=False)
     confirm.click(convs.confirm_delete, [conversation_id, search],
                   [confirm_row, sidebar_status, conversations, chatbot, conversation_id, title],
-                  api_name="delete", queue=False)
+                  api_name="delete", queue=False) \
+        .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
+              show_progress="hidden")
     keep.click(convs.cancel_delete, None, [confirm_row, sidebar_status], api_name=False,
                queue=False)
     export_md.click(convs.export_markdown, [conversation_id, with_thoughts],
@@ -256,8 +262,12 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     preset.input(convs.apply_preset, [preset], [system], api_name=False, queue=False)
     save_preset.click(convs.save_preset, [preset_name, system], [preset, sidebar_status],
                       api_name=False, queue=False)
+    # A new model: its defaults, then the meter and the chips in its tokenizer.
     model.change(lambda m: select_model(manager, m, library, texts=texts), [model],
-                 [info, *controls.components], api_name=False)
+                 [info, *controls.components], api_name=False) \
+        .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
+              show_progress="hidden") \
+        .then(files.chips, [pending, model], [chips], api_name=False, queue=False)
     model.change(lambda m: gr.update(visible=bool(library and library.can_download(m))),
                  [model], [fetch], api_name=False, queue=False)
     fetch.click(lambda m, request: _download(library, m, request, texts=texts), [model], [info],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import gradio as gr
@@ -44,7 +45,18 @@ class ConversationHandlers:
 
     # -- the list ------------------------------------------------------------------------
     def choices(self, user: str, query: str = "") -> list[tuple[str, int]]:
-        return [(c.title, c.id) for c in self.store.list_conversations(user, query)]
+        """The list's entries; conversations that share a title are numbered, oldest first,
+        so each can be told apart (the same number whatever the search)."""
+        shown = self.store.list_conversations(user, query)
+        every = self.store.list_conversations(user) if query.strip() else shown
+        twins = {t for t, n in Counter(c.title for c in every).items() if n > 1}
+        seen: Counter[str] = Counter()
+        numbers = {}
+        for c in sorted((c for c in every if c.title in twins), key=lambda c: c.id):
+            seen[c.title] += 1
+            numbers[c.id] = seen[c.title]
+        return [(self.texts("conversations.numbered", title=c.title, n=numbers[c.id])
+                 if c.id in numbers else c.title, c.id) for c in shown]
 
     def refresh(self, query: str, conversation_id: int | None, request: gr.Request):
         return gr.update(choices=self.choices(user_of(request), query or ""),
@@ -96,6 +108,16 @@ class ConversationHandlers:
             return gr.update(), self.texts("chat.error", detail=str(exc))
         return (gr.update(choices=self.choices(user, query or ""), value=conversation_id),
                 self.texts("conversations.renamed", title=title.strip()))
+
+    def ask_clear(self, conversation_id: int | None, request: gr.Request) -> tuple:
+        """The chat's trash: the page has emptied the chat, so show it again and ask, as
+        Delete does; an unsaved chat has nothing to delete and stays empty."""
+        if conversation_id is None:
+            return [], gr.update(visible=False), "", gr.update()
+        shown = chatbot_messages(self.chat.display(user_of(request), conversation_id),
+                                 texts=self.texts)
+        return (shown, gr.update(visible=True), self.texts("conversations.delete_ask"),
+                gr.Accordion(open=True))
 
     def ask_delete(self, conversation_id: int | None):
         if conversation_id is None:

@@ -266,3 +266,16 @@ def test_settings_the_engine_cannot_apply_are_named_under_the_reply(page):
     live = send(page, "again", conversation_id)[-1][0][-1]["content"]
     assert "not applied by this engine: top_k 40" in live
     assert shown[-1].content == "Paris is the capital"  # the note is not part of the reply
+
+
+def test_conversations_that_share_a_title_are_numbered_oldest_first(page):
+    ids = [page.store.create_conversation("alice", title, "fake")
+           for title in ("Hello", "Trip plan", "Hello")]
+    assert page.convs.choices("alice") == [("Hello (#2)", ids[2]), ("Trip plan", ids[1]),
+                                           ("Hello (#1)", ids[0])]
+    # A search shows fewer entries; each keeps the number it has in the whole list.
+    page.store.rename("alice", ids[0], "Hello there")
+    page.store.rename("alice", ids[1], "Hello")
+    page.store.create_conversation("alice", "Bread", "fake")
+    assert sorted(page.convs.choices("alice", "hello"), key=lambda c: c[1]) == [
+        ("Hello there", ids[0]), ("Hello (#1)", ids[1]), ("Hello (#2)", ids[2])]

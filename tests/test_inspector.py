@@ -83,7 +83,12 @@ def test_the_meter_counts_what_the_backend_counts():
     meter = manager.context_meter("smollm2-135m", system, history, draft, 512)
     whole = [CONVERSATION[0], *history, Message("user", draft)]
     assert meter.total == backend.count_tokens(whole)
-    assert meter.system == backend.count_tokens([CONVERSATION[0]])
+    assert meter.system == backend.count_tokens([CONVERSATION[0], Message("user", "")])
+    # No system prompt: SmolLM2's template adds its own, and an empty draft counts nothing.
+    bare = manager.context_meter("smollm2-135m", "", [], "", 512)
+    assert bare.system == backend.count_tokens([Message("user", "")]) > \
+        backend.count_tokens([Message("system", "x"), Message("user", "")])
+    assert bare.draft == bare.history == 0
     assert meter.budget == 2048 - 512 and meter.left_out == 0
     long_history = [Message("user", "word " * 400), Message("assistant", "ok"),
                     Message("user", "word " * 400), Message("assistant", "ok")]

@@ -29,13 +29,16 @@ class Attached:
     page_count: int | None
     chars: int
 
-    def chip(self, texts: Texts) -> str:
+    def chip(self, texts: Texts, tokens: int | None = None) -> str:
+        """`tokens`: the count in the chosen model's tokenizer, the one the context meter
+        adds up; without it, an estimate."""
         parts = [self.name]
         if self.page_count:
             parts.append(texts("attach.pages", n=self.page_count))
-        # Tokens depend on the model: about 4 characters each here; the context meter counts
-        # them with the model's own tokenizer.
-        parts.append(texts("attach.tokens", n=max(1, self.chars // 4)))
+        if tokens is not None:
+            parts.append(texts("attach.counted", n=tokens))
+        else:  # tokens depend on the model: about 4 characters each
+            parts.append(texts("attach.tokens", n=max(1, self.chars // 4)))
         return texts("attach.chip", details=" · ".join(parts))
 
 
@@ -47,9 +50,10 @@ class Grounding:
     documents: tuple[tuple[int, tuple[Passage, ...]], ...]  # (attachment id, passages)
     ranked: tuple[tuple[int, int], ...]  # (attachment id, passage index), best first
 
-    def everything(self) -> str:
-        """Every attachment whole, as the model would get it when it fits."""
-        return render([(att, p) for att, items in self.documents for p in items])
+    def each(self) -> dict[int, str]:
+        """Each attachment whole and alone, as the model would get it: what its chip
+        counts."""
+        return {att: render([(att, p) for p in items]) for att, items in self.documents}
 
     def fit(self, messages: Sequence[Message], room_tokens: int,
             count_tokens) -> tuple[list[Message], Selection]:

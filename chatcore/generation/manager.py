@@ -249,15 +249,18 @@ class ModelManager:
         context = self.entry(model_id).context_length
         head = with_system(system, [])
         count = backend.count_tokens
-        system_tokens = count(head) if head else 0
-        with_history = count(head + list(history)) if history else system_tokens
+        # The fixed part is the prompt of an empty question: the system prompt, or the one
+        # the template adds by itself when there is none, and the template's framing; the
+        # draft is what its text adds, and the history the rest.
+        fixed = count(head + [Message("user", "")])
+        alone = count(head + [Message("user", draft)])
         messages = head + list(history) + [Message("user", draft)]
-        full = count(messages)
+        full = count(messages) if history else alone
         try:
             _, dropped = fit_context(messages, count, context, max_new_tokens)
         except BackendError:
             dropped = len(history)
-        return ContextMeter(system_tokens, with_history - system_tokens, full - with_history,
+        return ContextMeter(fixed, full - alone, alone - fixed,
                             context - min(max_new_tokens, context // 2), dropped)
 
     def _resident_backend(self, model_id: str) -> Backend:
