@@ -44,14 +44,16 @@ SCAN_WIDTHS = ["10%", "11%", "19%", "7%", "8%", "7%", "9%", "9%", "8%", "12%"]
 # After an add, the new model's row (the registry's last) is brought into the table's
 # sight: it arrives with the next refresh, and the table draws only the rows in sight.
 SHOW_ROW_JS = """(id) => {
-  let tries = 0;
+  let tries = 0, settled = 0;
   const look = () => {
     const view = document.querySelector('#models-table .virtual-table-viewport');
     const row = [...document.querySelectorAll('#models-table [role=row]')]
       .find(r => r.innerText.includes('(' + id + ')'));
-    if (row) return row.scrollIntoView({block: 'nearest'});
-    if (view) view.scrollTop = view.scrollHeight;
-    if (++tries < 100) setTimeout(look, 200);
+    if (row) row.scrollIntoView({block: 'nearest'});
+    else if (view) view.scrollTop = view.scrollHeight;
+    // Found, it is kept in sight a few more refreshes (a refresh may redraw the table).
+    if (row) settled++;
+    if (++tries < 200 && settled < 15) setTimeout(look, 200);
   };
   if (id) look();
   return [];

@@ -49,6 +49,16 @@ def send(page, text: str, replies: int) -> None:
     wait_for_finished_reply(page, replies)
 
 
+def unload(page, model: str) -> None:
+    """Unload `model` (its name in the Models tab's picker) there, loaded or not."""
+    page.get_by_role("tab", name="Models").click()
+    pick(page, "models-choice", model)
+    page.locator("#models-unload").click()
+    page.wait_for_function(
+        "() => /Unloaded|was not loaded/.test("
+        "document.querySelector('#models-outcome')?.innerText)", timeout=30_000)
+
+
 def test_the_meter_follows_a_new_chat_and_a_new_model(page):
     short_greedy_replies(page)
     send(page, "Name the capital of France.", 1)
@@ -59,6 +69,8 @@ def test_the_meter_follows_a_new_chat_and_a_new_model(page):
     fresh = wait_for_meter(page, r"history 0 \+ draft 0 ")
     assert METER.search(fresh), fresh
 
+    unload(page, "SmolLM2 135M Instruct")  # another test of this session may have loaded it
+    page.get_by_role("tab", name="Chat").click()
     pick(page, "model", SMOLLM2_HF)  # not loaded: the meter says when it will count
     other = wait_for_meter(page, "counted once")
     assert SMOLLM2_HF in other, other

@@ -196,7 +196,8 @@ def test_run_history_is_off_and_uploads_are_deleted_once_read(two_users):
 
     path = bob.upload("notes.txt", b"Bartholomew Quince keeps the lighthouse.\n")
     assert Path(path).exists()
-    _, chips = bob.call(bob.handler("attach", "upload"), [file_data(path, "notes.txt")], None)
+    _, chips = bob.call(bob.handler("attach", "upload"), [file_data(path, "notes.txt")], None,
+                         MODEL)
     assert "notes.txt" in chips  # the text is kept as an attachment...
     assert not Path(path).exists()  # ...and the uploaded original is gone
 

@@ -137,9 +137,11 @@ def app(tmp_path_factory) -> Iterator[tuple[RunningApp, Path]]:
 
 def attach_as_the_page_does(session: PageSession, name: str, data: bytes) -> dict:
     """Upload the file, then call the Attach button's (hidden) upload event through the
-    queue, as the browser does; the process_completed message."""
+    queue, as the browser does (files, pending ids, the chosen model); the process_completed
+    message."""
     path = session.upload(name, data)
-    return session.outcome(session.handler("attach", "upload"), [file_data(path, name)], [])
+    return session.outcome(session.handler("attach", "upload"), [file_data(path, name)], [],
+                           "smollm2-135m")
 
 
 def answers_meanwhile(url: str, busy: threading.Event) -> list[float]:
