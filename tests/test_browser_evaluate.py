@@ -67,6 +67,11 @@ def eval_page(chromium_path, seeded_app):
         page.locator("#message textarea").wait_for(timeout=30_000)
         page.get_by_role("tab", name="Evaluate").click()
         page.locator("#eval-run").wait_for(timeout=30_000)
+        # The page opens the newest run once it has loaded; a pick made before that lands
+        # would be replaced by it, so the tests start after it.
+        page.wait_for_function(
+            "() => document.querySelector('#eval-run input')?.value.startsWith('#')",
+            timeout=60_000)
         yield page
         browser.close()
 
