@@ -81,7 +81,11 @@ def text_of(page, elem_id: str) -> str:
 
 
 def visual_lines(page, elem_id: str) -> list[str]:
-    """The element's text as the browser lays it out, one entry a line."""
+    """The element's text as the browser lays it out, one entry a line, once Gradio's
+    progress timer ("0.1s"), shown over it while it updates, is gone."""
+    page.wait_for_function(
+        "id => !/^\\s*\\d+(\\.\\d+)?s\\s*$/m.test("
+        "document.querySelector('#' + id)?.innerText ?? '0s')", arg=elem_id, timeout=30_000)
     return [line.strip() for line in text_of(page, elem_id).splitlines() if line.strip()]
 
 
