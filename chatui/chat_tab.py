@@ -270,8 +270,11 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
         .then(files.chips, [pending, model], [chips], api_name=False, queue=False)
     model.change(lambda m: gr.update(visible=bool(library and library.can_download(m))),
                  [model], [fetch], api_name=False, queue=False)
-    fetch.click(lambda m, request: _download(library, m, request, texts=texts), [model], [info],
-                api_name=False)
+
+    def fetch_model(model_id: str, request: gr.Request) -> str:
+        return _download(library, model_id, request, texts=texts)  # typed: Gradio passes it
+
+    fetch.click(fetch_model, [model], [info], api_name=False)
     app.load(convs.on_page_load, None, [conversations, preset], api_name=False)
     gr.api(convs.api_list, api_name="conversations")
     gr.api(convs.api_get, api_name="conversation")

@@ -14,8 +14,8 @@ import yaml
 from playwright.sync_api import sync_playwright
 
 from tests.conftest import CAPITAL_PROMPT, SHIPPED_MODELS, RunningApp, start_app
-from tests.test_browser import (CHROMIUM_ARGS, pick, set_number, use_greedy_decoding,
-                                wait_for_finished_reply)
+from tests.test_browser import (CHROMIUM_ARGS, pick, set_number, start_new_chat,
+                                use_greedy_decoding, wait_for_finished_reply)
 
 pytestmark = pytest.mark.slow  # starts the app and drives it in chromium
 
@@ -105,10 +105,7 @@ def test_a_base_model_is_added_in_completion_mode_and_an_instruct_one_keeps_chat
         continued = wait_for_finished_reply(page, 1)
         assert "Paris" in continued, continued
         assert not any(marker in continued for marker in CHAT_FORMAT), continued
-        page.locator("#new-chat").click()  # the question alone, not after the completion
-        page.wait_for_function(
-            "() => document.querySelectorAll(\"#chatbot [data-testid='bot']\").length === 0",
-            timeout=30_000)
+        start_new_chat(page)  # the question alone, not after the completion
         pick_model(page, INSTRUCT)
         box.fill(CAPITAL_PROMPT)
         box.press("Enter")

@@ -302,6 +302,19 @@ def test_html_and_script_in_a_reply_stay_inert(page, tmp_path, artifacts):
     page.screenshot(path=str(artifacts / "markup-inert.png"), full_page=True)
 
 
+def start_new_chat(page) -> None:
+    """Click "+ New chat" and wait until its answer has reached the page: it clears the
+    message box, so a draft typed before its answer came back would be wiped (a CPU hog
+    makes that answer slow enough to lose the next question)."""
+    box = page.locator("#message textarea")
+    box.fill("(a draft that New chat clears)")
+    page.locator("#new-chat").click()
+    page.wait_for_function(
+        "() => document.querySelector('#message textarea')?.value === '' &&"
+        " document.querySelectorAll(\"#chatbot [data-testid='bot']\").length === 0",
+        timeout=30_000)
+
+
 def wait_for_finished_reply(page, count: int) -> str:
     """Wait until the chat holds `count` finished replies; returns the last one."""
     page.wait_for_function(
@@ -340,9 +353,7 @@ def test_regenerate_edit_and_a_new_conversation(page, artifacts):
     assert users == ["Name the capital of Italy."], users
     page.screenshot(path=str(artifacts / "edited-conversation.png"), full_page=True)
 
-    page.locator("#new-chat").click()
-    page.wait_for_function(
-        "() => document.querySelectorAll(\"#chatbot [data-testid='bot']\").length === 0")
+    start_new_chat(page)
     page.locator("#conversations label", has_text="Name the capital of").first.wait_for()
 
 
@@ -588,9 +599,7 @@ def test_reopening_a_conversation_restores_every_setting_it_was_sent_with(page, 
     box.press("Enter")
     wait_for_finished_reply(page, 1)
 
-    page.locator("#new-chat").click()
-    page.wait_for_function(
-        "() => document.querySelectorAll(\"#chatbot [data-testid='bot']\").length === 0")
+    start_new_chat(page)
     set_number(page, "temperature", "1.2")
     set_seed(page, "99")
     set_think(page, "on")

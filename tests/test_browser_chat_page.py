@@ -12,6 +12,7 @@ from tests.test_browser import (  # noqa: F401 - `page` is a fixture
     page,
     pick,
     set_number,
+    start_new_chat,
     use_greedy_decoding,
     wait_for_finished_reply,
 )
@@ -63,9 +64,7 @@ def test_the_meter_follows_a_new_chat_and_a_new_model(page):
     short_greedy_replies(page)
     send(page, "Name the capital of France.", 1)
     wait_for_meter(page, r"history [1-9]\d*")
-    page.locator("#new-chat").click()
-    page.wait_for_function(
-        "() => document.querySelectorAll(\"#chatbot [data-testid='bot']\").length === 0")
+    start_new_chat(page)
     fresh = wait_for_meter(page, r"history 0 \+ draft 0 ")
     assert METER.search(fresh), fresh
 
@@ -105,9 +104,7 @@ def test_the_chat_trash_deletes_the_conversation_after_asking(page, running_app)
 def test_two_conversations_with_one_title_read_differently(page):
     short_greedy_replies(page)
     for _ in range(2):
-        page.locator("#new-chat").click()
-        page.wait_for_function(
-            "() => document.querySelectorAll(\"#chatbot [data-testid='bot']\").length === 0")
+        start_new_chat(page)
         send(page, "Twin title: say hello.", 1)
     entries = page.locator("#conversations label", has_text="Twin title")
     page.wait_for_function("() => [...document.querySelectorAll('#conversations label')]"
