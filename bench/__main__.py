@@ -22,6 +22,7 @@ from bench import (
     kv_cache,
     llama_server,
     report,
+    served,
     sessions,
     startup,
     streaming,
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     results["concurrency"] = concurrency.run(args.quick, 16 if args.quick else 96)
     step("anchor: the same clients on llama-server")
     results["llama_server"] = llama_server.run(clients, 16 if args.quick else 96)
+    step("what users see: paired rounds, a document, long contexts, turns, prompt lookup")
+    results["served"] = served.run(args.quick)
     step("Compare: two panes on one entry, batched and taking turns")
     results["compare"] = batching.run(16 if args.quick else 64)
     step("AMX buffers against plain buffers")

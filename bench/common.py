@@ -173,27 +173,45 @@ class AppProcess:
         self.close()
 
 
-def api_stream(client, url: str, prompt: str, max_tokens: int, model: str = MODEL) -> Timing:
-    """One streamed reply through the app's OpenAI-compatible API, as server-sent events.
+@dataclass
+class ApiReply:
+    """One streamed reply through an OpenAI-compatible API: its timing, text and usage."""
 
-    `client` is an httpx.Client kept across requests, as an API client keeps its connection.
-    Any OpenAI-compatible server will do (llama-server too: it ignores the model name).
+    timing: Timing
+    text: str
+    usage: dict
+
+
+def api_reply(client, url: str, messages: list[dict], max_tokens: int,
+              model: str = MODEL) -> ApiReply:
+    """One greedy streamed reply through an OpenAI-compatible API, as server-sent events.
+
+    `client` is an httpx.Client kept across requests, as an API client keeps its connection
+    (and its sign-in). Any OpenAI-compatible server will do (llama-server too: it ignores
+    the model name).
     """
     body = {"model": model, "stream": True, "temperature": 0, "max_tokens": max_tokens,
-            "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": prompt}]}
+            "stream_options": {"include_usage": True}, "messages": messages}
     clock = TimingClock()
-    tokens = texts = 0
+    usage: dict = {}
+    pieces: list[str] = []
     with client.stream("POST", f"{url}v1/chat/completions", json=body, timeout=300) as reply:
         reply.raise_for_status()
         for line in reply.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             event = json.loads(line[6:])
-            if event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
+            usage = event.get("usage") or usage
             for choice in event.get("choices") or []:
-                if choice["delta"].get("content"):
+                if text := choice["delta"].get("content"):
                     clock.text()
-                    texts += 1
-    return clock.timing(tokens or texts)  # a server that sends no usage: one token an event
+                    pieces.append(text)
+    # A server that sends no usage: one token an event.
+    tokens = usage.get("completion_tokens") or len(pieces)
+    return ApiReply(clock.timing(tokens), "".join(pieces), usage)
+
+
+def api_stream(client, url: str, prompt: str, max_tokens: int, model: str = MODEL) -> Timing:
+    """One user message's streamed reply through the API; its timing."""
+    return api_reply(client, url, [{"role": "user", "content": prompt}], max_tokens,
+                     model).timing

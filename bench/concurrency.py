@@ -25,8 +25,10 @@ QUICK_LEVELS = (1, 4)
 PARALLEL = (1, 4)  # the app's slot counts compared: taking turns, and batched
 
 
-def clients(url: str, count: int, max_tokens: int, model: str = MODEL) -> dict:
-    """`count` clients start at once, one connection and one reply each."""
+def clients(url: str, count: int, max_tokens: int, model: str = MODEL,
+            auth: tuple[str, str] | None = None) -> dict:
+    """`count` clients start at once, one connection and one reply each (signed in with
+    HTTP Basic `auth` where the server asks for it)."""
     timings: list[Timing | None] = [None] * count
     spans: list[tuple[float, float] | None] = [None] * count
     errors: list[Exception] = []
@@ -34,7 +36,7 @@ def clients(url: str, count: int, max_tokens: int, model: str = MODEL) -> dict:
 
     def client(index: int) -> None:
         try:
-            with httpx.Client() as http:
+            with httpx.Client(auth=auth) as http:
                 start.wait()
                 started = time.perf_counter()
                 timings[index] = api_stream(http, url, prompt_for(index), max_tokens, model)

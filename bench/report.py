@@ -6,7 +6,7 @@ import os
 import platform
 from pathlib import Path
 
-from bench import concurrency
+from bench import concurrency, served_report
 
 
 def machine() -> dict:
@@ -69,6 +69,8 @@ def markdown(results: dict) -> str:
                    f"{_f(row['load_s'], 1, 1, ' s')} | {_f(row['rss_growth_mb'], 0, 1, ' MB')} | "
                    f"{_f(row['weights_mb'], 0, 1, ' MB')} |")
     out += concurrency_lines(results["concurrency"], results["llama_server"])
+    if "served" in results:
+        out += served_report.lines(results["served"])
     out += compare_lines(results["compare"])
     out += buffers_lines(results["buffers"])
     out += kv_cache_lines(results["kv_cache"])
@@ -190,7 +192,7 @@ def kv_cache_lines(k: dict) -> list[str]:
 
 
 def target_lines(checks: list[dict]) -> list[str]:
-    out = ["", "**Batching targets** (this run's numbers)", ""]
+    out = ["", "**Targets** (this run's numbers)", ""]
     for c in checks:
         bound = f"{'≥' if c['higher_is_better'] else '≤'} {c['target']:g}"
         if c["met"] is None:

@@ -10,11 +10,13 @@ import sys
 
 import pytest
 
-from bench import llama_server, report, targets
+from bench import llama_server, report, served_report, targets
 from tests.conftest import ROOT
 
-TARGETS = {"aggregate_4_vs_1", "vs_llama_server", "first_token", "fairness",
-           "parallel_4_alone", "amx_vs_plain"}
+TARGETS = {"fairness", "parallel_4_alone", "streaming_vs_raw", "amx_vs_plain"}
+SERVED_TARGETS = {"vs_llama_server", "aggregate_4_vs_1", "first_token", "document_again",
+                  "document_after_chats", "second_user_cache", "long_decode_vs_short",
+                  "long_decode_vs_server", "conversation_turns", "speculative_speedup"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def test_the_quick_benchmark_writes_json_markdown_and_a_plot(quick_run):
     results, markdown, out = quick_run
     for part in ("startup", "streaming", "backends", "concurrency", "llama_server", "compare", "buffers",
                  "kv_cache", "targets", "switching", "threads", "conversations", "machine",
-                 "buffer_path"):
+                 "buffer_path", "served"):
         assert part in results, f"the report has no {part} part"
     for path in ("raw", "api", "page", "page_client"):
         assert results["streaming"][path]["runs"] == 1
@@ -40,6 +42,20 @@ def test_the_quick_benchmark_writes_json_markdown_and_a_plot(quick_run):
         assert results["streaming"][path]["tokens_per_second"], path
     assert "| app: HTTP API (SSE) |" in markdown and "Long conversations" in markdown
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
+def test_what_users_see_is_measured_over_http_with_two_users(quick_run):
+    results, markdown, _ = quick_run
+    served = results["served"]
+    assert served["anchor"]["run"] is False and "What users see" in markdown
+    document = served["app"]["document"]
+    # The same document asked again reuses its prompt; the second user gets none of it.
+    assert document["again"]["cached_tokens"] >= served["document_tokens"], document["again"]
+    assert document["second_user"]["cached_tokens"] == 0, document["second_user"]
+    spec = served["speculative"]
+    assert spec["same_text"], "prompt lookup changed the greedy text"
+    assert spec["drafted"] > 0, spec
 
 
 @pytest.mark.slow  # runs the quick benchmark on the real model (minutes)
@@ -131,11 +147,10 @@ def test_targets_compare_the_right_levels():
     anchor = {"run": True, "levels": [_level(4, 80, [20] * 4, [0.1] * 4)]}
     checks = {c["name"]: c for c in targets.checks(
         {"concurrency": _concurrency(), "llama_server": anchor,
+         "streaming": {"api": {"tokens_per_second_vs_raw": 0.96}},
          "buffers": {"run": False, "why": "plain buffers (the AMX probe died with SIGILL)"}})}
     assert checks.keys() == TARGETS
-    assert checks["aggregate_4_vs_1"]["value"] == pytest.approx(100 / 49)
-    assert checks["vs_llama_server"]["value"] == pytest.approx(100 / 80)
-    assert checks["first_token"]["value"] == 0.4 and checks["first_token"]["met"] is False
+    assert checks["streaming_vs_raw"]["met"] is False
     assert checks["fairness"]["value"] == pytest.approx(0.8) and checks["fairness"]["met"]
     assert checks["parallel_4_alone"]["value"] == pytest.approx(49 / 50)
     assert checks["amx_vs_plain"]["met"] is None and "SIGILL" in checks["amx_vs_plain"]["why"]
@@ -163,3 +178,61 @@ def test_a_llama_server_that_is_missing_or_exits_is_reported_not_raised(monkeypa
     monkeypatch.setenv("LLAMA_SERVER", str(fake))
     result = llama_server.run([4], 4)
     assert result["run"] is False and "invalid argument: --no-repack" in result["why"]
+
+
+def _reply(first: float, rate: float, cached: int | None) -> dict:
+    return {"time_to_first_token_s": first, "tokens_per_second": rate, "tokens": 16,
+            "prompt_tokens": 1700, "cached_tokens": cached}
+
+
+def _served(anchor: bool) -> dict:
+    side = lambda rate: {  # noqa: E731
+        "short_decode_tokens_per_second": 60.0,
+        "document": {"first": _reply(10.0, rate, 0), "again": _reply(0.2, rate, 1690),
+                     "after_other_chats": _reply(0.25, rate, 1690),
+                     "second_user": _reply(10.0, rate, 0)},
+        "conversation_first_token_s": [0.1, 0.12, 0.2]}
+    rounds = [{"first": "app", "app": {"four": _level(4, 100, [25] * 4, [0.1, 0.2, 0.2, 0.25]),
+                                        "one": _level(1, 50, [50], [0.1])},
+               "llama-server": {"four": _level(4, 80 + 40 * i, [20] * 4, [0.1] * 4),
+                                "one": _level(1, 60, [60], [0.1])}} for i in range(2)]
+    served = {"anchor": {"run": anchor, "command": "llama-server -np 4", "why": "not set"},
+              "max_tokens": 16, "document_tokens": 1700, "rounds": rounds, "app": side(36.0),
+              "speculative": {"runs": 1, "max_tokens": 64, "tokens": [64],
+                              "lookup_tokens_per_second": 90.0,
+                              "plain_tokens_per_second": 60.0, "speedup": 1.5,
+                              "same_text": True, "accepted": 40, "drafted": 50,
+                              "acceptance": 0.8}}
+    if anchor:
+        served["llama-server"] = side(18.0)
+    return served
+
+
+def test_what_users_see_is_checked_per_round_and_within_the_run():
+    checks = {c["name"]: c for c in targets.served_checks(_served(anchor=True))}
+    assert checks.keys() == SERVED_TARGETS
+    # The worst round counts: 100/80 and 100/120.
+    assert checks["vs_llama_server"]["value"] == pytest.approx(100 / 120)
+    assert checks["vs_llama_server"]["met"] is False
+    assert checks["aggregate_4_vs_1"]["value"] == pytest.approx(2.0)
+    assert checks["first_token"]["value"] == 0.25 and checks["first_token"]["met"]
+    assert checks["document_again"]["met"] and checks["second_user_cache"]["met"]
+    assert checks["long_decode_vs_short"]["value"] == pytest.approx(0.6)
+    assert checks["long_decode_vs_server"]["value"] == pytest.approx(2.0)
+    assert checks["conversation_turns"]["value"] == pytest.approx(2.0)
+    assert checks["speculative_speedup"]["met"]
+    lines = "\n".join(served_report.lines(_served(anchor=True)))
+    assert "| 2 | app | 100.0 | 50.0 | 120.0 | 60.0 | 0.83 |" in lines
+    assert "40 of 50 drafted tokens accepted (80%); greedy text identical" in lines
+
+
+def test_what_users_see_without_the_anchor_says_so():
+    served = _served(anchor=False)
+    served["speculative"]["same_text"] = False
+    checks = {c["name"]: c for c in targets.served_checks(served)}
+    assert checks["vs_llama_server"]["met"] is None
+    assert "llama-server was not run" in checks["vs_llama_server"]["why"]
+    assert checks["speculative_speedup"]["met"] is False
+    assert "TEXT DIFFERED" in checks["speculative_speedup"]["text"]
+    lines = "\n".join(served_report.lines(served))
+    assert "Anchor not run: not set." in lines and "DIFFERENT" in lines
