@@ -199,3 +199,21 @@ def test_the_models_tab_says_the_cache_in_english_and_filipino():
     assert load_texts("fil").say(note) == "prompt cache 1.2 GB sa 4.3 GB, 14 na prompt"
     one = prompt_cache_note(CacheUse(39 * MB, 47 * MB, 1))
     assert english().say(one) == one == "prompt cache 39 MB of 47 MB, 1 prompt"
+
+
+# -- documents come before the question ---------------------------------------------------------
+def test_a_whole_document_goes_before_the_question_so_questions_share_its_prefix():
+    from chatcore.conversations.attachments import Grounding
+    from chatcore.documents.document import Passage
+
+    passages = tuple(Passage("memo.txt", None, i, f"part {i} of the memo") for i in range(3))
+    grounding = Grounding(((1, passages),), ((1, 0), (1, 1), (1, 2)))
+
+    def count(messages):
+        return sum(len(m.content.split()) for m in messages)
+
+    asked = [grounding.fit([Message("user", q)], 1000, count)[0][-1].content
+             for q in ("Who wrote it?", "When is it due?")]
+    assert all(a.startswith('<document name="memo.txt">') for a in asked)
+    assert asked[0].endswith("Who wrote it?") and asked[1].endswith("When is it due?")
+    assert shared_prefix(asked[0], asked[1]) >= asked[0].index("</document>")
