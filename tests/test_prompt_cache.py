@@ -196,7 +196,7 @@ def test_the_models_tab_says_the_cache_in_english_and_filipino():
     note = prompt_cache_note(CacheUse(1_234 * MB, 4_300 * MB, 14))
     assert note == "prompt cache 1.2 GB of 4.3 GB, 14 prompts"
     assert english().say(note) == note
-    assert load_texts("fil").say(note) == "prompt cache 1.2 GB sa 4.3 GB, 14 na prompt"
+    assert load_texts("fil").say(note) == "prompt cache 1.2 GB sa 4.3 GB, mga prompt: 14"
     one = prompt_cache_note(CacheUse(39 * MB, 47 * MB, 1))
     assert english().say(one) == one == "prompt cache 39 MB of 47 MB, 1 prompt"
 
@@ -217,3 +217,24 @@ def test_a_whole_document_goes_before_the_question_so_questions_share_its_prefix
     assert all(a.startswith('<document name="memo.txt">') for a in asked)
     assert asked[0].endswith("Who wrote it?") and asked[1].endswith("When is it due?")
     assert shared_prefix(asked[0], asked[1]) >= asked[0].index("</document>")
+
+
+def test_the_models_tab_row_of_a_loaded_model_shows_its_cache_in_the_pages_language():
+    from chatui.models_tab import COLUMNS, status_rows
+
+    class Cached(CachingBackend):
+        placement = "cpu"
+
+        @property
+        def runtime_notes(self) -> list[str]:
+            return [prompt_cache_note(CacheUse(39 * MB, 400 * MB, 2))]
+
+    backend = Cached(100 * MB)
+    entries = (ModelEntry(id="a", backend="llamacpp", path=__file__),)
+    manager = ModelManager(ModelRegistry(path=SHIPPED_MODELS, entries=entries, broken=()),
+                           lambda entry: backend, budget=MemoryBudget({"cpu": GB}))
+    reply_text(manager, "a", [Message("user", "hi")], greedy())
+    for texts, line in ((english(), "prompt cache 39 MB of 400 MB, 2 prompts"),
+                        (load_texts("fil"), "prompt cache 39 MB sa 400 MB, mga prompt: 2")):
+        details = dict(zip(COLUMNS, status_rows(manager, texts=texts)[0]))["Details"]
+        assert line in details, details
