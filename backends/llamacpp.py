@@ -180,6 +180,7 @@ class LlamaCppBackend(LocalBackend):
             self._model.close()
         self._decoder = self._ctx = self._model = None
         self._template = None
+        self._cache_extra = 0  # the loan ends with the load
         self._placement = ""
 
     @property
@@ -188,8 +189,8 @@ class LlamaCppBackend(LocalBackend):
 
     @property
     def runtime_notes(self) -> list[str]:
-        """The weight buffers, known only once loaded (slots, cache type and flash
-        attention are the entry's settings, shown beside it)."""
+        """The weight buffers and the prompt cache's use, known only once loaded (slots,
+        cache type and flash attention are the entry's settings, shown beside it)."""
         if not (self._decoder and self.buffers):
             return []
         notes = [self.buffers.describe()]
