@@ -136,6 +136,13 @@ class Backend(ABC):
         when not loaded."""
         return []
 
+    def grant_prompt_cache(self, extra_bytes: int) -> int:
+        """Lend the engine up to `extra_bytes` of host RAM beyond its estimate for the saved
+        states of earlier prompts (chatcore/generation/prompt_cache.py); before the load or
+        while loaded, larger or smaller (0 takes the loan back). Returns the bytes it will
+        hold at most beyond the estimate: 0 for an engine that keeps no such cache."""
+        return 0
+
     def unhonoured(self, params: GenParams) -> list[str]:
         """The settings in `params` this engine will not apply, in words for a person
         ("top_k 40", "repetition penalty 1.3"); empty when every setting takes effect."""

@@ -26,7 +26,7 @@ from backends.gguf import check_gguf
 from backends.llamacpp_batch import BatchDecoder
 from backends.llamacpp_log import route_to_python_logging
 from backends.llamacpp_memory import KV_TYPES, llamacpp_estimate
-from backends.llamacpp_states import SavedStates
+from backends.llamacpp_states import SavedStates, prompt_cache_note
 from backends.local import Decoding, LocalBackend
 from backends.thinking import Markers
 
@@ -85,6 +85,7 @@ class LlamaCppBackend(LocalBackend):
         self._decoder: BatchDecoder | None = None
         self._eos_ids: tuple[int, ...] = ()
         self._placement = ""
+        self._cache_extra = 0  # prompt cache bytes the planner lent beyond the estimate
 
     # -- lifecycle -------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
@@ -138,7 +139,7 @@ class LlamaCppBackend(LocalBackend):
         self._eos_ids = _end_of_generation_ids(model)
         self._warnings = self._template.check([_token_text(model, t) for t in self._eos_ids])
         self._placement = _placement(metadata, self.n_gpu_layers)
-        states = SavedStates(self._saved_states_bytes())
+        states = SavedStates(self._saved_states_bytes() + self._cache_extra)
         self._decoder = BatchDecoder(ctx.ctx, model.vocab, model.n_vocab(), self.parallel,
                                      N_BATCH, self.n_threads, states, self.model_path.stem)
         report(1.0, "ready")
@@ -179,6 +180,7 @@ class LlamaCppBackend(LocalBackend):
             self._model.close()
         self._decoder = self._ctx = self._model = None
         self._template = None
+        self._cache_extra = 0  # the loan ends with the load
         self._placement = ""
 
     @property
@@ -187,9 +189,21 @@ class LlamaCppBackend(LocalBackend):
 
     @property
     def runtime_notes(self) -> list[str]:
-        """The weight buffers, known only once loaded (slots, cache type and flash
-        attention are the entry's settings, shown beside it)."""
-        return [self.buffers.describe()] if self._decoder and self.buffers else []
+        """The weight buffers and the prompt cache's use, known only once loaded (slots,
+        cache type and flash attention are the entry's settings, shown beside it)."""
+        if not (self._decoder and self.buffers):
+            return []
+        notes = [self.buffers.describe()]
+        if self._decoder.states is not None:
+            notes.append(prompt_cache_note(self._decoder.states.use()))
+        return notes
+
+    def grant_prompt_cache(self, extra_bytes: int) -> int:
+        """The prompt cache's capacity is the estimate's one slot plus this loan."""
+        self._cache_extra = max(0, extra_bytes)
+        if self._decoder is not None and self._decoder.states is not None:
+            self._decoder.states.resize(self._saved_states_bytes() + self._cache_extra)
+        return self._cache_extra
 
     def decodes_on_cpu(self) -> bool:
         return self.n_gpu_layers != -1  # partly offloaded models still decode layers here

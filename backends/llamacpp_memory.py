@@ -25,7 +25,8 @@ def llamacpp_estimate_of(shape: ModelShape, file_bytes: int, context_length: int
     """The same estimate from a shape and a size, for a file not downloaded yet.
 
     Each of the `parallel` slots holds a full context, so the KV cache is charged for all
-    of them; saved conversation states may take as much as one slot's cache between them.
+    of them; the prompt cache of saved states is charged one slot's cache here (the planner
+    may lend it more once the model is loaded: chatcore/generation/prompt_cache.py).
     llama.cpp reserves a compute buffer with room for a whole batch of logits, but the
     backend asks logits of at most one token per slot, so those pages are never touched
     (RAM counts only what is): what a step uses is a batch of activations (hidden and

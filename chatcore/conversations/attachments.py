@@ -57,13 +57,15 @@ class Grounding:
 
     def fit(self, messages: Sequence[Message], room_tokens: int,
             count_tokens) -> tuple[list[Message], Selection]:
-        """The messages with the chosen text after the last user message's own."""
+        """The messages with the chosen text before the last user message's own: a second
+        question on the same whole document then shares the prompt's prefix with the
+        first, and the engine's prompt cache reads only the question."""
         selection = fill(self.documents, self.ranked, room_tokens,
                          lambda text: count_tokens([Message("user", text)]))
         messages = list(messages)
         last = max(i for i, m in enumerate(messages) if m.role == "user")
         block = render(selection.chosen)
-        messages[last] = Message("user", f"{messages[last].content}\n\n{block}")
+        messages[last] = Message("user", f"{block}\n\n{messages[last].content}")
         return messages, selection
 
 

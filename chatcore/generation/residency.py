@@ -14,6 +14,7 @@ from backends.base import Backend, BackendError, ProgressCallback
 from chatcore.generation.registry import ModelEntry
 from chatcore.i18n import Texts
 from chatcore.generation.memory import MemoryBudget, format_bytes, process_rss_bytes, release_freed_memory
+from chatcore.generation.prompt_cache import prompt_cache_extra
 from chatcore.generation.slots import MemoryReport, ModelBusy, ModelSlot, ModelUnavailable
 from chatcore.generation.weights import ModelNotAvailable
 
@@ -123,7 +124,55 @@ class Residency:
         for warning in warnings:
             log.warning("%s: %s", entry.id, warning)
         log.info("loaded %s in %.2f s", entry.id, seconds)
+        self._lend_cache(entry.id, slot, backend)
         return backend
+
+    # -- prompt caches -------------------------------------------------------------------
+    def _lend_cache(self, model_id: str, slot: ModelSlot, backend: Backend) -> None:
+        """Lend a loaded model's prompt cache part of the host RAM the budget has left over
+        (chatcore/generation/prompt_cache.py); other loads take it back before evicting."""
+        if type(backend).grant_prompt_cache is Backend.grant_prompt_cache:
+            return  # an engine without a prompt cache
+        try:
+            breakdown = backend.memory_breakdown()
+        except BackendError:
+            return
+        minimum = getattr(breakdown, "saved_states", 0)
+        with self._plan_lock:
+            room = self.room("cpu")
+            with self.lock:
+                if slot.backend is not backend:
+                    return  # unloaded meanwhile
+                left = room.free - self._loans()
+            extra = prompt_cache_extra(minimum, left)
+            if extra <= 0:
+                return
+            lent = backend.grant_prompt_cache(extra)
+            with self.lock:
+                slot.cache_loan = lent
+        if lent:
+            log.info("%s: prompt cache may take %s more (%s left in the cpu budget)",
+                     model_id, format_bytes(lent), format_bytes(left))
+
+    def _loans(self) -> int:
+        """RAM lent to prompt caches now; call with `lock` held."""
+        return sum(s.cache_loan for s in self._slots.values() if s.resident)
+
+    def _reclaim(self, needed: int) -> None:
+        """Take prompt cache loans back, least recently used model first, until `needed`
+        bytes are free of them (their oldest states are dropped)."""
+        with self.lock:
+            lenders = sorted((s for s in self._slots.values() if s.resident and s.cache_loan),
+                             key=lambda s: s.used_order)
+        for lender in lenders:
+            if needed <= 0:
+                return
+            take = min(lender.cache_loan, needed)
+            backend = lender.backend
+            kept = backend.grant_prompt_cache(lender.cache_loan - take) if backend else 0
+            with self.lock:
+                needed -= lender.cache_loan - kept
+                lender.cache_loan = kept
 
     def _fail(self, slot: ModelSlot, reason: str | None) -> None:
         with self.lock:
@@ -178,6 +227,11 @@ class Residency:
                     f"needs {format_bytes(estimate)}, {format_bytes(max(room.free, 0))} free "
                     f"of a {format_bytes(room.limit)} budget on {device}"
                     + ("" if estimate <= room.limit else "; raise --max-memory to load it"))
+            if device == "cpu":
+                with self.lock:
+                    loans = self._loans()
+                if estimate > room.free - loans:
+                    self._reclaim(estimate - (room.free - loans))
             free = room.free
             for victim_id, victim_bytes in room.idle:
                 if estimate <= free:
@@ -203,7 +257,7 @@ class Residency:
             backend = slot.backend if slot is not None else None
             if backend is None:
                 return False
-            slot.backend, slot.stale = None, False
+            slot.backend, slot.stale, slot.cache_loan = None, False, 0
         loaded = process_rss_bytes()
         backend.unload()
         del backend

@@ -104,6 +104,7 @@ class ModelSlot:
     in_use: int = 0  # replies that hold or wait for it: it is not evicted
     generating: int = 0
     stale: bool = False  # resident, but its entry changed: unload when idle
+    cache_loan: int = 0  # RAM lent to its prompt cache beyond the estimate (prompt_cache.py)
 
     @property
     def resident(self) -> bool:
