@@ -10,11 +10,12 @@ CPU one pass over the weights for four tokens costs little more than one pass fo
 four replies share the model at close to one reply's speed each.
 
 The decoding runs on one thread per loaded model (`batch-<model>`); a reply's own thread
-reads its sampled tokens from a queue and turns them into text. A sequence's next token is
-decoded only after its reader has taken the previous one and asked for more, so a reply
-that ends on a stop string has computed nothing past the match; and the readers' Python
-never runs beside llama.cpp's threads (on a small machine a thread that takes a core from
-them mid-step makes the others spin, and a step then takes many times as long).
+reads its sampled tokens from a queue and turns them into text. The decoding thread ends a
+sequence itself on an end-of-generation token, its token budget or its cancel event
+(checked before every step), and decodes up to LOOKAHEAD tokens ahead of its reader, as
+llama-server does: a reader that is slow (a stalled client, a busy core) never holds a step
+back, and the other replies go on at full speed. A reader that ends on a stop string calls
+`leave`; the tokens computed ahead of it are dropped, never shown or counted.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import logging
 import queue
 import random
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -32,9 +34,15 @@ log = logging.getLogger(__name__)
 
 PENALTY_LAST_N = 64  # tokens the repetition penalty looks back over, as llama-cpp-python
 _END = object()  # put on a sequence's queue after its last token
-# How long a step waits for readers still taking their last token, so that every reply
-# joins the same step instead of drifting into steps of their own.
+# Tokens a sequence may be decoded ahead of its reader: enough that a reader's pause (a
+# slow client, the GIL) never costs a step, few enough that a stop string wastes little.
+LOOKAHEAD = 8
+# How long a step waits for readers still handling the token of the step before, so that
+# their Python runs between steps, not beside llama.cpp's threads (on a small machine a
+# thread that takes a core from them mid-step makes the others spin, and a step then takes
+# many times as long). A reader further behind than that one token is not waited for.
 CATCH_UP_S = 0.005
+HISTORY = 256  # steps whose widths `BatchDecoder.history` keeps, for tests and the bench
 
 
 @dataclass(eq=False)
@@ -52,7 +60,7 @@ class BatchSequence:
     reused: int = 0  # prompt tokens restored from a saved state when it joined, not read
     next_token: int | None = None  # sampled, not yet decoded
     generated: int = 0
-    taken: int = 0  # tokens its reader has taken and asked past: it decodes no further ahead
+    taken: int = 0  # tokens its reader has handled and asked past: at most LOOKAHEAD behind
     leaving: bool = False
     tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -62,17 +70,18 @@ def _ending(sequence: BatchSequence) -> bool:
     return sequence.leaving or sequence.cancel.is_set()
 
 
-def _ready(sequence: BatchSequence) -> bool:
-    """Has work for the next step: prompt left to read, or a token its reader has asked
-    past (and no end to be handled first)."""
-    return not _ending(sequence) and (bool(sequence.pending) or (
-        sequence.next_token is not None and sequence.taken == sequence.generated))
-
-
-def _lagging(sequence: BatchSequence) -> bool:
-    """Its reader has not yet asked past its last token."""
-    return sequence.next_token is not None and sequence.taken < sequence.generated \
+def _catching_up(sequence: BatchSequence) -> bool:
+    """Its reader is handling the token of the last step, and was idle before it."""
+    return sequence.next_token is not None and sequence.generated - sequence.taken == 1 \
         and not _ending(sequence)
+
+
+def _ready(sequence: BatchSequence) -> bool:
+    """Has work for the next step: prompt left to read, or a sampled token while its reader
+    is less than LOOKAHEAD tokens behind (and no end to be handled first)."""
+    return not _ending(sequence) and (bool(sequence.pending) or (
+        sequence.next_token is not None
+        and sequence.generated - sequence.taken < LOOKAHEAD))
 
 
 def sampler_chain(n_vocab: int, params: GenParams):
@@ -123,6 +132,8 @@ class BatchDecoder:
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self.steps = 0  # llama_decode calls, for tests and the bench
         self.widest = 0  # most replies that sampled a token in one step
+        # The slots that sampled a token in each of the last HISTORY steps, oldest first.
+        self.history: deque[tuple[int, ...]] = deque(maxlen=HISTORY)
         self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
         self._thread.start()
 
@@ -156,13 +167,14 @@ class BatchDecoder:
             if isinstance(item, BackendError):
                 raise item
             yield item
-            with self._changed:  # the reader wants the next one
+            with self._changed:  # done with it: one more off the look-ahead
                 sequence.taken += 1
                 self._changed.notify_all()
 
     def leave(self, sequence: BatchSequence) -> None:
         """End the sequence at the next step (a stop string, a reader gone) and wait until
-        its slot is free: no token of it is computed after this returns."""
+        its slot is free: no token of it is computed after this returns, and the tokens
+        computed ahead of the reader (LOOKAHEAD at most) are dropped with it."""
         with self._changed:
             sequence.leaving = True
             self._changed.notify_all()
@@ -196,7 +208,7 @@ class BatchDecoder:
                 self._joining.clear()
                 for sequence in [s for s in self._running if _ending(s)]:
                     self._finish(sequence)
-                self._changed.wait_for(lambda: not any(map(_lagging, self._running)),
+                self._changed.wait_for(lambda: not any(map(_catching_up, self._running)),
                                        timeout=CATCH_UP_S)
                 ready = [s for s in self._running if _ready(s)]
             if ready:
@@ -256,6 +268,7 @@ class BatchDecoder:
         result = lib.llama_decode(self._ctx, batch)
         self.steps += 1
         self.widest = max(self.widest, len(outputs))
+        self.history.append(tuple(sequence.slot for sequence, _ in outputs))
         if result != 0:
             raise BackendError(f"llama.cpp could not decode a batch of {count} tokens "
                                f"(llama_decode returned {result})")
