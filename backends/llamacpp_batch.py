@@ -16,6 +16,15 @@ sequence itself on an end-of-generation token, its token budget or its cancel ev
 llama-server does: a reader that is slow (a stalled client, a busy core) never holds a step
 back, and the other replies go on at full speed. A reader that ends on a stop string calls
 `leave`; the tokens computed ahead of it are dropped, never shown or counted.
+
+With prompt lookup on (backends/prompt_lookup.py), a sequence whose last tokens occurred
+before in its prompt or text adds the tokens that followed them there as drafts after its
+next token, with logits for each; its sampler chain then samples position after position,
+and the first sample that differs from its draft is the true next token. The rejected
+drafts leave the KV cache. Since every position is sampled by the same chain in the same
+order (its RNG and penalty state advance exactly as without drafts), the text is the same
+as plain decoding, greedy or seeded; a run of accepted drafts costs one pass over the
+weights instead of one per token.
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ from dataclasses import dataclass, field
 
 from backends.base import BackendError, GenParams
 from backends.llamacpp_states import SavedStates
+from backends.prompt_lookup import PromptLookup
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,9 @@ class BatchSequence:
     leaving: bool = False
     tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     finished: threading.Event = field(default_factory=threading.Event)
+    lookup: PromptLookup | None = None  # its verified tokens, to draft from; None: no drafts
+    drafted: int = 0  # draft tokens decoded for it
+    accepted: int = 0  # of those, the ones its sampler chain chose too
 
 
 def _ending(sequence: BatchSequence) -> bool:
@@ -112,7 +125,7 @@ class BatchDecoder:
     """Runs every reply of one llama.cpp context; `slots` replies at a time."""
 
     def __init__(self, ctx, vocab, n_vocab: int, slots: int, n_batch: int, n_threads: int,
-                 states: SavedStates | None, name: str) -> None:
+                 states: SavedStates | None, name: str, speculative: bool = False) -> None:
         self._ctx = ctx
         self._vocab = vocab
         self._n_vocab = n_vocab
@@ -120,6 +133,7 @@ class BatchDecoder:
         self._n_threads = n_threads
         self._threads_now = n_threads
         self.states = states
+        self.speculative = speculative  # prompt-lookup drafts for every new sequence
         self._free = list(range(slots))
         self._joining: list[BatchSequence] = []
         self._running: list[BatchSequence] = []
@@ -154,6 +168,8 @@ class BatchDecoder:
             slot = self._free.pop(0)
             sequence = BatchSequence(slot, list(prompt), max_new, params, cancel,
                                      sampler_chain(self._n_vocab, params))
+            if self.speculative:
+                sequence.lookup = PromptLookup(prompt)
             self._joining.append(sequence)
             self._changed.notify_all()
         return sequence
@@ -240,9 +256,11 @@ class BatchDecoder:
 
     def _step(self, ready: list[BatchSequence]) -> None:
         lib, batch = self._lib, self._batch
-        count, outputs = 0, []  # (sequence, index in the batch whose logits it samples)
+        count = 0
+        # (sequence, index in the batch of the first logits it samples, drafts after it)
+        outputs: list[tuple[BatchSequence, int, list[int]]] = []
 
-        def add(token: int, sequence: BatchSequence, logits: bool) -> None:
+        def add(token: int, sequence: BatchSequence, logits: bool) -> int:
             nonlocal count
             batch.token[count] = token
             batch.pos[count] = len(sequence.in_cache)
@@ -250,38 +268,73 @@ class BatchDecoder:
             batch.seq_id[count][0] = sequence.slot
             batch.logits[count] = logits
             sequence.in_cache.append(token)
-            if logits:
-                outputs.append((sequence, count))
             count += 1
+            return count - 1
 
-        for sequence in ready:  # the generating ones first: one token each
-            if sequence.next_token is not None:
-                add(sequence.next_token, sequence, True)
-                sequence.next_token = None
+        generating = [s for s in ready if s.next_token is not None]
+        for i, sequence in enumerate(generating):  # first: the next token of each, drafts
+            after = len(generating) - 1 - i  # room kept for the next tokens of the others
+            drafts = self._drafts(sequence, self._n_batch - count - 1 - after)
+            first = add(sequence.next_token, sequence, True)
+            for token in drafts:
+                add(token, sequence, True)
+            outputs.append((sequence, first, drafts))
+            sequence.next_token = None
         for sequence in ready:  # then what joining prompts fit in the rest of the batch
             take = min(len(sequence.pending), self._n_batch - count)
             for i, token in enumerate(sequence.pending[:take]):
-                add(token, sequence, i == len(sequence.pending) - 1)
+                index = add(token, sequence, i == len(sequence.pending) - 1)
+                if i == len(sequence.pending) - 1:
+                    outputs.append((sequence, index, []))
             del sequence.pending[:take]
         batch.n_tokens = count
         self._follow_threads(ready)
         result = lib.llama_decode(self._ctx, batch)
         self.steps += 1
         self.widest = max(self.widest, len(outputs))
-        self.history.append(tuple(sequence.slot for sequence, _ in outputs))
+        self.history.append(tuple(sequence.slot for sequence, _, _ in outputs))
         if result != 0:
             raise BackendError(f"llama.cpp could not decode a batch of {count} tokens "
                                f"(llama_decode returned {result})")
-        for sequence, index in outputs:
-            token = lib.llama_sampler_sample(sequence.sampler, self._ctx, index)
+        for sequence, first, drafts in outputs:
+            self._sample(sequence, first, drafts)
+
+    def _drafts(self, sequence: BatchSequence, room: int) -> list[int]:
+        """Prompt-lookup drafts for the sequence, within the batch's room, its token budget
+        (which keeps them inside its context) and the look-ahead of its reader."""
+        if sequence.lookup is None:
+            return []
+        ahead = sequence.generated - sequence.taken
+        return sequence.lookup.draft(min(room, sequence.max_new - sequence.generated - 1,
+                                         LOOKAHEAD - ahead - 1))
+
+    def _sample(self, sequence: BatchSequence, first: int, drafts: list[int]) -> None:
+        """Sample the sequence's next token, and one more after each draft its sampler
+        chain agrees with; drop the rest of the drafts from its cache."""
+        lib, kept, ended = self._lib, 0, False
+        for offset in range(len(drafts) + 1):
+            token = lib.llama_sampler_sample(sequence.sampler, self._ctx, first + offset)
             sequence.generated += 1
             sequence.tokens.put(token)
+            if sequence.lookup is not None:
+                sequence.lookup.extend((token,))
             if lib.llama_vocab_is_eog(self._vocab, token) or \
                     sequence.generated >= sequence.max_new:
-                with self._changed:
-                    self._finish(sequence)
-            else:
-                sequence.next_token = token
+                ended = True
+                break
+            if offset < len(drafts) and token == drafts[offset]:
+                kept += 1
+                continue
+            sequence.next_token = token
+            break
+        sequence.drafted += len(drafts)
+        sequence.accepted += kept
+        if rejected := len(drafts) - kept:
+            del sequence.in_cache[-rejected:]
+            lib.llama_memory_seq_rm(self._memory, sequence.slot, len(sequence.in_cache), -1)
+        if ended:
+            with self._changed:
+                self._finish(sequence)
 
     def _follow_threads(self, running: list[BatchSequence]) -> None:
         """Use the cores this model's share allows now (asked between steps)."""
