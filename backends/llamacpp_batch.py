@@ -50,7 +50,7 @@ LOOKAHEAD = 8
 # How long a step waits for readers still handling the token of the step before, so that
 # their Python runs between steps, not beside llama.cpp's threads (on a small machine a
 # thread that takes a core from them mid-step makes the others spin, and a step then takes
-# many times as long). A reader further behind than that one token is not waited for.
+# many times as long). A reader further behind than that step's tokens is not waited for.
 CATCH_UP_S = 0.005
 HISTORY = 256  # steps whose widths `BatchDecoder.history` keeps, for tests and the bench
 
@@ -70,6 +70,7 @@ class BatchSequence:
     reused: int = 0  # prompt tokens restored from a saved state when it joined, not read
     next_token: int | None = None  # sampled, not yet decoded
     generated: int = 0
+    sampled_from: int = 0  # `generated` before the last step sampled its tokens
     taken: int = 0  # tokens its reader has handled and asked past: at most LOOKAHEAD behind
     leaving: bool = False
     tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
@@ -84,9 +85,9 @@ def _ending(sequence: BatchSequence) -> bool:
 
 
 def _catching_up(sequence: BatchSequence) -> bool:
-    """Its reader is handling the token of the last step, and was idle before it."""
-    return sequence.next_token is not None and sequence.generated - sequence.taken == 1 \
-        and not _ending(sequence)
+    """Its reader is handling the tokens of the last step, and was idle before it."""
+    return sequence.next_token is not None and not _ending(sequence) \
+        and sequence.sampled_from <= sequence.taken < sequence.generated
 
 
 def _ready(sequence: BatchSequence) -> bool:
@@ -312,6 +313,7 @@ class BatchDecoder:
         """Sample the sequence's next token, and one more after each draft its sampler
         chain agrees with; drop the rest of the drafts from its cache."""
         lib, kept, ended = self._lib, 0, False
+        sequence.sampled_from = sequence.generated
         for offset in range(len(drafts) + 1):
             token = lib.llama_sampler_sample(sequence.sampler, self._ctx, first + offset)
             sequence.generated += 1
@@ -329,6 +331,8 @@ class BatchDecoder:
             break
         sequence.drafted += len(drafts)
         sequence.accepted += kept
+        if sequence.lookup is not None:
+            sequence.lookup.judge(len(drafts), kept)
         if rejected := len(drafts) - kept:
             del sequence.in_cache[-rejected:]
             lib.llama_memory_seq_rm(self._memory, sequence.slot, len(sequence.in_cache), -1)

@@ -7,6 +7,11 @@ there are a cheap guess at what comes next; the batch checks such a guess in the
 The guess only decides what is computed, never what is written: each position is still
 sampled with the reply's own sampler chain.
 
+Drafts are not free on a CPU: every drafted token widens the step of every reply in the
+batch. So the number drafted adapts to how the guesses fare, as llama.cpp's server does:
+it doubles (up to max_draft) after a step that took every draft and halves after one that
+took none.
+
 The index of n-grams grows with each verified token, so a lookup costs a few dictionary
 reads rather than a scan of a context of thousands of tokens at every step.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 MAX_NGRAM = 3  # longest suffix looked up; a longer match is a better guess
-MIN_NGRAM = 2  # shortest suffix looked up: one token matches too often to be a guess
+MIN_NGRAM = 3  # shortest suffix looked up: shorter ones match free text too often
 MAX_DRAFT = 8  # tokens drafted at most per step and sequence
 
 
@@ -29,6 +34,7 @@ class PromptLookup:
             raise ValueError(f"n-gram sizes must be 1 <= min <= max (got {min_ngram}, "
                              f"{max_ngram})")
         self.max_ngram, self.min_ngram, self.max_draft = max_ngram, min_ngram, max_draft
+        self.room = max(1, max_draft // 2)  # tokens drafted next time, adapted by `judge`
         self._tokens: list[int] = []
         # n-gram -> the index just past its latest occurrence that has a token after it
         self._after: dict[tuple[int, ...], int] = {}
@@ -49,7 +55,7 @@ class PromptLookup:
     def draft(self, limit: int | None = None) -> list[int]:
         """The tokens that followed the longest earlier occurrence of the last n tokens
         (n = max_ngram down to min_ngram), at most `limit`; empty when none matches."""
-        room = self.max_draft if limit is None else min(limit, self.max_draft)
+        room = self.room if limit is None else min(limit, self.room)
         if room <= 0:
             return []
         for n in range(min(self.max_ngram, len(self._tokens)), self.min_ngram - 1, -1):
@@ -57,3 +63,10 @@ class PromptLookup:
             if start is not None:
                 return self._tokens[start:start + room]
         return []
+
+    def judge(self, drafted: int, accepted: int) -> None:
+        """Draft more after a step whose drafts were all taken, fewer after none were."""
+        if drafted and accepted == drafted:
+            self.room = min(self.max_draft, self.room * 2)
+        elif drafted and accepted == 0:
+            self.room = max(1, self.room // 2)
