@@ -143,10 +143,21 @@ class LlamaCppBackend(LocalBackend):
         states = SavedStates(self._saved_states_bytes())
         self._decoder = BatchDecoder(ctx.ctx, model.vocab, model.n_vocab(), self.parallel,
                                      N_BATCH, self.n_threads, states, self.model_path.stem,
-                                     speculative=self.speculative)
+                                     speculative=self._can_draft(llama_cpp, model))
         report(1.0, "ready")
         log.info("loaded %s with %d threads, %d slots, on %s, %s", self.model_path.name,
                  self.n_threads, self.parallel, self._placement, buffers.describe())
+
+    def _can_draft(self, llama_cpp, model) -> bool:
+        """Drafts need rejected positions removed from the cache: a recurrent (or hybrid)
+        model's state cannot be cut back, so it decodes without them."""
+        if not self.speculative:
+            return False
+        if llama_cpp.llama_model_is_recurrent(model.model) or \
+                llama_cpp.llama_model_is_hybrid(model.model):
+            log.info("%s is recurrent: no speculative drafts", self.model_path.name)
+            return False
+        return True
 
     def _model_params(self, llama_cpp, buffers: BufferPath):
         params = llama_cpp.llama_model_default_params()

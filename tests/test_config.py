@@ -203,3 +203,12 @@ def test_speculative_decoding_is_on_unless_an_entry_says_off():
     assert ModelEntry(id="m", backend="llamacpp", path="x.gguf").speculative == "ngram"
     entry = yaml.safe_load("{id: m, backend: llamacpp, path: x.gguf, speculative: off}")
     assert ModelEntry(**entry).speculative == "off"  # YAML's unquoted off is a bool
+
+
+def test_an_entry_turns_speculative_decoding_off_in_its_backend(smollm2_path):
+    from chatcore.generation.factory import make_backend
+    from chatcore.generation.registry import ModelEntry
+
+    on = ModelEntry(id="m", backend="llamacpp", path=str(smollm2_path))
+    off = ModelEntry(id="m", backend="llamacpp", path=str(smollm2_path), speculative="off")
+    assert make_backend(on).speculative and not make_backend(off).speculative
