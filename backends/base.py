@@ -54,6 +54,10 @@ class Usage:
     # Of the prompt tokens, those taken from the engine's saved state of an earlier prompt
     # (the asker's own: see GenParams.owner) instead of being read again.
     cached_tokens: int = 0
+    # Speculative decoding (OpenAI's completion_tokens_details names): draft tokens the
+    # sampler chose too, and those it did not (computed, not written).
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

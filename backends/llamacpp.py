@@ -66,6 +66,7 @@ class LlamaCppBackend(LocalBackend):
         flash_attention: FlashAttention = "auto",
         buffers: BufferPath | None = None,
         reasoning: Markers | None = None,
+        speculative: bool = True,
     ) -> None:
         super().__init__(context_length, chat_template, reasoning)
         if problem := kv_cache_problem(kv_cache, flash_attention):
@@ -78,6 +79,7 @@ class LlamaCppBackend(LocalBackend):
         self.parallel = parallel
         self.kv_cache = kv_cache
         self.flash_attention = flash_attention
+        self.speculative = speculative  # prompt-lookup drafts (backends/prompt_lookup.py)
         self._buffers_choice = buffers  # None: the AMX probe decides at the first load
         self.buffers: BufferPath | None = None
         self._model = None
@@ -141,10 +143,22 @@ class LlamaCppBackend(LocalBackend):
         self._placement = _placement(metadata, self.n_gpu_layers)
         states = SavedStates(self._saved_states_bytes() + self._cache_extra)
         self._decoder = BatchDecoder(ctx.ctx, model.vocab, model.n_vocab(), self.parallel,
-                                     N_BATCH, self.n_threads, states, self.model_path.stem)
+                                     N_BATCH, self.n_threads, states, self.model_path.stem,
+                                     speculative=self._can_draft(llama_cpp, model))
         report(1.0, "ready")
         log.info("loaded %s with %d threads, %d slots, on %s, %s", self.model_path.name,
                  self.n_threads, self.parallel, self._placement, buffers.describe())
+
+    def _can_draft(self, llama_cpp, model) -> bool:
+        """Drafts need rejected positions removed from the cache: a recurrent (or hybrid)
+        model's state cannot be cut back, so it decodes without them."""
+        if not self.speculative:
+            return False
+        if llama_cpp.llama_model_is_recurrent(model.model) or \
+                llama_cpp.llama_model_is_hybrid(model.model):
+            log.info("%s is recurrent: no speculative drafts", self.model_path.name)
+            return False
+        return True
 
     def _model_params(self, llama_cpp, buffers: BufferPath):
         params = llama_cpp.llama_model_default_params()
@@ -268,6 +282,7 @@ class LlamaCppBackend(LocalBackend):
         finally:  # also when the base closes this generator on a stop string
             decoder.leave(sequence)
             decoding.cached_tokens = sequence.reused
+            decoding.drafted, decoding.accepted = sequence.drafted, sequence.accepted
         if tail := text.decode(b"", final=True):
             yield tail
 

@@ -10,11 +10,21 @@ CPU one pass over the weights for four tokens costs little more than one pass fo
 four replies share the model at close to one reply's speed each.
 
 The decoding runs on one thread per loaded model (`batch-<model>`); a reply's own thread
-reads its sampled tokens from a queue and turns them into text. A sequence's next token is
-decoded only after its reader has taken the previous one and asked for more, so a reply
-that ends on a stop string has computed nothing past the match; and the readers' Python
-never runs beside llama.cpp's threads (on a small machine a thread that takes a core from
-them mid-step makes the others spin, and a step then takes many times as long).
+reads its sampled tokens from a queue and turns them into text. The decoding thread ends a
+sequence itself on an end-of-generation token, its token budget or its cancel event
+(checked before every step), and decodes up to LOOKAHEAD tokens ahead of its reader, as
+llama-server does: a reader that is slow (a stalled client, a busy core) never holds a step
+back, and the other replies go on at full speed. A reader that ends on a stop string calls
+`leave`; the tokens computed ahead of it are dropped, never shown or counted.
+
+With prompt lookup on (backends/prompt_lookup.py), a sequence whose last tokens occurred
+before in its prompt or text adds the tokens that followed them there as drafts after its
+next token, with logits for each; its sampler chain then samples position after position,
+and the first sample that differs from its draft is the true next token. The rejected
+drafts leave the KV cache. Since every position is sampled by the same chain in the same
+order (its RNG and penalty state advance exactly as without drafts), the text is the same
+as plain decoding, greedy or seeded; a run of accepted drafts costs one pass over the
+weights instead of one per token.
 """
 from __future__ import annotations
 
@@ -22,19 +32,29 @@ import logging
 import queue
 import random
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from backends.base import BackendError, GenParams
 from backends.llamacpp_states import SavedStates
+from backends.prompt_lookup import PromptLookup
 
 log = logging.getLogger(__name__)
 
 PENALTY_LAST_N = 64  # tokens the repetition penalty looks back over, as llama-cpp-python
 _END = object()  # put on a sequence's queue after its last token
-# How long a step waits for readers still taking their last token, so that every reply
-# joins the same step instead of drifting into steps of their own.
+# Tokens a sequence may be decoded ahead of its reader: enough that a reader's pause (a
+# slow client, the GIL) never costs a step, few enough that a stop string wastes little.
+LOOKAHEAD = 8
+# How long a step waits for readers still handling the token of the step before, so that
+# their Python runs between steps, not beside llama.cpp's threads (on a small machine a
+# thread that takes a core from them mid-step makes the others spin, and a step then takes
+# many times as long). A reader further behind than that step's tokens is not waited for.
+# Measured on 2 shared cores, 4 x 96 greedy SmolLM2 replies: 184 tok/s with the wait, 183
+# without on a quiet machine; kept for a busy one, where a step is then most at risk.
 CATCH_UP_S = 0.005
+HISTORY = 256  # steps whose widths `BatchDecoder.history` keeps, for tests and the bench
 
 
 @dataclass(eq=False)
@@ -52,27 +72,32 @@ class BatchSequence:
     reused: int = 0  # prompt tokens restored from a saved state when it joined, not read
     next_token: int | None = None  # sampled, not yet decoded
     generated: int = 0
-    taken: int = 0  # tokens its reader has taken and asked past: it decodes no further ahead
+    sampled_from: int = 0  # `generated` before the last step sampled its tokens
+    taken: int = 0  # tokens its reader has handled and asked past: at most LOOKAHEAD behind
     leaving: bool = False
     tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     finished: threading.Event = field(default_factory=threading.Event)
+    lookup: PromptLookup | None = None  # its verified tokens, to draft from; None: no drafts
+    drafted: int = 0  # draft tokens decoded for it
+    accepted: int = 0  # of those, the ones its sampler chain chose too
 
 
 def _ending(sequence: BatchSequence) -> bool:
     return sequence.leaving or sequence.cancel.is_set()
 
 
+def _catching_up(sequence: BatchSequence) -> bool:
+    """Its reader is handling the tokens of the last step, and was idle before it."""
+    return sequence.next_token is not None and not _ending(sequence) \
+        and sequence.sampled_from <= sequence.taken < sequence.generated
+
+
 def _ready(sequence: BatchSequence) -> bool:
-    """Has work for the next step: prompt left to read, or a token its reader has asked
-    past (and no end to be handled first)."""
+    """Has work for the next step: prompt left to read, or a sampled token while its reader
+    is less than LOOKAHEAD tokens behind (and no end to be handled first)."""
     return not _ending(sequence) and (bool(sequence.pending) or (
-        sequence.next_token is not None and sequence.taken == sequence.generated))
-
-
-def _lagging(sequence: BatchSequence) -> bool:
-    """Its reader has not yet asked past its last token."""
-    return sequence.next_token is not None and sequence.taken < sequence.generated \
-        and not _ending(sequence)
+        sequence.next_token is not None
+        and sequence.generated - sequence.taken < LOOKAHEAD))
 
 
 def sampler_chain(n_vocab: int, params: GenParams):
@@ -103,7 +128,7 @@ class BatchDecoder:
     """Runs every reply of one llama.cpp context; `slots` replies at a time."""
 
     def __init__(self, ctx, vocab, n_vocab: int, slots: int, n_batch: int, n_threads: int,
-                 states: SavedStates | None, name: str) -> None:
+                 states: SavedStates | None, name: str, speculative: bool = False) -> None:
         self._ctx = ctx
         self._vocab = vocab
         self._n_vocab = n_vocab
@@ -111,6 +136,7 @@ class BatchDecoder:
         self._n_threads = n_threads
         self._threads_now = n_threads
         self.states = states
+        self.speculative = speculative  # prompt-lookup drafts for every new sequence
         self._free = list(range(slots))
         self._joining: list[BatchSequence] = []
         self._running: list[BatchSequence] = []
@@ -123,6 +149,8 @@ class BatchDecoder:
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self.steps = 0  # llama_decode calls, for tests and the bench
         self.widest = 0  # most replies that sampled a token in one step
+        # The slots that sampled a token in each of the last HISTORY steps, oldest first.
+        self.history: deque[tuple[int, ...]] = deque(maxlen=HISTORY)
         self._thread = threading.Thread(target=self._run, name=f"batch-{name}", daemon=True)
         self._thread.start()
 
@@ -143,6 +171,8 @@ class BatchDecoder:
             slot = self._free.pop(0)
             sequence = BatchSequence(slot, list(prompt), max_new, params, cancel,
                                      sampler_chain(self._n_vocab, params))
+            if self.speculative:
+                sequence.lookup = PromptLookup(prompt)
             self._joining.append(sequence)
             self._changed.notify_all()
         return sequence
@@ -156,13 +186,14 @@ class BatchDecoder:
             if isinstance(item, BackendError):
                 raise item
             yield item
-            with self._changed:  # the reader wants the next one
+            with self._changed:  # done with it: one more off the look-ahead
                 sequence.taken += 1
                 self._changed.notify_all()
 
     def leave(self, sequence: BatchSequence) -> None:
         """End the sequence at the next step (a stop string, a reader gone) and wait until
-        its slot is free: no token of it is computed after this returns."""
+        its slot is free: no token of it is computed after this returns, and the tokens
+        computed ahead of the reader (LOOKAHEAD at most) are dropped with it."""
         with self._changed:
             sequence.leaving = True
             self._changed.notify_all()
@@ -196,7 +227,7 @@ class BatchDecoder:
                 self._joining.clear()
                 for sequence in [s for s in self._running if _ending(s)]:
                     self._finish(sequence)
-                self._changed.wait_for(lambda: not any(map(_lagging, self._running)),
+                self._changed.wait_for(lambda: not any(map(_catching_up, self._running)),
                                        timeout=CATCH_UP_S)
                 ready = [s for s in self._running if _ready(s)]
             if ready:
@@ -228,9 +259,11 @@ class BatchDecoder:
 
     def _step(self, ready: list[BatchSequence]) -> None:
         lib, batch = self._lib, self._batch
-        count, outputs = 0, []  # (sequence, index in the batch whose logits it samples)
+        count = 0
+        # (sequence, index in the batch of the first logits it samples, drafts after it)
+        outputs: list[tuple[BatchSequence, int, list[int]]] = []
 
-        def add(token: int, sequence: BatchSequence, logits: bool) -> None:
+        def add(token: int, sequence: BatchSequence, logits: bool) -> int:
             nonlocal count
             batch.token[count] = token
             batch.pos[count] = len(sequence.in_cache)
@@ -238,37 +271,76 @@ class BatchDecoder:
             batch.seq_id[count][0] = sequence.slot
             batch.logits[count] = logits
             sequence.in_cache.append(token)
-            if logits:
-                outputs.append((sequence, count))
             count += 1
+            return count - 1
 
-        for sequence in ready:  # the generating ones first: one token each
-            if sequence.next_token is not None:
-                add(sequence.next_token, sequence, True)
-                sequence.next_token = None
+        generating = [s for s in ready if s.next_token is not None]
+        for i, sequence in enumerate(generating):  # first: the next token of each, drafts
+            after = len(generating) - 1 - i  # room kept for the next tokens of the others
+            drafts = self._drafts(sequence, self._n_batch - count - 1 - after)
+            first = add(sequence.next_token, sequence, True)
+            for token in drafts:
+                add(token, sequence, True)
+            outputs.append((sequence, first, drafts))
+            sequence.next_token = None
         for sequence in ready:  # then what joining prompts fit in the rest of the batch
             take = min(len(sequence.pending), self._n_batch - count)
             for i, token in enumerate(sequence.pending[:take]):
-                add(token, sequence, i == len(sequence.pending) - 1)
+                index = add(token, sequence, i == len(sequence.pending) - 1)
+                if i == len(sequence.pending) - 1:
+                    outputs.append((sequence, index, []))
             del sequence.pending[:take]
         batch.n_tokens = count
         self._follow_threads(ready)
         result = lib.llama_decode(self._ctx, batch)
         self.steps += 1
         self.widest = max(self.widest, len(outputs))
+        self.history.append(tuple(sequence.slot for sequence, _, _ in outputs))
         if result != 0:
             raise BackendError(f"llama.cpp could not decode a batch of {count} tokens "
                                f"(llama_decode returned {result})")
-        for sequence, index in outputs:
-            token = lib.llama_sampler_sample(sequence.sampler, self._ctx, index)
+        for sequence, first, drafts in outputs:
+            self._sample(sequence, first, drafts)
+
+    def _drafts(self, sequence: BatchSequence, room: int) -> list[int]:
+        """Prompt-lookup drafts for the sequence, within the batch's room, its token budget
+        (which keeps them inside its context) and the look-ahead of its reader."""
+        if sequence.lookup is None:
+            return []
+        ahead = sequence.generated - sequence.taken
+        return sequence.lookup.draft(min(room, sequence.max_new - sequence.generated - 1,
+                                         LOOKAHEAD - ahead - 1))
+
+    def _sample(self, sequence: BatchSequence, first: int, drafts: list[int]) -> None:
+        """Sample the sequence's next token, and one more after each draft its sampler
+        chain agrees with; drop the rest of the drafts from its cache."""
+        lib, kept, ended = self._lib, 0, False
+        sequence.sampled_from = sequence.generated
+        for offset in range(len(drafts) + 1):
+            token = lib.llama_sampler_sample(sequence.sampler, self._ctx, first + offset)
             sequence.generated += 1
             sequence.tokens.put(token)
+            if sequence.lookup is not None:
+                sequence.lookup.extend((token,))
             if lib.llama_vocab_is_eog(self._vocab, token) or \
                     sequence.generated >= sequence.max_new:
-                with self._changed:
-                    self._finish(sequence)
-            else:
-                sequence.next_token = token
+                ended = True
+                break
+            if offset < len(drafts) and token == drafts[offset]:
+                kept += 1
+                continue
+            sequence.next_token = token
+            break
+        sequence.drafted += len(drafts)
+        sequence.accepted += kept
+        if sequence.lookup is not None:
+            sequence.lookup.judge(len(drafts), kept)
+        if rejected := len(drafts) - kept:
+            del sequence.in_cache[-rejected:]
+            lib.llama_memory_seq_rm(self._memory, sequence.slot, len(sequence.in_cache), -1)
+        if ended:
+            with self._changed:
+                self._finish(sequence)
 
     def _follow_threads(self, running: list[BatchSequence]) -> None:
         """Use the cores this model's share allows now (asked between steps)."""

@@ -44,6 +44,9 @@ class Decoding:
     ended_on_eog: bool = False
     # Prompt tokens taken from a saved state of an earlier prompt instead of being read.
     cached_tokens: int = 0
+    # Speculative decoding: draft tokens checked, and those the sampler chose too.
+    drafted: int = 0
+    accepted: int = 0
 
 
 class LocalBackend(Backend):
@@ -156,6 +159,7 @@ class LocalBackend(Backend):
         stops = StopStringFilter(self._stop_strings(params))
         decoding = first_pass = Decoding()
         spent = thought_tokens = 0  # tokens of a pass ended at the budget; of the thought
+        drafted = accepted = 0  # of passes ended at the budget
         raw = ""  # what the model wrote, for the prompt that goes on after a cut thought
         pieces = self._decode(prompt, max_new, params, cancel, decoding)
         try:
@@ -184,6 +188,7 @@ class LocalBackend(Backend):
                 if thought:
                     yield Chunk("", thought=thought)
                 spent += decoding.tokens
+                drafted, accepted = drafted + decoding.drafted, accepted + decoding.accepted
                 raw = raw.rstrip() + f"\n{markers.end}\n\n"
                 prompt, tokens = self._encode_prompt(rendered + raw)
                 room = min(max_new - spent, self.context_length - tokens)
@@ -211,7 +216,10 @@ class LocalBackend(Backend):
                     thought=tail.thought if tail else "",
                     usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
                                 reasoning_tokens=min(thought_tokens, completion),
-                                cached_tokens=first_pass.cached_tokens))
+                                cached_tokens=first_pass.cached_tokens,
+                                accepted_prediction_tokens=accepted + decoding.accepted,
+                                rejected_prediction_tokens=drafted + decoding.drafted
+                                - accepted - decoding.accepted))
 
 
 def _opens_thought(prompt: str, markers: Markers) -> bool:

@@ -194,3 +194,44 @@ def test_the_models_tab_shows_the_slots_the_cache_type_and_the_weight_buffers(ba
     assert row["Details"].startswith(f"on cpu · {backend.buffers.describe()}")
     assert backend.buffers.describe().split(" (")[0] in ("plain buffers", "AMX buffers",
                                                         "default buffers")
+
+
+def test_a_stalled_reader_never_holds_back_the_other_three(batching):
+    """One reader stops reading: the other three are decoded at every step to their end,
+    and the stalled one is decoded LOOKAHEAD tokens past its reader, no further."""
+    from backends.llamacpp_batch import LOOKAHEAD
+
+    backend = batching.load("smol")
+    decoder = backend._decoder
+    prompts = [backend._tokenize(backend.render_prompt([Message("user", p)]))
+               for p in PROMPTS[1:] + [STORY_PROMPT]]
+    resume, stalled_at = threading.Event(), threading.Event()
+    decoder.history.clear()
+    sequences = [decoder.submit(p, 40, greedy(40), threading.Event()) for p in prompts]
+
+    def read(index: int):
+        for taken, _ in enumerate(decoder.tokens(sequences[index]), 1):
+            if index == 3 and taken == 2:
+                stalled_at.set()
+                resume.wait(REPLY_GUARD_S)
+        decoder.leave(sequences[index])
+
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(4)]
+    for reader in readers:
+        reader.start()
+    assert stalled_at.wait(REPLY_GUARD_S)
+    start = len(decoder.history)
+    for reader in readers[:3]:
+        reader.join(REPLY_GUARD_S)
+    assert not any(reader.is_alive() for reader in readers[:3]), "the three never finished"
+    behind = sequences[3]
+    assert behind.generated - behind.taken == LOOKAHEAD, "it was not decoded ahead"
+    steps = list(decoder.history)[start:]
+    resume.set()
+    readers[3].join(REPLY_GUARD_S)
+    assert [s.generated for s in sequences] == [40] * 4
+    for other in sequences[:3]:
+        last = max(i for i, step in enumerate(steps) if other.slot in step)
+        assert all(other.slot in step for step in steps[:last + 1]), \
+            f"a step left out slot {other.slot} while the fourth reader stalled: {steps}"
+    assert sum(behind.slot in step for step in steps) <= LOOKAHEAD

@@ -84,6 +84,10 @@ BROKEN_ENTRIES = [
      "'remote_model' applies to backend openai only"),
     ("quantization on a remote", "  - {id: m, backend: openai, base_url: 'http://h/v1', quantization: 4bit}",
      "'quantization' applies to backend transformers only"),
+    ("unknown speculative decoding", "  - {id: m, backend: llamacpp, path: x.gguf, speculative: eagle}",
+     "field 'speculative': Input should be 'ngram' or 'off' (got 'eagle')"),
+    ("speculative on transformers", "  - {id: m, backend: transformers, path: x, speculative: off}",
+     "'speculative' applies to backend llamacpp only"),
 ]
 
 FATAL_FILES = [
@@ -190,3 +194,21 @@ def test_cli_lists_a_broken_entry_and_keeps_the_valid_ones(tmp_path, smollm2_pat
     rows = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert "available" in rows["smol"]
     assert "invalid entry" in rows["typo"]
+
+
+def test_speculative_decoding_is_on_unless_an_entry_says_off():
+    from chatcore.generation.registry import ModelEntry
+    import yaml
+
+    assert ModelEntry(id="m", backend="llamacpp", path="x.gguf").speculative == "ngram"
+    entry = yaml.safe_load("{id: m, backend: llamacpp, path: x.gguf, speculative: off}")
+    assert ModelEntry(**entry).speculative == "off"  # YAML's unquoted off is a bool
+
+
+def test_an_entry_turns_speculative_decoding_off_in_its_backend(smollm2_path):
+    from chatcore.generation.factory import make_backend
+    from chatcore.generation.registry import ModelEntry
+
+    on = ModelEntry(id="m", backend="llamacpp", path=str(smollm2_path))
+    off = ModelEntry(id="m", backend="llamacpp", path=str(smollm2_path), speculative="off")
+    assert make_backend(on).speculative and not make_backend(off).speculative

@@ -173,8 +173,10 @@ def test_alternating_conversations_reuse_their_saved_state_and_answer_the_same(s
 @pytest.mark.slow
 def test_a_stop_string_ends_the_engines_decoding_at_the_match(smollm2, monkeypatch):
     """The shared base closes the reply's decoding when a stop string matches: by the last
-    chunk its slot is handed back, and no token after the matching one was computed (the
-    batch decodes a sequence's next token only once its reader asked for it)."""
+    chunk its slot is handed back, and at most LOOKAHEAD tokens past the matching one were
+    computed (the batch decodes that far ahead of a sequence's reader, no further)."""
+    from backends.llamacpp_batch import LOOKAHEAD
+
     decoder = smollm2._decoder
     sequences = []
     real_submit = decoder.submit
@@ -195,7 +197,7 @@ def test_a_stop_string_ends_the_engines_decoding_at_the_match(smollm2, monkeypat
     assert "".join(c.text for c in chunks) == "Once upon a time, in the land of Eldrador, there lived a magnificent "
     usage = chunks[-1].usage
     assert chunks[-1].finish_reason == "stop" and usage.completion_tokens < 20
-    assert evaluated == usage.prompt_tokens + usage.completion_tokens - 1
+    assert 0 <= evaluated - (usage.prompt_tokens + usage.completion_tokens - 1) <= LOOKAHEAD
 
 
 @pytest.mark.slow

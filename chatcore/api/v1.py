@@ -255,8 +255,12 @@ def _usage(usage) -> dict:
     found = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
              "total_tokens": usage.total_tokens,
              "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
-    if usage.reasoning_tokens:
-        found["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    details = {"reasoning_tokens": usage.reasoning_tokens} if usage.reasoning_tokens else {}
+    if usage.accepted_prediction_tokens or usage.rejected_prediction_tokens:
+        details |= {"accepted_prediction_tokens": usage.accepted_prediction_tokens,
+                    "rejected_prediction_tokens": usage.rejected_prediction_tokens}
+    if details:
+        found["completion_tokens_details"] = details
     return found
 
 

@@ -48,6 +48,7 @@ def make_backend(entry: ModelEntry, allow_download: bool = False,
             kv_cache=entry.kv_cache,
             flash_attention=entry.flash_attention,
             reasoning=entry.markers,
+            speculative=entry.speculative == "ngram",
         )
     if entry.backend == "transformers":
         spec = entry.quantization_spec

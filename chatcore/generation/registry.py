@@ -33,7 +33,7 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
 TRANSFORMERS_ONLY = {"quantization": "none", "dtype": "auto", "device": "auto",
                      "max_memory": None, "trust_remote_code": False}
 LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None, "parallel": None, "kv_cache": "f16",
-                 "flash_attention": "auto"}
+                 "flash_attention": "auto", "speculative": "ngram"}
 CPU_PARALLEL = 4  # replies a llama.cpp entry on the CPU batches unless it says otherwise
 # Fields that only a remote OpenAI-compatible server needs.
 OPENAI_ONLY = {"remote_model": None, "api_key_env": None, "timeout": None,
@@ -103,6 +103,9 @@ class ModelEntry(BaseModel):
     parallel: int | None = Field(None, ge=1, le=16)
     kv_cache: Literal["f16", "q8_0", "q4_0"] = "f16"
     flash_attention: Literal["auto", "on", "off"] = "auto"
+    # Speculative decoding: "ngram" drafts from the reply's own prompt and text (prompt
+    # lookup, same output, faster where a reply quotes); "off" decodes one token at a time.
+    speculative: Literal["ngram", "off"] = "ngram"
     quantization: Literal["none", "8bit", "4bit"] | Quantization = "none"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field("auto", pattern=DEVICE_PATTERN)
@@ -121,6 +124,13 @@ class ModelEntry(BaseModel):
     def _yaml_switch(cls, value: object) -> object:
         """YAML reads an unquoted on/off as true/false."""
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) \
+            else value
+
+    @field_validator("speculative", mode="before")
+    @classmethod
+    def _yaml_speculative(cls, value: object) -> object:
+        """An unquoted off (or on) reaches here as a bool; on means the default, ngram."""
+        return {True: "ngram", False: "off"}.get(value, value) if isinstance(value, bool) \
             else value
 
     @model_validator(mode="after")

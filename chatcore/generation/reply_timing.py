@@ -43,24 +43,38 @@ class ReplyMeter:
         elapsed = self.finished_at - self.first_text_at
         return (self.completion_tokens - 1) / elapsed if elapsed > 0 else None
 
+    @property
+    def drafts(self) -> tuple[int, int] | None:
+        """Speculative decoding's (accepted, drafted) tokens; None when nothing was drafted."""
+        if self.usage is None:
+            return None
+        accepted = self.usage.accepted_prediction_tokens
+        drafted = accepted + self.usage.rejected_prediction_tokens
+        return (accepted, drafted) if drafted else None
+
     def summary(self, model_name: str, texts: Texts) -> str:
         return reply_summary(model_name, self.time_to_first_token, self.tokens_per_second,
                              self.completion_tokens, self.finish_reason, empty=not self.saw_text,
-                             texts=texts)
+                             texts=texts, drafts=self.drafts)
 
 
 def reply_summary(model_name: str, time_to_first_token: float | None,
                   tokens_per_second: float | None, completion_tokens: int | None,
                   finish_reason: str | None, empty: bool = False, *,
-                  texts: Texts) -> str:
+                  texts: Texts, drafts: tuple[int, int] | None = None) -> str:
     """The line under a reply, live or read back from the store; an empty reply says so
-    rather than showing nothing."""
+    rather than showing nothing. `drafts` (accepted, drafted) shows how much speculative
+    decoding's guesses were taken, which explains a reply faster than the model's usual."""
     parts = [model_name]
     if time_to_first_token is not None:
         parts.append(texts("reply.first_token", seconds=texts.number(time_to_first_token, 2)))
     if tokens_per_second is not None:
         parts.append(texts("reply.speed", rate=texts.number(tokens_per_second, 1)))
     parts.append(texts("reply.tokens", n=completion_tokens or 0))
+    if drafts is not None:
+        accepted, drafted = drafts
+        parts.append(texts("reply.drafts", percent=texts.number(100 * accepted / drafted, 0),
+                           n=drafted))
     if finish_reason == "cancelled":
         parts.append(texts("reply.stopped"))
     elif finish_reason == "length":
