@@ -10,7 +10,8 @@ sampled with the reply's own sampler chain.
 Drafts are not free on a CPU: every drafted token widens the step of every reply in the
 batch. So the number drafted adapts to how the guesses fare, as llama.cpp's server does:
 it doubles (up to max_draft) after a step that took every draft and halves after one that
-took none.
+took none; when even one draft is refused, drafting rests for REST_STEPS steps (free text
+would otherwise widen every step for a guess that is rarely right).
 
 The index of n-grams grows with each verified token, so a lookup costs a few dictionary
 reads rather than a scan of a context of thousands of tokens at every step.
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 MAX_NGRAM = 3  # longest suffix looked up; a longer match is a better guess
 MIN_NGRAM = 3  # shortest suffix looked up: shorter ones match free text too often
 MAX_DRAFT = 8  # tokens drafted at most per step and sequence
+REST_STEPS = 16  # steps without drafts after a single drafted token was refused
 
 
 class PromptLookup:
@@ -35,6 +37,7 @@ class PromptLookup:
                              f"{max_ngram})")
         self.max_ngram, self.min_ngram, self.max_draft = max_ngram, min_ngram, max_draft
         self.room = max(1, max_draft // 2)  # tokens drafted next time, adapted by `judge`
+        self._resting = 0  # steps left without drafts
         self._tokens: list[int] = []
         # n-gram -> the index just past its latest occurrence that has a token after it
         self._after: dict[tuple[int, ...], int] = {}
@@ -55,6 +58,9 @@ class PromptLookup:
     def draft(self, limit: int | None = None) -> list[int]:
         """The tokens that followed the longest earlier occurrence of the last n tokens
         (n = max_ngram down to min_ngram), at most `limit`; empty when none matches."""
+        if self._resting > 0:
+            self._resting -= 1
+            return []
         room = self.room if limit is None else min(limit, self.room)
         if room <= 0:
             return []
@@ -69,4 +75,6 @@ class PromptLookup:
         if drafted and accepted == drafted:
             self.room = min(self.max_draft, self.room * 2)
         elif drafted and accepted == 0:
+            if self.room == 1:
+                self._resting = REST_STEPS
             self.room = max(1, self.room // 2)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.prompt_lookup import PromptLookup
+from backends.prompt_lookup import REST_STEPS, PromptLookup
 
 
 def test_the_tokens_after_the_latest_earlier_match_of_the_longest_suffix_are_drafted():
@@ -33,9 +33,12 @@ def test_the_number_drafted_grows_while_drafts_are_taken_and_shrinks_when_not():
     assert len(lookup.draft()) == 8  # never more than max_draft
     lookup.judge(drafted=8, accepted=3)  # some taken: unchanged
     assert len(lookup.draft()) == 8
-    for _ in range(5):
+    for _ in range(3):
         lookup.judge(drafted=1, accepted=0)
     assert lookup.draft() == [3]  # never fewer than one
+    lookup.judge(drafted=1, accepted=0)  # even one refused: drafting rests a while
+    assert [lookup.draft() for _ in range(REST_STEPS)] == [[]] * REST_STEPS
+    assert lookup.draft() == [3]
 
 
 def test_bad_ngram_sizes_are_refused():
