@@ -91,14 +91,17 @@ def records(count_tokens: Callable[[str], int], target: int) -> str:
 
 
 def token_counter() -> Callable[[str], int]:
-    """SmolLM2's own tokenizer, without its weights."""
+    """SmolLM2's own tokenizer, without its weights or a context."""
     import llama_cpp
+    from llama_cpp._internals import LlamaModel
 
     from backends.llamacpp_log import route_to_python_logging
 
     route_to_python_logging(llama_cpp)  # its log lines are not the report's
-    vocab = llama_cpp.Llama(model_path=str(smollm2_gguf()), vocab_only=True, verbose=False)
-    return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False))
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    vocab = LlamaModel(path_model=str(smollm2_gguf()), params=params, verbose=False)
+    return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
 
 def ask(target: Target, messages: list[dict], max_tokens: int, model: str | None = None,
