@@ -32,7 +32,7 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
 # Fields that only the transformers engine understands, with their "not set" values.
 TRANSFORMERS_ONLY = {"quantization": "none", "dtype": "auto", "device": "auto",
                      "max_memory": None, "trust_remote_code": False}
-LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None, "parallel": None, "kv_cache": "f16",
+LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None, "parallel": None, "kv_cache": "auto",
                  "flash_attention": "auto"}
 CPU_PARALLEL = 4  # replies a llama.cpp entry on the CPU batches unless it says otherwise
 # Fields that only a remote OpenAI-compatible server needs.
@@ -101,7 +101,8 @@ class ModelEntry(BaseModel):
     # Replies decoded together in one batch, each with a full context of KV cache (charged
     # by the planner); 1 answers one at a time. Default: 4 on the CPU, 1 with GPU layers.
     parallel: int | None = Field(None, ge=1, le=16)
-    kv_cache: Literal["f16", "q8_0", "q4_0"] = "f16"
+    # auto: the type a short measurement on this machine chose (backends/kv_probe.py).
+    kv_cache: Literal["auto", "f16", "q8_0", "q4_0"] = "auto"
     flash_attention: Literal["auto", "on", "off"] = "auto"
     quantization: Literal["none", "8bit", "4bit"] | Quantization = "none"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
