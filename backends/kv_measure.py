@@ -7,8 +7,8 @@ kernels. Only measuring tells. This runs in a child process (`backends/kv_probe.
 it), so a crash or a hang costs the child, never the app.
 
 `python -m backends.kv_measure MODEL.gguf [--types f16,q8_0] [--prompt 1000] [--decode 16]
-[--flash on|off] [--plain] [--threads N]` prints one JSON object: tokens/s per type.
-It is also the command behind the figures in the README (see `--help`).
+[--flash on|off] [--plain] [--threads N] [--rounds N]` prints one JSON object: tokens/s
+per type; run by hand it measures any model and prompt length.
 """
 from __future__ import annotations
 

@@ -105,6 +105,8 @@ class LlamaCppBackend(LocalBackend):
             ) from exc
         try:
             buffers = self._buffers_choice or choose_buffers(probe_model=self.model_path)
+            if self.kv_cache == "auto":  # measured once per machine, else at once
+                report(0.05, "choosing the KV cache")
             kv_choice = None if self.kv_cache != "auto" else choose_kv_cache(
                 self.flash_attention, self.decodes_on_cpu(), self.model_path,
                 buffers.extra_buffers)
