@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from backends import kv_probe
 from backends.amx_probe import BufferPath
-from backends.base import BackendError
+from backends.base import BackendError, Message
 from backends.kv_probe import (
     CANDIDATES,
     ENV,
@@ -22,10 +23,12 @@ from backends.kv_probe import (
     planned_kv_cache,
     remembered,
 )
-from backends.llamacpp import LlamaCppBackend
+from backends.llamacpp import LlamaCppBackend, reference_llama
 from backends.llamacpp_memory import llamacpp_estimate
 from chatcore.generation.registry import ModelEntry
 from chatcore.i18n import load_texts
+from tests.conftest import SAFETY_S
+from tests.helpers import greedy
 
 EN, FIL = load_texts("en"), load_texts("fil")
 
@@ -201,3 +204,42 @@ def test_the_real_probe_measures_smollm2_and_is_remembered(tmp_path):
     assert again.kv_cache == choice.kv_cache
     (entry,) = json.loads(cache.read_text()).values()
     assert again.reason == f"{choice.reason} on {entry['probed']} (remembered)"
+
+
+@pytest.mark.slow
+def test_a_q8_0_cache_keeps_batched_greedy_replies_equal_to_lone_ones_and_to_llama(
+        smollm2_path):
+    """What auto may choose keeps the promise f16 keeps: with flash attention on, a greedy
+    reply is the same in a batch, alone, and in llama-cpp-python's own `Llama` given the
+    same cache type."""
+    backend = LlamaCppBackend(smollm2_path, context_length=1024, parallel=2, kv_cache="q8_0")
+    backend.load()
+    prompts = [[Message("user", "Write a long story about a dragon who learns to cook.")],
+               [Message("user", "Tell me something about the sea.")]]
+    try:
+        assert backend.kv_type == "q8_0" and backend.kv_choice is None
+
+        def reply(messages) -> str:
+            chunks = backend.stream_chat(messages, greedy(40), threading.Event())
+            return "".join(chunk.text for chunk in chunks)
+
+        alone = [reply(messages) for messages in prompts]
+        backend._decoder.widest = 0
+        together: list[str | None] = [None, None]
+        threads = [threading.Thread(target=lambda i=i: together.__setitem__(
+            i, reply(prompts[i]))) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10 * SAFETY_S)
+        assert backend._decoder.widest == 2, "the two replies never decoded in one step"
+        assert together == alone
+        llm = reference_llama(smollm2_path, backend.buffers, kv_cache=backend.kv_type)
+        try:
+            raw = llm.create_completion(backend.render_prompt(prompts[0]), temperature=0.0,
+                                        max_tokens=40)
+        finally:
+            llm.close()
+        assert raw["choices"][0]["text"] == alone[0]
+    finally:
+        backend.unload()
