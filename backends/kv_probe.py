@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.amx_probe import cpu_model, llama_cpp_version, smollm2_gguf
+from backends.cores import physical_cores
 from backends.notes import Note
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def choose_kv_cache(flash_attention: str = "auto", on_cpu: bool = True,
                                         "models.kv.no_model"))
         probe_command = [sys.executable, "-m", "backends.kv_measure", str(model),
                          "--types", ",".join(CANDIDATES), "--prompt", str(PROMPT_TOKENS),
-                         "--decode", str(DECODE_TOKENS), "--threads", "2",
+                         "--decode", str(DECODE_TOKENS), "--threads", str(physical_cores()),
                          *([] if extra_buffers else ["--plain"])]
     choice = _probe(list(probe_command), timeout_s)
     if choice is None:
