@@ -23,7 +23,8 @@ from backends.chat_template import ChatTemplate
 from backends.cores import physical_cores
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import check_gguf
-from backends.kv_probe import KvChoice, KvSettingError, choose_kv_cache, planned_kv_cache
+from backends.kv_background import KvProbe, kv_for_load
+from backends.kv_probe import KvChoice, KvSettingError, planned_kv_cache
 from backends.llamacpp_batch import BatchDecoder
 from backends.llamacpp_log import route_to_python_logging
 from backends.llamacpp_memory import KV_TYPES, llamacpp_estimate
@@ -68,6 +69,7 @@ class LlamaCppBackend(LocalBackend):
         flash_attention: FlashAttention = "auto",
         buffers: BufferPath | None = None,
         reasoning: Markers | None = None,
+        kv_probe: KvProbe | None = None,
     ) -> None:
         super().__init__(context_length, chat_template, reasoning)
         if problem := kv_cache_problem(kv_cache, flash_attention):
@@ -80,6 +82,9 @@ class LlamaCppBackend(LocalBackend):
         self.parallel = parallel
         self.kv_cache = kv_cache  # the setting; `kv_type` is what the context uses
         self.kv_choice: KvChoice | None = None  # how `auto` was settled, once loaded
+        self._kv_probe = kv_probe or KvProbe()
+        # The measurement a load of this backend started in the background (tests join it).
+        self.kv_measurement: threading.Thread | None = None
         self.flash_attention = flash_attention
         self._buffers_choice = buffers  # None: the AMX probe decides at the first load
         self.buffers: BufferPath | None = None
@@ -105,11 +110,12 @@ class LlamaCppBackend(LocalBackend):
             ) from exc
         try:
             buffers = self._buffers_choice or choose_buffers(probe_model=self.model_path)
-            if self.kv_cache == "auto":  # measured once per machine, else at once
-                report(0.05, "choosing the KV cache")
-            kv_choice = None if self.kv_cache != "auto" else choose_kv_cache(
-                self.flash_attention, self.decodes_on_cpu(), self.model_path,
-                buffers.extra_buffers)
+            kv_choice = None
+            if self.kv_cache == "auto":  # never waits: f16 until measured in the background
+                kv_choice, started = kv_for_load(self._kv_probe, self.flash_attention,
+                                                 self.decodes_on_cpu(), self.model_path,
+                                                 buffers.extra_buffers)
+                self.kv_measurement = started or self.kv_measurement
         except (AmxSettingError, KvSettingError) as exc:
             raise BackendError(str(exc)) from exc
         self.kv_choice = kv_choice
@@ -204,7 +210,8 @@ class LlamaCppBackend(LocalBackend):
             return self.kv_cache
         if self.kv_choice is not None:
             return self.kv_choice.kv_cache
-        return planned_kv_cache(self.flash_attention, self.decodes_on_cpu())
+        return planned_kv_cache(self.flash_attention, self.decodes_on_cpu(),
+                                self._kv_probe.cache_file)
 
     @property
     def runtime_notes(self) -> list[str]:
