@@ -165,3 +165,18 @@ def test_a_load_does_not_wait_for_the_measurement(tmp_path, smollm2_path):
     finally:
         backend.unload()
     assert runs.read_text().split() == ["19"]
+
+
+def test_the_bench_settles_auto_up_front_and_pins_an_answer_it_could_not_keep(tmp_path):
+    from bench.kv_cache import settle
+
+    buffers, environ = BufferPath(False, "a test"), {}
+    cache = tmp_path / "kv-probe.json"
+    choice = settle(buffers, cache, [str(tmp_path / "no-such-program")], environ)
+    assert choice.kv_cache == "f16" and environ == {ENV: "f16"}, "no app may measure"
+    kept: dict[str, str] = {}
+    measured = settle(buffers, cache, [sys.executable, "-c",
+                                       "print('{\"f16\": 10.0, \"q8_0\": 20.0}')"], kept)
+    assert measured.kv_cache == "q8_0" and kept == {}, "remembered: the apps read it"
+    assert settle(buffers, cache, [str(tmp_path / "no-such-program")], kept) == \
+        remembered(cache)

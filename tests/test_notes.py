@@ -16,6 +16,7 @@ import pytest
 from backends.amx_probe import _remembered, choose_buffers
 from backends.chat_template import ChatTemplate
 from backends import kv_probe
+from backends.kv_background import pending
 from backends.kv_probe import choose_kv_cache, decide
 from backends.notes import Note
 from chatcore.generation.registry import ModelEntry
@@ -45,6 +46,7 @@ def kv_notes(tmp_path: Path) -> list[str]:
         no_model = choose_kv_cache(cache_file=tmp_path / "no-model.json", setting="auto")
     return [
         decide({"f16": 10.0, "q8_0": 21.0}).describe(),
+        pending().describe(),
         decide({"f16": 10.0, "q8_0": 9.0}).describe(),
         decide({}).describe(), decide({"f16": 10.0}).describe(),
         probe("failed", "import sys; sys.exit('KV probe: out of memory')"),
