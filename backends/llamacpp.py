@@ -23,6 +23,8 @@ from backends.chat_template import ChatTemplate
 from backends.cores import physical_cores
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import check_gguf
+from backends.kv_background import KvProbe, kv_for_load
+from backends.kv_probe import KvChoice, KvSettingError, planned_kv_cache
 from backends.llamacpp_batch import BatchDecoder
 from backends.llamacpp_log import route_to_python_logging
 from backends.llamacpp_memory import KV_TYPES, llamacpp_estimate
@@ -32,18 +34,19 @@ from backends.thinking import Markers
 
 log = logging.getLogger(__name__)
 
-KvCacheType = Literal["f16", "q8_0", "q4_0"]
+KvCacheType = Literal["auto", "f16", "q8_0", "q4_0"]
 FlashAttention = Literal["auto", "on", "off"]
 N_BATCH = 512  # tokens one step may hold: every running reply's next token + prompt chunks
 
 
 def kv_cache_problem(kv_cache: str, flash_attention: str) -> str | None:
     """Why llama.cpp would refuse this cache type with this flash attention setting."""
-    if kv_cache not in KV_TYPES:
-        return f"kv_cache {kv_cache!r} is not one of {', '.join(KV_TYPES)}"
+    if kv_cache != "auto" and kv_cache not in KV_TYPES:
+        return (f"kv_cache {kv_cache!r} is not one of auto (measured once per machine), "
+                f"{', '.join(KV_TYPES)}")
     if flash_attention not in ("auto", "on", "off"):
         return f"flash_attention {flash_attention!r} is not one of auto, on, off"
-    if kv_cache != "f16" and flash_attention == "off":
+    if kv_cache not in ("auto", "f16") and flash_attention == "off":
         return (f"kv_cache {kv_cache} quantizes the V cache, which llama.cpp can do only with "
                 "flash attention: set flash_attention to auto or on, or kv_cache to f16")
     return None
@@ -62,11 +65,12 @@ class LlamaCppBackend(LocalBackend):
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         parallel: int = 1,
-        kv_cache: KvCacheType = "f16",
+        kv_cache: KvCacheType = "auto",
         flash_attention: FlashAttention = "auto",
         buffers: BufferPath | None = None,
         reasoning: Markers | None = None,
         speculative: bool = True,
+        kv_probe: KvProbe | None = None,
     ) -> None:
         super().__init__(context_length, chat_template, reasoning)
         if problem := kv_cache_problem(kv_cache, flash_attention):
@@ -77,7 +81,11 @@ class LlamaCppBackend(LocalBackend):
         self.n_threads = n_threads or physical_cores()
         self.n_gpu_layers = n_gpu_layers
         self.parallel = parallel
-        self.kv_cache = kv_cache
+        self.kv_cache = kv_cache  # the setting; `kv_type` is what the context uses
+        self.kv_choice: KvChoice | None = None  # how `auto` was settled, once loaded
+        self._kv_probe = kv_probe or KvProbe()
+        # The measurement a load of this backend started in the background (tests join it).
+        self.kv_measurement: threading.Thread | None = None
         self.flash_attention = flash_attention
         self.speculative = speculative  # prompt-lookup drafts (backends/prompt_lookup.py)
         self._buffers_choice = buffers  # None: the AMX probe decides at the first load
@@ -105,8 +113,15 @@ class LlamaCppBackend(LocalBackend):
             ) from exc
         try:
             buffers = self._buffers_choice or choose_buffers(probe_model=self.model_path)
-        except AmxSettingError as exc:
+            kv_choice = None
+            if self.kv_cache == "auto":  # never waits: f16 until measured in the background
+                kv_choice, started = kv_for_load(self._kv_probe, self.flash_attention,
+                                                 self.decodes_on_cpu(), self.model_path,
+                                                 buffers.extra_buffers)
+                self.kv_measurement = started or self.kv_measurement
+        except (AmxSettingError, KvSettingError) as exc:
             raise BackendError(str(exc)) from exc
+        self.kv_choice = kv_choice
         _quiet(llama_cpp)
         try:
             model = LlamaModel(path_model=str(self.model_path),
@@ -122,7 +137,7 @@ class LlamaCppBackend(LocalBackend):
             raise BackendError(
                 f"llama.cpp could not make a context for {self.model_path.name} "
                 f"({self.parallel} slots of {self.context_length} tokens, KV cache "
-                f"{self.kv_cache}, flash attention {self.flash_attention}): out of memory, "
+                f"{self.kv_type}, flash attention {self.flash_attention}): out of memory, "
                 "or a quantized KV cache on a device without flash attention") from exc
         report(0.8, "reading chat template")
         try:
@@ -173,7 +188,7 @@ class LlamaCppBackend(LocalBackend):
         params.kv_unified = False
         params.n_batch = params.n_ubatch = N_BATCH
         params.n_threads = params.n_threads_batch = self.n_threads
-        params.type_k = params.type_v = _GGML_TYPES[self.kv_cache](llama_cpp)
+        params.type_k = params.type_v = _GGML_TYPES[self.kv_type](llama_cpp)
         # "auto" is llama.cpp's: on for the CPU. It keeps a reply the same token for token
         # whether it is decoded alone or in a batch (without it, SmolLM2's greedy replies
         # differ), at a cost in decode speed with long contexts on the CPU (after a
@@ -193,6 +208,7 @@ class LlamaCppBackend(LocalBackend):
         if self._model is not None:
             self._model.close()
         self._decoder = self._ctx = self._model = None
+        self.kv_choice = None
         self._template = None
         self._cache_extra = 0  # the loan ends with the load
         self._placement = ""
@@ -202,15 +218,28 @@ class LlamaCppBackend(LocalBackend):
         return self._placement
 
     @property
+    def kv_type(self) -> str:
+        """The KV cache type in use (loaded) or planned: an explicit setting; for `auto`
+        how the load settled it, else the remembered answer, else f16 (the largest, so
+        the planner's estimate is an upper bound)."""
+        if self.kv_cache != "auto":
+            return self.kv_cache
+        if self.kv_choice is not None:
+            return self.kv_choice.kv_cache
+        return planned_kv_cache(self.flash_attention, self.decodes_on_cpu(),
+                                self._kv_probe.cache_file)
+
+    @property
     def runtime_notes(self) -> list[str]:
-        """The weight buffers and the prompt cache's use, known only once loaded (slots,
-        cache type and flash attention are the entry's settings, shown beside it)."""
-        if not (self._decoder and self.buffers):
+        """The weight buffers, the prompt cache's use and how `kv_cache: auto` was settled,
+        known only once loaded (slots, an explicit cache type and flash attention are the
+        entry's settings, shown beside it)."""
+        if not self._decoder:
             return []
-        notes = [self.buffers.describe()]
+        notes = [self.buffers.describe()] if self.buffers else []
         if self._decoder.states is not None:
             notes.append(prompt_cache_note(self._decoder.states.use()))
-        return notes
+        return notes + ([self.kv_choice.describe()] if self.kv_choice else [])
 
     def grant_prompt_cache(self, extra_bytes: int) -> int:
         """The prompt cache's capacity is the estimate's one slot plus this loan."""
@@ -229,7 +258,7 @@ class LlamaCppBackend(LocalBackend):
         _check_gguf(self.model_path)
         try:
             return llamacpp_estimate(self.model_path, self.context_length, self.parallel,
-                                     self.kv_cache)
+                                     self.kv_type)
         except PlannerError as exc:
             raise BackendError(str(exc)) from exc
 
@@ -293,11 +322,14 @@ class LlamaCppBackend(LocalBackend):
 
 
 def reference_llama(model_path: Path, buffers: BufferPath, n_ctx: int = 2048,
-                    n_threads: int | None = None, flash_attn: bool = True):
-    """llama-cpp-python's own `Llama` on the same weight buffers as this backend: what tests
-    and the bench compare the batched engine against (flash attention on, as "auto" gives
-    on the CPU: it changes the arithmetic, so greedy text follows it). `Llama` takes no buffer setting, so
-    its model defaults are patched while it loads (in this thread; nothing else loads)."""
+                    n_threads: int | None = None, flash_attn: bool = True,
+                    kv_cache: str = "f16"):
+    """llama-cpp-python's own `Llama` on the same weight buffers and KV cache type as this
+    backend (pass the backend's `kv_type`): what tests and the bench compare the batched
+    engine against (flash attention on, as "auto" gives on the CPU: it changes the
+    arithmetic, so greedy text follows it, as it follows the cache type). `Llama` takes no
+    buffer setting, so its model defaults are patched while it loads (in this thread;
+    nothing else loads)."""
     import llama_cpp
     from llama_cpp import llama_cpp as lib
 
@@ -311,7 +343,9 @@ def reference_llama(model_path: Path, buffers: BufferPath, n_ctx: int = 2048,
     lib.llama_model_default_params = with_buffers
     try:
         return llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, verbose=False,
-                               n_threads=n_threads or physical_cores(), flash_attn=flash_attn)
+                               n_threads=n_threads or physical_cores(), flash_attn=flash_attn,
+                               type_k=_GGML_TYPES[kv_cache](lib),
+                               type_v=_GGML_TYPES[kv_cache](lib))
     finally:
         lib.llama_model_default_params = original
 

@@ -43,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = 1 if args.quick else max(5, args.runs)
     tokens = 16 if args.quick else 128
     started = time.perf_counter()
+    buffer_path = choose_buffers(probe_model=smollm2_gguf())
+    print("settling the KV cache type (measured once per machine)", flush=True)
     results: dict = {"machine": report.machine(), "quick": args.quick,
-                     "buffer_path": choose_buffers(probe_model=smollm2_gguf()).describe()}
+                     "buffer_path": buffer_path.describe(),
+                     "kv_path": kv_cache.settle(buffer_path).describe()}
     step = _progress(started)
     step("start-up: launch to serving, and memory before any model")
     results["startup"] = startup.run(1 if args.quick else 5)

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+from collections.abc import MutableMapping, Sequence
+from pathlib import Path
 
+from backends.amx_probe import BufferPath
 from backends.base import Message
+from backends.kv_probe import ENV, KvChoice, choose_kv_cache, remembered, settled
 from backends.llamacpp import LlamaCppBackend
 from bench.common import metered_reply, rss_mb, smollm2_gguf
 
@@ -21,6 +26,26 @@ CONTEXT = 2048
 TYPES = ("f16", "q8_0")
 FILLER = ("The old lighthouse keeper wrote down the weather every morning, the wind, "
           "the waves and the colour of the sky. ")
+
+
+def settle(buffers: BufferPath, cache_file: Path | None = None,
+           probe_command: Sequence[str] | None = None,
+           environ: MutableMapping[str, str] = os.environ) -> KvChoice:
+    """Settle `kv_cache: auto` before anything is timed, waiting for the measurement as
+    `choose_buffers` settles the weight buffers: then no load here or in the app processes
+    the bench starts measures in the background on the cores being timed. Those read the
+    same answer: kv-probe.json is in the user cache directory, which the app's --data-dir
+    does not move, and they inherit this environment. An answer that is not remembered (a
+    timeout on a busy machine, a child that could not start) is pinned for this run through
+    LOCAL_CHAT_KV_CACHE instead."""
+    choice = choose_kv_cache(probe_model=smollm2_gguf(), extra_buffers=buffers.extra_buffers,
+                             cache_file=cache_file, setting=environ.get(ENV),
+                             probe_command=probe_command)
+    if settled("auto", True, environ.get(ENV)) is None and remembered(cache_file) is None:
+        log.warning("KV cache %s for this run (%s): not remembered", choice.kv_cache,
+                    choice.reason)
+        environ[ENV] = choice.kv_cache
+    return choice
 
 
 def long_prompt(backend: LlamaCppBackend, target_tokens: int) -> tuple[str, int]:

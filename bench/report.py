@@ -43,6 +43,7 @@ def markdown(results: dict) -> str:
            f"{m['python']}, llama-cpp-python {m['llama_cpp_python']}, torch {m['torch']}, "
            f"transformers {m['transformers']}. Greedy decoding, SmolLM2-135M-Instruct.",
            "", f"Weight buffers: {results['buffer_path']}.",
+           *([f"{results['kv_path']}."] if results.get("kv_path") else []),
            *startup_lines(results["startup"]),
            "", f"**Streaming** (medians of {s['settings']['runs']} runs, "
            f"{s['settings']['max_tokens']} tokens each)", "",

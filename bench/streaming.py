@@ -15,6 +15,7 @@ import httpx
 
 from backends.amx_probe import choose_buffers
 from backends.cores import physical_cores
+from backends.kv_probe import choose_kv_cache
 from backends.llamacpp import reference_llama
 from bench.common import (
     MODEL,
@@ -133,7 +134,8 @@ def run(app: AppProcess, runs: int, max_tokens: int) -> dict:
     from gradio_client import Client
 
     buffers = choose_buffers(probe_model=smollm2_gguf())  # the app's weight buffers
-    llm = reference_llama(smollm2_gguf(), buffers, n_ctx=CONTEXT)
+    kv = choose_kv_cache(probe_model=smollm2_gguf(), extra_buffers=buffers.extra_buffers)
+    llm = reference_llama(smollm2_gguf(), buffers, n_ctx=CONTEXT, kv_cache=kv.kv_cache)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(runs + 1)]
     raw = [raw_stream(llm, p, max_tokens) for p in prompts]
     llm.close()

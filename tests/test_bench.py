@@ -34,7 +34,7 @@ def test_the_quick_benchmark_writes_json_markdown_and_a_plot(quick_run):
     results, markdown, out = quick_run
     for part in ("startup", "streaming", "backends", "concurrency", "llama_server", "compare", "buffers",
                  "kv_cache", "targets", "switching", "threads", "conversations", "machine",
-                 "buffer_path", "served"):
+                 "buffer_path", "kv_path", "served"):
         assert part in results, f"the report has no {part} part"
     for path in ("raw", "api", "page", "page_client"):
         assert results["streaming"][path]["runs"] == 1
@@ -92,6 +92,9 @@ def test_compare_panes_batched_and_taking_turns(quick_run):
 def test_buffer_path_amx_comparison_and_kv_cache_are_reported(quick_run):
     results, markdown, _ = quick_run
     assert f"Weight buffers: {results['buffer_path']}" in markdown
+    # Settled up front (here by the variable conftest pins), so no app measured meanwhile.
+    assert results["kv_path"] == "KV cache f16, flash attention on: LOCAL_CHAT_KV_CACHE=f16"
+    assert f"{results['kv_path']}." in markdown
     buffers = results["buffers"]
     assert buffers["run"] or buffers["why"]  # where the probe fails, the reason is given
     assert "AMX buffers against plain buffers" in markdown

@@ -94,7 +94,8 @@ def test_the_filipino_models_tab_says_every_line_in_filipino(models_app, chromiu
         assert not english, f"English on the Filipino Models tab: {english}\n{shown}"
 
         loaded, missing = row_text(page, GEMMA_ID), row_text(page, MISSING_ID)
-        assert FIL("models.engine.llamacpp", parallel=4, kv="f16", flash="auto") in loaded
+        assert FIL("models.engine.llamacpp", parallel=4, kv="auto", flash="auto") in loaded
+        assert FIL("models.kv.path_on", kv="f16", reason="LOCAL_CHAT_KV_CACHE=f16") in loaded
         assert FIL("models.template.fallback", name="gemma") in loaded
         assert any(FIL(f"models.buffers.{kind}", reason="").split("(")[0] in loaded
                    for kind in ("plain", "amx", "default")), loaded

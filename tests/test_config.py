@@ -61,7 +61,7 @@ BROKEN_ENTRIES = [
     ("parallel out of range", "  - {id: m, backend: llamacpp, path: x.gguf, parallel: 0}",
      "field 'parallel': Input should be greater than or equal to 1"),
     ("unknown kv cache type", "  - {id: m, backend: llamacpp, path: x.gguf, kv_cache: q2}",
-     "field 'kv_cache': Input should be 'f16', 'q8_0' or 'q4_0' (got 'q2')"),
+     "field 'kv_cache': Input should be 'auto', 'f16', 'q8_0' or 'q4_0' (got 'q2')"),
     ("quantized kv cache without flash attention",
      "  - {id: m, backend: llamacpp, path: x.gguf, kv_cache: q4_0, flash_attention: off}",
      "entry 2 (id 'm'): kv_cache q4_0 quantizes the V cache, which llama.cpp can do only with "

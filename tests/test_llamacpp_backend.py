@@ -33,7 +33,7 @@ def test_greedy_streamed_text_equals_non_streamed_text(smollm2, smollm2_path):
     messages = STORY
     streamed = collect(smollm2, messages, greedy(60))
     assert len([c for c in streamed if c.text]) > 10, "the reply arrived in one piece"
-    llm = reference_llama(smollm2_path, smollm2.buffers)
+    llm = reference_llama(smollm2_path, smollm2.buffers, kv_cache=smollm2.kv_type)
     try:
         raw = llm.create_completion(smollm2.render_prompt(messages), temperature=0.0,
                                     max_tokens=60)

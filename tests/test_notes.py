@@ -9,11 +9,15 @@ import copy
 import pickle
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from backends.amx_probe import _remembered, choose_buffers
 from backends.chat_template import ChatTemplate
+from backends import kv_probe
+from backends.kv_background import pending
+from backends.kv_probe import choose_kv_cache, decide
 from backends.notes import Note
 from chatcore.generation.registry import ModelEntry
 from chatcore.generation.weights import ModelNotAvailable, resolve_weights
@@ -29,6 +33,32 @@ ROOT = Path(__file__).resolve().parent.parent
 def probed(tmp_path: Path, code: str, **kwargs) -> str:
     return choose_buffers(cache_file=tmp_path / "amx.json", setting="auto", has_amx=True,
                           probe_command=[sys.executable, "-c", code], **kwargs).describe()
+
+
+def kv_notes(tmp_path: Path) -> list[str]:
+    """How kv_cache: auto was settled, each way it can be."""
+    def probe(name: str, code: str, **kwargs) -> str:
+        return choose_kv_cache(cache_file=tmp_path / f"{name}.json", setting="auto",
+                               probe_command=[sys.executable, "-c", code],
+                               **kwargs).describe()
+
+    with mock.patch.object(kv_probe, "smollm2_gguf", lambda: None):
+        no_model = choose_kv_cache(cache_file=tmp_path / "no-model.json", setting="auto")
+    return [
+        decide({"f16": 10.0, "q8_0": 21.0}).describe(),
+        pending().describe(),
+        decide({"f16": 10.0, "q8_0": 9.0}).describe(),
+        decide({}).describe(), decide({"f16": 10.0}).describe(),
+        probe("failed", "import sys; sys.exit('KV probe: out of memory')"),
+        probe("timeout", "import time; time.sleep(30)", timeout_s=0.5),
+        probe("remembered", "print('{\"f16\": 1.0, \"q8_0\": 2.0}')"),
+        probe("remembered", "pass"),
+        probe("off", "pass", flash_attention="off"),
+        probe("gpu", "pass", on_cpu=False),
+        no_model.describe(),
+        choose_kv_cache(cache_file=tmp_path / "absent.json", setting="auto",
+                        probe_command=[str(tmp_path / "no-such-program")]).describe(),
+    ]
 
 
 def missing(entry: ModelEntry) -> str:
@@ -65,6 +95,7 @@ def notes(tmp_path: Path, smollm2_path: Path) -> list[str]:
         *ChatTemplate.choose("gemma", None, bos_token="<bos>", eos_token="<eos>",
                              model_name="m").check(["<end_of_turn>"]),
         *ChatTemplate("{{ messages[0].content }}", "", "").check([]),
+        *kv_notes(tmp_path),
         needs(smollm2_path, 4, Room("cpu", 16 * 2**30, 16 * 2**30, ())),
         needs(smollm2_path, 1, Room("cpu", 2**30, 0, (("smol", 2**30),))),
     ]

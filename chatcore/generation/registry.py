@@ -32,7 +32,7 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
 # Fields that only the transformers engine understands, with their "not set" values.
 TRANSFORMERS_ONLY = {"quantization": "none", "dtype": "auto", "device": "auto",
                      "max_memory": None, "trust_remote_code": False}
-LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None, "parallel": None, "kv_cache": "f16",
+LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None, "parallel": None, "kv_cache": "auto",
                  "flash_attention": "auto", "speculative": "ngram"}
 CPU_PARALLEL = 4  # replies a llama.cpp entry on the CPU batches unless it says otherwise
 # Fields that only a remote OpenAI-compatible server needs.
@@ -101,7 +101,8 @@ class ModelEntry(BaseModel):
     # Replies decoded together in one batch, each with a full context of KV cache (charged
     # by the planner); 1 answers one at a time. Default: 4 on the CPU, 1 with GPU layers.
     parallel: int | None = Field(None, ge=1, le=16)
-    kv_cache: Literal["f16", "q8_0", "q4_0"] = "f16"
+    # auto: the type a short measurement on this machine chose (backends/kv_probe.py).
+    kv_cache: Literal["auto", "f16", "q8_0", "q4_0"] = "auto"
     flash_attention: Literal["auto", "on", "off"] = "auto"
     # Speculative decoding: "ngram" drafts from the reply's own prompt and text (prompt
     # lookup, same output, faster where a reply quotes); "off" decodes one token at a time.

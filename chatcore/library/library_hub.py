@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from backends.gguf import shape_from_header
+from backends.kv_probe import planned_kv_cache
 from backends.llamacpp_memory import llamacpp_estimate_of
 from backends.notes import Note
 from chatcore.generation.registry import CPU_PARALLEL
@@ -50,7 +51,9 @@ class LibraryHub:
         arch = metadata.get("general.architecture")
         trained = metadata.get(f"{arch}.context_length") or 2048
         context = context_length or min(int(trained), DEFAULT_CONTEXT)
-        estimate = llamacpp_estimate_of(shape, size, context, CPU_PARALLEL)  # a new entry's
+        # A new entry's settings: kv_cache auto, charged as this machine settled it (f16
+        # until it has).
+        estimate = llamacpp_estimate_of(shape, size, context, CPU_PARALLEL, planned_kv_cache())
         return self._with_gpu_layers(judge_fit(estimate, self.manager.room("cpu")), estimate,
                                      shape.n_layers)
 
