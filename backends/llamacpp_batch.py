@@ -24,7 +24,8 @@ and the first sample that differs from its draft is the true next token. The rej
 drafts leave the KV cache. Since every position is sampled by the same chain in the same
 order (its RNG and penalty state advance exactly as without drafts), the text is the same
 as plain decoding, greedy or seeded; a run of accepted drafts costs one pass over the
-weights instead of one per token.
+weights instead of one per token. Drafts are made only for a reply decoding alone: when
+several share a step, they already share its pass over the weights.
 """
 from __future__ import annotations
 
@@ -275,9 +276,14 @@ class BatchDecoder:
             return count - 1
 
         generating = [s for s in ready if s.next_token is not None]
+        # Drafts only for a reply decoding alone: with several, one pass over the weights
+        # already serves them all, and each drafted token adds compute to everyone's step
+        # (4 concurrent greedy stories on 2 cores: 104 tokens/s with drafts, 154 without).
+        alone = len(generating) == 1
         for i, sequence in enumerate(generating):  # first: the next token of each, drafts
             after = len(generating) - 1 - i  # room kept for the next tokens of the others
-            drafts = self._drafts(sequence, self._n_batch - count - 1 - after)
+            drafts = self._drafts(sequence, self._n_batch - count - 1 - after) if alone \
+                else []
             first = add(sequence.next_token, sequence, True)
             for token in drafts:
                 add(token, sequence, True)

@@ -43,7 +43,10 @@ from bench.llama_server import ENV, HOW_TO, LlamaServer
 log = logging.getLogger(__name__)
 
 PLAIN = "smollm2-135m-no-lookup"  # the shipped entry with prompt lookup off
-USERS = (("alice", "bench-alice"), ("bob", "bench-bob"))
+# alice asks everything; bob is the second user of the document; carol runs the quoting
+# task, so both entries start it with no saved prompt state (a prompt restored from a state
+# read in other chunks can differ in the last bits, and so can a greedy reply's tokens).
+USERS = (("alice", "bench-alice"), ("bob", "bench-bob"), ("carol", "bench-carol"))
 DOCUMENT_TOKENS = 1700
 QUESTIONS = ("Write a long story about the ships in the records above.",
              "Which goods came to the harbour most often? Explain in detail.",
@@ -175,7 +178,7 @@ def speculative(app: Target, passage: str, max_tokens: int, runs: int) -> dict:
     ways: dict[str, list[dict]] = {MODEL: [], PLAIN: []}
     for _ in range(runs):
         for model in ways:
-            ways[model].append(ask(app, prompt, max_tokens, model=model))
+            ways[model].append(ask(app, prompt, max_tokens, model=model, auth=USERS[2]))
     looked, plain = ways[MODEL], ways[PLAIN]
     details = [(r["usage"].get("completion_tokens_details") or {}) for r in looked]
     accepted = sum(d.get("accepted_prediction_tokens") or 0 for d in details)

@@ -44,23 +44,34 @@ def plain(smollm2_path):
 
 
 def replies(backend, prompts, params: GenParams) -> list[tuple[str, object]]:
-    """Each prompt's text and usage, four at a time so drafts share steps with others."""
-    results: list = [None] * len(prompts)
+    """Each prompt's text and usage, one reply at a time: drafts are made only for a reply
+    decoding alone (several replies already share a step's pass over the weights)."""
+    results = []
+    for prompt in prompts:
+        chunks = list(backend.stream_chat([Message("user", prompt)], params, threading.Event()))
+        results.append(("".join(c.text for c in chunks), chunks[-1].usage))
+    return results
+
+
+def test_replies_decoding_together_make_no_drafts(smollm2):
+    """Four quotes at once: the step is shared, so none of them drafts."""
+    results: list = [None] * 4
 
     def one(index: int) -> None:
-        chunks = list(backend.stream_chat([Message("user", prompts[index])], params,
+        chunks = list(smollm2.stream_chat([Message("user", QUOTING[index])], greedy(24),
                                           threading.Event()))
-        results[index] = ("".join(c.text for c in chunks), chunks[-1].usage)
+        results[index] = chunks[-1].usage
 
-    for start in range(0, len(prompts), 4):
-        threads = [threading.Thread(target=one, args=(i,))
-                   for i in range(start, min(start + 4, len(prompts)))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10 * SAFETY_S)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10 * SAFETY_S)
     assert None not in results, "a reply never finished"
-    return results
+    assert smollm2._decoder.widest >= 2, "the replies never shared a step"
+    drafted = [u.accepted_prediction_tokens + u.rejected_prediction_tokens for u in results]
+    # Only a reply left alone at the end (the others done) may draft.
+    assert drafted.count(0) >= 1, drafted
 
 
 def test_greedy_speculative_text_is_plain_text_and_quotes_take_drafts(smollm2, plain):
