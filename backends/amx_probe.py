@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import json
 import logging
 import os
 import platform
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from backends.notes import Note
+from backends.probe_answers import read_answers, write_answers
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +141,7 @@ def choose_buffers(
 
     cache_file = default_cache_file() if cache_file is None else Path(cache_file)
     key = f"{cpu_model()}|{platform.release()}|{llama_cpp_version()}"
-    answers = _read_answers(cache_file)
+    answers = read_answers(cache_file, "AMX")
     remembered = _remembered(answers.get(key))
     if remembered is not None:
         return remembered
@@ -161,7 +160,7 @@ def choose_buffers(
                     "reason_key": answer.reason.key,
                     "reason_params": dict(answer.reason.params),
                     "probed": datetime.date.today().isoformat()}
-    _write_answers(cache_file, answers)
+    write_answers(cache_file, answers, "AMX")
     return answer
 
 
@@ -197,22 +196,6 @@ def _probe(command: list[str], timeout_s: float) -> BufferPath | None:
     return answer
 
 
-def _read_answers(cache_file: Path) -> dict:
-    """The remembered answers; an unreadable or corrupt file counts as none (it is
-    rewritten after the next probe)."""
-    try:
-        answers = json.loads(cache_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as error:
-        log.warning("ignoring the AMX probe cache %s: %s", cache_file, error)
-        return {}
-    if not isinstance(answers, dict):
-        log.warning("ignoring the AMX probe cache %s: not a JSON object", cache_file)
-        return {}
-    return answers
-
-
 def _remembered(entry: object) -> BufferPath | None:
     """A probe's answer from the cache; None for an entry the page could not say in its
     language (written before reasons kept their catalog key): probed again."""
@@ -229,20 +212,6 @@ def _remembered(entry: object) -> BufferPath | None:
                                       "models.amx.remembered_on", reason=reason, date=probed))
     return BufferPath(extra, Note(f"{reason} (remembered)", "models.amx.remembered",
                                   reason=reason))
-
-
-def _write_answers(cache_file: Path, answers: dict) -> None:
-    """Write atomically, so a reader never sees half a file; a failure costs only a
-    probe next time."""
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=cache_file.parent,
-                                         prefix=cache_file.name, suffix=".tmp",
-                                         delete=False) as temp:
-            json.dump(answers, temp, indent=2, sort_keys=True)
-        os.replace(temp.name, cache_file)
-    except OSError as error:
-        log.warning("could not remember the AMX probe's answer in %s: %s", cache_file, error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 from backends.amx_probe import cpu_model, llama_cpp_version, smollm2_gguf
 from backends.cores import physical_cores
 from backends.notes import Note
+from backends.probe_answers import read_answers, write_answers
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def settled(flash_attention: str, on_cpu: bool, setting: str | None = None) -> K
 def remembered(cache_file: Path | None = None) -> KvChoice | None:
     """This machine's remembered answer, without measuring (the planner's question)."""
     cache_file = default_cache_file() if cache_file is None else Path(cache_file)
-    entry = _read_answers(cache_file).get(machine_key())
+    entry = read_answers(cache_file, "KV").get(machine_key())
     if not isinstance(entry, dict):
         return None
     kv, reason, key = entry.get("kv_cache"), entry.get("reason"), entry.get("reason_key")
@@ -211,12 +211,12 @@ def measure_and_remember(command: Sequence[str], cache_file: Path, timeout_s: fl
     this machine (the child could not start, or it timed out while the machine was busy)."""
     choice, keep = _probe(list(command), timeout_s, low_priority)
     if keep:
-        answers = _read_answers(cache_file)
+        answers = read_answers(cache_file, "KV")
         answers[machine_key()] = {"kv_cache": choice.kv_cache, "reason": str(choice.reason),
                                   "reason_key": choice.reason.key,
                                   "reason_params": dict(choice.reason.params),
                                   "probed": datetime.date.today().isoformat()}
-        _write_answers(cache_file, answers)
+        write_answers(cache_file, answers, "KV")
     return choice
 
 
@@ -277,28 +277,3 @@ def _cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
-
-
-def _read_answers(cache_file: Path) -> dict:
-    """The remembered answers; unreadable or corrupt counts as none (rewritten later)."""
-    try:
-        answers = json.loads(cache_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as error:
-        log.warning("ignoring the KV probe cache %s: %s", cache_file, error)
-        return {}
-    return answers if isinstance(answers, dict) else {}
-
-
-def _write_answers(cache_file: Path, answers: dict) -> None:
-    """Atomically, so a reader never sees half a file; a failure costs a probe next time."""
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=cache_file.parent,
-                                         prefix=cache_file.name, suffix=".tmp",
-                                         delete=False) as temp:
-            json.dump(answers, temp, indent=2, sort_keys=True)
-        os.replace(temp.name, cache_file)
-    except OSError as error:
-        log.warning("could not remember the KV probe's answer in %s: %s", cache_file, error)
