@@ -237,9 +237,10 @@ class LlamaCppBackend(LocalBackend):
         if not self._decoder:
             return []
         notes = [self.buffers.describe()] if self.buffers else []
-        if self._decoder.states is not None:
+        notes += [self.kv_choice.describe()] if self.kv_choice else []
+        if self._decoder.states is not None:  # what changes goes last
             notes.append(prompt_cache_note(self._decoder.states.use()))
-        return notes + ([self.kv_choice.describe()] if self.kv_choice else [])
+        return notes
 
     def grant_prompt_cache(self, extra_bytes: int) -> int:
         """The prompt cache's capacity is the estimate's one slot plus this loan."""
