@@ -161,7 +161,7 @@ def test_a_load_does_not_wait_for_the_measurement(tmp_path, smollm2_path):
     backend.load()
     try:
         assert backend.kv_type == "q8_0" and backend.kv_choice == remembered(probe.answers)
-        assert backend.runtime_notes[-1].startswith("KV cache q8_0, flash attention on: ")
+        assert backend.runtime_notes[1].startswith("KV cache q8_0, flash attention on: ")
     finally:
         backend.unload()
     assert runs.read_text().split() == ["19"]
