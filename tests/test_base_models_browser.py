@@ -106,7 +106,9 @@ def test_a_base_model_is_added_in_completion_mode_and_an_instruct_one_keeps_chat
         assert "Paris" in continued, continued
         assert not any(marker in continued for marker in CHAT_FORMAT), continued
         start_new_chat(page)  # the question alone, not after the completion
-        pick_model(page, INSTRUCT)
+        pick_model(page, INSTRUCT)  # a new model brings its own defaults: greedy again
+        set_number(page, "temperature", "0")  # the Parameters are still open
+        set_number(page, "max-new-tokens", "24")
         box.fill(CAPITAL_PROMPT)
         box.press("Enter")
         answered = wait_for_finished_reply(page, 1)

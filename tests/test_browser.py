@@ -323,11 +323,12 @@ def start_new_chat(page) -> None:
 
 
 def wait_for_finished_reply(page, count: int) -> str:
-    """Wait until the chat holds `count` finished replies; returns the last one."""
+    """Wait until the chat holds `count` finished replies; returns the last one (a first
+    reply may include loading its model on a machine a CPU hog shares)."""
     page.wait_for_function(
         "(n) => { const r = [...document.querySelectorAll(\"#chatbot [data-testid='bot']\")];"
         " return r.length >= n && /tokens\\/s|tokens ·|\\d tokens/.test(r[r.length - 1].innerText); }",
-        arg=count, timeout=60_000)
+        arg=count, timeout=120_000)
     return last_reply(page)
 
 
