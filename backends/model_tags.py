@@ -174,6 +174,14 @@ def _listed(value: object) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value] if value else []
 
 
+def merged(first: ModelTags, then: ModelTags) -> ModelTags:
+    """Each field from `first` where it has one, else from `then` (a file's own metadata
+    before what the Hub's card says about its repo)."""
+    return ModelTags(tasks=first.tasks or then.tasks, languages=first.languages or then.languages,
+                     license=first.license or then.license,
+                     openness=first.openness or then.openness)
+
+
 def tags_from_gguf(metadata: Mapping[str, object]) -> ModelTags:
     """general.tags (tasks), general.languages and general.license of a GGUF header; what
     is not a known task, a language code or a licence id is left out, never an error."""

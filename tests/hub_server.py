@@ -17,7 +17,8 @@ routes answer the way the Hub answers them (headers included):
 A repo's README.md front matter is its model card, read as the Hub reads it: `language`
 codes become bare tags ("tl"), `license` becomes "license:<id>", `tags` are kept, and
 `pipeline_tag` is both answered and a tag; `filter` values are ANDed over the tags and
-`pipeline_tag=` matches the card's one; `cardData=true` (or `full`) adds the card data.
+`pipeline_tag=` matches the card's one; `cardData=true` (or `full`) adds the card data to
+search results, and a repo's model info always carries it.
 
 `rev` is `main` or the repo's commit hash (derived from its files). Files ending in .gguf,
 .safetensors, .bin, .pt or bigger than 10 MiB are "LFS" files, as the Hub's default
@@ -500,7 +501,10 @@ class _Handler(BaseHTTPRequestHandler):
         what = match["what"]
         if what in (None, "revision"):
             blobs = (query.get("blobs") or ["false"])[0].lower() == "true"
-            return self._json(self.hub.model_entry(repo_id, blobs=blobs))
+            info = self.hub.model_entry(repo_id, blobs=blobs)
+            if card := self.hub.card(repo_id):  # the Hub's model info carries the card data
+                info["cardData"] = card
+            return self._json(info)
         if what == "tree":
             prefix = unquote(match["path"] or "").strip("/")
             recursive = (query.get("recursive") or ["false"])[0].lower() == "true"

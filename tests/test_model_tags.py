@@ -78,12 +78,14 @@ def test_the_shipped_catalog_tags_every_entry_and_has_the_lessons_models():
 
 
 # -- a GGUF's metadata ------------------------------------------------------------------------
-def tagged_gguf(path: Path) -> Path:
+def tagged_gguf(path: Path, tagged: bool = True) -> Path:
+    """A small GGUF whose metadata says code and chat, en and tl, MIT (untagged: MIT only)."""
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_block_count(1)
     writer.add_context_length(256)
-    writer.add_tags(["code", "conversational", "text-generation", "gguf"])
-    writer.add_languages(["en", "tl", "not a code"])
+    if tagged:
+        writer.add_tags(["code", "conversational", "text-generation", "gguf"])
+        writer.add_languages(["en", "tl", "not a code"])
     writer.add_license("MIT")
     writer.add_string("tokenizer.chat_template", "{{ messages }}")
     writer.add_tensor("token_embd.weight", np.zeros((4, 16), dtype=np.float32))
@@ -216,3 +218,40 @@ def test_hub_search_on_the_page_filters_and_shows_tags(tagged_hub: HubServer, tm
     assert [value for _, value in picker["choices"]] == [CODER]
     empty, refused = handlers.hub_search("", "GGUF", "", "")
     assert empty["choices"] == [] and "pick a task or a language" in refused
+
+
+def test_a_download_takes_its_tags_from_the_file_then_the_hubs_card(tagged_hub: HubServer,
+                                                                    tmp_path, online):
+    manager = ModelManager(load_registry(SHIPPED_MODELS), lambda e: ScriptedBackend(),
+                           budget=MemoryBudget({"cpu": 10**9}))
+    hub = Hub(endpoint=tagged_hub.endpoint, token=False, timeout=30, cache_dir=tmp_path)
+    library = ModelLibrary(manager, SHIPPED_MODELS, tmp_path / "data" / "models.yaml",
+                           hub=hub, env={}, home=tmp_path / "home")
+    assert hub.repo_tags(MEDIC) == ModelTags(tasks=("medical",), languages=("en", "fr"),
+                                             license="apache-2.0")
+    # the file says only its licence: the tasks and languages come from the repo's card
+    library.register_download(MEDIC, "plain.gguf",
+                              tagged_gguf(tmp_path / "plain.gguf", tagged=False))
+    [added] = [e for e in manager.registry.entries if e.repo == MEDIC]
+    assert added.tags == ModelTags(tasks=("medical",), languages=("en", "fr"), license="mit")
+
+
+def test_the_api_lists_tags_and_filters_by_them():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from chatcore.api.v1 import build_api
+
+    app = FastAPI()
+    app.include_router(build_api(tagged_manager(), None))
+    client = TestClient(app)
+    data = client.get("/v1/models", params={"task": "code"}).json()["data"]
+    assert [m["id"] for m in data] == ["coder"]
+    assert data[0]["tags"] == {"tasks": ["code", "chat"], "languages": ["en"],
+                               "license": "mit", "openness": "osi"}
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == \
+        ["coder", "talker", "plain"]
+    assert [m["id"] for m in client.get("/v1/models?language=tl").json()["data"]] == ["talker"]
+    bad = client.get("/v1/models", params={"task": "poetry"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["message"].startswith("unknown task 'poetry'; expected chat, ")

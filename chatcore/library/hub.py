@@ -127,6 +127,13 @@ class Hub(HubDownloads):
                                       info.card_data.to_dict() if info.card_data else None))
                 for info in infos[:limit]]
 
+    def repo_tags(self, repo_id: str) -> ModelTags:
+        """Tasks, languages and licence from the repo's Hub tags and model card data."""
+        with self._explained(f"Reading the model card of {repo_id} failed", repo_id):
+            info = self._api.model_info(repo_id, timeout=self.timeout, token=self.token)
+        return tags_from_hub(info.tags or [], info.pipeline_tag,
+                             info.card_data.to_dict() if info.card_data else None)
+
     def listing(self, repo_id: str) -> RepoListing:
         """The repo's GGUF files by quantization (split parts grouped) and checkpoint size."""
         siblings = self._siblings(repo_id)
