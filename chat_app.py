@@ -227,6 +227,7 @@ def _print_scan(library: ModelLibrary, as_json: bool) -> int:
             "context_length": found.context_length,
             "chat_template": found.has_chat_template, "suggested_id": found.suggested_id,
             "fit": fit.verdict if fit else None, "fit_detail": fit.detail if fit else None,
+            "tags": found.tags.model_dump(mode="json", exclude_defaults=True),
             "problem": found.problem})
     if as_json:
         print(json.dumps({"models": rows, "skipped": list(result.skipped)}, indent=1))

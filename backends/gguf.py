@@ -17,8 +17,9 @@ GGML_MAX_DIMS = 4  # ggml.h: a tensor has at most 4 dimensions
 MAX_ELEMENTS = 2**63 - 1  # llama.cpp keeps element counts in int64_t
 MAX_ARRAY_DEPTH = 4  # arrays of arrays: the format allows them, no model nests them deeper
 # Short string lists kept as lists (every other array is read as its length): a model's
-# tags say whether it was tuned to chat, which a base model's do not.
-KEPT_LISTS = frozenset({"general.tags"})
+# tags say whether it was tuned to chat, which a base model's do not, and with its
+# languages what it is for (backends/model_tags.py).
+KEPT_LISTS = frozenset({"general.tags", "general.languages"})
 MAX_KEPT_ITEMS = 64
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q",
                  11: "q", 12: "d"}

@@ -15,11 +15,27 @@ from chatui.chat_handlers import ChatHandlers
 from chatui.conversations import ConversationHandlers
 from chatui.exports import ExportFiles
 from chatui.library_handlers import remote_summary
+from chatui.model_filters import FilterControls, matching_ids, tag_filter
+from backends.model_tags import TagFilter
 from chatui.sampling_controls import FIELDS, SettingsControls, with_settings
 
 
-def model_choices(manager: ModelManager, *, texts: Texts) -> list[tuple[str, str]]:
-    return [(_choice_label(manager, s, texts), s.id) for s in manager.statuses()]
+def model_choices(manager: ModelManager, *, texts: Texts,
+                  only: TagFilter = TagFilter()) -> list[tuple[str, str]]:
+    """The picker's (label, id) pairs: every model, or those tagged as `only` asks."""
+    shown = matching_ids(manager, only)
+    return [(_choice_label(manager, s, texts), s.id) for s in manager.statuses()
+            if s.id in shown or not only.active]
+
+
+def filtered_models(manager: ModelManager, task: str, language: str, openness: str,
+                    chosen: str | None, *, texts: Texts) -> dict:
+    """The picker after the filter changed: the chosen model stays if it matches, else
+    the first that does."""
+    choices = model_choices(manager, texts=texts, only=tag_filter(task, language, openness))
+    ids = [model_id for _, model_id in choices]
+    return gr.update(choices=choices,
+                     value=chosen if chosen in ids else (ids[0] if ids else None))
 
 
 def _choice_label(manager: ModelManager, status: ModelStatus, texts: Texts) -> str:
@@ -130,6 +146,9 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                                          size="sm", elem_id="import")
             sidebar_status = gr.Markdown(elem_id="sidebar-status")
         with gr.Column(scale=4):
+            with gr.Accordion(texts("tags.filter.title"), open=False, elem_id="chat-filter"):
+                with gr.Row():
+                    filters = FilterControls(texts, "chat-filter")
             with gr.Row():
                 model = gr.Dropdown(choices=model_choices(manager, texts=texts),
                                     value=initial_model, label=texts("chat.model"), scale=2,
@@ -210,9 +229,11 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     for reply in replies:  # then: the list (a new title), earlier versions, the model panel
         reply.then(convs.after_reply, [search, conversation_id], [conversations, title, earlier],
                    api_name=False, queue=False) \
-             .then(lambda m: (model_info(manager, m, library, texts=texts),
-                              gr.update(choices=model_choices(manager, texts=texts))),
-                   [model], [info, model], api_name=False, queue=False) \
+             .then(lambda m, *f: (model_info(manager, m, library, texts=texts),
+                                  gr.update(choices=model_choices(
+                                      manager, texts=texts, only=tag_filter(*f)))),
+                   [model, *filters.components], [info, model], api_name=False,
+                   queue=False) \
              .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
                    api_name=False, queue=False) \
              .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
@@ -275,6 +296,11 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
         return _download(library, model_id, request, texts=texts)  # typed: Gradio passes it
 
     fetch.click(fetch_model, [model], [info], api_name=False)
+    # The filter narrows the picker when it changes, and again when the picker is opened
+    # (a tab switch or a registry change reads the whole list back into it).
+    for event in (*(control.change for control in filters.components), model.focus):
+        event(lambda t, lang, o, m: filtered_models(manager, t, lang, o, m, texts=texts),
+              [*filters.components, model], [model], api_name=False, queue=False)
     app.load(convs.on_page_load, None, [conversations, preset], api_name=False)
     gr.api(convs.api_list, api_name="conversations")
     gr.api(convs.api_get, api_name="conversation")

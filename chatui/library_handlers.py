@@ -20,6 +20,7 @@ from chatcore.library.errors import LibraryError
 from chatcore.generation.manager import ModelUnavailable, UnknownModel
 from chatcore.generation.memory import format_bytes
 from chatcore.library.model_files import FoundModel
+from chatui.model_filters import tags_line
 from chatui.sampling_controls import SettingsControls
 from chatui.chat_handlers import user_of
 
@@ -292,14 +293,17 @@ class LibraryHandlers:
                 gr.update(choices=self._choices()))
 
     # -- the Hub ---------------------------------------------------------------------
-    def hub_search(self, text: str, kind: str) -> tuple:
+    def hub_search(self, text: str, kind: str, task: str = "", language: str = "") -> tuple:
+        """Repos on the Hub by name, task and language; each choice says its tags."""
         texts = self.texts
         try:
-            repos = self.library.search(text or "", "checkpoint" if kind == KINDS[1] else "gguf")
+            repos = self.library.search(text or "", "checkpoint" if kind == KINDS[1] else "gguf",
+                                        task=task or "", language=language or "")
         except (LibraryError, HubError) as exc:
             return gr.update(choices=[], value=None), self._error(exc)
-        choices = [(texts("library.hub.repo_choice", repo=r.repo_id, n=r.downloads or 0),
-                    r.repo_id) for r in repos]
+        choices = [(" · ".join(filter(None, [
+                        texts("library.hub.repo_choice", repo=r.repo_id, n=r.downloads or 0),
+                        tags_line(r.tags, texts)])), r.repo_id) for r in repos]
         return (gr.update(choices=choices, value=choices[0][1] if choices else None),
                 texts("library.hub.matches", n=len(repos), query=repr(text.strip()[:200])))
 

@@ -22,6 +22,8 @@ from chatcore.i18n import Texts, english, state_key
 from chatcore.library.model_library import ModelLibrary
 from chatcore.generation.memory import format_bytes, process_rss_bytes
 from chatui.sampling_controls import SettingsControls, with_settings
+from chatui.model_filters import FilterControls, matching_ids, tag_filter, tags_line
+from backends.model_tags import TagFilter
 from chatui.library_handlers import (
     KINDS,
     MAX_PATH,
@@ -71,8 +73,11 @@ def _datatypes(columns: tuple[str, ...]) -> list[str]:
 
 
 def status_rows(manager: ModelManager, library: ModelLibrary | None = None, *,
-                texts: Texts) -> list[list[str]]:
-    return [_row(manager, status, library, texts=texts) for status in manager.statuses()]
+                texts: Texts, only: TagFilter = TagFilter()) -> list[list[str]]:
+    """One row per model that passes `only` (broken entries only when nothing filters)."""
+    shown = matching_ids(manager, only)
+    return [_row(manager, status, library, texts=texts) for status in manager.statuses()
+            if status.id in shown or not only.active]
 
 
 def _fit_cell(library: ModelLibrary | None, s: ModelStatus, texts: Texts) -> str:
@@ -106,6 +111,8 @@ def _row(manager: ModelManager, s: ModelStatus, library: ModelLibrary | None = N
         details = " · ".join([texts("models.placement", device=placement),
                               *map(texts.say, manager.runtime_notes(s.id))])
     notes = [f"⚠ {texts.say(w)}" for w in manager.template_warnings(s.id)]
+    if entry is not None and (tags := tags_line(entry.tags, texts)):
+        notes.insert(0, tags)
     if (memory := manager.memory_report(s.id)) is not None:
         notes.append(memory_line(memory, texts))
     details = " · ".join([details, *notes]) if details else " · ".join(notes)
@@ -137,6 +144,8 @@ def build_models_tab(app: gr.Blocks, manager: ModelManager,
     """The tab; returns its refresh timer (on only while the tab is shown) and the events
     after which the model lists elsewhere on the page must be read again."""
     summary = gr.Markdown(manager.memory_summary(texts), elem_id="memory-summary")
+    with gr.Row():
+        filters = FilterControls(texts, "models-filter")
     table = gr.Dataframe(value=status_rows(manager, library, texts=texts),
                          headers=texts.labels("models.column", COLUMN_IDS),
                          interactive=False, wrap=True, column_widths=WIDTHS,
@@ -154,8 +163,9 @@ def build_models_tab(app: gr.Blocks, manager: ModelManager,
     unload.click(handlers.unload, [choice], [outcome], api_name="unload_model")
     release.click(handlers.release, None, [outcome], api_name="release_memory")
     timer = gr.Timer(REFRESH_S, active=False)
-    timer.tick(handlers.refresh, None, [table, summary], api_name=False, queue=False,
-               show_progress="hidden")
+    timer.tick(handlers.refresh, filters.components, [table, summary], api_name=False,
+               queue=False, show_progress="hidden")
+    filters.on_change(handlers.filtered, [table, choice])
     changes = [] if library is None else \
         _build_library(app, library, choice, outcome, timer, texts)
     return timer, changes
@@ -258,6 +268,8 @@ def _build_hub(handlers: LibraryHandlers, library: ModelLibrary, choice: gr.Drop
             search = gr.Button(texts("library.hub.search"), variant="primary", scale=1,
                                elem_id="hub-search")
         with gr.Row():
+            hub_filters = FilterControls(texts, "hub-filter", openness=False)
+        with gr.Row():
             repo = gr.Dropdown(choices=[], label=texts("library.hub.repo"), scale=3,
                                elem_id="hub-repo")
             hub_file = gr.Dropdown(choices=[], label=texts("library.hub.file"), scale=3,
@@ -274,8 +286,9 @@ def _build_hub(handlers: LibraryHandlers, library: ModelLibrary, choice: gr.Drop
                                elem_id="hub-cancel")
         gr.Markdown(texts("library.hub.downloads"))
         progress = gr.Markdown(handlers.downloads_text(), elem_id="hub-downloads")
-    search.click(handlers.hub_search, [query, kind], [repo, outcome], api_name="hub_search")
-    query.submit(handlers.hub_search, [query, kind], [repo, outcome], api_name=False)
+    search_inputs = [query, kind, hub_filters.task, hub_filters.language]
+    search.click(handlers.hub_search, search_inputs, [repo, outcome], api_name="hub_search")
+    query.submit(handlers.hub_search, search_inputs, [repo, outcome], api_name=False)
     repo.change(handlers.hub_files, [repo], [hub_file, outcome], api_name=False)
     for trigger in (hub_file.change, hub_context.change):
         trigger(handlers.hub_fit, [repo, hub_file, hub_context], [hub_fit], api_name=False,
@@ -307,9 +320,20 @@ class ModelsHandlers:
         self.library = library
         self.texts = texts
 
-    def refresh(self) -> tuple[list[list[str]], str]:
-        return (status_rows(self.manager, self.library, texts=self.texts),
+    def refresh(self, task: str = "", language: str = "", openness: str = ""
+                ) -> tuple[list[list[str]], str]:
+        only = tag_filter(task, language, openness)
+        return (status_rows(self.manager, self.library, texts=self.texts, only=only),
                 self.manager.memory_summary(self.texts))
+
+    def filtered(self, task: str = "", language: str = "", openness: str = "") -> tuple:
+        """The table and the picker narrowed to the models tagged so; the picker moves
+        to the first that matches."""
+        only = tag_filter(task, language, openness)
+        shown = matching_ids(self.manager, only)
+        choices = [(e.name, e.id) for e in self.manager.registry.entries if e.id in shown]
+        return (status_rows(self.manager, self.library, texts=self.texts, only=only),
+                gr.update(choices=choices, value=choices[0][1] if choices else None))
 
     def load(self, model_id: str, progress: gr.Progress = gr.Progress()) -> Iterator[str]:
         texts = self.texts

@@ -5,13 +5,20 @@ library at this server on 127.0.0.1 (`HF_ENDPOINT`, or `endpoint=`) and let it s
 HTTP it speaks to huggingface.co. Repos are folders, `<root>/<org>/<repo>/<files>`, and these
 routes answer the way the Hub answers them (headers included):
 
-    GET  /api/models?search=&filter=&author=&sort=&direction=&limit=      model search
+    GET  /api/models?search=&filter=&author=&pipeline_tag=&sort=&direction=&limit=
+                                                                          model search
     GET  /api/models/{repo}[/revision/{rev}][?blobs=true]                 model info, siblings
     GET  /api/models/{repo}/tree/{rev}[/{path}]?recursive=&expand=        repo tree, LFS sha256
     POST /api/models/{repo}/paths-info/{rev}                              paths info
     HEAD /{repo}/resolve/{rev}/{path}     ETag (LFS sha256 or git oid), X-Repo-Commit,
                                           X-Linked-Size, X-Linked-Etag, Content-Length
     GET  /{repo}/resolve/{rev}/{path}     Range: bytes=a-b | a- | -n  -> 206 + Content-Range
+
+A repo's README.md front matter is its model card, read as the Hub reads it: `language`
+codes become bare tags ("tl"), `license` becomes "license:<id>", `tags` are kept, and
+`pipeline_tag` is both answered and a tag; `filter` values are ANDed over the tags and
+`pipeline_tag=` matches the card's one; `cardData=true` (or `full`) adds the card data to
+search results, and a repo's model info always carries it.
 
 `rev` is `main` or the repo's commit hash (derived from its files). Files ending in .gguf,
 .safetensors, .bin, .pt or bigger than 10 MiB are "LFS" files, as the Hub's default
@@ -45,6 +52,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import yaml
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +295,17 @@ class HubServer:
         return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() if not item.lfs \
             else hashlib.sha1(item.path.encode()).hexdigest()
 
+    def card(self, repo_id: str) -> dict:
+        """The YAML front matter of the repo's README.md (the model card's data), or {}."""
+        readme = self.root / repo_id / "README.md"
+        if not readme.is_file():
+            return {}
+        text = readme.read_text(encoding="utf-8")
+        if not text.startswith("---\n") or "\n---" not in text[4:]:
+            return {}
+        data = yaml.safe_load(text[4:text.index("\n---", 4)])
+        return data if isinstance(data, dict) else {}
+
     def tags(self, repo_id: str) -> list[str]:
         names = [item.path for item in self.files(repo_id) or []]
         tags = []
@@ -293,7 +313,13 @@ class HubServer:
             tags.append("gguf")
         if "config.json" in names and any(name.endswith(".safetensors") for name in names):
             tags += ["transformers", "safetensors"]
-        return tags
+        card = self.card(repo_id)
+        listed = (lambda v: [str(x) for x in v] if isinstance(v, list) else [str(v)] if v
+                  else [])
+        tags += listed(card.get("tags")) + listed(card.get("pipeline_tag"))
+        tags += listed(card.get("language"))
+        tags += [f"license:{lid}" for lid in listed(card.get("license"))]
+        return list(dict.fromkeys(tags))
 
     def model_entry(self, repo_id: str, blobs: bool) -> dict:
         downloads, likes = self._stats.get(repo_id, (0, 0))
@@ -311,6 +337,7 @@ class HubServer:
                 "modelId": repo_id, "author": repo_id.split("/")[0], "sha": self.commit(repo_id),
                 "private": False, "gated": False, "disabled": False, "downloads": downloads,
                 "likes": likes, "tags": tags,
+                "pipeline_tag": self.card(repo_id).get("pipeline_tag"),
                 "library_name": "transformers" if "transformers" in tags else None,
                 "createdAt": "2025-01-01T00:00:00.000Z", "lastModified": "2025-01-01T00:00:00.000Z",
                 "siblings": siblings}
@@ -437,6 +464,8 @@ class _Handler(BaseHTTPRequestHandler):
         text = (query.get("search") or [""])[0].lower()
         filters = query.get("filter", [])
         author = (query.get("author") or [None])[0]
+        pipeline = (query.get("pipeline_tag") or [None])[0]
+        with_card = {"true", "True", "1"} & set(query.get("cardData", []) + query.get("full", []))
         entries = []
         for repo_id in self.hub.repo_ids():
             tags = self.hub.tags(repo_id)
@@ -446,8 +475,12 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             if any(tag not in tags for tag in filters):
                 continue
+            if pipeline and self.hub.card(repo_id).get("pipeline_tag") != pipeline:
+                continue
             entry = self.hub.model_entry(repo_id, blobs=False)
             del entry["siblings"]
+            if with_card and self.hub.card(repo_id):
+                entry["cardData"] = self.hub.card(repo_id)
             entries.append(entry)
         sort = (query.get("sort") or [None])[0]
         if sort in ("downloads", "likes"):
@@ -468,7 +501,10 @@ class _Handler(BaseHTTPRequestHandler):
         what = match["what"]
         if what in (None, "revision"):
             blobs = (query.get("blobs") or ["false"])[0].lower() == "true"
-            return self._json(self.hub.model_entry(repo_id, blobs=blobs))
+            info = self.hub.model_entry(repo_id, blobs=blobs)
+            if card := self.hub.card(repo_id):  # the Hub's model info carries the card data
+                info["cardData"] = card
+            return self._json(info)
         if what == "tree":
             prefix = unquote(match["path"] or "").strip("/")
             recursive = (query.get("recursive") or ["false"])[0].lower() == "true"

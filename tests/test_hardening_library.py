@@ -359,7 +359,7 @@ def test_finding_4_crafted_headers_are_refused_and_the_server_keeps_answering(
     assert status == 200 and shown == [f"⚠️ unreadable: {evil_files['bad']}: {words}"], shown
     # the Hub's fit check, on a file of a repo bob searched for and picked
     page = bob.new_page()
-    bob.call(bob.handler(writes="hub-repo"), "evil", "gguf", page=page)
+    bob.call(bob.handler(writes="hub-repo"), "evil", "gguf", "", "", page=page)
     bob.call(bob.handler(writes="hub-file"), BAD_REPO, page=page)
     hub_fit = bob.handler(writes="hub-fit")
     shown, status = answered_meanwhile(

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from backends.base import Chunk
+from backends.model_tags import LANGUAGE_CODE, OPENNESS, TASKS, ModelTags, TagFilter
 from chatcore.api.schema import (
     MAX_BODY_BYTES,
     ApiError,
@@ -74,9 +75,19 @@ def build_api(manager: ModelManager, api_key: str | None,
             check_key(request)
         except ApiError as exc:
             return _error(exc)
-        data = [{"id": s.id, "object": "model", "created": 0, "owned_by": "local-chat",
-                 "name": s.name, "backend": s.backend, "state": s.state.value}
-                for s in manager.statuses() if s.usable]
+        try:
+            only = _tag_filter(request.query_params)
+        except ApiError as exc:
+            return _error(exc)
+        data = []
+        for s in manager.statuses():
+            tags = entry.tags if (entry := manager.registry.get(s.id)) else ModelTags()
+            if s.usable and only.matches(tags):
+                data.append({"id": s.id, "object": "model", "created": 0,
+                             "owned_by": "local-chat", "name": s.name, "backend": s.backend,
+                             "state": s.state.value,
+                             "tags": {**tags.model_dump(mode="json", exclude={"openness"}),
+                                      "openness": tags.open_as}})
         return {"object": "list", "data": data}
 
     @router.post("/chat/completions")
@@ -300,3 +311,18 @@ class _ClosingStream(StreamingResponse):
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()
                 await self._reply.close()
+
+
+def _tag_filter(query) -> TagFilter:
+    """?task=code&language=tl&openness=osi on GET /v1/models; a value outside the lists is
+    a 400 naming the parameter."""
+    task, language, openness = (query.get(name, "")[:40]
+                                for name in ("task", "language", "openness"))
+    for name, value, fine in (("task", task, not task or task in TASKS),
+                              ("language", language, not language or LANGUAGE_CODE.match(language)),
+                              ("openness", openness, not openness or openness in OPENNESS)):
+        if not fine:
+            known = {"task": ", ".join(TASKS), "openness": ", ".join(OPENNESS),
+                     "language": "an ISO 639 code such as en, tl or fil"}[name]
+            raise ApiError(400, f"unknown {name} {value!r}; expected {known}", param=name)
+    return TagFilter(task, language, openness)

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from backends.llamacpp import kv_cache_problem
+from backends.model_tags import ModelTags
 from backends.notes import Note
 from backends.thinking import Markers
 from backends.openai import ServerSetting
@@ -115,6 +116,9 @@ class ModelEntry(BaseModel):
     # A thinking model's markers ({start: "<think>", end: "</think>"}); without it they are
     # found in the chat template when it mentions them (local models only).
     reasoning: Reasoning | None = None
+    # What the model is for: {tasks: [chat, code, ...], languages: [en, tl], license: mit};
+    # see backends/model_tags.py.
+    tags: ModelTags = Field(default_factory=ModelTags)
 
     @property
     def markers(self) -> Markers | None:

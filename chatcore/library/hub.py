@@ -29,6 +29,7 @@ from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_st
 from backends.footprint import ModelShape, PlannerError
 from backends.gguf import SPLIT_GGUF, parse_gguf_layout
 from backends.hf_memory import checkpoint_shape
+from backends.model_tags import HUB_TASK_TAGS, TASKS, ModelTags, tags_from_hub
 from chatcore.library.hub_downloads import HubDownloads, RemoteFile, split_parts, total_size
 from chatcore.library.hub_errors import HubError, explained
 
@@ -47,6 +48,7 @@ class HubRepo:
     kind: str  # "gguf" | "checkpoint"
     downloads: int | None
     likes: int | None
+    tags: ModelTags = ModelTags()  # tasks, languages, licence from the repo's Hub tags
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,10 @@ class Hub(HubDownloads):
         self._api = HfApi(endpoint=self.endpoint, token=token)
 
     # -- search and listing ----------------------------------------------------------------
-    def search(self, text: str, kind: str = "gguf", limit: int = 20) -> list[HubRepo]:
-        """Repos whose name contains `text`, most downloaded first.
+    def search(self, text: str, kind: str = "gguf", limit: int = 20, task: str = "",
+               language: str = "") -> list[HubRepo]:
+        """Repos whose name contains `text`, most downloaded first; with `task` and
+        `language`, only those the Hub tags so (tags are ANDed, as the Hub's `filter` does).
 
         The same GET /api/models that `HfApi.list_models` sends, made here because
         list_models takes no timeout (the shared client has none: a stalled Hub hangs it)
@@ -106,7 +110,11 @@ class Hub(HubDownloads):
         """
         if kind not in ("gguf", "checkpoint"):
             raise ValueError(f"kind must be 'gguf' or 'checkpoint', not {kind!r}")
+        if task and task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
         filters = ["gguf"] if kind == "gguf" else ["transformers", "safetensors"]
+        filters += [HUB_TASK_TAGS[task]] if task else []
+        filters += [language] if language else []
         params = {"search": text, "filter": filters, "sort": "downloads", "direction": -1,
                   "limit": limit}
         with self._explained(f"Searching the Hub for {text!r} failed"):
@@ -114,7 +122,17 @@ class Hub(HubDownloads):
                                          headers=self._headers(), timeout=self.timeout)
             hf_raise_for_status(response)
             infos = [ModelInfo(**{"siblings": None, **item}) for item in response.json()]
-        return [HubRepo(info.id, kind, info.downloads, info.likes) for info in infos[:limit]]
+        return [HubRepo(info.id, kind, info.downloads, info.likes,
+                        tags_from_hub(info.tags or [], info.pipeline_tag,
+                                      info.card_data.to_dict() if info.card_data else None))
+                for info in infos[:limit]]
+
+    def repo_tags(self, repo_id: str) -> ModelTags:
+        """Tasks, languages and licence from the repo's Hub tags and model card data."""
+        with self._explained(f"Reading the model card of {repo_id} failed", repo_id):
+            info = self._api.model_info(repo_id, timeout=self.timeout, token=self.token)
+        return tags_from_hub(info.tags or [], info.pipeline_tag,
+                             info.card_data.to_dict() if info.card_data else None)
 
     def listing(self, repo_id: str) -> RepoListing:
         """The repo's GGUF files by quantization (split parts grouped) and checkpoint size."""

@@ -7,6 +7,7 @@ import threading
 from backends.gguf import shape_from_header
 from backends.kv_probe import planned_kv_cache
 from backends.llamacpp_memory import llamacpp_estimate_of
+from backends.model_tags import LANGUAGE_CODE, TASKS
 from backends.notes import Note
 from chatcore.generation.registry import CPU_PARALLEL
 from chatcore.library.fit import Fit, judge_fit
@@ -31,11 +32,19 @@ class LibraryHub:
                                "search the Hugging Face Hub and fetch models")
         return self.hub
 
-    def search(self, text: str, kind: str = "gguf") -> list[HubRepo]:
+    def search(self, text: str, kind: str = "gguf", task: str = "",
+               language: str = "") -> list[HubRepo]:
+        """The Hub's repos by name, narrowed by task and language tags where given."""
         text = text.strip()[:MAX_QUERY]
-        if not text:
-            raise LibraryError("type a few letters of a model's name to search for")
-        return self._require_hub().search(text, kind)
+        if not text and not (task or language):
+            raise LibraryError("type a few letters of a model's name, or pick a task or a "
+                               "language, to search for")
+        if task and task not in TASKS:
+            raise LibraryError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+        if language and not LANGUAGE_CODE.match(language):
+            raise LibraryError(f"{language[:20]!r} is not a language code (ISO 639, e.g. "
+                               "en, tl, fil)")
+        return self._require_hub().search(text, kind, task=task, language=language)
 
     def listing(self, repo_id: str) -> RepoListing:
         return self._require_hub().listing(repo_id)

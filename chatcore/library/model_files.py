@@ -19,6 +19,7 @@ import gguf
 from backends.chat_template import COMPLETION_MODE, guess_fallback
 from backends.gguf import SPLIT_GGUF, GGUFHeaderError, gguf_missing_bytes, read_gguf_layout
 from backends.hf_memory import safetensors_header
+from backends.model_tags import ModelTags, tags_from_gguf
 from chatcore.generation.memory import format_bytes
 
 DEFAULT_CONTEXT = 4096  # what an added model starts with when it was trained for more
@@ -52,6 +53,8 @@ class FoundModel:
     # A base (pretrained-only) model: no chat template, and nothing in its names says it
     # was tuned to chat. It continues text; a chat format would only make it ramble.
     base: bool = False
+    # Tasks, languages and licence from the GGUF's general.* metadata (empty for others).
+    tags: ModelTags = ModelTags()
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ def _gguf_model(source: str, name: str, first: Path, parts: Sequence[Path],
         context_length=context if _is_int(context) else None,
         has_chat_template=("tokenizer.chat_template" in metadata) if metadata else None,
         problem=problem, suggested_id=_gguf_slug(first.name, quantization),
+        tags=tags_from_gguf(metadata),
         base=bool(metadata) and "tokenizer.chat_template" not in metadata
         and not is_tuned([name, *(metadata.get(key) for key in _NAME_KEYS),
                           *_listed(metadata.get("general.tags"))]))
@@ -351,6 +355,8 @@ def suggest_entry(found: FoundModel, model_id: str,
         "context_length": context_length or min(trained, DEFAULT_CONTEXT),
         "description": f"Found in {found.source}: {found.path}"[:2000],
     }
+    if not found.tags.empty:
+        entry["tags"] = found.tags.model_dump(mode="json", exclude_defaults=True)
     if found.base:
         entry["chat_template"] = COMPLETION_MODE
         notes.append(EntryNote("base", {"name": found.name}))

@@ -22,6 +22,7 @@ from backends.base import BackendError
 from backends.chat_template import COMPLETION_MODE, guess_fallback
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import gguf_shape
+from backends.model_tags import ModelTags, merged
 from backends.notes import Note
 from chatcore.generation.registry import (
     LLAMACPP_ONLY,
@@ -37,6 +38,7 @@ from chatcore.library.download_queue import DownloadQueue
 from chatcore.generation.factory import make_backend
 from chatcore.library.fit import Fit, judge_fit, layers_on_gpu
 from chatcore.library.hub import Hub
+from chatcore.library.hub_errors import HubError
 from chatcore.library.errors import LibraryError, NotAllowed
 from chatcore.library.library_hub import LibraryHub
 from chatcore.generation.manager import ModelManager
@@ -248,13 +250,25 @@ class ModelLibrary(LibraryHub):
         if any(e.repo == repo_id and e.file == filename for e in self.manager.registry.entries):
             return
         found = inspect_path(path)
+        tags = merged(found.tags, self._hub_tags(repo_id))
         with self._lock:
             raw, _ = suggest_entry(found, self._free_id(found.suggested_id or "model"))
             del raw["path"]
+            if not tags.empty:
+                raw["tags"] = tags.model_dump(mode="json", exclude_defaults=True)
             raw.update(repo=repo_id, file=filename, name=f"{repo_id} · {filename}"[:200],
                        description=f"Downloaded from the Hugging Face Hub: {repo_id}"[:2000])
             self._write([*self._personal_raw(), raw], raw["id"])
         log.info("added %s to %s after its download", raw["id"], self.personal)
+
+    def _hub_tags(self, repo_id: str) -> ModelTags:
+        """The repo's tags on the Hub, for what the file's metadata does not say; none when
+        the Hub cannot be asked (the download itself succeeded)."""
+        try:
+            return self.hub.repo_tags(repo_id) if self.hub else ModelTags()
+        except HubError as exc:
+            log.warning("no Hub tags for %s: %s", repo_id, exc)
+            return ModelTags()
 
     # -- fit -------------------------------------------------------------------------
     def fit_of_entry(self, model_id: str, context_length: int | None = None) -> Fit | None:
