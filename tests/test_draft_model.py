@@ -86,7 +86,7 @@ def loaded(backend: LlamaCppBackend):
 
 @pytest.fixture(scope="module")
 def plain(smollm2_path):
-    backend = loaded(LlamaCppBackend(smollm2_path, context_length=CONTEXT, parallel=1,
+    backend = loaded(LlamaCppBackend(smollm2_path, context_length=CONTEXT, parallel=2,
                                      speculative=False))
     yield backend
     backend.unload()
@@ -99,7 +99,7 @@ def self_drafted(smollm2_path, tmp_path_factory):
     models.write_text(
         "models:\n"
         f"  - {{id: target, backend: llamacpp, path: '{smollm2_path}', draft: drafter,\n"
-        f"      context_length: {CONTEXT}, parallel: 1}}\n"
+        f"      context_length: {CONTEXT}, parallel: 2}}\n"
         f"  - {{id: drafter, name: Drafter, backend: llamacpp, path: '{smollm2_path}'}}\n",
         encoding="utf-8")
     backend = loaded(make_backend(load_registry(models).get("target")))
@@ -173,3 +173,24 @@ def test_a_draft_model_of_another_tokenizer_is_refused_naming_both(smollm2_path,
     assert "draft model other-vocab does not share the tokenizer of smollm2" in message
     assert "token 1000 is" in message, message
     assert backend._model is None and backend._ctx is None  # nothing held after the refusal
+
+
+def test_replies_decoding_together_share_the_draft_context_and_keep_their_text(
+        self_drafted, plain):
+    """Two at once: the one left alone drafts, from the draft context the other filled."""
+    prompts = [QUOTING[3], OTHERS[1]]
+    results: list = [None, None]
+
+    def one(index: int) -> None:
+        chunks = list(self_drafted.stream_chat([Message("user", prompts[index])],
+                                               greedy(2 * TOKENS), threading.Event()))
+        results[index] = ("".join(c.text for c in chunks), chunks[-1].usage)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert None not in results, "a reply never finished"
+    assert self_drafted._decoder.widest >= 2, "the replies never shared a step"
+    assert [t for t, _ in results] == [t for t, _ in replies(plain, prompts, greedy(2 * TOKENS))]
