@@ -101,3 +101,13 @@ def test_a_draft_not_installed_leaves_prompt_lookup_and_says_so(tmp_path, smollm
     assert "hindi naka-install" in filipino and "small" in filipino
     plain = make_backend(registry.get("small").model_copy(update={"path": str(smollm2_path)}))
     assert plain.drafting == "prompt lookup drafts"
+
+
+def test_a_draft_naming_a_broken_entry_says_that_entry_is_broken(tmp_path, smollm2_path):
+    models = write(tmp_path / "models.yaml", gguf_entry("big", smollm2_path, ", draft: small")
+                   + gguf_entry("small", smollm2_path, ", parallel: 99")
+                   + gguf_entry("fine", smollm2_path))
+    reasons = {b.id: b.reason for b in load_registry(models).broken}
+    assert "field 'parallel'" in reasons["small"]
+    assert reasons["big"].endswith("'small' is not a llamacpp entry of the registry (that "
+                                   "entry is broken)"), reasons["big"]

@@ -274,14 +274,14 @@ def load_layered_registry(shipped: Path, personal: Path | None) -> ModelRegistry
 
 
 def _link_drafts(registry: ModelRegistry) -> ModelRegistry:
-    """Give each entry with `draft:` the entry it names; one naming no llamacpp entry of
-    this registry is broken, its reason naming the file, entry and field."""
+    """Give each `draft:` its entry; one naming no llamacpp entry here breaks its entry."""
     by_id = {e.id: e for e in registry.entries}
     entries, broken = [], list(registry.broken)
     for index, entry in enumerate(registry.entries, start=1):
         draft = by_id.get(entry.draft or "")
         if entry.draft and (draft is None or draft.backend != "llamacpp"):
-            why = "no entry has that id" if draft is None else f"it is a {draft.backend} entry"
+            why = f"it is a {draft.backend} entry" if draft else "that entry is broken" \
+                if registry.broken_entry(entry.draft) else "no entry has that id"
             where = registry.personal_path if entry.id in registry.personal else registry.path
             broken.append(BrokenEntry(index, entry.id, entry.name, (
                 f"{where}: entry {entry.id!r}: field 'draft': {entry.draft!r} is not a "
