@@ -5,10 +5,10 @@ batching (backends/llamacpp_batch.py): cancellation is checked before every step
 are counted exactly. The chat template is the one in the GGUF metadata (or the entry's
 override), rendered in the sandbox. A reply decoding alone drafts tokens ahead, checked in
 one step: from its own prompt and text (prompt lookup) or from a draft model of the same
-tokenizer loaded beside this one (backends/draft_model.py). Prompt, room, stop strings and usage are the shared
-local base's (backends/local.py). The model and context are built with llama-cpp-python's
-low-level wrappers rather than `Llama`, which has no setting for several sequences, weight
-buffer types or automatic flash attention.
+tokenizer loaded beside this one (backends/draft_model.py). Prompt, room, stop strings and
+usage are the shared local base's (backends/local.py). The model and context are built with
+llama-cpp-python's low-level wrappers rather than `Llama`, which has no setting for several
+sequences, weight buffer types or automatic flash attention.
 """
 from __future__ import annotations
 
