@@ -84,11 +84,26 @@ def loaded(backend: LlamaCppBackend):
     return backend
 
 
+class Plain:
+    """SmolLM2 without drafts, each greedy reply decoded once for the module."""
+
+    def __init__(self, backend: LlamaCppBackend) -> None:
+        self.backend = backend
+        self._texts: dict[tuple[str, int], str] = {}
+
+    def texts(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        wanted = [p for p in prompts if (p, max_new_tokens) not in self._texts]
+        for prompt, (text, _) in zip(wanted, replies(self.backend, wanted,
+                                                     greedy(max_new_tokens))):
+            self._texts[prompt, max_new_tokens] = text
+        return [self._texts[p, max_new_tokens] for p in prompts]
+
+
 @pytest.fixture(scope="module")
 def plain(smollm2_path):
     backend = loaded(LlamaCppBackend(smollm2_path, context_length=CONTEXT, parallel=2,
                                      speculative=False))
-    yield backend
+    yield Plain(backend)
     backend.unload()
 
 
@@ -133,7 +148,7 @@ def test_a_draft_model_of_the_same_weights_gives_plain_text_and_most_drafts_are_
         self_drafted, plain):
     assert "drafts from Drafter" in self_drafted.runtime_notes
     drafted = replies(self_drafted, PROMPTS, greedy(TOKENS))
-    assert [t for t, _ in drafted] == [t for t, _ in replies(plain, PROMPTS, greedy(TOKENS))]
+    assert [t for t, _ in drafted] == plain.texts(PROMPTS, TOKENS)
     accepted, rejected = counts(drafted)
     log.warning("self draft: %d accepted, %d rejected over %d prompts", accepted, rejected,
                 len(PROMPTS))
@@ -144,8 +159,7 @@ def test_a_draft_model_of_the_same_weights_gives_plain_text_and_most_drafts_are_
 def test_a_draft_model_that_guesses_badly_changes_no_text(noise_drafted, plain):
     assert "drafts from noise" in noise_drafted.runtime_notes
     drafted = replies(noise_drafted, NOISY_PROMPTS, greedy(TOKENS))
-    assert [t for t, _ in drafted] == \
-        [t for t, _ in replies(plain, NOISY_PROMPTS, greedy(TOKENS))]
+    assert [t for t, _ in drafted] == plain.texts(NOISY_PROMPTS, TOKENS)
     accepted, rejected = counts(drafted)
     log.warning("noise draft: %d accepted, %d rejected", accepted, rejected)
     assert rejected > accepted, (accepted, rejected)
@@ -157,7 +171,7 @@ def test_seeded_sampling_gives_the_same_text_with_a_draft_model(self_drafted, pl
                                         repetition_penalty=1.1, max_new_tokens=TOKENS,
                                         seed=11))
     drafted = replies(self_drafted, prompts, params)
-    assert [t for t, _ in drafted] == [t for t, _ in replies(plain, prompts, params)]
+    assert [t for t, _ in drafted] == [t for t, _ in replies(plain.backend, prompts, params)]
     assert counts(drafted)[0] > 0, "no draft was accepted: the comparison proved nothing"
 
 
@@ -177,13 +191,14 @@ def test_a_draft_model_of_another_tokenizer_is_refused_naming_both(smollm2_path,
 
 def test_replies_decoding_together_share_the_draft_context_and_keep_their_text(
         self_drafted, plain):
-    """Two at once: the one left alone drafts, from the draft context the other filled."""
-    prompts = [QUOTING[3], OTHERS[1]]
+    """Two at once share steps (and make no drafts while they do) and keep their text; the
+    one draft context serves whichever reply is left alone."""
+    prompts = [QUOTING[3], OTHERS[1]]  # replies alone above: their plain text is known
     results: list = [None, None]
 
     def one(index: int) -> None:
         chunks = list(self_drafted.stream_chat([Message("user", prompts[index])],
-                                               greedy(2 * TOKENS), threading.Event()))
+                                               greedy(TOKENS), threading.Event()))
         results[index] = ("".join(c.text for c in chunks), chunks[-1].usage)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
@@ -193,4 +208,4 @@ def test_replies_decoding_together_share_the_draft_context_and_keep_their_text(
         thread.join(120)
     assert None not in results, "a reply never finished"
     assert self_drafted._decoder.widest >= 2, "the replies never shared a step"
-    assert [t for t, _ in results] == [t for t, _ in replies(plain, prompts, greedy(2 * TOKENS))]
+    assert [t for t, _ in results] == plain.texts(prompts, TOKENS)
