@@ -3,10 +3,12 @@
 One llama.cpp context per model serves up to `parallel` replies at once through continuous
 batching (backends/llamacpp_batch.py): cancellation is checked before every step and tokens
 are counted exactly. The chat template is the one in the GGUF metadata (or the entry's
-override), rendered in the sandbox. Prompt, room, stop strings and usage are the shared
-local base's (backends/local.py). The model and context are built with llama-cpp-python's
-low-level wrappers rather than `Llama`, which has no setting for several sequences, weight
-buffer types or automatic flash attention.
+override), rendered in the sandbox. A reply decoding alone drafts tokens ahead, checked in
+one step: from its own prompt and text (prompt lookup) or from a draft model of the same
+tokenizer loaded beside this one (backends/draft_model.py). Prompt, room, stop strings and
+usage are the shared local base's (backends/local.py). The model and context are built with
+llama-cpp-python's low-level wrappers rather than `Llama`, which has no setting for several
+sequences, weight buffer types or automatic flash attention.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import codecs
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +24,7 @@ from backends.amx_probe import AmxSettingError, BufferPath, choose_buffers
 from backends.base import BackendError, GenParams, ProgressCallback
 from backends.chat_template import ChatTemplate
 from backends.cores import physical_cores
+from backends.draft_model import DraftModel, DraftSpec
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import check_gguf
 from backends.kv_background import KvProbe, kv_for_load
@@ -30,6 +34,7 @@ from backends.llamacpp_log import route_to_python_logging
 from backends.llamacpp_memory import KV_TYPES, llamacpp_estimate
 from backends.llamacpp_states import SavedStates, prompt_cache_note
 from backends.local import Decoding, LocalBackend
+from backends.notes import Note
 from backends.thinking import Markers
 
 log = logging.getLogger(__name__)
@@ -71,6 +76,7 @@ class LlamaCppBackend(LocalBackend):
         reasoning: Markers | None = None,
         speculative: bool = True,
         kv_probe: KvProbe | None = None,
+        draft: DraftSpec | None = None,
     ) -> None:
         super().__init__(context_length, chat_template, reasoning)
         if problem := kv_cache_problem(kv_cache, flash_attention):
@@ -87,7 +93,9 @@ class LlamaCppBackend(LocalBackend):
         # The measurement a load of this backend started in the background (tests join it).
         self.kv_measurement: threading.Thread | None = None
         self.flash_attention = flash_attention
-        self.speculative = speculative  # prompt-lookup drafts (backends/prompt_lookup.py)
+        self.speculative = speculative  # drafts for a reply decoding alone
+        self.draft = draft  # their draft model (a spec without a path: not installed)
+        self._draft_model: DraftModel | None = None
         self._buffers_choice = buffers  # None: the AMX probe decides at the first load
         self.buffers: BufferPath | None = None
         self._model = None
@@ -104,6 +112,8 @@ class LlamaCppBackend(LocalBackend):
         report = progress or (lambda fraction, step: None)
         report(0.0, "reading")
         _check_gguf(self.model_path)
+        if self.speculative and self.draft is not None and self.draft.path is not None:
+            _check_gguf(self.draft.path)
         try:
             import llama_cpp
             from llama_cpp._internals import LlamaContext, LlamaModel
@@ -156,10 +166,20 @@ class LlamaCppBackend(LocalBackend):
         self._eos_ids = _end_of_generation_ids(model)
         self._warnings = self._template.check([_token_text(model, t) for t in self._eos_ids])
         self._placement = _placement(metadata, self.n_gpu_layers)
+        speculative = self._can_draft(llama_cpp, model)
+        if speculative and self.draft is not None and self.draft.path is not None:
+            report(0.9, "loading the draft model")
+            try:
+                self._draft_model = DraftModel.load(
+                    self.draft, model.vocab, self._model_params(llama_cpp, buffers),
+                    self._context_params(llama_cpp, slots=1))
+            except BackendError:
+                self.unload()
+                raise
         states = SavedStates(self._saved_states_bytes() + self._cache_extra)
         self._decoder = BatchDecoder(ctx.ctx, model.vocab, model.n_vocab(), self.parallel,
                                      N_BATCH, self.n_threads, states, self.model_path.stem,
-                                     speculative=self._can_draft(llama_cpp, model))
+                                     speculative=speculative, draft_model=self._draft_model)
         report(1.0, "ready")
         log.info("loaded %s with %d threads, %d slots, on %s, %s", self.model_path.name,
                  self.n_threads, self.parallel, self._placement, buffers.describe())
@@ -181,10 +201,12 @@ class LlamaCppBackend(LocalBackend):
         params.use_extra_bufts = buffers.extra_buffers
         return params
 
-    def _context_params(self, llama_cpp):
+    def _context_params(self, llama_cpp, slots: int | None = None):
+        """This model's context (`parallel` slots), or with `slots` the draft model's."""
+        slots = slots or self.parallel
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self.context_length * self.parallel  # each slot holds a full context
-        params.n_seq_max = self.parallel
+        params.n_ctx = self.context_length * slots  # each slot holds a full context
+        params.n_seq_max = slots
         params.kv_unified = False
         params.n_batch = params.n_ubatch = N_BATCH
         params.n_threads = params.n_threads_batch = self.n_threads
@@ -203,11 +225,13 @@ class LlamaCppBackend(LocalBackend):
     def unload(self) -> None:
         if self._decoder is not None:
             self._decoder.close()
+        if self._draft_model is not None:
+            self._draft_model.close()
         if self._ctx is not None:
             self._ctx.close()
         if self._model is not None:
             self._model.close()
-        self._decoder = self._ctx = self._model = None
+        self._decoder = self._ctx = self._model = self._draft_model = None
         self.kv_choice = None
         self._template = None
         self._cache_extra = 0  # the loan ends with the load
@@ -238,9 +262,21 @@ class LlamaCppBackend(LocalBackend):
             return []
         notes = [self.buffers.describe()] if self.buffers else []
         notes += [self.kv_choice.describe()] if self.kv_choice else []
+        notes += [self.drafting] if self._decoder.speculative else []
         if self._decoder.states is not None:  # what changes goes last
             notes.append(prompt_cache_note(self._decoder.states.use()))
         return notes
+
+    @property
+    def drafting(self) -> Note:
+        """Which drafts a reply decoding alone makes, for the Models tab and the bench."""
+        if self._draft_model is not None:
+            label = self._draft_model.spec.label
+            return Note(f"drafts from {label}", "models.speculative.draft_model", name=label)
+        if self.draft is not None and self.draft.path is None:
+            return Note(f"prompt lookup drafts: the draft model {self.draft.label} is not "
+                        "installed", "models.speculative.draft_missing", name=self.draft.label)
+        return Note("prompt lookup drafts", "models.speculative.prompt_lookup")
 
     def grant_prompt_cache(self, extra_bytes: int) -> int:
         """The prompt cache's capacity is the estimate's one slot plus this loan."""
@@ -258,8 +294,16 @@ class LlamaCppBackend(LocalBackend):
     def memory_breakdown(self) -> MemoryEstimate:
         _check_gguf(self.model_path)
         try:
-            return llamacpp_estimate(self.model_path, self.context_length, self.parallel,
-                                     self.kv_type)
+            estimate = llamacpp_estimate(self.model_path, self.context_length, self.parallel,
+                                         self.kv_type)
+            if self.speculative and self.draft is not None and self.draft.path is not None:
+                # The draft model: its file, one slot's KV cache, its working memory.
+                draft = llamacpp_estimate(self.draft.path, self.context_length, 1,
+                                          self.kv_type)
+                estimate = replace(estimate, weights=estimate.weights + draft.weights,
+                                   kv_cache=estimate.kv_cache + draft.kv_cache,
+                                   working=estimate.working + draft.working)
+            return estimate
         except PlannerError as exc:
             raise BackendError(str(exc)) from exc
 

@@ -25,7 +25,8 @@ drafts leave the KV cache. Since every position is sampled by the same chain in 
 order (its RNG and penalty state advance exactly as without drafts), the text is the same
 as plain decoding, greedy or seeded; a run of accepted drafts costs one pass over the
 weights instead of one per token. Drafts are made only for a reply decoding alone: when
-several share a step, they already share its pass over the weights.
+several share a step, they already share its pass over the weights. With a draft model
+(backends/draft_model.py) the drafts are its guesses instead, checked the same way.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from backends.base import BackendError, GenParams
+from backends.draft_model import DraftModel, ModelDrafts
 from backends.llamacpp_states import SavedStates
 from backends.prompt_lookup import PromptLookup
 
@@ -78,7 +80,8 @@ class BatchSequence:
     leaving: bool = False
     tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     finished: threading.Event = field(default_factory=threading.Event)
-    lookup: PromptLookup | None = None  # its verified tokens, to draft from; None: no drafts
+    # Its verified tokens, to draft from (prompt lookup or a draft model); None: no drafts.
+    drafter: PromptLookup | ModelDrafts | None = None
     drafted: int = 0  # draft tokens decoded for it
     accepted: int = 0  # of those, the ones its sampler chain chose too
 
@@ -129,7 +132,8 @@ class BatchDecoder:
     """Runs every reply of one llama.cpp context; `slots` replies at a time."""
 
     def __init__(self, ctx, vocab, n_vocab: int, slots: int, n_batch: int, n_threads: int,
-                 states: SavedStates | None, name: str, speculative: bool = False) -> None:
+                 states: SavedStates | None, name: str, speculative: bool = False,
+                 draft_model: DraftModel | None = None) -> None:
         self._ctx = ctx
         self._vocab = vocab
         self._n_vocab = n_vocab
@@ -137,7 +141,8 @@ class BatchDecoder:
         self._n_threads = n_threads
         self._threads_now = n_threads
         self.states = states
-        self.speculative = speculative  # prompt-lookup drafts for every new sequence
+        self.speculative = speculative  # drafts for every new sequence
+        self.draft_model = draft_model  # makes them; None: prompt lookup (owned by the caller)
         self._free = list(range(slots))
         self._joining: list[BatchSequence] = []
         self._running: list[BatchSequence] = []
@@ -173,7 +178,8 @@ class BatchDecoder:
             sequence = BatchSequence(slot, list(prompt), max_new, params, cancel,
                                      sampler_chain(self._n_vocab, params))
             if self.speculative:
-                sequence.lookup = PromptLookup(prompt)
+                sequence.drafter = self.draft_model.drafts_for(prompt) if self.draft_model \
+                    else PromptLookup(prompt)
             self._joining.append(sequence)
             self._changed.notify_all()
         return sequence
@@ -309,12 +315,12 @@ class BatchDecoder:
             self._sample(sequence, first, drafts)
 
     def _drafts(self, sequence: BatchSequence, room: int) -> list[int]:
-        """Prompt-lookup drafts for the sequence, within the batch's room, its token budget
-        (which keeps them inside its context) and the look-ahead of its reader."""
-        if sequence.lookup is None:
+        """Drafts for the sequence, within the batch's room, its token budget (which keeps
+        them inside its context) and the look-ahead of its reader."""
+        if sequence.drafter is None:
             return []
         ahead = sequence.generated - sequence.taken
-        return sequence.lookup.draft(min(room, sequence.max_new - sequence.generated - 1,
+        return sequence.drafter.draft(min(room, sequence.max_new - sequence.generated - 1,
                                          LOOKAHEAD - ahead - 1))
 
     def _sample(self, sequence: BatchSequence, first: int, drafts: list[int]) -> None:
@@ -326,8 +332,8 @@ class BatchDecoder:
             token = lib.llama_sampler_sample(sequence.sampler, self._ctx, first + offset)
             sequence.generated += 1
             sequence.tokens.put(token)
-            if sequence.lookup is not None:
-                sequence.lookup.extend((token,))
+            if sequence.drafter is not None:
+                sequence.drafter.extend((token,))
             if lib.llama_vocab_is_eog(self._vocab, token) or \
                     sequence.generated >= sequence.max_new:
                 ended = True
@@ -339,8 +345,8 @@ class BatchDecoder:
             break
         sequence.drafted += len(drafts)
         sequence.accepted += kept
-        if sequence.lookup is not None:
-            sequence.lookup.judge(len(drafts), kept)
+        if sequence.drafter is not None:
+            sequence.drafter.judge(len(drafts), kept)
         if rejected := len(drafts) - kept:
             del sequence.in_cache[-rejected:]
             lib.llama_memory_seq_rm(self._memory, sequence.slot, len(sequence.in_cache), -1)
@@ -356,6 +362,8 @@ class BatchDecoder:
         if wanted != self._threads_now:
             self._threads_now = wanted
             self._lib.llama_set_n_threads(self._ctx, wanted, wanted)
+            if self.draft_model is not None:
+                self.draft_model.set_threads(wanted)
 
     def _finish(self, sequence: BatchSequence, error: BackendError | None = None) -> None:
         """Hand the sequence's slot back (called with the lock held)."""

@@ -26,6 +26,32 @@ MAX_DRAFT = 8  # tokens drafted at most per step and sequence
 REST_STEPS = 16  # steps without drafts after a single drafted token was refused
 
 
+class DraftRoom:
+    """How many tokens to draft next, adapted to how the drafts fare (whatever makes them:
+    prompt lookup here, a draft model in backends/draft_model.py)."""
+
+    def __init__(self, max_draft: int = MAX_DRAFT) -> None:
+        self.max_draft = max_draft
+        self.room = max(1, max_draft // 2)  # tokens drafted next time, adapted by `judge`
+        self._resting = 0  # steps left without drafts
+
+    def take(self, limit: int | None = None) -> int:
+        """Tokens to draft at this step (0 while resting), at most `limit`."""
+        if self._resting > 0:
+            self._resting -= 1
+            return 0
+        return max(0, self.room if limit is None else min(limit, self.room))
+
+    def judge(self, drafted: int, accepted: int) -> None:
+        """Draft more after a step whose drafts were all taken, fewer after none were."""
+        if drafted and accepted == drafted:
+            self.room = min(self.max_draft, self.room * 2)
+        elif drafted and accepted == 0:
+            if self.room == 1:
+                self._resting = REST_STEPS
+            self.room = max(1, self.room // 2)
+
+
 class PromptLookup:
     """The verified tokens of one reply (prompt and text so far) and where each n-gram of
     them last occurred, to draft the tokens that followed it there."""
@@ -35,9 +61,8 @@ class PromptLookup:
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError(f"n-gram sizes must be 1 <= min <= max (got {min_ngram}, "
                              f"{max_ngram})")
-        self.max_ngram, self.min_ngram, self.max_draft = max_ngram, min_ngram, max_draft
-        self.room = max(1, max_draft // 2)  # tokens drafted next time, adapted by `judge`
-        self._resting = 0  # steps left without drafts
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+        self.adapt = DraftRoom(max_draft)  # how many to draft next
         self._tokens: list[int] = []
         # n-gram -> the index just past its latest occurrence that has a token after it
         self._after: dict[tuple[int, ...], int] = {}
@@ -58,10 +83,7 @@ class PromptLookup:
     def draft(self, limit: int | None = None) -> list[int]:
         """The tokens that followed the longest earlier occurrence of the last n tokens
         (n = max_ngram down to min_ngram), at most `limit`; empty when none matches."""
-        if self._resting > 0:
-            self._resting -= 1
-            return []
-        room = self.room if limit is None else min(limit, self.room)
+        room = self.adapt.take(limit)
         if room <= 0:
             return []
         for n in range(min(self.max_ngram, len(self._tokens)), self.min_ngram - 1, -1):
@@ -72,9 +94,4 @@ class PromptLookup:
 
     def judge(self, drafted: int, accepted: int) -> None:
         """Draft more after a step whose drafts were all taken, fewer after none were."""
-        if drafted and accepted == drafted:
-            self.room = min(self.max_draft, self.room * 2)
-        elif drafted and accepted == 0:
-            if self.room == 1:
-                self._resting = REST_STEPS
-            self.room = max(1, self.room // 2)
+        self.adapt.judge(drafted, accepted)

@@ -213,9 +213,11 @@ def test_capabilities_and_placement(smollm2, smollm2_path):
     assert LlamaCppBackend.can_continue and LlamaCppBackend.shows_prompt
     assert LlamaCppBackend.exact_token_counts
     assert smollm2.placement == "cpu"  # no GPU layers asked for
-    buffers, kv, cache = smollm2.runtime_notes  # what the load settled, then what changes
+    # What the load settled, which drafts a lone reply makes, then what changes.
+    buffers, kv, drafts, cache = smollm2.runtime_notes
     assert buffers == smollm2.buffers.describe()
     assert kv == smollm2.kv_choice.describe()
+    assert drafts == "prompt lookup drafts"  # no draft model named
     assert cache.startswith("prompt cache "), cache
     assert LlamaCppBackend(smollm2_path).placement == ""  # not loaded
     assert smollm2.unhonoured(GenParams(SamplingSettings(top_k=40, repetition_penalty=1.3, seed=1))) == []
@@ -229,8 +231,9 @@ def test_a_q8_0_kv_cache_answers_and_is_charged_less(smollm2_path):
         chunks = collect(backend, [Message("user", CAPITAL_PROMPT)])
         assert "Paris" in "".join(c.text for c in chunks)
         # An explicit cache type is the entry's setting: no note of how it was settled.
-        buffers, cache = backend.runtime_notes
+        buffers, drafts, cache = backend.runtime_notes
         assert buffers == backend.buffers.describe() and cache.startswith("prompt cache ")
+        assert drafts == "prompt lookup drafts"
     finally:
         backend.unload()
     f16 = LlamaCppBackend(smollm2_path, context_length=1024, parallel=2).memory_breakdown()

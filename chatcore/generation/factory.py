@@ -6,11 +6,12 @@ from pathlib import Path
 import platformdirs
 
 from backends.base import Backend
+from backends.draft_model import DraftSpec
 from backends.hf import HFSettings, TransformersBackend
 from backends.llamacpp import LlamaCppBackend
 from backends.openai import OpenAIBackend
 from chatcore.generation.registry import ModelEntry
-from chatcore.generation.weights import resolve_weights
+from chatcore.generation.weights import ModelNotAvailable, resolve_weights
 
 APP_NAME = "local-chat"
 ENGINES: dict[str, type[Backend]] = {"llamacpp": LlamaCppBackend,
@@ -49,6 +50,7 @@ def make_backend(entry: ModelEntry, allow_download: bool = False,
             flash_attention=entry.flash_attention,
             reasoning=entry.markers,
             speculative=entry.speculative == "ngram",
+            draft=draft_spec(entry, allow_download),
         )
     if entry.backend == "transformers":
         spec = entry.quantization_spec
@@ -67,3 +69,16 @@ def make_backend(entry: ModelEntry, allow_download: bool = False,
                                    cache_dir=cache_dir or default_cache_dir(),
                                    reasoning=entry.markers)
     raise ValueError(f"unknown backend {entry.backend!r}")  # the schema prevents this
+
+
+def draft_spec(entry: ModelEntry, allow_download: bool = False) -> DraftSpec | None:
+    """The draft model an entry names, linked by the registry; without its weights on this
+    machine the spec has no path, and the entry drafts by prompt lookup (and says so)."""
+    draft = entry.draft_entry
+    if draft is None:
+        return None
+    try:
+        path = resolve_weights(draft, allow_download=allow_download)
+    except ModelNotAvailable:
+        path = None
+    return DraftSpec(path, draft.id, entry.id, draft.name)

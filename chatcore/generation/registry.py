@@ -6,19 +6,13 @@ single valid entry is fatal (`ConfigError`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
 
 from backends.llamacpp import kv_cache_problem
 from backends.model_tags import ModelTags
@@ -34,7 +28,7 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
 TRANSFORMERS_ONLY = {"quantization": "none", "dtype": "auto", "device": "auto",
                      "max_memory": None, "trust_remote_code": False}
 LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None, "parallel": None, "kv_cache": "auto",
-                 "flash_attention": "auto", "speculative": "ngram"}
+                 "flash_attention": "auto", "speculative": "ngram", "draft": None}
 CPU_PARALLEL = 4  # replies a llama.cpp entry on the CPU batches unless it says otherwise
 # Fields that only a remote OpenAI-compatible server needs.
 OPENAI_ONLY = {"remote_model": None, "api_key_env": None, "timeout": None,
@@ -108,6 +102,10 @@ class ModelEntry(BaseModel):
     # Speculative decoding: "ngram" drafts from the reply's own prompt and text (prompt
     # lookup, same output, faster where a reply quotes); "off" decodes one token at a time.
     speculative: Literal["ngram", "off"] = "ngram"
+    # The id of another llamacpp entry of the same tokenizer whose guesses replace prompt
+    # lookup's (backends/draft_model.py); linked by `_link_drafts`.
+    draft: str | None = Field(None, pattern=ID_PATTERN, max_length=MAX_ID)
+    _draft_entry: ModelEntry | None = PrivateAttr(None)
     quantization: Literal["none", "8bit", "4bit"] | Quantization = "none"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field("auto", pattern=DEVICE_PATTERN)
@@ -167,6 +165,10 @@ class ModelEntry(BaseModel):
                 raise ValueError(problem)
             if self.parallel is None:
                 self.parallel = CPU_PARALLEL if self.n_gpu_layers == 0 else 1
+            if self.draft == self.id:
+                raise ValueError(f"field 'draft': {self.id!r} cannot draft for itself")
+            if self.draft and self.speculative == "off":
+                raise ValueError("field 'draft': needs speculative decoding on (it is off)")
         if self.backend == "openai":
             self.base_url = (self.base_url or "").rstrip("/")
             self.remote_model = self.remote_model or self.id
@@ -175,6 +177,11 @@ class ModelEntry(BaseModel):
         if not self.name:
             self.name = self.id
         return self
+
+    @property
+    def draft_entry(self) -> ModelEntry | None:
+        """The entry `draft` names, once the registry linked it."""
+        return self._draft_entry
 
     @property
     def is_remote(self) -> bool:
@@ -260,18 +267,42 @@ def load_layered_registry(shipped: Path, personal: Path | None) -> ModelRegistry
     """The shipped registry with the person's own file laid over it: an entry of theirs
     with a shipped id replaces that entry in place, the others follow in their order. The
     person's file may be missing or list no models; the app never writes the shipped one."""
-    base = load_registry(shipped)
+    base = load_registry(shipped, link=False)
     if personal is None or not Path(personal).exists():
-        return ModelRegistry(base.path, base.entries, base.broken, personal)
-    theirs = load_registry(personal, allow_empty=True)
+        return _link_drafts(ModelRegistry(base.path, base.entries, base.broken, personal))
+    theirs = load_registry(personal, allow_empty=True, link=False)
     mine = {e.id: e for e in theirs.entries}
     entries = [mine.pop(e.id, e) for e in base.entries] + list(mine.values())
-    return ModelRegistry(base.path, tuple(entries), base.broken + theirs.broken,
-                         Path(personal), frozenset(e.id for e in theirs.entries))
+    return _link_drafts(ModelRegistry(base.path, tuple(entries), base.broken + theirs.broken,
+                                      Path(personal), frozenset(e.id for e in theirs.entries)))
 
 
-def load_registry(path: Path, allow_empty: bool = False) -> ModelRegistry:
-    """Read and validate models.yaml; relative paths in entries are resolved against it."""
+def _link_drafts(registry: ModelRegistry) -> ModelRegistry:
+    """Give each `draft:` its entry; one naming no llamacpp entry here breaks its entry."""
+    by_id = {e.id: e for e in registry.entries}
+    entries, broken = [], list(registry.broken)
+    for index, entry in enumerate(registry.entries, start=1):
+        draft = by_id.get(entry.draft or "")
+        if entry.draft and (draft is None or draft.backend != "llamacpp"):
+            why = f"it is a {draft.backend} entry" if draft else "that entry is broken" \
+                if registry.broken_entry(entry.draft) else "no entry has that id"
+            where = registry.personal_path if entry.id in registry.personal else registry.path
+            broken.append(BrokenEntry(index, entry.id, entry.name, (
+                f"{where}: entry {entry.id!r}: field 'draft': {entry.draft!r} is not a "
+                f"llamacpp entry of the registry ({why})")))
+            continue
+        if draft is not None:
+            entry = entry.model_copy()
+            entry._draft_entry = draft
+        entries.append(entry)
+    if not entries:
+        raise ConfigError(f"no valid model entry; first problem: {broken[0].reason}")
+    return replace(registry, entries=tuple(entries), broken=tuple(broken))
+
+
+def load_registry(path: Path, allow_empty: bool = False, link: bool = True) -> ModelRegistry:
+    """Read and validate models.yaml; relative paths in entries are resolved against it.
+    `link=False` leaves the drafts unlinked (a layered registry links the whole)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -315,7 +346,8 @@ def load_registry(path: Path, allow_empty: bool = False) -> ModelRegistry:
     if not entries and not allow_empty:
         detail = broken[0].reason if broken else f"{path}: no model entries"
         raise ConfigError(f"no valid model entry; first problem: {detail}")
-    return ModelRegistry(path=path, entries=tuple(entries), broken=tuple(broken))
+    registry = ModelRegistry(path=path, entries=tuple(entries), broken=tuple(broken))
+    return _link_drafts(registry) if link and entries else registry
 
 
 def _entry_problem(raw: object, valid: list[ModelEntry], path: Path) -> str | None:
