@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
+
 
 @dataclass(frozen=True)
 class Markers:
@@ -35,6 +37,15 @@ def _held(text: str, marker: str) -> int:
         if marker.startswith(text[-size:]):
             return size
     return 0
+
+
+class Reasoning(BaseModel):
+    """The markers a thinking model writes around its thought."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field("<think>", min_length=1, max_length=40)
+    end: str = Field("</think>", min_length=1, max_length=40)
 
 
 class ThoughtSplitter:

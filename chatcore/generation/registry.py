@@ -17,8 +17,9 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from backends.llamacpp import kv_cache_problem
 from backends.model_tags import ModelTags
 from backends.notes import Note
-from backends.thinking import Markers
+from backends.thinking import Markers, Reasoning
 from backends.openai import ServerSetting
+from backends.quantization import Quantization
 from backends.sampling import SamplingSettings
 
 BackendName = Literal["llamacpp", "transformers", "openai"]
@@ -41,30 +42,6 @@ MAX_ID, MAX_NAME, MAX_DESCRIPTION, MAX_TEMPLATE = 64, 200, 2_000, 100_000
 
 class ConfigError(Exception):
     """models.yaml cannot be used at all; the message is one line for a person."""
-
-
-class Quantization(BaseModel):
-    """bitsandbytes settings: 8-bit is LLM.int8; 4-bit is nf4 or fp4."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    bits: Literal[4, 8]
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = True
-    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-    @property
-    def label(self) -> str:
-        return f"{self.bits}bit" if self.bits == 8 else f"4bit {self.quant_type}"
-
-
-class Reasoning(BaseModel):
-    """The markers a thinking model writes around its thought."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    start: str = Field("<think>", min_length=1, max_length=40)
-    end: str = Field("</think>", min_length=1, max_length=40)
 
 
 class ModelEntry(BaseModel):
