@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from chatcore.generation.registry import ConfigError, load_layered_registry
 from chatcore.api.credentials import AUTH_ENV, CredentialsError, resolve
+from backends.shared_weights import SharedWeights
 from chatcore.generation.factory import APP_NAME, default_cache_dir, make_backend
 from chatcore.library.fit import WeightsCheck
 from chatcore.library.hub import Hub
@@ -147,9 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     for broken in registry.broken:
         print(f"warning: {broken.reason}", file=sys.stderr)
     cache_dir = default_cache_dir()
+    shared = SharedWeights()  # a base several entries name is loaded once
     manager = ModelManager(
         registry,
-        lambda entry: make_backend(entry, allow_download=args.allow_download, cache_dir=cache_dir),
+        lambda entry: make_backend(entry, allow_download=args.allow_download, cache_dir=cache_dir,
+                                   shared=shared),
         budget=budget, allow_download=args.allow_download, weights_check=WeightsCheck())
 
     if args.download is not None:

@@ -14,6 +14,7 @@ import codecs
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -25,11 +26,14 @@ from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import check_gguf
 from backends.kv_background import KvProbe, kv_for_load
 from backends.kv_probe import KvChoice, KvSettingError, planned_kv_cache
+from backends.llamacpp_adapters import apply_adapters, check_gguf_adapters
 from backends.llamacpp_batch import BatchDecoder
 from backends.llamacpp_log import route_to_python_logging
 from backends.llamacpp_memory import KV_TYPES, llamacpp_estimate
 from backends.llamacpp_states import SavedStates, prompt_cache_note
 from backends.local import Decoding, LocalBackend
+from backends.lora import Adapter, adapter_bytes
+from backends.shared_weights import SharedWeights
 from backends.thinking import Markers
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class LlamaCppBackend(LocalBackend):
         reasoning: Markers | None = None,
         speculative: bool = True,
         kv_probe: KvProbe | None = None,
+        adapters: tuple[Adapter, ...] = (),
+        shared: SharedWeights | None = None,
     ) -> None:
         super().__init__(context_length, chat_template, reasoning)
         if problem := kv_cache_problem(kv_cache, flash_attention):
@@ -96,6 +102,10 @@ class LlamaCppBackend(LocalBackend):
         self._eos_ids: tuple[int, ...] = ()
         self._placement = ""
         self._cache_extra = 0  # prompt cache bytes the planner lent beyond the estimate
+        self.adapters = tuple(adapters)  # LoRA GGUFs set on this context
+        # One model for every entry naming this file (backends/llamacpp_adapters.py).
+        self._shared = shared or SharedWeights()
+        self._shared_key: tuple | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
@@ -104,6 +114,7 @@ class LlamaCppBackend(LocalBackend):
         report = progress or (lambda fraction, step: None)
         report(0.0, "reading")
         _check_gguf(self.model_path)
+        check_gguf_adapters(self.model_path, self.adapters)  # before any weights load
         try:
             import llama_cpp
             from llama_cpp._internals import LlamaContext, LlamaModel
@@ -123,17 +134,20 @@ class LlamaCppBackend(LocalBackend):
             raise BackendError(str(exc)) from exc
         self.kv_choice = kv_choice
         _quiet(llama_cpp)
+        key = ("llamacpp", str(self.model_path), self.n_gpu_layers, buffers.extra_buffers)
         try:
-            model = LlamaModel(path_model=str(self.model_path),
-                               params=self._model_params(llama_cpp, buffers), verbose=False)
+            held = self._shared.acquire(key, lambda: LlamaModel(
+                path_model=str(self.model_path), params=self._model_params(llama_cpp, buffers),
+                verbose=False), lambda loaded: loaded.close())
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        model, self._shared_key = held.value, key
         report(0.7, "making the context")
         try:
             ctx = LlamaContext(model=model, params=self._context_params(llama_cpp),
                                verbose=False)
         except ValueError as exc:
-            model.close()
+            self._release_model()
             raise BackendError(
                 f"llama.cpp could not make a context for {self.model_path.name} "
                 f"({self.parallel} slots of {self.context_length} tokens, KV cache "
@@ -141,6 +155,8 @@ class LlamaCppBackend(LocalBackend):
                 "or a quantized KV cache on a device without flash attention") from exc
         report(0.8, "reading chat template")
         try:
+            with held.lock:
+                apply_adapters(llama_cpp, held.extra, model, ctx, self.adapters)
             metadata = model.metadata()
             self._template = ChatTemplate.choose(
                 self._template_override, metadata.get("tokenizer.chat_template"),
@@ -150,7 +166,7 @@ class LlamaCppBackend(LocalBackend):
                 architecture=metadata.get("general.architecture"))
         except BackendError:
             ctx.close()
-            model.close()
+            self._release_model()
             raise
         self._model, self._ctx, self.buffers = model, ctx, buffers
         self._eos_ids = _end_of_generation_ids(model)
@@ -205,13 +221,22 @@ class LlamaCppBackend(LocalBackend):
             self._decoder.close()
         if self._ctx is not None:
             self._ctx.close()
-        if self._model is not None:
-            self._model.close()
+        self._release_model()
         self._decoder = self._ctx = self._model = None
         self.kv_choice = None
         self._template = None
         self._cache_extra = 0  # the loan ends with the load
         self._placement = ""
+
+    def _release_model(self) -> None:
+        """The model is freed when the last entry using it lets go."""
+        if self._shared_key is not None:
+            self._shared.release(self._shared_key)
+        self._shared_key = None
+
+    def shared_weights(self) -> tuple[object, int] | None:
+        key = ("llamacpp", str(self.model_path), self.n_gpu_layers)
+        return key, self.model_path.stat().st_size
 
     @property
     def placement(self) -> str:
@@ -258,8 +283,9 @@ class LlamaCppBackend(LocalBackend):
     def memory_breakdown(self) -> MemoryEstimate:
         _check_gguf(self.model_path)
         try:
-            return llamacpp_estimate(self.model_path, self.context_length, self.parallel,
-                                     self.kv_type)
+            estimate = llamacpp_estimate(self.model_path, self.context_length, self.parallel,
+                                         self.kv_type)
+            return replace(estimate, weights=estimate.weights + adapter_bytes(self.adapters))
         except PlannerError as exc:
             raise BackendError(str(exc)) from exc
 

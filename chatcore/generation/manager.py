@@ -18,6 +18,7 @@ from pathlib import Path
 from backends.base import Backend, BackendError, GenParams, Message, ProgressCallback, PromptReport
 from backends.chat_template import NAMED_TEMPLATES, fallback_warning
 from backends.cuda import empty_cache
+from backends.lora import AdapterError, read_adapter
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.context import fit_context, ground, with_system
 from chatcore.generation.cpu_share import CpuShare
@@ -141,6 +142,11 @@ class ModelManager:
         problem = self._weights_check(weights) if self._weights_check else None
         if problem:
             return ModelState.UNREADABLE, problem
+        for adapter in entry.adapters:  # a missing or cut adapter, like a model file
+            try:
+                read_adapter(Path(adapter.path))
+            except AdapterError as exc:
+                return ModelState.UNREADABLE, str(exc)
         return ModelState.AVAILABLE, ""
 
     def engine(self, model_id: str) -> type[Backend]:

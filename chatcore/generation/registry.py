@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from backends.llamacpp import kv_cache_problem
+from backends.lora import MAX_ADAPTERS, SCALE_RANGE
 from backends.notes import Note
 from backends.thinking import Markers
 from backends.openai import ServerSetting
@@ -72,6 +73,16 @@ class Reasoning(BaseModel):
     end: str = Field("</think>", min_length=1, max_length=40)
 
 
+class AdapterSetting(BaseModel):
+    """A LoRA adapter laid over the entry's base: a GGUF (llamacpp) or a PEFT folder
+    (transformers); a relative path is read from the models.yaml folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096)
+    scale: float = Field(1.0, ge=SCALE_RANGE[0], le=SCALE_RANGE[1])
+
+
 class ModelEntry(BaseModel):
     """One model a person can pick; exactly one source field says where its weights are."""
 
@@ -115,6 +126,8 @@ class ModelEntry(BaseModel):
     # A thinking model's markers ({start: "<think>", end: "</think>"}); without it they are
     # found in the chat template when it mentions them (local models only).
     reasoning: Reasoning | None = None
+    # Fine-tuned variants: LoRA adapters over this base (backends/lora.py).
+    adapters: list[AdapterSetting] = Field(default_factory=list, max_length=MAX_ADAPTERS)
 
     @property
     def markers(self) -> Markers | None:
@@ -146,6 +159,9 @@ class ModelEntry(BaseModel):
             raise ValueError("'package' needs 'file': the model file inside that package")
         if self.path and self.file:
             raise ValueError("'file' goes with 'repo' or 'package', not with 'path'")
+        if self.adapters and self.backend == "openai":
+            raise ValueError("'adapters' applies to local models (llamacpp, transformers): "
+                             "a remote server applies its own")
         if (self.backend == "openai") != bool(self.base_url):
             raise ValueError("a remote server entry is 'backend: openai' with 'base_url'"
                              if self.backend == "openai" else
@@ -360,9 +376,13 @@ def _describe(error: dict) -> str:
 
 
 def _resolve_paths(entry: ModelEntry, base: Path) -> ModelEntry:
-    if entry.path is None:
-        return entry
-    resolved = Path(entry.path).expanduser()
-    if not resolved.is_absolute():
-        resolved = (base / resolved).resolve()
-    return entry.model_copy(update={"path": str(resolved)})
+    adapters = [a.model_copy(update={"path": _resolved(a.path, base)}) for a in entry.adapters]
+    update: dict = {"adapters": adapters} if adapters else {}
+    if entry.path is not None:
+        update["path"] = _resolved(entry.path, base)
+    return entry.model_copy(update=update) if update else entry
+
+
+def _resolved(path: str, base: Path) -> str:
+    resolved = Path(path).expanduser()
+    return str(resolved if resolved.is_absolute() else (base / resolved).resolve())

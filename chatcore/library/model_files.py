@@ -52,6 +52,10 @@ class FoundModel:
     # A base (pretrained-only) model: no chat template, and nothing in its names says it
     # was tuned to chat. It continues text; a chat format would only make it ramble.
     base: bool = False
+    # A LoRA adapter, not a model: the base it names (its metadata or adapter_config.json;
+    # "unknown" when it names none), and the scanned model found to be that base.
+    adapter_for: str = ""
+    base_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,19 @@ def _gguf_model(source: str, name: str, first: Path, parts: Sequence[Path],
         problem=problem, suggested_id=_gguf_slug(first.name, quantization),
         base=bool(metadata) and "tokenizer.chat_template" not in metadata
         and not is_tuned([name, *(metadata.get(key) for key in _NAME_KEYS),
-                          *_listed(metadata.get("general.tags"))]))
+                          *_listed(metadata.get("general.tags"))])
+        and metadata.get("general.type") != "adapter",
+        adapter_for=_gguf_adapter_base(metadata))
+
+
+def _gguf_adapter_base(metadata: dict) -> str:
+    """The base an adapter GGUF names ("" for a model)."""
+    if metadata.get("general.type") != "adapter":
+        return ""
+    for key in ("general.base_model.0.repo_url", "general.base_model.0.name"):
+        if isinstance(metadata.get(key), str) and metadata[key]:
+            return metadata[key].removeprefix("https://huggingface.co/")[:200]
+    return "unknown"
 
 
 def _read_gguf(path: Path) -> tuple[dict, list[tuple[str, int]]]:
@@ -341,6 +357,8 @@ def suggest_entry(found: FoundModel, model_id: str,
                   context_length: int | None = None) -> tuple[dict, list[EntryNote]]:
     """A registry entry for a found model, with notes for the person: a base model is added
     in completion mode, a chat model without a template gets one guessed."""
+    if found.adapter_for:
+        return _adapter_entry(found, model_id, context_length)
     notes = []
     trained = found.context_length or 2048
     entry: dict = {
@@ -361,3 +379,18 @@ def suggest_entry(found: FoundModel, model_id: str,
             "name": found.name, "template": guess,
             "architecture": found.architecture or "unknown"}))
     return entry, notes
+
+
+def _adapter_entry(found: FoundModel, model_id: str,
+                   context_length: int | None) -> tuple[dict, list[EntryNote]]:
+    """An adapter is added as its base with the adapter over it (a new entry; the base's
+    own entry, if any, stays as it is)."""
+    base = found.base_path or found.path
+    entry = {
+        "id": model_id, "name": f"{base.name} + {found.path.name}"[:200],
+        "backend": "llamacpp" if found.path.suffix.lower() == ".gguf" else "transformers",
+        "path": str(base), "context_length": context_length or 2048,
+        "adapters": [{"path": str(found.path), "scale": 1.0}],
+        "description": f"LoRA adapter {found.path} over {base}"[:2000],
+    }
+    return entry, [EntryNote("adapter", {"name": found.name, "base": base.name})]
