@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from backends.hf_memory import safetensors_header
-from chatcore.generation.memory import format_bytes
 from chatcore.library.model_files import (FoundModel, _gguf_reason, _safetensors_params,
                                           _size, read_json, scan_id_of, slug)
 
@@ -29,7 +28,7 @@ def peft_adapter_model(source: str, name: str, directory: Path) -> FoundModel:
     try:
         n_params = _safetensors_params(weights)
         if gap := _safetensors_missing(weights):
-            problem = problem or f"unreadable: {weights}: truncated ({format_bytes(gap)} missing)"
+            problem = problem or f"unreadable: {weights}: truncated ({gap:,} bytes of tensor data missing)"
     except Exception as exc:  # noqa: BLE001 - any bytes may arrive
         n_params, problem = None, problem or f"unreadable: {weights}: {_gguf_reason(exc)}"
     base = config.get("base_model_name_or_path")
