@@ -230,7 +230,8 @@ def _print_scan(library: ModelLibrary, as_json: bool) -> int:
             "context_length": found.context_length,
             "chat_template": found.has_chat_template, "suggested_id": found.suggested_id,
             "fit": fit.verdict if fit else None, "fit_detail": fit.detail if fit else None,
-            "problem": found.problem})
+            "problem": found.problem, "adapter_for": found.adapter_for or None,
+            "base_path": str(found.base_path) if found.base_path else None})
     if as_json:
         print(json.dumps({"models": rows, "skipped": list(result.skipped)}, indent=1))
         return 0
@@ -242,7 +243,9 @@ def _print_scan(library: ModelLibrary, as_json: bool) -> int:
               f"{params:>7} {format_bytes(row['size_bytes']):>8} "
               f"{row['context_length'] or '?':>7} "
               f"{'yes' if row['chat_template'] else 'no':8} {row['fit'] or '-':10} "
-              f"{row['name']}" + (f"  (unreadable: {row['problem']})" if row["problem"] else ""))
+              f"{row['name']}"
+              + (f" (LoRA adapter for {row['adapter_for']})" if row["adapter_for"] else "")
+              + (f"  (unreadable: {row['problem']})" if row["problem"] else ""))
     if result.skipped:
         print(f"({len(result.skipped)} paths skipped: {'; '.join(result.skipped[:3])}"
               + (" ..." if len(result.skipped) > 3 else "") + ")")
