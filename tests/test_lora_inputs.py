@@ -15,13 +15,17 @@ from backends.base import BackendError
 from backends.llamacpp import LlamaCppBackend
 from backends.lora import Adapter, AdapterError
 from chatcore.generation.factory import make_backend
-from chatcore.generation.manager import ModelManager
-from chatcore.generation.registry import load_registry
+from chatcore.generation.manager import ModelManager, ModelUnavailable
+from chatcore.generation.memory import MemoryBudget
+from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
 from chatcore.generation.slots import ModelState
 from chatcore.library.discovery import scan
 from chatcore.library.found_adapters import peft_adapter_model
 from chatcore.library.model_files import suggest_entry
+from tests.fakes import ScriptedBackend
 from tests.lora_files import lora_gguf
+
+MB = 10**6
 
 
 def registry(tmp_path: Path, body: str):
@@ -186,3 +190,53 @@ def test_a_peft_folder_naming_a_local_base_is_matched_and_a_cut_one_is_unreadabl
     weights.write_bytes(weights.read_bytes()[:-100])
     cut = peft_adapter_model("folder", "lora", adapter)
     assert cut.problem == f"unreadable: {weights}: truncated (100 bytes of tensor data missing)"
+
+
+class SharingBackend(ScriptedBackend):
+    """Scheduling logic only: a scripted backend that says it shares base weights."""
+
+    def __init__(self, memory: int, shared: tuple[object, int] | None) -> None:
+        super().__init__(memory=memory)
+        self.shared = shared
+
+    def shared_weights(self) -> tuple[object, int] | None:
+        return self.shared
+
+
+def test_the_planner_counts_a_shared_base_once_and_keeps_the_entry_holding_it():
+    """Base 100 MB (80 of them weights), base + adapter 102 MB on the same weights, a
+    150 MB budget: the second fits beside the first without evicting it (22 MB more), and
+    the base's weights stay charged while either holds them."""
+    key = ("llamacpp", "/models/base.gguf", 0)
+    backends = {"base": SharingBackend(100 * MB, (key, 80 * MB)),
+                "tuned": SharingBackend(102 * MB, (key, 80 * MB)),
+                "other": SharingBackend(60 * MB, None)}
+    entries = tuple(ModelEntry(id=i, backend="llamacpp", path=__file__) for i in backends)
+    manager = ModelManager(ModelRegistry(path=Path(__file__), entries=entries, broken=()),
+                           lambda entry: backends[entry.id],
+                           budget=MemoryBudget({"cpu": 150 * MB}))
+    used = lambda: (lambda room: room.limit - room.free)(manager.room("cpu"))  # noqa: E731
+    manager.load("base")
+    manager.load("tuned")
+    assert backends["base"].loaded and backends["tuned"].loaded
+    assert used() == 122 * MB
+    manager.unload("base")
+    assert used() == 102 * MB  # the weights stay charged to the entry still holding them
+    manager.load("other")  # 60 MB more does not fit beside 102: the idle entry goes
+    assert not backends["tuned"].loaded and used() == 60 * MB
+
+
+def test_an_entry_is_not_evicted_for_one_that_counts_on_its_shared_base():
+    """Evicting the base would free the weights the adapter's entry was charged nothing
+    for: the load is refused with the numbers instead."""
+    key = ("llamacpp", "/models/base.gguf", 0)
+    backends = {"base": SharingBackend(100 * MB, (key, 80 * MB)),
+                "tuned": SharingBackend(102 * MB, (key, 80 * MB))}
+    entries = tuple(ModelEntry(id=i, backend="llamacpp", path=__file__) for i in backends)
+    manager = ModelManager(ModelRegistry(path=Path(__file__), entries=entries, broken=()),
+                           lambda entry: backends[entry.id],
+                           budget=MemoryBudget({"cpu": 110 * MB}))
+    manager.load("base")
+    with pytest.raises(ModelUnavailable, match="tuned: needs 22 MB, 10 MB free of a 110 MB budget"):
+        manager.load("tuned")
+    assert backends["base"].loaded and not backends["tuned"].loaded

@@ -249,7 +249,14 @@ class Residency:
                 slot.estimate, slot.shared = estimate, shared
                 if shared and self._shared_held(shared[0], device):
                     estimate -= shared[1]  # the base is in memory already: not again
+                    keep = {mid for mid, s in self._slots.items()
+                            if s.shared and s.shared[0] == shared[0]}
+                else:
+                    keep = set()
             room = self.room(device)
+            # Evicting an entry that holds the shared base would not free it for this load.
+            room = Room(room.device, room.limit, room.free,
+                        tuple(item for item in room.idle if item[0] not in keep))
             if estimate > room.free + room.evictable:
                 raise BackendError(
                     f"needs {format_bytes(estimate)}, {format_bytes(max(room.free, 0))} free "
