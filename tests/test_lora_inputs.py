@@ -240,3 +240,27 @@ def test_an_entry_is_not_evicted_for_one_that_counts_on_its_shared_base():
     with pytest.raises(ModelUnavailable, match="tuned: needs 22 MB, 10 MB free of a 110 MB budget"):
         manager.load("tuned")
     assert backends["base"].loaded and not backends["tuned"].loaded
+
+
+def test_evaluate_puts_base_and_base_plus_adapter_in_one_wave_counting_the_base_once():
+    from chatcore.evaluate.runner import plan_waves
+    from chatcore.evaluate.store import Candidate
+
+    key = ("llamacpp", "/models/base.gguf", 0)
+    run = [Candidate("base", "Base", {}, 300 * MB), Candidate("tuned", "Tuned", {}, 310 * MB),
+           Candidate("other", "Other", {}, 300 * MB)]
+    shared = {"base": (key, 250 * MB), "tuned": (key, 250 * MB)}
+    assert plan_waves(run, {"cpu": 400 * MB}, shared) == [[0, 1], [2]]
+    assert plan_waves(run, {"cpu": 400 * MB}) == [[0], [1], [2]]  # two copies: apart
+    # A wave that breaks between them charges the second its own copy again.
+    assert plan_waves([run[0], run[2], run[1]], {"cpu": 400 * MB}, shared) == [[0], [1], [2]]
+
+
+def test_entries_on_one_gguf_name_the_same_shared_base_for_the_planner(tmp_path, smollm2_path):
+    adapter = lora_gguf(tmp_path / "a.gguf", n_layers=2)
+    found = registry(tmp_path, smol_line(smollm2_path, f"adapters: [{{path: {adapter}}}]"))
+    manager = ModelManager(found, make_backend)
+    base, tuned = manager.shared_weights("keep"), manager.shared_weights("tuned")
+    assert base == tuned == (("llamacpp", str(smollm2_path), 0), smollm2_path.stat().st_size)
+    # Its estimate is the base's plus the adapter file.
+    assert manager.plan("tuned")[0] == manager.plan("keep")[0] + adapter.stat().st_size

@@ -203,6 +203,14 @@ class ModelManager:
         except (ModelNotAvailable, BackendError) as exc:
             raise ModelUnavailable(f"{entry.name}: {exc}") from exc
 
+    def shared_weights(self, model_id: str) -> tuple[object, int] | None:
+        """(key, bytes) of base weights the model shares with other entries (an entry and
+        the same base with adapters), which a plan counts once; None if its own or unknown."""
+        try:
+            return self._residency.shared_of(self.entry(model_id))
+        except (ModelNotAvailable, BackendError):
+            return None
+
     def resident(self) -> list[str]:
         """Ids of the models in memory now (loaded, not loading)."""
         return [e.id for e in self.registry.entries if self._residency.backend(e.id)]

@@ -191,6 +191,14 @@ class Residency:
         backend = self._factory(entry)
         return backend.memory_estimate(), backend.memory_device()
 
+    def shared_of(self, entry: ModelEntry) -> tuple[object, int] | None:
+        """The entry's shared base weights (Backend.shared_weights), without loading it."""
+        with self.lock:
+            slot = self.slot(entry.id)
+            if slot.backend is not None:
+                return slot.shared
+        return self._factory(entry).shared_weights()
+
     # -- room --------------------------------------------------------------------------
     def room(self, device: str) -> Room:
         """The budget of one device, what resident and loading models take of it, and what
