@@ -264,3 +264,12 @@ def test_entries_on_one_gguf_name_the_same_shared_base_for_the_planner(tmp_path,
     assert base == tuned == (("llamacpp", str(smollm2_path), 0), smollm2_path.stat().st_size)
     # Its estimate is the base's plus the adapter file.
     assert manager.plan("tuned")[0] == manager.plan("keep")[0] + adapter.stat().st_size
+
+
+def test_the_models_tab_shows_an_entrys_adapters_in_the_pages_language(tmp_path, smollm2_path):
+    from chatcore.i18n import load_texts
+
+    entry = registry(tmp_path, smol_line(
+        smollm2_path, "adapters: [{path: fr.gguf, scale: 0.5}]")).get("tuned")
+    assert entry.source_text == f"{smollm2_path} + LoRA fr.gguf ×0.5"
+    assert load_texts("fil").say(entry.source_text) == f"{smollm2_path} + LoRA fr.gguf ×0.5"

@@ -222,7 +222,12 @@ class ModelEntry(BaseModel):
 
     @property
     def source_text(self) -> str:
-        """Where the weights are expected, in the words the entry used."""
+        """Where the weights are expected, in the words the entry used (with the
+        adapters laid over them)."""
+        if self.adapters:
+            base = self.path or (f"{self.repo}/{self.file}" if self.file else self.repo) or ""
+            listed = ", ".join(f"{Path(a.path).name} ×{a.scale:g}" for a in self.adapters)
+            return Note(f"{base} + LoRA {listed}", "lora.source", base=base, adapters=listed)
         if self.path:
             return self.path
         if self.repo:
