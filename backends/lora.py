@@ -67,7 +67,8 @@ class AdapterInfo:
     def describe(self) -> str:
         base = f" for {self.base_name}" if self.base_name else ""
         arch = f"{self.architecture}, " if self.architecture else ""
-        return (f"adapter {self.path.name}{base} ({arch}{self.n_layers} layers, "
+        layers = f"{self.n_layers} layer" + ("" if self.n_layers == 1 else "s")
+        return (f"adapter {self.path.name}{base} ({arch}{layers}, "
                 f"hidden size {self.hidden_size or 'unknown'})")
 
 

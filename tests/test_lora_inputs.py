@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from backends.base import BackendError
+from backends.hf import HFSettings, TransformersBackend
 from backends.llamacpp import LlamaCppBackend
 from backends.lora import Adapter, AdapterError
 from chatcore.generation.factory import make_backend
@@ -273,3 +274,28 @@ def test_the_models_tab_shows_an_entrys_adapters_in_the_pages_language(tmp_path,
         smollm2_path, "adapters: [{path: fr.gguf, scale: 0.5}]")).get("tuned")
     assert entry.source_text == f"{smollm2_path} + LoRA fr.gguf ×0.5"
     assert load_texts("fil").say(entry.source_text) == f"{smollm2_path} + LoRA fr.gguf ×0.5"
+
+
+@pytest.mark.parametrize("model_type, hidden, weight, words", [
+    ("llama", 64, "model.layers.0.self_attn.q_proj.weight", "hidden size 128 vs 64"),
+    ("falcon", 128, "transformer.h.0.self_attention.query_key_value.weight",
+     "the base has no q_proj projections"),
+])
+def test_a_peft_adapter_for_another_checkpoint_is_refused_before_loading_naming_both(
+        tmp_path, model_type, hidden, weight, words):
+    from safetensors.numpy import save_file
+
+    base = tmp_path / "other-base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": model_type,
+                                                  "hidden_size": hidden,
+                                                  "num_hidden_layers": 2}))
+    save_file({weight: np.zeros((hidden, hidden), np.float32)}, base / "model.safetensors")
+    adapter = peft_folder(tmp_path / "lora", "org/tiny-llama")
+    backend = TransformersBackend(base, HFSettings(device="cpu"), adapters=(Adapter(adapter),))
+    with pytest.raises(AdapterError) as refused:
+        backend.load()  # transformers' loader fails this tier if reached
+    assert str(refused.value).startswith(
+        "adapter lora for org/tiny-llama (1 layer, hidden size 128) does not fit base "
+        "model other-base: ")
+    assert words in str(refused.value)
