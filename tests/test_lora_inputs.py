@@ -299,3 +299,16 @@ def test_a_peft_adapter_for_another_checkpoint_is_refused_before_loading_naming_
         "adapter lora for org/tiny-llama (1 layer, hidden size 128) does not fit base "
         "model other-base: ")
     assert words in str(refused.value)
+
+
+def test_the_manager_names_the_entry_that_has_a_mismatched_adapter(tmp_path, smollm2_path):
+    bad = lora_gguf(tmp_path / "wide.gguf", n_layers=2, hidden=1024, base_name="Other-1B")
+    found = registry(tmp_path, smol_line(smollm2_path, f"adapters: [{{path: {bad}}}]"))
+    manager = ModelManager(found, make_backend)
+    with pytest.raises(ModelUnavailable) as refused:
+        manager.load("tuned")
+    assert str(refused.value) == (
+        f"tuned: adapter wide.gguf for Other-1B (llama, 2 layers, hidden size 1024) does not "
+        f"fit base model {smollm2_path.name}: hidden size 1024 vs 576")
+    status = manager.status("tuned")
+    assert status.state == ModelState.FAILED and "Traceback" not in status.reason
