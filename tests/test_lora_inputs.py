@@ -312,3 +312,27 @@ def test_the_manager_names_the_entry_that_has_a_mismatched_adapter(tmp_path, smo
         f"fit base model {smollm2_path.name}: hidden size 1024 vs 576")
     status = manager.status("tuned")
     assert status.state == ModelState.FAILED and "Traceback" not in status.reason
+
+
+def test_adding_a_scanned_adapter_makes_a_base_plus_adapter_entry(tmp_path, smollm2_path):
+    from chatcore.generation.registry import load_layered_registry
+    from chatcore.library.fit import WeightsCheck
+    from chatcore.library.model_library import ModelLibrary
+    from tests.conftest import SHIPPED_MODELS
+
+    folder = tmp_path / "models"
+    place(smollm2_path, folder / smollm2_path.name)
+    lora = lora_gguf(folder / "french-lora.gguf", n_layers=2)
+    personal = tmp_path / "data" / "models.yaml"
+    manager = ModelManager(load_layered_registry(SHIPPED_MODELS, personal), make_backend,
+                           budget=MemoryBudget({"cpu": 8 * 10**9}),
+                           weights_check=WeightsCheck())
+    library = ModelLibrary(manager, SHIPPED_MODELS, personal, scan_dirs=[folder], env={},
+                           home=tmp_path / "home")
+    found = next(m for m in library.scan().models if m.adapter_for)
+    entry, notes = library.add(found.scan_id)
+    assert entry.path == str(folder / smollm2_path.name)
+    assert [(a.path, a.scale) for a in entry.adapters] == [(str(lora), 1.0)]
+    assert [n.kind for n in notes] == ["adapter"]
+    assert manager.status(entry.id).state == ModelState.AVAILABLE
+    assert manager.shared_weights(entry.id)[0] == ("llamacpp", entry.path, 0)
