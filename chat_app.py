@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from chatcore.generation.registry import ConfigError, load_layered_registry
 from chatcore.api.credentials import AUTH_ENV, CredentialsError, resolve
+from backends.shared_weights import SharedWeights
 from chatcore.generation.factory import APP_NAME, default_cache_dir, make_backend
 from chatcore.library.fit import WeightsCheck
 from chatcore.library.hub import Hub
@@ -147,9 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     for broken in registry.broken:
         print(f"warning: {broken.reason}", file=sys.stderr)
     cache_dir = default_cache_dir()
+    shared = SharedWeights()  # a base several entries name is loaded once
     manager = ModelManager(
         registry,
-        lambda entry: make_backend(entry, allow_download=args.allow_download, cache_dir=cache_dir),
+        lambda entry: make_backend(entry, allow_download=args.allow_download, cache_dir=cache_dir,
+                                   shared=shared),
         budget=budget, allow_download=args.allow_download, weights_check=WeightsCheck())
 
     if args.download is not None:
@@ -228,7 +231,8 @@ def _print_scan(library: ModelLibrary, as_json: bool) -> int:
             "chat_template": found.has_chat_template, "suggested_id": found.suggested_id,
             "fit": fit.verdict if fit else None, "fit_detail": fit.detail if fit else None,
             "tags": found.tags.model_dump(mode="json", exclude_defaults=True),
-            "problem": found.problem})
+            "problem": found.problem, "adapter_for": found.adapter_for or None,
+            "base_path": str(found.base_path) if found.base_path else None})
     if as_json:
         print(json.dumps({"models": rows, "skipped": list(result.skipped)}, indent=1))
         return 0
@@ -240,7 +244,9 @@ def _print_scan(library: ModelLibrary, as_json: bool) -> int:
               f"{params:>7} {format_bytes(row['size_bytes']):>8} "
               f"{row['context_length'] or '?':>7} "
               f"{'yes' if row['chat_template'] else 'no':8} {row['fit'] or '-':10} "
-              f"{row['name']}" + (f"  (unreadable: {row['problem']})" if row["problem"] else ""))
+              f"{row['name']}"
+              + (f" (LoRA adapter for {row['adapter_for']})" if row["adapter_for"] else "")
+              + (f"  (unreadable: {row['problem']})" if row["problem"] else ""))
     if result.skipped:
         print(f"({len(result.skipped)} paths skipped: {'; '.join(result.skipped[:3])}"
               + (" ..." if len(result.skipped) > 3 else "") + ")")

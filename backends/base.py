@@ -185,6 +185,12 @@ class Backend(ABC):
         """The prompt these messages make, with what ends the reply (loaded models only)."""
         raise BackendError("this engine cannot show its prompt")
 
+    def shared_weights(self) -> tuple[object, int] | None:
+        """(key, bytes) of the base weights this backend shares with other entries that
+        name the same base (backends/shared_weights.py): the planner counts them once.
+        None where the weights are the backend's own."""
+        return None
+
     def template_warnings(self) -> list[str]:
         """Problems found in the chat template when the model loaded."""
         return []

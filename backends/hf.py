@@ -14,7 +14,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from queue import Empty
 
@@ -24,8 +24,11 @@ from backends.cores import physical_cores
 from backends.cuda import cuda_available
 from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import gguf_shape
+from backends.hf_adapters import activate, add_adapters, check_peft_adapters
 from backends.hf_memory import checkpoint_shape, transformers_estimate
 from backends.local import Decoding, LocalBackend
+from backends.lora import Adapter, adapter_bytes
+from backends.shared_weights import Held, SharedWeights
 from backends.thinking import Markers
 
 log = logging.getLogger(__name__)
@@ -55,8 +58,10 @@ class TransformersBackend(LocalBackend):
 
     def __init__(self, source: Path, settings: HFSettings, context_length: int = 2048,
                  chat_template: str | None = None, cache_dir: Path | None = None,
-                 reasoning: Markers | None = None) -> None:
-        """`source` is a checkpoint directory or a GGUF file (loaded dequantized)."""
+                 reasoning: Markers | None = None, adapters: tuple[Adapter, ...] = (),
+                 shared: SharedWeights | None = None) -> None:
+        """`source` is a checkpoint directory or a GGUF file (loaded dequantized);
+        `adapters` are PEFT LoRA folders applied on a base shared through `shared`."""
         super().__init__(context_length, chat_template, reasoning)
         self.source = Path(source)
         self.settings = settings
@@ -65,18 +70,55 @@ class TransformersBackend(LocalBackend):
         self._tokenizer = None
         self._cores = physical_cores()  # the cap for a reply's share of threads
         self._placement = ""
+        self.adapters = tuple(adapters)
+        self._shared = shared or SharedWeights()
+        self._held: Held | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
         if self._model is not None:
             return
+        self._check_source()
+        check_peft_adapters(self.source, self.adapters)  # before any weights load
+        key = self._weights_key()
+        held = self._shared.acquire(key, lambda: self._load_base(progress),
+                                    lambda loaded: None)  # freed with the last reference
+        try:
+            add_adapters(held, self.adapters)
+        except BackendError:
+            self._shared.release(key)
+            raise
+        model, tokenizer = held.value
+        self._held = held
+        self._template = ChatTemplate.choose(
+            self._template_override, getattr(tokenizer, "chat_template", None),
+            bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
+            model_name=self.source.name, architecture=getattr(model.config, "model_type", None))
+        self._model, self._tokenizer = model, tokenizer
+        self._placement = _placement(model)
+        eos_ids = self._eos_ids()
+        self._warnings = self._template.check(tokenizer.convert_ids_to_tokens(eos_ids))
+        (progress or (lambda fraction, step: None))(1.0, "ready")
+        log.info("loaded %s on %s", self.source.name, self._placement)
+
+    def _weights_key(self) -> tuple:
+        return ("transformers", str(self.source), repr(self.settings))
+
+    def shared_weights(self) -> tuple[object, int] | None:
+        try:
+            estimate = self._base_breakdown()
+        except BackendError:
+            return None
+        return self._weights_key(), estimate.weights
+
+    def _load_base(self, progress: ProgressCallback | None) -> tuple:
+        """The base model and tokenizer, as every entry sharing them uses them."""
         report = progress or (lambda fraction, step: None)
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
             raise BackendError("transformers is not installed: pip install -r requirements.txt") from exc
-        self._check_source()
         is_gguf = self.source.is_file()
         device = self._device(torch)
         report(0.0, "reading")
@@ -106,18 +148,12 @@ class TransformersBackend(LocalBackend):
             raise BackendError(f"transformers could not load {self.source}: {exc}") from exc
         model.eval()
         report(0.9, "reading chat template")
-        self._template = ChatTemplate.choose(
-            self._template_override, getattr(tokenizer, "chat_template", None),
-            bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
-            model_name=self.source.name, architecture=getattr(model.config, "model_type", None))
-        self._model, self._tokenizer = model, tokenizer
-        self._placement = _placement(model)
-        eos_ids = self._eos_ids()
-        self._warnings = self._template.check(tokenizer.convert_ids_to_tokens(eos_ids))
-        report(1.0, "ready")
-        log.info("loaded %s on %s", self.source.name, self._placement)
+        return model, tokenizer
 
     def unload(self) -> None:
+        if self._held is not None:
+            self._held = None
+            self._shared.release(self._weights_key())
         self._model = None
         self._tokenizer = None
         self._template = None
@@ -151,6 +187,10 @@ class TransformersBackend(LocalBackend):
         return self.memory_breakdown().total
 
     def memory_breakdown(self) -> MemoryEstimate:
+        estimate = self._base_breakdown()
+        return replace(estimate, weights=estimate.weights + adapter_bytes(self.adapters))
+
+    def _base_breakdown(self) -> MemoryEstimate:
         self._check_source()
         try:
             if self.source.is_file():
@@ -216,6 +256,7 @@ class TransformersBackend(LocalBackend):
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         model, tokenizer = self._require_model(), self._require_tokenizer()
+        held = self._held or Held((model, tokenizer), lambda loaded: None)
         inputs = prompt.to(model.device)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         cores = self._cores
@@ -256,7 +297,8 @@ class TransformersBackend(LocalBackend):
                 follow_thread_share()
                 if settings.seed is not None:
                     torch.manual_seed(settings.seed)
-                with torch.inference_mode():
+                with held.lock, torch.inference_mode():  # adapters set for this reply
+                    activate(held, self.adapters)
                     model.generate(**kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the reader
                 failure.append(exc)

@@ -29,12 +29,15 @@ from backends.footprint import MemoryEstimate, PlannerError
 from backends.gguf import check_gguf
 from backends.kv_background import KvProbe, kv_for_load
 from backends.kv_probe import KvChoice, KvSettingError, planned_kv_cache
+from backends.llamacpp_adapters import apply_adapters, check_gguf_adapters
 from backends.llamacpp_batch import BatchDecoder
 from backends.llamacpp_log import route_to_python_logging
 from backends.llamacpp_memory import KV_TYPES, llamacpp_estimate
 from backends.llamacpp_states import SavedStates, prompt_cache_note
 from backends.local import Decoding, LocalBackend
 from backends.notes import Note
+from backends.lora import Adapter, adapter_bytes
+from backends.shared_weights import SharedWeights
 from backends.thinking import Markers
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ class LlamaCppBackend(LocalBackend):
         speculative: bool = True,
         kv_probe: KvProbe | None = None,
         draft: DraftSpec | None = None,
+        adapters: tuple[Adapter, ...] = (),
+        shared: SharedWeights | None = None,
     ) -> None:
         super().__init__(context_length, chat_template, reasoning)
         if problem := kv_cache_problem(kv_cache, flash_attention):
@@ -104,6 +109,10 @@ class LlamaCppBackend(LocalBackend):
         self._eos_ids: tuple[int, ...] = ()
         self._placement = ""
         self._cache_extra = 0  # prompt cache bytes the planner lent beyond the estimate
+        self.adapters = tuple(adapters)  # LoRA GGUFs set on this context
+        # One model for every entry naming this file (backends/llamacpp_adapters.py).
+        self._shared = shared or SharedWeights()
+        self._shared_key: tuple | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def load(self, progress: ProgressCallback | None = None) -> None:
@@ -114,6 +123,7 @@ class LlamaCppBackend(LocalBackend):
         _check_gguf(self.model_path)
         if self.speculative and self.draft is not None and self.draft.path is not None:
             _check_gguf(self.draft.path)
+        check_gguf_adapters(self.model_path, self.adapters)  # before any weights load
         try:
             import llama_cpp
             from llama_cpp._internals import LlamaContext, LlamaModel
@@ -133,17 +143,20 @@ class LlamaCppBackend(LocalBackend):
             raise BackendError(str(exc)) from exc
         self.kv_choice = kv_choice
         _quiet(llama_cpp)
+        key = ("llamacpp", str(self.model_path), self.n_gpu_layers, buffers.extra_buffers)
         try:
-            model = LlamaModel(path_model=str(self.model_path),
-                               params=self._model_params(llama_cpp, buffers), verbose=False)
+            held = self._shared.acquire(key, lambda: LlamaModel(
+                path_model=str(self.model_path), params=self._model_params(llama_cpp, buffers),
+                verbose=False), lambda loaded: loaded.close())
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        model, self._shared_key = held.value, key
         report(0.7, "making the context")
         try:
             ctx = LlamaContext(model=model, params=self._context_params(llama_cpp),
                                verbose=False)
         except ValueError as exc:
-            model.close()
+            self._release_model()
             raise BackendError(
                 f"llama.cpp could not make a context for {self.model_path.name} "
                 f"({self.parallel} slots of {self.context_length} tokens, KV cache "
@@ -151,6 +164,8 @@ class LlamaCppBackend(LocalBackend):
                 "or a quantized KV cache on a device without flash attention") from exc
         report(0.8, "reading chat template")
         try:
+            with held.lock:
+                apply_adapters(llama_cpp, held.extra, model, ctx, self.adapters)
             metadata = model.metadata()
             self._template = ChatTemplate.choose(
                 self._template_override, metadata.get("tokenizer.chat_template"),
@@ -160,7 +175,7 @@ class LlamaCppBackend(LocalBackend):
                 architecture=metadata.get("general.architecture"))
         except BackendError:
             ctx.close()
-            model.close()
+            self._release_model()
             raise
         self._model, self._ctx, self.buffers = model, ctx, buffers
         self._eos_ids = _end_of_generation_ids(model)
@@ -229,13 +244,22 @@ class LlamaCppBackend(LocalBackend):
             self._draft_model.close()
         if self._ctx is not None:
             self._ctx.close()
-        if self._model is not None:
-            self._model.close()
+        self._release_model()
         self._decoder = self._ctx = self._model = self._draft_model = None
         self.kv_choice = None
         self._template = None
         self._cache_extra = 0  # the loan ends with the load
         self._placement = ""
+
+    def _release_model(self) -> None:
+        """The model is freed when the last entry using it lets go."""
+        if self._shared_key is not None:
+            self._shared.release(self._shared_key)
+        self._shared_key = None
+
+    def shared_weights(self) -> tuple[object, int] | None:
+        key = ("llamacpp", str(self.model_path), self.n_gpu_layers)
+        return key, self.model_path.stat().st_size
 
     @property
     def placement(self) -> str:
@@ -303,7 +327,7 @@ class LlamaCppBackend(LocalBackend):
                 estimate = replace(estimate, weights=estimate.weights + draft.weights,
                                    kv_cache=estimate.kv_cache + draft.kv_cache,
                                    working=estimate.working + draft.working)
-            return estimate
+            return replace(estimate, weights=estimate.weights + adapter_bytes(self.adapters))
         except PlannerError as exc:
             raise BackendError(str(exc)) from exc
 

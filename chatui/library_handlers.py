@@ -111,7 +111,9 @@ def download_progress(job: DownloadJob, texts: Texts) -> str:
 def scan_row(library: ModelLibrary, found: FoundModel, texts: Texts) -> list[str]:
     fit = library.fit_of_found(found)
     template = {True: "yes", False: "none"}.get(found.has_chat_template)
-    return [found.scan_id, found.source, found.name, found.quantization or "?",
+    name = texts("lora.scan_adapter", name=found.name, base=found.adapter_for) \
+        if found.adapter_for else found.name
+    return [found.scan_id, found.source, name, found.quantization or "?",
             f"{found.n_params / 1e9:.2f}B" if found.n_params else "?",
             format_bytes(found.size_bytes), str(found.context_length or "?"),
             texts(f"library.template.{template}") if template else "?",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from backends.base import BackendError, GenParams, Message
@@ -45,12 +45,17 @@ class RunProgress:
     seconds_left: float | None
 
 
-def plan_waves(candidates: Sequence[Candidate], limits: dict[str, int]) -> list[list[int]]:
+def plan_waves(candidates: Sequence[Candidate], limits: dict[str, int],
+               shared: Mapping[str, tuple[object, int]] | None = None) -> list[list[int]]:
     """Candidate indices grouped into waves whose models fit the budget together.
 
     Models are taken in the order they first appear and added to the current wave while the
     estimates on each device add up to at most that device's limit; every candidate on one
-    model is in that model's wave (one load serves them all)."""
+    model is in that model's wave (one load serves them all). `shared` gives a model's
+    (key, bytes) of base weights it shares (a base and the base with an adapter): in one
+    wave they are counted once."""
+    shared = shared or {}
+    held: set = set()
     by_model: dict[str, list[int]] = {}
     for index, candidate in enumerate(candidates):
         by_model.setdefault(candidate.model, []).append(index)
@@ -59,11 +64,14 @@ def plan_waves(candidates: Sequence[Candidate], limits: dict[str, int]) -> list[
     for indices in by_model.values():
         candidate = candidates[indices[0]]
         need, device = candidate.memory_bytes or 0, candidate.device
-        if not waves or used.get(device, 0) + need > limits.get(device, 0):
+        base = shared.get(candidate.model)
+        saved = base[1] if base and base[0] in held else 0
+        if not waves or used.get(device, 0) + need - saved > limits.get(device, 0):
             waves.append([])
-            used = {}
+            used, held, saved = {}, set(), 0
         waves[-1] += indices
-        used[device] = used.get(device, 0) + need
+        used[device] = used.get(device, 0) + need - saved
+        held |= {base[0]} if base else set()
     return [sorted(wave) for wave in waves]
 
 
@@ -250,7 +258,9 @@ class EvalRunner:
                      if r.state != "running"}
             limits = {c.device: self.manager.room(c.device).limit for c in run.candidates
                       if c.device != "remote"}
-            for wave in plan_waves(run.candidates, limits):
+            shared = {c.model: found for c in run.candidates if c.device != "remote"
+                      and (found := self.manager.shared_weights(c.model))}
+            for wave in plan_waves(run.candidates, limits, shared):
                 if job.stop.is_set():
                     return
                 self._run_wave(job, run, wave, ended)

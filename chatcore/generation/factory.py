@@ -9,7 +9,9 @@ from backends.base import Backend
 from backends.draft_model import DraftSpec
 from backends.hf import HFSettings, TransformersBackend
 from backends.llamacpp import LlamaCppBackend
+from backends.lora import Adapter
 from backends.openai import OpenAIBackend
+from backends.shared_weights import SharedWeights
 from chatcore.generation.registry import ModelEntry
 from chatcore.generation.weights import ModelNotAvailable, resolve_weights
 
@@ -30,14 +32,17 @@ def engine_class(entry: ModelEntry) -> type[Backend]:
 
 
 def make_backend(entry: ModelEntry, allow_download: bool = False,
-                 cache_dir: Path | None = None) -> Backend:
-    """Raises ModelNotAvailable when the weights are not on this machine."""
+                 cache_dir: Path | None = None, shared: SharedWeights | None = None) -> Backend:
+    """Raises ModelNotAvailable when the weights are not on this machine. Backends made
+    with one `shared` pool load a base that several entries name once (an entry and the
+    same base with adapters); without one each loads its own copy."""
     if entry.is_remote:
         return OpenAIBackend(entry.base_url or "", entry.remote_model or entry.id,
                              api_key_env=entry.api_key_env, timeout=entry.timeout,
                              context_length=entry.context_length, reasoning=entry.markers,
                              server_settings=tuple(entry.server_settings))
     weights = resolve_weights(entry, allow_download=allow_download)
+    adapters = tuple(Adapter(Path(a.path), a.scale) for a in entry.adapters)
     if entry.backend == "llamacpp":
         return LlamaCppBackend(
             weights,
@@ -51,6 +56,8 @@ def make_backend(entry: ModelEntry, allow_download: bool = False,
             reasoning=entry.markers,
             speculative=entry.speculative == "ngram",
             draft=draft_spec(entry, allow_download),
+            adapters=adapters,
+            shared=shared,
         )
     if entry.backend == "transformers":
         spec = entry.quantization_spec
@@ -67,7 +74,7 @@ def make_backend(entry: ModelEntry, allow_download: bool = False,
         return TransformersBackend(weights, settings, context_length=entry.context_length,
                                    chat_template=entry.chat_template,
                                    cache_dir=cache_dir or default_cache_dir(),
-                                   reasoning=entry.markers)
+                                   reasoning=entry.markers, adapters=adapters, shared=shared)
     raise ValueError(f"unknown backend {entry.backend!r}")  # the schema prevents this
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from backends.base import Backend, BackendError, GenParams, Message, ProgressCallback, PromptReport
 from backends.chat_template import NAMED_TEMPLATES, fallback_warning
 from backends.cuda import empty_cache
+from backends.lora import AdapterError, read_adapter
 from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.generation.context import fit_context, ground, with_system
 from chatcore.generation.cpu_share import CpuShare
@@ -141,6 +142,11 @@ class ModelManager:
         problem = self._weights_check(weights) if self._weights_check else None
         if problem:
             return ModelState.UNREADABLE, problem
+        for adapter in entry.adapters:  # a missing or cut adapter, like a model file
+            try:
+                read_adapter(Path(adapter.path))
+            except AdapterError as exc:
+                return ModelState.UNREADABLE, str(exc)
         return ModelState.AVAILABLE, ""
 
     def engine(self, model_id: str) -> type[Backend]:
@@ -196,6 +202,14 @@ class ModelManager:
             return self._residency.plan(entry)
         except (ModelNotAvailable, BackendError) as exc:
             raise ModelUnavailable(f"{entry.name}: {exc}") from exc
+
+    def shared_weights(self, model_id: str) -> tuple[object, int] | None:
+        """(key, bytes) of base weights the model shares with other entries (an entry and
+        the same base with adapters), which a plan counts once; None if its own or unknown."""
+        try:
+            return self._residency.shared_of(self.entry(model_id))
+        except (ModelNotAvailable, BackendError):
+            return None
 
     def resident(self) -> list[str]:
         """Ids of the models in memory now (loaded, not loading)."""

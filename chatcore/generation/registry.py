@@ -16,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from backends.llamacpp import kv_cache_problem
 from backends.model_tags import ModelTags
+from backends.lora import MAX_ADAPTERS, AdapterSetting
 from backends.notes import Note
 from backends.thinking import Markers, Reasoning
 from backends.openai import ServerSetting
@@ -94,6 +95,8 @@ class ModelEntry(BaseModel):
     # What the model is for: {tasks: [chat, code, ...], languages: [en, tl], license: mit};
     # see backends/model_tags.py.
     tags: ModelTags = Field(default_factory=ModelTags)
+    # Fine-tuned variants: LoRA adapters over this base (backends/lora.py).
+    adapters: list[AdapterSetting] = Field(default_factory=list, max_length=MAX_ADAPTERS)
 
     @property
     def markers(self) -> Markers | None:
@@ -125,6 +128,9 @@ class ModelEntry(BaseModel):
             raise ValueError("'package' needs 'file': the model file inside that package")
         if self.path and self.file:
             raise ValueError("'file' goes with 'repo' or 'package', not with 'path'")
+        if self.adapters and self.backend == "openai":
+            raise ValueError("'adapters' applies to local models (llamacpp, transformers): "
+                             "a remote server applies its own")
         if (self.backend == "openai") != bool(self.base_url):
             raise ValueError("a remote server entry is 'backend: openai' with 'base_url'"
                              if self.backend == "openai" else
@@ -194,7 +200,12 @@ class ModelEntry(BaseModel):
 
     @property
     def source_text(self) -> str:
-        """Where the weights are expected, in the words the entry used."""
+        """Where the weights are expected, in the words the entry used (with the
+        adapters laid over them)."""
+        if self.adapters:
+            base = self.path or (f"{self.repo}/{self.file}" if self.file else self.repo) or ""
+            listed = ", ".join(f"{Path(a.path).name} ×{a.scale:g}" for a in self.adapters)
+            return Note(f"{base} + LoRA {listed}", "lora.source", base=base, adapters=listed)
         if self.path:
             return self.path
         if self.repo:
@@ -373,9 +384,13 @@ def _describe(error: dict) -> str:
 
 
 def _resolve_paths(entry: ModelEntry, base: Path) -> ModelEntry:
-    if entry.path is None:
-        return entry
-    resolved = Path(entry.path).expanduser()
-    if not resolved.is_absolute():
-        resolved = (base / resolved).resolve()
-    return entry.model_copy(update={"path": str(resolved)})
+    adapters = [a.model_copy(update={"path": _resolved(a.path, base)}) for a in entry.adapters]
+    update: dict = {"adapters": adapters} if adapters else {}
+    if entry.path is not None:
+        update["path"] = _resolved(entry.path, base)
+    return entry.model_copy(update=update) if update else entry
+
+
+def _resolved(path: str, base: Path) -> str:
+    resolved = Path(path).expanduser()
+    return str(resolved if resolved.is_absolute() else (base / resolved).resolve())

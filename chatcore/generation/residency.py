@@ -191,13 +191,21 @@ class Residency:
         backend = self._factory(entry)
         return backend.memory_estimate(), backend.memory_device()
 
+    def shared_of(self, entry: ModelEntry) -> tuple[object, int] | None:
+        """The entry's shared base weights (Backend.shared_weights), without loading it."""
+        with self.lock:
+            slot = self.slot(entry.id)
+            if slot.backend is not None:
+                return slot.shared
+        return self._factory(entry).shared_weights()
+
     # -- room --------------------------------------------------------------------------
     def room(self, device: str) -> Room:
         """The budget of one device, what resident and loading models take of it, and what
         unloading idle models could give back: what a load is planned against."""
         with self.lock:
-            held = sum(s.held_on(device) for s in self._slots.values() if s.resident)
-            used = sum(s.held_on(device) for s in self._slots.values())
+            held = self._held_on(device, resident_only=True)
+            used = self._held_on(device, resident_only=False)
             idle = sorted(((mid, s) for mid, s in self._slots.items()
                            if s.resident and s.device == device and not s.in_use),
                           key=lambda item: item[1].used_order)
@@ -206,6 +214,31 @@ class Residency:
         # already holds there, so the resident models are counted once, in `used`.
         limit = self.budget.limit(device, held)
         return Room(device, limit, limit - used, idle_sizes)
+
+    def _held_on(self, device: str, resident_only: bool) -> int:
+        """What the slots take of `device`, with base weights shared by several entries
+        counted once; call with `lock` held."""
+        slots = [s for s in self._slots.values()
+                 if (s.resident or not resident_only) and s.held_on(device)]
+        return sum(s.held_on(device) for s in slots) - self._repeats(slots)
+
+    @staticmethod
+    def _repeats(slots: list[ModelSlot]) -> int:
+        """Bytes of shared weights counted more than once among `slots`."""
+        seen: set = set()
+        repeated = 0
+        for s in slots:
+            if s.shared is None:
+                continue
+            if s.shared[0] in seen:
+                repeated += s.shared[1]
+            seen.add(s.shared[0])
+        return repeated
+
+    def _shared_held(self, key: object, device: str) -> bool:
+        """Whether a resident or loading slot already holds these weights; `lock` held."""
+        return any(s.shared and s.shared[0] == key and s.held_on(device)
+                   for s in self._slots.values())
 
     def _make_room(self, entry: ModelEntry, slot: ModelSlot, backend: Backend) -> None:
         """Reserve the model's estimate in the budget, evicting idle models LRU-first.
@@ -218,10 +251,20 @@ class Residency:
         # Reading a GGUF header takes seconds; the entry's file does not change while we run.
         estimate = known if known is not None else backend.memory_estimate()
         device = backend.memory_device()
+        shared = backend.shared_weights()
         with self._plan_lock:
             with self.lock:
-                slot.estimate = estimate
+                slot.estimate, slot.shared = estimate, shared
+                if shared and self._shared_held(shared[0], device):
+                    estimate -= shared[1]  # the base is in memory already: not again
+                    keep = {mid for mid, s in self._slots.items()
+                            if s.shared and s.shared[0] == shared[0]}
+                else:
+                    keep = set()
             room = self.room(device)
+            # Evicting an entry that holds the shared base would not free it for this load.
+            room = Room(room.device, room.limit, room.free,
+                        tuple(item for item in room.idle if item[0] not in keep))
             if estimate > room.free + room.evictable:
                 raise BackendError(
                     f"needs {format_bytes(estimate)}, {format_bytes(max(room.free, 0))} free "
@@ -300,10 +343,8 @@ class Residency:
     def memory_summary(self, texts: Texts) -> str:
         """One line per budgeted device: what the resident models take of the budget."""
         with self.lock:
-            used: dict[str, int] = {}
-            for slot in self._slots.values():
-                if slot.resident:
-                    used[slot.device] = used.get(slot.device, 0) + (slot.estimate or 0)
+            used = {slot.device: self._held_on(slot.device, resident_only=True)
+                    for slot in self._slots.values() if slot.resident}
         devices = sorted(set(self.budget.limits) | set(used))
         return " · ".join(texts("models.memory.budget", device=d,
                                 used=format_bytes(used.get(d, 0)),

@@ -105,6 +105,9 @@ class ModelSlot:
     generating: int = 0
     stale: bool = False  # resident, but its entry changed: unload when idle
     cache_loan: int = 0  # RAM lent to its prompt cache beyond the estimate (prompt_cache.py)
+    # (key, bytes) of base weights other entries may share (an entry and its adapters):
+    # the budget counts each key once (Backend.shared_weights).
+    shared: tuple[object, int] | None = None
 
     @property
     def resident(self) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backends.gguf import SPLIT_GGUF
+from chatcore.library.found_adapters import PEFT_FILES, peft_adapter_model, with_bases
 from chatcore.library.model_files import (
     FoundModel,
     checkpoint_model,
@@ -111,7 +112,8 @@ def scan(roots: Sequence[ScanRoot] | None = None, extra_dirs: Sequence[Path] = (
             continue
         for model in found:
             models.setdefault(model.scan_id, model)
-    ordered = sorted(models.values(), key=lambda m: (m.source, m.name.lower(), m.name, str(m.path)))
+    ordered = sorted(with_bases(list(models.values())),
+                     key=lambda m: (m.source, m.name.lower(), m.name, str(m.path)))
     for line in skipped:
         log.debug("skipped %s", line)
     return ScanResult(tuple(ordered), tuple(skipped))
@@ -128,7 +130,7 @@ def inspect_path(path: Path, source: str = "folder") -> FoundModel:
         fmt = "gguf" if path.suffix.lower() == ".gguf" else "checkpoint"
         return unusable(source, path.name, path, fmt, problem)
     if stat.S_ISDIR(mode):
-        return checkpoint_model(source, path.name, path)
+        return _folder_model(source, path.name, path)
     if not stat.S_ISREG(mode):
         return unusable(source, path.name, path, "gguf",
                          f"unreadable: {path}: a {file_kind(mode)}, not a file")
@@ -185,9 +187,18 @@ def _walk(root: Path, skipped: list[str],
     return files, folders
 
 
+def _folder_model(source: str, name: str, directory: Path):
+    """A checkpoint folder, or a PEFT adapter folder (adapter_config.json)."""
+    if (directory / PEFT_FILES[0]).is_file():
+        return peft_adapter_model(source, name, directory)
+    return checkpoint_model(source, name, directory)
+
+
 def _is_checkpoint_dir(directory: Path, names: set[str]) -> bool:
     """config.json with weights; or a model's config.json beside no weights and no GGUF,
-    which is listed as a checkpoint that holds no weights."""
+    which is listed as a checkpoint that holds no weights; or a PEFT adapter folder."""
+    if PEFT_FILES[0] in names:
+        return True
     if "config.json" not in names:
         return False
     if any(is_weights(n) for n in names):
@@ -216,7 +227,7 @@ def _scan_root(root: ScanRoot, skipped: list[str]) -> list[FoundModel]:
 
     files, folders = _walk(root.path, skipped, checkpoints=root.source == "folder")
     models = gguf_models(root.source, [f for f in files if f.name.lower().endswith(".gguf")], name)
-    return models + [checkpoint_model(root.source, d.name, d) for d in folders]
+    return models + [_folder_model(root.source, d.name, d) for d in folders]
 
 
 def _scan_hf(cache_dir: Path, skipped: list[str]) -> list[FoundModel]:
@@ -243,7 +254,9 @@ def _scan_hf(cache_dir: Path, skipped: list[str]) -> list[FoundModel]:
                 "huggingface", ggufs,
                 lambda p: f"{repo.repo_id} · {p.relative_to(snapshot).as_posix()}")
             top = {f.name for f in files if f.parent == snapshot}
-            if "config.json" in top and any(is_weights(n) for n in top):
+            if PEFT_FILES[0] in top:
+                models.append(peft_adapter_model("huggingface", repo.repo_id, snapshot))
+            elif "config.json" in top and any(is_weights(n) for n in top):
                 name = repo.repo_id
                 if len(revisions) > 1 and "main" not in revision.refs:
                     name += f" @ {revision.commit_hash[:7]}"

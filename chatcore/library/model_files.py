@@ -19,6 +19,7 @@ import gguf
 from backends.chat_template import COMPLETION_MODE, guess_fallback
 from backends.gguf import SPLIT_GGUF, GGUFHeaderError, gguf_missing_bytes, read_gguf_layout
 from backends.hf_memory import safetensors_header
+from backends.lora import adapter_base_name
 from backends.model_tags import ModelTags, tags_from_gguf
 from chatcore.generation.memory import format_bytes
 
@@ -55,6 +56,10 @@ class FoundModel:
     base: bool = False
     # Tasks, languages and licence from the GGUF's general.* metadata (empty for others).
     tags: ModelTags = ModelTags()
+    # A LoRA adapter, not a model: the base it names (its metadata or adapter_config.json;
+    # "unknown" when it names none), and the scanned model found to be that base.
+    adapter_for: str = ""
+    base_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,9 @@ def _gguf_model(source: str, name: str, first: Path, parts: Sequence[Path],
         tags=tags_from_gguf(metadata),
         base=bool(metadata) and "tokenizer.chat_template" not in metadata
         and not is_tuned([name, *(metadata.get(key) for key in _NAME_KEYS),
-                          *_listed(metadata.get("general.tags"))]))
+                          *_listed(metadata.get("general.tags"))])
+        and metadata.get("general.type") != "adapter",
+        adapter_for=adapter_base_name(metadata))
 
 
 def _read_gguf(path: Path) -> tuple[dict, list[tuple[str, int]]]:
@@ -345,6 +352,8 @@ def suggest_entry(found: FoundModel, model_id: str,
                   context_length: int | None = None) -> tuple[dict, list[EntryNote]]:
     """A registry entry for a found model, with notes for the person: a base model is added
     in completion mode, a chat model without a template gets one guessed."""
+    if found.adapter_for:
+        return _adapter_entry(found, model_id, context_length)
     notes = []
     trained = found.context_length or 2048
     entry: dict = {
@@ -367,3 +376,18 @@ def suggest_entry(found: FoundModel, model_id: str,
             "name": found.name, "template": guess,
             "architecture": found.architecture or "unknown"}))
     return entry, notes
+
+
+def _adapter_entry(found: FoundModel, model_id: str,
+                   context_length: int | None) -> tuple[dict, list[EntryNote]]:
+    """An adapter is added as its base with the adapter over it (a new entry; the base's
+    own entry, if any, stays as it is)."""
+    base = found.base_path or found.path
+    entry = {
+        "id": model_id, "name": f"{base.name} + {found.path.name}"[:200],
+        "backend": "llamacpp" if found.path.suffix.lower() == ".gguf" else "transformers",
+        "path": str(base), "context_length": context_length or 2048,
+        "adapters": [{"path": str(found.path), "scale": 1.0}],
+        "description": f"LoRA adapter {found.path} over {base}"[:2000],
+    }
+    return entry, [EntryNote("adapter", {"name": found.name, "base": base.name})]

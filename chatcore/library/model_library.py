@@ -293,7 +293,8 @@ class ModelLibrary(LibraryHub):
         fit = judge_fit(estimate, self.manager.room(device))
         if found.format != "gguf":
             return fit
-        return self._with_gpu_layers(fit, estimate, gguf_shape(found.path).n_layers)
+        return self._with_gpu_layers(fit, estimate,
+                                     gguf_shape(found.base_path or found.path).n_layers)
 
     def _planned(self, entry: ModelEntry) -> tuple[MemoryEstimate, str] | None:
         """The planner's estimate, read once per entry (a header read each time the table
