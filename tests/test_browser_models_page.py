@@ -63,9 +63,20 @@ def open_page(playwright, chromium_path: str, url: str, locale: str):
 
 
 def row_text(page, model_id: str) -> str:
-    return page.evaluate(
-        "id => [...document.querySelectorAll('#models-table [role=row]')]"
-        ".map(r => r.innerText).find(t => t.includes('(' + id + ')')) || ''", model_id)
+    """The row's text, scrolling the table's viewport as a person would: the table draws
+    only the rows in sight."""
+    return page.evaluate("""async id => {
+        const view = document.querySelector('#models-table .virtual-table-viewport');
+        const find = () => [...document.querySelectorAll('#models-table [role=row]')]
+            .map(r => r.innerText).find(t => t.includes('(' + id + ')'));
+        for (let top = 0; view && top <= view.scrollHeight; top += 100) {
+            view.scrollTop = top;
+            await new Promise(done => setTimeout(done, 50));
+            const text = find();
+            if (text) return text;
+        }
+        return find() || '';
+    }""", model_id)
 
 
 def test_the_filipino_models_tab_says_every_line_in_filipino(models_app, chromium_path,
