@@ -25,7 +25,8 @@ from chatcore.compare.ratings import (
 )
 
 __all__ = ["STYLE_FIELDS", "Choice", "MissingStyleError", "PairVote", "Rating", "RatingTable",
-           "Style", "VoteError", "choices", "plain_fit", "quality_speed_plot", "rating_table",
+           "Style", "VoteError", "choices", "plain_fit", "quality_speed_figure", "quality_speed_plot",
+           "rating_table", "save_figure",
            "rating_tables", "style_fit", "style_of"]
 
 
@@ -177,6 +178,22 @@ def quality_speed_plot(table: RatingTable, speed: dict[str, float], memory: dict
     """A PNG of style-controlled rating (with its interval) against tokens/s, marker area
     proportional to memory, so the trade-off between the candidates shows at a glance.
     Models without a speed cannot be placed and are named in a note under the plot."""
+    return save_figure(quality_speed_figure(table, speed, memory), path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a figure as a PNG and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def quality_speed_figure(table: RatingTable, speed: dict[str, float],
+                         memory: dict[str, int]):
+    """The figure of quality_speed_plot, each point labelled with its model's name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,7 +223,4 @@ def quality_speed_plot(table: RatingTable, speed: dict[str, float], memory: dict
     where = f": {table.category}" if table.category else ""
     ax.set_title(f"Quality vs speed (marker size = memory){where}")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

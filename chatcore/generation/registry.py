@@ -25,6 +25,7 @@ from backends.notes import Note
 from backends.thinking import Markers
 from backends.openai import ServerSetting
 from backends.sampling import SamplingSettings
+from chatcore.i18n import CURRENCIES
 
 BackendName = Literal["llamacpp", "transformers", "openai"]
 BACKENDS = ("llamacpp", "transformers", "openai")
@@ -37,7 +38,8 @@ LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None, "parallel": None, "kv_cac
 CPU_PARALLEL = 4  # replies a llama.cpp entry on the CPU batches unless it says otherwise
 # Fields that only a remote OpenAI-compatible server needs.
 OPENAI_ONLY = {"remote_model": None, "api_key_env": None, "timeout": None,
-               "server_settings": []}
+               "server_settings": [], "price": None}
+MAX_PRICE = 10_000  # per million tokens: far above any server's, below a typo's
 
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -72,6 +74,23 @@ class Reasoning(BaseModel):
     end: str = Field("</think>", min_length=1, max_length=40)
 
 
+class Price(BaseModel):
+    """What a remote server charges per million tokens, in `currency` (an ISO 4217 code)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0, le=MAX_PRICE)
+    output: float = Field(ge=0, le=MAX_PRICE)
+    currency: str = "USD"
+
+    @field_validator("currency")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value.upper() not in CURRENCIES:
+            raise ValueError(f"unknown currency code; known: {', '.join(CURRENCIES)}")
+        return value.upper()
+
+
 class ModelEntry(BaseModel):
     """One model a person can pick; exactly one source field says where its weights are."""
 
@@ -91,6 +110,7 @@ class ModelEntry(BaseModel):
     # Sampling settings beyond OpenAI's own that the server takes by the same name (vLLM and
     # llama.cpp's server take both); the others are named as not applied.
     server_settings: list[ServerSetting] = Field(default_factory=list)
+    price: Price | None = None  # a remote server's, per million tokens: what a token costs
     context_length: int = Field(2048, ge=64)
     # Sampling defaults the page and the API start from; bounds in backends/sampling.py.
     defaults: SamplingSettings = Field(default_factory=SamplingSettings)

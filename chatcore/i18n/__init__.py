@@ -29,6 +29,11 @@ LANGUAGES: Mapping[str, tuple[str, str]] = MappingProxyType({
 DEFAULT_LANGUAGE = "en"
 # Browser tags that mean a language we ship under another code: Tagalog is read as Filipino.
 _ALIASES: Mapping[str, str] = MappingProxyType({"tl": "fil"})
+# Currencies a price may be given in (ISO 4217 code -> the sign shown before an amount).
+CURRENCIES: Mapping[str, str] = MappingProxyType({
+    "PHP": "₱", "USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CNY": "CN¥", "INR": "₹",
+    "IDR": "Rp", "SGD": "S$", "AUD": "A$", "CAD": "C$", "KRW": "₩",
+})
 PLURAL_CATEGORIES = frozenset({"zero", "one", "two", "few", "many", "other"})
 
 Message = str | Mapping[str, str]
