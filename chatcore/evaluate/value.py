@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from chatcore.costs.book import CostBook
 from chatcore.costs.settings import CostSettings
-from chatcore.evaluate.ratings import Rating, RatingTable
+from chatcore.evaluate.ratings import Rating, RatingTable, label_points
 from chatcore.evaluate.store import EvalRun
 from chatcore.generation.registry import ModelRegistry
 
@@ -65,8 +65,7 @@ def quality_cost_figure(table: RatingTable, costs: RunCosts):
         ax.errorbar(x, r.rating, yerr=[[r.rating - r.low], [r.high - r.rating]], fmt="none",
                     ecolor="#888888", capsize=4, zorder=1)
         ax.scatter(x, r.rating, s=70, alpha=0.8, zorder=2, color="#dd8452")
-        ax.annotate(r.model, (x, r.rating), xytext=(6, 6), textcoords="offset points",
-                    fontsize=9)
+    label_points(ax, [(r.model, costs.per_million[r.model], r.rating) for r in placed])
     missing = [r.model for r in ranked if r not in placed]
     if not ranked:
         ax.text(0.5, 0.5, "No votes yet", ha="center", va="center", transform=ax.transAxes)
