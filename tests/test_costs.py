@@ -4,6 +4,7 @@ stated one; every finished reply through the manager is timed into the store."""
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,6 +18,7 @@ from chatcore.costs.words import money
 from chatcore.generation.manager import ModelManager
 from chatcore.generation.registry import ModelEntry, ModelRegistry, load_registry
 from chatcore.i18n import english, load_texts
+from chatui.chat_handlers import ChatHandlers
 from chatui.cost_controls import CostWords
 from tests.conftest import SHIPPED_MODELS
 from tests.fakes import ScriptedBackend, reply_chunks
@@ -120,3 +122,23 @@ def test_every_finished_reply_through_the_manager_is_timed_into_the_store(tmp_pa
     assert cost.source == "measured" and cost.watts_source == "default"
     assert cost.output_per_million == pytest.approx(
         per_million(speed.decode_seconds / 8, DEFAULT_WATTS, book.settings("fil")))
+
+
+def test_a_chat_reply_says_what_it_cost_live_and_when_read_back(tmp_path):
+    entry = ModelEntry(id="m", name="M", backend="llamacpp", path=__file__)
+    manager = ModelManager(ModelRegistry(path=SHIPPED_MODELS, entries=(entry,), broken=()),
+                           lambda e: ScriptedBackend("Paris is the capital", delay=0.01))
+    store = Store(tmp_path)
+    manager.measure_with(CostBook(store, PowerMeter(root=tmp_path / "none")).record)
+    chat = ChatHandlers(manager, store, texts=load_texts("fil"))
+    who = SimpleNamespace(session_hash="tab-5", username="")
+    shown, _, conversation_id, _ = list(chat.send(
+        "Kabisera ng France?", None, False, "m", "",
+        SamplingSettings(temperature=0.0, max_new_tokens=16), request=who))[-1]
+    cost = chat.costs.cost("m")
+    stored = store.get_conversation("", conversation_id).messages[-1]
+    amount = money(cost.of_reply(stored.prompt_tokens, stored.completion_tokens), "PHP",
+                   load_texts("fil"))
+    note = f"≈ {amount} para sa sagot na ito"
+    assert shown[-1]["content"].endswith(f" · {note}</sub>")
+    assert chat.display("", conversation_id)[-1].footer.endswith(f" · {note}")

@@ -81,7 +81,8 @@ StreamEvent = Chunk | Loading | Waiting | Trimmed | Unhonoured | Grounded
 class Measured:
     """How long one finished reply's engine worked, timed around the engine alone (no load,
     no wait in line), for what a token costs (chatcore/costs): the prompt from the start of
-    generation to the first token, the output after it."""
+    generation to the first token, the output after it; while a model decodes several
+    replies in one batch, each is charged its share of the time."""
 
     model_id: str
     engine: str  # the entry's backend: llamacpp, transformers, openai

@@ -144,19 +144,25 @@ class Scheduler:
         try:
             with share as threads:
                 params = replace(params, threads=threads) if threads else params
-                began, first = time.perf_counter(), None
+                last, spent, prompt_spent = time.perf_counter(), 0.0, None
                 for chunk in backend.stream_chat(messages, params, cancel):
-                    if first is None and (chunk.text or chunk.thought):
-                        first = time.perf_counter()
-                    if chunk.finish_reason is not None and first is not None:
-                        self._measured(model_id, backend, chunk, began, first)
+                    # Replies one model decodes together in a batch share its time: each
+                    # is charged its share of every interval, not the whole of it.
+                    now = time.perf_counter()
+                    spent += (now - last) / max(1, slot.generating)
+                    last = now
+                    if prompt_spent is None and (chunk.text or chunk.thought):
+                        prompt_spent = spent
+                    if chunk.finish_reason is not None and prompt_spent is not None:
+                        self._measured(model_id, backend, chunk, prompt_spent,
+                                       spent - prompt_spent)
                     emit(chunk)
         finally:
             with self._residency.lock:
                 slot.generating -= 1
 
-    def _measured(self, model_id: str, backend: Backend, last: Chunk, began: float,
-                  first: float) -> None:
+    def _measured(self, model_id: str, backend: Backend, last: Chunk, prompt_seconds: float,
+                  decode_seconds: float) -> None:
         """Tell the listener (before the last chunk goes out, so a footer can read it) how
         long the engine took for the prompt and for the output after the first token."""
         usage = last.usage
@@ -164,10 +170,10 @@ class Scheduler:
             return
         entry = self._entry_of(model_id)
         device = "remote" if entry.is_remote else (backend.placement or "cpu")
+        # Tokens taken from a saved state were not read again: they took no time.
+        read = max(usage.prompt_tokens - usage.cached_tokens, 0)
         try:
-            # Tokens taken from a saved state were not read again: they took no time.
-            read = max(usage.prompt_tokens - usage.cached_tokens, 0)
-            self.on_measured(Measured(model_id, entry.backend, device, read, first - began, usage.completion_tokens - 1,
-                                      time.perf_counter() - first))
+            self.on_measured(Measured(model_id, entry.backend, device, read, prompt_seconds,
+                                      usage.completion_tokens - 1, decode_seconds))
         except Exception:  # noqa: BLE001 - a figure lost never fails the reply
             log.exception("recording the time of a reply of %s failed", model_id)
