@@ -97,8 +97,8 @@ def test_models_tab_and_leaderboard_show_costs_from_measured_time_and_set_prices
 
     lines = priced.words.lines().split("\n\n")
     local = re.fullmatch(r"\*\*SmolLM2\*\*: ≈ ₱([\d.,]+) per million output tokens, ₱([\d.,]+)"
-                         r" per million input \(measured 3 replies, 35 W, set by you, "
-                         r"₱12\.00/kWh\)", lines[0])
+                         r" per million input \(measured 3 replies with llamacpp on cpu, 35 W,"
+                         r" set by you, ₱12\.00/kWh\)", lines[0])
     assert local, lines[0]
     # Two significant digits are shown: within 5% of the hand-computed figure.
     assert amount(local[1]) == pytest.approx(output, rel=0.051)

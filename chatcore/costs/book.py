@@ -33,6 +33,8 @@ class ModelCost:
     price_per_kwh: float | None = None
     hardware_per_hour: float = 0.0
     tokens_per_second: float | None = None  # measured output speed
+    engine: str = ""  # where the time was measured: the engine and device
+    device: str = ""
 
     @property
     def known(self) -> bool:
@@ -89,7 +91,8 @@ class CostBook:
                          per_million(speed.seconds_per_input_token, power.watts, settings),
                          per_million(speed.seconds_per_output_token, power.watts, settings),
                          speed.replies, power.watts, power.source, settings.price_per_kwh,
-                         settings.hardware_per_hour, speed.output_tokens_per_second)
+                         settings.hardware_per_hour, speed.output_tokens_per_second,
+                         speed.engine, speed.device)
 
     def costs(self, registry: ModelRegistry, settings: CostSettings) -> dict[str, ModelCost]:
         """Every entry's cost, by model id, in file order."""

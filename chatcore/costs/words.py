@@ -36,7 +36,8 @@ def cost_line(cost: ModelCost, texts: Texts) -> str:
         return texts("costs.line_price", **amounts)
     hardware = texts("costs.hardware", amount=money(cost.hardware_per_hour, cost.currency,
                                                     texts)) if cost.hardware_per_hour else ""
-    return texts("costs.line_measured", **amounts, n=cost.replies,
+    return texts("costs.line_measured", **amounts, n=cost.replies, engine=cost.engine,
+                 device=cost.device,
                  power=power_words(cost, texts),
                  price=money(cost.price_per_kwh or 0, cost.currency, texts),
                  hardware=hardware)
