@@ -14,8 +14,8 @@ from backends.base import GenParams
 from backends.sampling import SamplingSettings
 from chatcore.costs.book import CostBook
 from chatcore.costs.words import money
-from chatcore.evaluate.ratings import RatingTable
-from chatcore.evaluate.value import RunCosts, cheapest_not_worse, run_costs
+from chatcore.evaluate.ratings import RatingTable, save_figure
+from chatcore.evaluate.value import RunCosts, cheapest_not_worse, quality_cost_figure, run_costs
 from chatcore.evaluate.report import export_run
 from chatcore.evaluate.results import RunResults, interval_text
 from chatcore.evaluate.runner import EvalRunner, RunRefused
@@ -246,6 +246,15 @@ class EvaluateHandlers:
         tables = results.tables()
         path = self._export_path(f"run-{results.run.id}-plot", "png")
         return str(quality_speed_plot(tables[0], results.speed(), results.memory(), path))
+
+    def cost_plot(self, run_id: int | None, request: gr.Request):
+        """Quality against cost per million output tokens, beside the speed plot."""
+        results = self._results(user_of(request), run_id)
+        costs = self.run_costs(results) if results is not None and results.votes else None
+        if costs is None:
+            return None
+        path = self._export_path(f"run-{results.run.id}-cost", "png")
+        return str(save_figure(quality_cost_figure(results.tables()[0], costs), path))
 
     def start_judge(self, run_id: int | None, judge: str | None, request: gr.Request) -> str:
         user = user_of(request)

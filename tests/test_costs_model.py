@@ -158,5 +158,7 @@ def test_evaluate_report_charts_quality_against_cost_and_speed_and_names_the_che
     report = open(next(p for p in files["value"] if p.endswith(".md")), encoding="utf-8").read()
     assert f"Cheapest not clearly worse than the best: **{cheapest}**" in report
     assert "PHP per M output tokens" in report and "Quality vs cost per token" in report
+    with open(handlers.cost_plot(run_id, ANNA), "rb") as png:  # the page's, beside speed
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
     _, _, note = handlers.ratings(run_id, ANNA)
     assert f"Cheapest not clearly worse than the best: **{cheapest}**" in note
