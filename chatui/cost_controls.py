@@ -30,7 +30,7 @@ class CostWords:
         """Every model's line, for the Models tab."""
         settings = self.costs.settings(self.texts.language)
         texts = self.texts
-        rows = [texts("costs.model_line", model=entry.name,
+        rows = [texts("costs.model_line", model=entry.display_name,
                       line=cost_line(self.costs.cost(entry, settings), texts))
                 for entry in self.manager.registry.entries]
         if not settings.saved:
