@@ -24,6 +24,7 @@ from chatcore.library.model_library import ModelLibrary
 from chatcore.generation.manager import ModelManager
 from chatcore.api.request_guard import Access, guard
 from chatcore.conversations.store import Store
+from chatcore.costs.book import CostBook
 from chatcore.documents.reader import MAX_FILE_BYTES
 from chatui.chat_handlers import user_of
 from chatui.page_language import ArriveInLanguage, LanguageRule, PagePaths, gradio_user
@@ -59,10 +60,12 @@ def build_app(manager: ModelManager, store: Store, initial_model: str, exports: 
     tab's runs; serve() passes the one it resumes and closes, and without one the page makes
     its own."""
     evaluations = evaluations or EvalRunner(manager, EvalStore(store))
+    costs = CostBook(store)
+    manager.measure_with(costs.record)  # every reply's time per token, whoever asked
     root = language or DEFAULT_LANGUAGE
     pages = PagePaths(root)
     page = PageBuilder(manager, store, initial_model, exports, library, evaluations,
-                       LanguageRule(store, pages, language))
+                       LanguageRule(store, pages, language), costs)
     # Gradio deletes what it keeps for this app (an upload no handler read, say) an hour
     # after, as downloads expire, and all of it when the server stops.
     with gr.Blocks(title=load_texts(root)("app.title"), analytics_enabled=False,
@@ -86,10 +89,10 @@ class PageBuilder:
 
     def __init__(self, manager: ModelManager, store: Store, initial_model: str,
                  exports: ExportFiles, library: ModelLibrary | None, evaluations: EvalRunner,
-                 languages: LanguageRule) -> None:
+                 languages: LanguageRule, costs: CostBook) -> None:
         self.manager, self.store, self.initial_model = manager, store, initial_model
         self.exports, self.library, self.evaluations = exports, library, evaluations
-        self.languages = languages
+        self.languages, self.costs = languages, costs
 
     def build(self, app: gr.Blocks, texts: Texts) -> None:
         manager, store, initial_model = self.manager, self.store, self.initial_model
@@ -107,11 +110,12 @@ class PageBuilder:
                                         texts=texts)
         with gr.Tab(texts("app.evaluate"), id="evaluate") as evaluate_tab:
             handlers = EvaluateHandlers(manager, self.evaluations.evals, self.evaluations,
-                                        self.exports, texts=texts)
+                                        self.exports, texts=texts, costs=self.costs)
             eval_pickers, eval_timer, eval_lists, eval_list_outputs = build_evaluate_tab(
                 app, manager, handlers, initial_model, texts=texts)
         with gr.Tab(texts("app.models"), id="models") as models_tab:
-            timer, registry_changes = build_models_tab(app, manager, self.library, texts=texts)
+            timer, registry_changes = build_models_tab(app, manager, self.library, texts=texts,
+                                                       costs=self.costs)
         # The Models tab and the Evaluate tab's progress refresh only while shown; the other
         # tabs read the model list again when shown, and at once after this page changed the
         # registry.

@@ -22,6 +22,8 @@ from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownM
 from chatcore.generation.replies import progress_bar, thought_title
 from chatcore.i18n import Texts
 from chatui.stop_registry import StopRegistry
+from chatcore.costs.book import CostBook
+from chatui.cost_controls import CostWords
 from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class ChatHandlers:
         self.conversations = ConversationService(store, manager)
         self.attachments = self.conversations.attachments
         self.stops = stops or StopRegistry()
+        self.costs = CostWords(manager, CostBook(store), texts=texts)
 
     def model_name(self, model_id: str) -> str:
         return model_name(self.manager.registry, model_id)
@@ -66,7 +69,7 @@ class ChatHandlers:
     def display(self, user: str, conversation_id: int | None) -> list[Turn]:
         """The conversation's bubbles, each message's attachments as chips under it."""
         messages = self.conversations.messages(user, conversation_id)
-        turns = turns_from(messages, self.model_name, texts=self.texts)
+        turns = turns_from(messages, self.model_name, texts=self.texts, cost=self.costs.stored)
         if conversation_id is not None:
             attached = self.attachments.by_message(user, conversation_id)
             for message, turn in zip(messages, turns):
@@ -229,7 +232,8 @@ class ChatHandlers:
                         last_update = now
                         turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
                         yield outputs(True)
-            turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
+            turns[-1] = live_turn(live, name, texts=self.texts, continued=shown,
+                                  cost=self.costs.reply(live))
         except (UnknownModel, ModelUnavailable, BackendError) as exc:
             turns[-1] = Turn("assistant", turns[-1].content, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - never a traceback on the page

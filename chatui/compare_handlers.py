@@ -30,6 +30,8 @@ from chatui.chat_handlers import (
 from chatui.conversations import file_slug
 from chatui.exports import ExportFiles
 from chatui.stop_registry import StopRegistry
+from chatcore.costs.book import CostBook
+from chatui.cost_controls import CostWords
 from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class CompareHandlers:
         self.votes = VoteStore(store)
         self.exports = exports
         self.stops = stops or StopRegistry()
+        self.costs = CostWords(manager, CostBook(store), texts=texts)
 
     def model_name(self, model_id: str) -> str:
         return model_name(self.manager.registry, model_id)
@@ -117,7 +120,7 @@ class CompareHandlers:
                         yield self._outputs(comparison, (round_, turns), "")
             for index, live in enumerate(replies.live):
                 turns[index] = live_turn(live, self._shown_name(comparison, index),
-                                         texts=self.texts)
+                                         texts=self.texts, cost=self.costs.reply(live))
                 if live.error:
                     round_.errors[index] = live.error
                 else:
@@ -249,14 +252,23 @@ class CompareHandlers:
                  texts("compare.interval", low=f"{s.low:.0f}", high=f"{s.high:.0f}")
                  if s.games >= MIN_GAMES_FOR_INTERVAL
                  else texts("compare.needs_votes", n=MIN_GAMES_FOR_INTERVAL),
-                 f"{s.win_rate:.0%}", s.wins, s.losses, s.ties, s.games]
+                 f"{s.win_rate:.0%}", s.wins, s.losses, s.ties, s.games,
+                 self.costs.cell(s.model)]
                 for rank, s in enumerate(self.standings(user_of(request)), start=1)]
 
     def api_leaderboard(self, request: gr.Request) -> list[dict]:
-        """The caller's leaderboard, best first: model id, rating, interval, counts."""
-        return [{"model": s.model, "rating": s.rating, "low": s.low, "high": s.high,
-                 "wins": s.wins, "losses": s.losses, "ties": s.ties, "win_rate": s.win_rate}
-                for s in self.standings(user_of(request))]
+        """The caller's leaderboard, best first: model id, rating, interval, counts, and
+        the cost per million output tokens (None while unknown) in `currency`."""
+        rows = []
+        for s in self.standings(user_of(request)):
+            cost = self.costs.cost(s.model)
+            known = cost is not None and cost.known
+            rows.append({"model": s.model, "rating": s.rating, "low": s.low, "high": s.high,
+                         "wins": s.wins, "losses": s.losses, "ties": s.ties,
+                         "win_rate": s.win_rate,
+                         "cost_per_million_output": cost.output_per_million if known else None,
+                         "currency": cost.currency if known else None})
+        return rows
 
     def export_votes(self, kind: str, request: gr.Request):
         votes = self.votes.of(user_of(request))

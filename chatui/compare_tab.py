@@ -78,7 +78,7 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
         export_md = gr.Button(texts("compare.export_md"), size="sm", elem_id="compare-export-md")
     with gr.Accordion(texts("compare.leaderboard"), open=True, elem_id="compare-leaderboard-box"):
         gr.Markdown(texts("compare.leaderboard_note"))
-        board = gr.Dataframe(headers=texts.labels("compare.column", LEADERBOARD_COLUMNS), value=[], interactive=False,
+        board = gr.Dataframe(headers=[*texts.labels("compare.column", LEADERBOARD_COLUMNS), texts("costs.column")], value=[], interactive=False,
                              elem_id="compare-leaderboard")
         with gr.Row():
             export_csv = gr.Button(texts("compare.export_csv"), size="sm", elem_id="votes-csv")

@@ -12,7 +12,10 @@ import gradio as gr
 
 from backends.base import GenParams
 from backends.sampling import SamplingSettings
-from chatcore.evaluate.ratings import RatingTable
+from chatcore.costs.book import CostBook
+from chatcore.costs.words import money
+from chatcore.evaluate.ratings import RatingTable, save_figure
+from chatcore.evaluate.value import RunCosts, cheapest_not_worse, quality_cost_figure, run_costs
 from chatcore.evaluate.report import export_run
 from chatcore.evaluate.results import RunResults, interval_text
 from chatcore.evaluate.runner import EvalRunner, RunRefused
@@ -47,8 +50,9 @@ def _duration(seconds: float, texts: Texts) -> str:
 
 class EvaluateHandlers:
     def __init__(self, manager: ModelManager, evals: EvalStore, runner: EvalRunner,
-                 exports: ExportFiles, *, texts: Texts) -> None:
+                 exports: ExportFiles, *, texts: Texts, costs: CostBook | None = None) -> None:
         self.manager = manager
+        self.costs = costs
         self.evals = evals
         self.runner = runner
         self.judges = runner.judges
@@ -229,7 +233,9 @@ class EvaluateHandlers:
              c.runner_up or NONE,
              round(c.tokens_per_second, 1) if c.tokens_per_second else NONE,
              format_bytes(c.memory_bytes) if c.memory_bytes else NONE]
-            for c, verdict in results.choices(tables, texts)], _style_note(tables[0], texts)
+            for c, verdict in results.choices(tables, texts)], \
+            "\n\n".join(filter(None, [_style_note(tables[0], texts),
+                                       self._cheapest(results, tables[0])]))
 
     def plot(self, run_id: int | None, request: gr.Request):
         results = self._results(user_of(request), run_id)
@@ -240,6 +246,15 @@ class EvaluateHandlers:
         tables = results.tables()
         path = self._export_path(f"run-{results.run.id}-plot", "png")
         return str(quality_speed_plot(tables[0], results.speed(), results.memory(), path))
+
+    def cost_plot(self, run_id: int | None, request: gr.Request):
+        """Quality against cost per million output tokens, beside the speed plot."""
+        results = self._results(user_of(request), run_id)
+        costs = self.run_costs(results) if results is not None and results.votes else None
+        if costs is None:
+            return None
+        path = self._export_path(f"run-{results.run.id}-cost", "png")
+        return str(save_figure(quality_cost_figure(results.tables()[0], costs), path))
 
     def start_judge(self, run_id: int | None, judge: str | None, request: gr.Request) -> str:
         user = user_of(request)
@@ -276,9 +291,25 @@ class EvaluateHandlers:
         if results is None:
             return gr.update(visible=False), self.texts("evaluate.ratings.pick_run_to_export")
         stem = f"evaluation-{results.run.id}-{slug(results.run.set_name)}"
-        paths = export_run(results, self.exports.folder(), stem)
+        paths = export_run(results, self.exports.folder(), stem, self.run_costs(results))
         return gr.update(value=[str(p) for p in paths], visible=True), \
             self.texts("evaluate.ratings.exported", names=", ".join(p.name for p in paths))
+
+    def run_costs(self, results: RunResults) -> RunCosts | None:
+        """The candidates' cost per million output tokens now, in the settings' currency."""
+        if self.costs is None:
+            return None
+        return run_costs(results.run, self.costs, self.manager.registry,
+                         self.costs.settings(self.texts.language))
+
+    def _cheapest(self, results: RunResults, table: RatingTable) -> str:
+        """"Cheapest not clearly worse than the best: …", or "" without costs."""
+        costs = self.run_costs(results)
+        cheap = cheapest_not_worse(table, costs) if costs else None
+        if cheap is None or costs is None:
+            return ""
+        return self.texts("costs.cheapest", model=cheap.model, amount=money(
+            costs.per_million[cheap.model], costs.currency, self.texts))
 
     def _export_path(self, stem: str, kind: str) -> Path:
         return stamped_path(self.exports, stem, kind)

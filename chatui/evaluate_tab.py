@@ -166,8 +166,11 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
                              elem_id="eval-plot-button")
             report = gr.Button(texts("evaluate.ratings.report_button"), size="sm",
                                elem_id="eval-report")
-        plot = gr.Image(label=texts("evaluate.ratings.plot"), type="filepath",
-                        interactive=False, elem_id="eval-plot")
+        with gr.Row():
+            plot = gr.Image(label=texts("evaluate.ratings.plot"), type="filepath",
+                            interactive=False, elem_id="eval-plot")
+            cost_plot = gr.Image(label=texts("costs.plot"), type="filepath",
+                                 interactive=False, elem_id="eval-cost-plot")
         with gr.Accordion(texts("evaluate.judge.box"), open=False, elem_id="eval-judge-box"):
             gr.Markdown(texts("evaluate.judge.help"))
             # The rubric as the judge model reads it: a prompt, so English on every page.
@@ -272,7 +275,8 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
                                                          *rating_outputs], api_name=False)
 
     # -- ratings, judge, report ------------------------------------------------------------
-    draw.click(handlers.plot, [run_picker], [plot], api_name=False)
+    draw.click(handlers.plot, [run_picker], [plot], api_name=False).then(
+        handlers.cost_plot, [run_picker], [cost_plot], api_name=False)
     judge_start.click(handlers.start_judge, [run_picker, judge], [judge_status], api_name=False)
     report.click(handlers.export_report, [run_picker], [download, report_status],
                  api_name=False)

@@ -21,6 +21,8 @@ from chatcore.generation.registry import MAX_DESCRIPTION, MAX_ID, MAX_NAME
 from chatcore.i18n import Texts, english, state_key
 from chatcore.library.model_library import ModelLibrary
 from chatcore.generation.memory import format_bytes, process_rss_bytes
+from chatcore.costs.book import CostBook
+from chatui.cost_controls import build_cost_panel
 from chatui.sampling_controls import SettingsControls, with_settings
 from chatui.model_filters import FilterControls, matching_ids, tag_filter, tags_line
 from backends.model_tags import TagFilter
@@ -140,9 +142,11 @@ def memory_line(memory: MemoryReport, texts: Texts) -> str:
 
 
 def build_models_tab(app: gr.Blocks, manager: ModelManager,
-                     library: ModelLibrary | None = None, *, texts: Texts) -> tuple:
+                     library: ModelLibrary | None = None, *, texts: Texts,
+                     costs: CostBook | None = None) -> tuple:
     """The tab; returns its refresh timer (on only while the tab is shown) and the events
-    after which the model lists elsewhere on the page must be read again."""
+    after which the model lists elsewhere on the page must be read again. With `costs`,
+    what a token of each model costs and the settings for it."""
     summary = gr.Markdown(manager.memory_summary(texts), elem_id="memory-summary")
     with gr.Row():
         filters = FilterControls(texts, "models-filter")
@@ -166,6 +170,8 @@ def build_models_tab(app: gr.Blocks, manager: ModelManager,
     timer.tick(handlers.refresh, filters.components, [table, summary], api_name=False,
                queue=False, show_progress="hidden")
     filters.on_change(handlers.filtered, [table, choice])
+    if costs is not None:
+        build_cost_panel(manager, costs, timer, texts=texts)
     changes = [] if library is None else \
         _build_library(app, library, choice, outcome, timer, texts)
     return timer, changes

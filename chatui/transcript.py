@@ -35,17 +35,21 @@ def model_name(registry: ModelRegistry, model_id: str) -> str:
 
 
 def live_turn(live: LiveReply, name: str, *, texts: Texts,
-              continued: Turn | None = None) -> Turn:
-    """The bubble of a reply in progress (after `continued`'s text, when it extends one)."""
+              continued: Turn | None = None, cost: str = "") -> Turn:
+    """The bubble of a reply in progress (after `continued`'s text, when it extends one);
+    `cost` is what a finished reply cost (chatui/cost_controls.py), put after its figures."""
     start = continued.content if continued is not None else ""
     title = texts("reply.thinking") if live.thinking else \
         thought_title(live.thought_seconds, live.thought_tokens, texts)
-    return Turn("assistant", start + live.text, live.footer(name, texts), live.error,
+    footer = live.footer(name, texts)
+    footer = " · ".join([footer, cost]) if footer and cost else footer
+    return Turn("assistant", start + live.text, footer, live.error,
                 thought=live.thought, thought_title=title, thinking=live.thinking)
 
 
 def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str], *,
-               texts: Texts) -> list[Turn]:
+               texts: Texts, cost: Callable[[StoredMessage], str] = lambda _: "") -> list[Turn]:
+    """`cost` says what a stored reply cost (chatui/cost_controls.py), "" where unknown."""
     turns = []
     for message in messages:
         footer = ""
@@ -56,6 +60,8 @@ def turns_from(messages: list[StoredMessage], model_name: Callable[[str], str], 
                                    texts=texts)
             if message.sources:
                 footer += " · " + sources_note(message.sources, texts)
+            if spent := cost(message):
+                footer += " · " + spent
         turns.append(Turn(message.role, message.content, footer, thought=message.thought,
                           thought_title=thought_title(message.thought_seconds,
                                                       message.thought_tokens, texts)))

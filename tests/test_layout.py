@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The core's rooms, lowest first: each may import from itself and those before it.
-ROOMS = ("i18n", "documents", "generation", "conversations", "library", "compare",
+ROOMS = ("i18n", "documents", "generation", "conversations", "library", "costs", "compare",
          "evaluate", "api")
 # The layers: each may import from itself and those before it.
 LAYERS = ("backends", "chatcore", "chatui")

@@ -160,4 +160,19 @@ MIGRATIONS: Sequence[str | tuple[str, ...]] = (
         PRIMARY KEY (user, name)
     );
     """,
+    # How long engines took per token, summed per model, engine and device (chatcore/costs).
+    """
+    CREATE TABLE reply_speeds (
+        model TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        device TEXT NOT NULL,
+        replies INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        prompt_seconds REAL NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        decode_seconds REAL NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (model, engine, device)
+    );
+    """,
 )

@@ -25,7 +25,8 @@ from chatcore.compare.ratings import (
 )
 
 __all__ = ["STYLE_FIELDS", "Choice", "MissingStyleError", "PairVote", "Rating", "RatingTable",
-           "Style", "VoteError", "choices", "plain_fit", "quality_speed_plot", "rating_table",
+           "Style", "VoteError", "choices", "plain_fit", "quality_speed_figure", "quality_speed_plot",
+           "label_points", "rating_table", "save_figure",
            "rating_tables", "style_fit", "style_of"]
 
 
@@ -177,6 +178,38 @@ def quality_speed_plot(table: RatingTable, speed: dict[str, float], memory: dict
     """A PNG of style-controlled rating (with its interval) against tokens/s, marker area
     proportional to memory, so the trade-off between the candidates shows at a glance.
     Models without a speed cannot be placed and are named in a note under the plot."""
+    return save_figure(quality_speed_figure(table, speed, memory), path)
+
+
+def label_points(ax, points: list[tuple[str, float, float]]) -> None:
+    """Name each point (label, x, y) beside it: to its right in the left half of the axis,
+    to its left in the right half, so long names stay inside the plot."""
+    if not points:
+        return
+    xs = [x for _, x, _ in points]
+    low, high = min(xs), max(xs)
+    ax.margins(x=0.15, y=0.1)
+    for label, x, y in points:
+        right_half = high > low and x > (low + high) / 2
+        note = ax.annotate(label, (x, y), xytext=(-6 if right_half else 6, 6),
+                           textcoords="offset points", fontsize=9,
+                           ha="right" if right_half else "left")
+        note.set_in_layout(False)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a figure as a PNG and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def quality_speed_figure(table: RatingTable, speed: dict[str, float],
+                         memory: dict[str, int]):
+    """The figure of quality_speed_plot, each point labelled with its model's name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,8 +226,7 @@ def quality_speed_plot(table: RatingTable, speed: dict[str, float], memory: dict
                     fmt="none", ecolor="#888888", capsize=4, zorder=1)
         ax.scatter(speed[r.model], r.rating, s=area, alpha=0.7, zorder=2,
                    facecolors="#4c72b0" if mem else "none", edgecolors="#4c72b0")
-        ax.annotate(r.model, (speed[r.model], r.rating), xytext=(6, 6),
-                    textcoords="offset points", fontsize=9)
+    label_points(ax, [(r.model, speed[r.model], r.rating) for r in placed])
     missing = [r.model for r in ranked if r not in placed]
     if not ranked:
         ax.text(0.5, 0.5, "No votes yet", ha="center", va="center", transform=ax.transAxes)
@@ -206,7 +238,4 @@ def quality_speed_plot(table: RatingTable, speed: dict[str, float], memory: dict
     where = f": {table.category}" if table.category else ""
     ax.set_title(f"Quality vs speed (marker size = memory){where}")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

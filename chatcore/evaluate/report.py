@@ -9,31 +9,38 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from chatcore.evaluate.ratings import RatingTable, quality_speed_plot
+from chatcore.evaluate.ratings import RatingTable, quality_speed_plot, save_figure
 from chatcore.evaluate.results import RunResults, interval_text
 from chatcore.evaluate.store import PERSON
 from chatcore.evaluate.rubric import RUBRIC
+from chatcore.evaluate.value import RunCosts, cheapest_not_worse, quality_cost_figure
 from chatcore.generation.memory import format_bytes
 from chatcore.i18n import english
 
 FORMAT = "local-chat/evaluation"
 
 
-def export_run(results: RunResults, folder: Path, stem: str) -> list[Path]:
-    """Write `<stem>.md` (with `<stem>.png` beside it when there are ratings), `-replies.csv`,
-    `-votes.csv` and `.json`; returns the paths, the report first."""
+def export_run(results: RunResults, folder: Path, stem: str,
+               costs: RunCosts | None = None) -> list[Path]:
+    """Write `<stem>.md` (with the charts beside it when there are ratings: quality against
+    speed `<stem>.png`, and against cost `<stem>-cost.png` given the candidates' `costs`),
+    `-replies.csv`, `-votes.csv` and `.json`; returns the paths, the report first."""
     folder.mkdir(parents=True, exist_ok=True)
     tables = results.tables()
-    plot = None
+    plots: list[Path] = []
     if results.votes and tables[0].style:
-        plot = quality_speed_plot(tables[0], results.speed(), results.memory(),
-                                  folder / f"{stem}.png")
+        plots.append(quality_speed_plot(tables[0], results.speed(), results.memory(),
+                                        folder / f"{stem}.png"))
+        if costs is not None:
+            plots.append(save_figure(quality_cost_figure(tables[0], costs),
+                                     folder / f"{stem}-cost.png"))
     report = folder / f"{stem}.md"
-    report.write_text(report_markdown(results, tables, plot.name if plot else None),
+    report.write_text(report_markdown(results, tables, [p.name for p in plots], costs),
                       encoding="utf-8")
-    paths = [report] + ([plot] if plot else [])
-    for suffix, text in (("-replies.csv", replies_csv(results)),
-                         ("-votes.csv", votes_csv(results)), (".json", run_json(results))):
+    paths = [report] + plots
+    for suffix, text in (("-replies.csv", replies_csv(results, costs)),
+                         ("-votes.csv", votes_csv(results)),
+                         (".json", run_json(results, costs))):
         path = folder / f"{stem}{suffix}"
         path.write_text(text, encoding="utf-8")
         paths.append(path)
@@ -41,7 +48,7 @@ def export_run(results: RunResults, folder: Path, stem: str) -> list[Path]:
 
 
 def report_markdown(results: RunResults, tables: list[RatingTable],
-                    plot_name: str | None = None) -> str:
+                    plot_names: list[str] | None = None, costs: RunCosts | None = None) -> str:
     run = results.run
     labels = [c.label for c in run.candidates]
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
@@ -54,13 +61,17 @@ def report_markdown(results: RunResults, tables: list[RatingTable],
     if run.system_prompt.strip():
         lines += [f"System prompt: {run.system_prompt.strip()}", ""]
     speed = results.speed()
-    lines += ["## Models", "", "| Model | Entry | Settings | Memory (planned) | Median tok/s |",
-              "|---|---|---|---|---|"]
+    priced = costs.per_million if costs else {}
+    per_m = f"{costs.currency} per M output tokens" if costs else "Cost per M output tokens"
+    lines += ["## Models", "", "| Model | Entry | Settings | Memory (planned) | Median tok/s | "
+              f"{per_m} |", "|---|---|---|---|---|---|"]
     for c in run.candidates:
         settings = ", ".join(f"{k} {v}" for k, v in c.params.items() if v is not None)
         memory = format_bytes(c.memory_bytes) if c.memory_bytes else c.device
         rate = f"{speed[c.label]:.1f}" if c.label in speed else "–"
-        lines.append(f"| {_cell(c.label)} | `{c.model}` | {settings} | {memory} | {rate} |")
+        cost = f"{priced[c.label]:.4g}" if c.label in priced else "–"
+        lines.append(f"| {_cell(c.label)} | `{c.model}` | {settings} | {memory} | {rate} | "
+                     f"{cost} |")
     lines += [""]
     if not results.votes:
         lines += ["No votes of yours yet: review the queue in the Evaluate tab.", ""]
@@ -75,13 +86,18 @@ def report_markdown(results: RunResults, tables: list[RatingTable],
                 f"{_cell(choice.runner_up or '–')} | "
                 f"{f'{choice.tokens_per_second:.1f}' if choice.tokens_per_second else '–'} | "
                 f"{format_bytes(choice.memory_bytes) if choice.memory_bytes else '–'} |")
+        if costs is not None and (cheap := cheapest_not_worse(tables[0], costs)):
+            lines += ["", f"Cheapest not clearly worse than the best: **{_cell(cheap.model)}**"
+                      f" ({costs.per_million[cheap.model]:.4g} {costs.currency} per million "
+                      "output tokens; its interval reaches the best's)."]
         lines += ["", "## Ratings", "",
                   "Bradley-Terry ratings (Elo scale, mean 1000) with 95% bootstrap intervals. "
                   "The style-controlled rating takes reply length and Markdown structure out "
                   "(LMArena's method): a model that wins by writing more drops there.", ""]
         lines += _rating_lines(tables)
-        if plot_name:
-            lines += [f"![Quality vs speed (marker size = memory)]({plot_name})", ""]
+        for name, title in zip(plot_names or [], ("Quality vs speed (marker size = memory)",
+                                                   "Quality vs cost per token")):
+            lines += [f"![{title}]({name})", ""]
     for judge, votes in results.judge_votes.items():
         agreement = results.agreement(judge)
         rate = f"{agreement.rate:.0%} of {agreement.total} pairs" if agreement.rate is not None \
@@ -137,12 +153,14 @@ def _cell(text: str) -> str:
 
 REPLY_COLUMNS = ["prompt", "category", "model", "entry", "state", "reply", "error",
                  "time_to_first_token", "tokens_per_second", "completion_tokens",
-                 "finish_reason", "attempts"]
+                 "finish_reason", "attempts", "cost_per_million_output"]
 VOTE_COLUMNS = ["prompt", "category", "judge", "model_a", "model_b", "outcome", "shown_first",
                 "created"]
 
 
-def replies_csv(results: RunResults) -> str:
+def replies_csv(results: RunResults, costs: RunCosts | None = None) -> str:
+    """Every reply; the last column is its model's cost per million output tokens now (in
+    the JSON's `costs.currency`), empty where unknown."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(REPLY_COLUMNS)
@@ -151,7 +169,8 @@ def replies_csv(results: RunResults) -> str:
         writer.writerow([p + 1, run.prompts[p].category, run.candidates[c].label,
                          run.candidates[c].model, r.state, r.content, r.error,
                          r.time_to_first_token, r.tokens_per_second, r.completion_tokens,
-                         r.finish_reason, r.attempts])
+                         r.finish_reason, r.attempts,
+                         costs.per_million.get(run.candidates[c].label, "") if costs else ""])
     return out.getvalue()
 
 
@@ -171,7 +190,7 @@ def votes_csv(results: RunResults) -> str:
     return out.getvalue()
 
 
-def run_json(results: RunResults) -> str:
+def run_json(results: RunResults, costs: RunCosts | None = None) -> str:
     run = results.run
     return json.dumps({
         "format": FORMAT, "version": 1, "run": run.id, "set": run.set_name,
@@ -181,4 +200,5 @@ def run_json(results: RunResults) -> str:
         "replies": [asdict(r) for _, r in sorted(results.replies.items())],
         "votes": [asdict(v) for v in results.votes],
         "judge_votes": {j: [asdict(v) for v in vs] for j, vs in results.judge_votes.items()},
+        "costs": asdict(costs) if costs else None,
     }, ensure_ascii=False, indent=2)

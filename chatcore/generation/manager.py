@@ -25,7 +25,7 @@ from chatcore.generation.cpu_share import CpuShare
 from chatcore.generation.factory import engine_class
 from chatcore.i18n import Texts
 from chatcore.generation.memory import MemoryBudget, process_rss_bytes, release_freed_memory
-from chatcore.generation.replies import Replies, ReplyRequest
+from chatcore.generation.replies import Measured, Replies, ReplyRequest
 from chatcore.generation.residency import BackendFactory, Residency, Room
 from chatcore.generation.scheduler import Scheduler
 from chatcore.generation.slots import (
@@ -91,6 +91,11 @@ class ModelManager:
         `cancel` stops them all, and closing the replies cancels and joins the workers.
         """
         return self._scheduler.start(requests, cancel, loop)
+
+    def measure_with(self, listener: Callable[[Measured], None] | None) -> None:
+        """Tell `listener` how long the engine worked on each finished reply, whoever asked
+        for it (page, Compare, API, Evaluate): what a token costs is computed from these."""
+        self._scheduler.on_measured = listener
 
     def wait_quiet(self, cancel: threading.Event) -> bool:
         """Block until no person's reply is running or waiting (False if cancelled first):

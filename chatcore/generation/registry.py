@@ -20,6 +20,7 @@ from backends.lora import MAX_ADAPTERS, AdapterSetting
 from backends.notes import Note
 from backends.thinking import Markers, Reasoning
 from backends.openai import ServerSetting
+from backends.price import Price
 from backends.quantization import Quantization
 from backends.sampling import SamplingSettings
 
@@ -34,7 +35,7 @@ LLAMACPP_ONLY = {"n_gpu_layers": 0, "n_threads": None, "parallel": None, "kv_cac
 CPU_PARALLEL = 4  # replies a llama.cpp entry on the CPU batches unless it says otherwise
 # Fields that only a remote OpenAI-compatible server needs.
 OPENAI_ONLY = {"remote_model": None, "api_key_env": None, "timeout": None,
-               "server_settings": []}
+               "server_settings": [], "price": None}
 
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -64,6 +65,7 @@ class ModelEntry(BaseModel):
     # Sampling settings beyond OpenAI's own that the server takes by the same name (vLLM and
     # llama.cpp's server take both); the others are named as not applied.
     server_settings: list[ServerSetting] = Field(default_factory=list)
+    price: Price | None = None  # a remote server's, per million tokens: what a token costs
     context_length: int = Field(2048, ge=64)
     # Sampling defaults the page and the API start from; bounds in backends/sampling.py.
     defaults: SamplingSettings = Field(default_factory=SamplingSettings)

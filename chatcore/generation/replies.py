@@ -77,6 +77,22 @@ class Grounded:
 StreamEvent = Chunk | Loading | Waiting | Trimmed | Unhonoured | Grounded
 
 
+@dataclass(frozen=True)
+class Measured:
+    """How long one finished reply's engine worked, timed around the engine alone (no load,
+    no wait in line), for what a token costs (chatcore/costs): the prompt from the start of
+    generation to the first token, the output after it; while a model decodes several
+    replies in one batch, each is charged its share of the time."""
+
+    model_id: str
+    engine: str  # the entry's backend: llamacpp, transformers, openai
+    device: str  # where the weights were ("cpu", "cuda:0"), "remote" for a server
+    prompt_tokens: int
+    prompt_seconds: float
+    output_tokens: int  # after the first, as decode speed counts them
+    decode_seconds: float
+
+
 def progress_bar(fraction: float, width: int = 12) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * width)
     return "▰" * filled + "▱" * (width - filled)

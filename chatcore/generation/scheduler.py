@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -25,6 +26,7 @@ from chatcore.generation.replies import (
     Grounded,
     LiveReply,
     Loading,
+    Measured,
     Replies,
     ReplyRequest,
     Trimmed,
@@ -47,6 +49,8 @@ class Scheduler:
         self.cpu = cpu
         self._people = 0  # replies a person asked for, running or waiting
         self._quiet = threading.Condition()
+        # Told how long each finished reply's engine worked (ModelManager.measure_with).
+        self.on_measured: Callable[[Measured], None] | None = None
 
     def wait_quiet(self, cancel: threading.Event) -> bool:
         """Block until no person's reply is running or waiting; False if `cancel` is set
@@ -140,8 +144,36 @@ class Scheduler:
         try:
             with share as threads:
                 params = replace(params, threads=threads) if threads else params
+                last, spent, prompt_spent = time.perf_counter(), 0.0, None
                 for chunk in backend.stream_chat(messages, params, cancel):
+                    # Replies one model decodes together in a batch share its time: each
+                    # is charged its share of every interval, not the whole of it.
+                    now = time.perf_counter()
+                    spent += (now - last) / max(1, slot.generating)
+                    last = now
+                    if prompt_spent is None and (chunk.text or chunk.thought):
+                        prompt_spent = spent
+                    if chunk.finish_reason is not None and prompt_spent is not None:
+                        self._measured(model_id, backend, chunk, prompt_spent,
+                                       spent - prompt_spent)
                     emit(chunk)
         finally:
             with self._residency.lock:
                 slot.generating -= 1
+
+    def _measured(self, model_id: str, backend: Backend, last: Chunk, prompt_seconds: float,
+                  decode_seconds: float) -> None:
+        """Tell the listener (before the last chunk goes out, so a footer can read it) how
+        long the engine took for the prompt and for the output after the first token."""
+        usage = last.usage
+        if self.on_measured is None or usage is None or usage.completion_tokens < 2:
+            return
+        entry = self._entry_of(model_id)
+        device = "remote" if entry.is_remote else (backend.placement or "cpu")
+        # Tokens taken from a saved state were not read again: they took no time.
+        read = max(usage.prompt_tokens - usage.cached_tokens, 0)
+        try:
+            self.on_measured(Measured(model_id, entry.backend, device, read, prompt_seconds,
+                                      usage.completion_tokens - 1, decode_seconds))
+        except Exception:  # noqa: BLE001 - a figure lost never fails the reply
+            log.exception("recording the time of a reply of %s failed", model_id)
