@@ -104,10 +104,10 @@ class PageBuilder:
         elsewhere = gr.Textbox(visible=False)  # the page to go to, when not this one
         with gr.Tab(texts("app.chat"), id="chat") as chat_tab:
             chat_model = build_chat_tab(app, manager, store, initial_model, self.exports,
-                                        self.library, texts=texts)
+                                        self.library, texts=texts, costs=self.costs)
         with gr.Tab(texts("app.compare"), id="compare") as compare_tab:
             pickers = build_compare_tab(app, manager, store, initial_model, self.exports,
-                                        texts=texts)
+                                        texts=texts, costs=self.costs)
         with gr.Tab(texts("app.evaluate"), id="evaluate") as evaluate_tab:
             handlers = EvaluateHandlers(manager, self.evaluations.evals, self.evaluations,
                                         self.exports, texts=texts, costs=self.costs)

@@ -54,14 +54,14 @@ class ChatHandlers:
     """Gradio callbacks for one chat page; the store holds what was said, the manager runs."""
 
     def __init__(self, manager: ModelManager, store: Store, *, texts: Texts,
-                 stops: StopRegistry | None = None) -> None:
+                 stops: StopRegistry | None = None, costs: CostBook | None = None) -> None:
         self.texts = texts
         self.manager = manager
         self.store = store
         self.conversations = ConversationService(store, manager)
         self.attachments = self.conversations.attachments
         self.stops = stops or StopRegistry()
-        self.costs = CostWords(manager, CostBook(store), texts=texts)
+        self.costs = CostWords(manager, costs or CostBook(store), texts=texts)
 
     def model_name(self, model_id: str) -> str:
         return model_name(self.manager.registry, model_id)

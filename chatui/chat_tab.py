@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from chatcore.costs.book import CostBook
 from chatcore.i18n import Texts, state_key
 from chatcore.library.model_library import ModelLibrary
 from chatcore.library.errors import LibraryError
@@ -107,10 +108,10 @@ def _download(library: ModelLibrary | None, model_id: str, request: gr.Request,
 
 def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
                    exports: ExportFiles, library: ModelLibrary | None = None, *,
-                   texts: Texts) -> gr.Dropdown:
+                   texts: Texts, costs: CostBook | None = None) -> gr.Dropdown:
     """Builds the tab in `texts`' language; returns its model picker, whose choices follow
     the registry."""
-    chat = ChatHandlers(manager, store, texts=texts)
+    chat = ChatHandlers(manager, store, texts=texts, costs=costs)
     files = AttachmentControls(chat.attachments, texts=texts, tokens=chat.attachment_tokens)
     convs = ConversationHandlers(manager, store, chat, exports, texts=texts)
     defaults = manager.entry(initial_model).defaults

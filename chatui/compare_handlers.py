@@ -52,7 +52,8 @@ def compare_key(request: gr.Request | None) -> str:
 
 class CompareHandlers:
     def __init__(self, manager: ModelManager, store: Store, exports: ExportFiles,
-                 stops: StopRegistry | None = None, *, texts: Texts) -> None:
+                 stops: StopRegistry | None = None, *, texts: Texts,
+                 costs: CostBook | None = None) -> None:
         self.texts = texts
         self.manager = manager
         self.store = store
@@ -60,7 +61,7 @@ class CompareHandlers:
         self.votes = VoteStore(store)
         self.exports = exports
         self.stops = stops or StopRegistry()
-        self.costs = CostWords(manager, CostBook(store), texts=texts)
+        self.costs = CostWords(manager, costs or CostBook(store), texts=texts)
 
     def model_name(self, model_id: str) -> str:
         return model_name(self.manager.registry, model_id)

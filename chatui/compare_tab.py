@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from chatcore.costs.book import CostBook
 from chatcore.compare.comparison import LABELS, MAX_PANES, MIN_PANES, Comparison
 from chatcore.i18n import Texts
 from chatcore.generation.manager import ModelManager
@@ -16,9 +17,10 @@ from chatui.sampling_controls import SettingsControls, defaults_of, with_setting
 
 
 def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
-                      exports: ExportFiles, *, texts: Texts) -> list[gr.Dropdown]:
+                      exports: ExportFiles, *, texts: Texts,
+                      costs: CostBook | None = None) -> list[gr.Dropdown]:
     """Builds the tab; returns the panes' model pickers, whose choices follow the registry."""
-    compare = CompareHandlers(manager, store, exports, texts=texts)
+    compare = CompareHandlers(manager, store, exports, texts=texts, costs=costs)
     choices = model_choices(manager, texts=texts)
     # Distinct usable models in the panes to begin with, the chat's model first.
     usable = [initial_model] + [model_id for _, model_id in choices
