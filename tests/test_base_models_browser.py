@@ -42,7 +42,16 @@ def base_app(tmp_path_factory, base_gguf, smollm2_path) -> Iterator[tuple[Runnin
 
 def add_found(page, name: str) -> str:
     """Pick a scanned model by its name, press Add, and return what the page said."""
-    pick(page, "add-candidate", f"{name} (folder)")
+    label = f"{name} (folder)"
+    # Typed, then Enter, as a person at the keyboard does: the list of candidates opens at
+    # the page's foot, where a click on an option may fall outside the window.
+    field = page.locator("#add-candidate input")
+    field.click()
+    field.fill(label)
+    field.press("Enter")
+    page.wait_for_function(
+        "(label) => document.querySelector('#add-candidate input')?.value === label",
+        arg=label)
     page.locator("#add").click()
     page.wait_for_function(
         "(name) => document.querySelector('#models-outcome')?.innerText.includes(name)",

@@ -192,7 +192,8 @@ def test_the_models_tab_shows_the_slots_the_cache_type_and_the_weight_buffers(ba
     backend = batching.load("smol")
     assert row["Engine"] == "llamacpp · 4 parallel · KV auto · flash attention auto"
     assert row["Details"].startswith(f"on cpu · {backend.buffers.describe()} · "
-                                     f"{backend.kv_choice.describe()} · prompt cache "), \
+                                     f"{backend.kv_choice.describe()} · prompt lookup drafts · "
+                                     "prompt cache "), \
         row["Details"]
     # conftest settles kv_cache: auto through the variable, so no test measures by chance
     assert backend.kv_choice.describe() == \
