@@ -250,3 +250,24 @@ def test_a_shown_branch_is_read_whatever_the_remembered_children_say():
     nodes = [Node(1, None, 99), Node(2, 1), Node(3, 1)]  # 99: gone (never stored)
     assert shown_path(nodes, None) == [1, 3]
     assert shown_path([Node(1, None, 2), Node(2, 1, 3), Node(3, 1)], 1) == [1, 2]
+
+
+def test_the_version_rows_are_buttons_with_labels_in_the_pages_language(service):
+    from chatcore.i18n import load_texts
+    from chatui.branch_controls import branch_rows
+
+    plan = service.send(asking(), "q1")
+    answer(service, plan, "a1")
+    for text in ("a2", "a3"):
+        answer(service, service.regenerate(asking(plan.conversation_id)), text)
+    reply = service.messages("alice", plan.conversation_id)[1]
+    conversation = service.shown("alice", plan.conversation_id)
+    rows = branch_rows(conversation, texts=load_texts("en"))
+    assert rows.count('class="branch-row"') == 1  # the question has one version: no row
+    assert 'aria-label="Reply 1: version 3 of 3"' in rows
+    assert (f'aria-label="Previous version of Reply 1" data-message="{reply.id}" '
+            f'data-index="2">‹') in rows
+    assert f'data-message="{reply.id}" data-index="4" disabled>›' in rows
+    filipino = branch_rows(conversation, texts=load_texts("fil"))
+    assert 'aria-label="Naunang bersiyon ng Sagot 1"' in filipino
+    assert branch_rows(None, texts=load_texts("en")) == ""

@@ -19,7 +19,7 @@ from backends.base import GenParams
 from backends.sampling import SamplingSettings, stored
 from chatcore.conversations.attachments import AttachmentStore
 from chatcore.conversations.store import AT_END, Conversation, NotFound, Store, StoredMessage
-from chatcore.conversations.tree import MAX_SIBLINGS, TreeError
+from chatcore.conversations.tree import MAX_SIBLINGS, TooManyVersions
 from chatcore.generation.context import title_from, with_system
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.generation.replies import LiveReply, Replies, ReplyRequest
@@ -135,8 +135,7 @@ class ConversationService:
         if messages[-1].role == "assistant":
             last = messages.pop()
             if conversation.positions[last.id].count >= MAX_SIBLINGS:
-                raise TreeError(f"message {last.parent_id}: already {MAX_SIBLINGS} replies "
-                                f"to it, the most one message keeps")
+                raise TooManyVersions(last.parent_id, f"message {last.parent_id}")
         self._remember(asking)
         return self._plan(asking, conversation.id, messages)
 

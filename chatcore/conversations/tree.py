@@ -19,6 +19,15 @@ class TreeError(Exception):
     """A tree that cannot be stored or shown as asked; the message names the message."""
 
 
+class TooManyVersions(TreeError):
+    """A message already has MAX_SIBLINGS children: the next one is refused, not stored."""
+
+    def __init__(self, parent_id: int | None, where: str) -> None:
+        super().__init__(f"{where}: already {MAX_SIBLINGS} versions under it, the most one "
+                         f"message keeps")
+        self.parent_id = parent_id
+
+
 @dataclass(frozen=True)
 class Node:
     """One message's place in the tree: its parent (None: a first message) and the child
@@ -84,10 +93,8 @@ def check_child(nodes: Sequence[Node], parent_id: int | None, conversation_id: i
     if parent_id is not None and parent_id not in parents:
         raise TreeError(f"message {parent_id} is not in conversation {conversation_id}")
     if len(children_of(nodes).get(parent_id, [])) >= MAX_SIBLINGS:
-        where = f"message {parent_id}" if parent_id is not None else \
-            f"conversation {conversation_id}'s first message"
-        raise TreeError(f"{where}: already {MAX_SIBLINGS} versions under it, the most one "
-                        f"message keeps")
+        raise TooManyVersions(parent_id, f"message {parent_id}" if parent_id is not None
+                              else f"conversation {conversation_id}'s first message")
     depth, current = 0, parent_id
     while current is not None and depth <= max_depth:
         depth, current = depth + 1, parents[current]
