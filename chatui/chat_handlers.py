@@ -70,20 +70,21 @@ class ChatHandlers:
     def display(self, user: str, conversation_id: int | None,
                 until: int | None = None) -> list[Turn]:
         """The bubbles of the branch shown (up to message `until`, when given), each
-        message's attachments as chips under it, "‹ 2/3 ›" under one with versions."""
+        message's attachments as chips under it, "‹ 2/3 ›" in the footer of a reply with
+        versions (every message's versions: the rows under the chat, branch_controls.py)."""
         conversation = self.conversations.shown(user, conversation_id)
         messages = conversation.messages if conversation else []
         if until is not None:
             messages = messages[:next((i + 1 for i, m in enumerate(messages)
                                        if m.id == until), len(messages))]
         turns = turns_from(messages, self.model_name, texts=self.texts, cost=self.costs.stored)
-        if conversation_id is not None:
+        if conversation is not None:
             attached = self.attachments.by_message(user, conversation_id)
             for message, turn in zip(messages, turns):
                 if message.id in attached:
                     turn.footer = "  ".join(a.chip(texts=self.texts) for a in attached[message.id])
                 place = conversation.positions.get(message.id)
-                if place is not None and place.count > 1:
+                if message.role == "assistant" and place is not None and place.count > 1:
                     version = f"‹ {place.index}/{place.count} ›"
                     turn.footer = f"{version} · {turn.footer}" if turn.footer else version
         return turns

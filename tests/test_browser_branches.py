@@ -69,7 +69,7 @@ def test_regenerate_twice_flip_between_versions_and_edit_an_earlier_question(pag
                            ".length === 1")
     assert users(page) == [QUESTION]  # the first version's branch has no follow-up
     assert body(last_reply(page)) == replies[0]
-    assert "‹ 1/3 ›" in last_reply(page)
+    assert "‹ 1/3 ›" in last_reply(page)  # its footer says so too
     page.get_by_role("button", name="Next version of Reply 1", exact=True).click()
     wait_for_versions(page, "Reply 1: version 2 of 3")
     assert body(last_reply(page)) == replies[1]

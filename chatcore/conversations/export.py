@@ -71,13 +71,16 @@ def to_json(conversation: Conversation, thoughts: bool = False) -> str:
     """The conversation as JSON (every branch, when read with include_superseded); a
     thinking model's thoughts only when asked."""
     left_out = {"superseded"} if thoughts else {"superseded", *THOUGHT_FIELDS}
-    shown = [m.id for m in conversation.messages if not m.superseded]
+    messages = [{k: v for k, v in vars(m).items() if k not in left_out}
+                for m in conversation.messages]
+    if any(m["id"] is None for m in messages):  # never stored: one branch, in its order
+        for number, message in enumerate(messages, start=1):
+            message["id"], message["parent_id"] = number, number - 1 or None
+    shown = [m["id"] for m, kept in zip(messages, conversation.messages) if not kept.superseded]
     document = {
         "format": FORMAT, "version": 2, "title": conversation.title,
         "model": conversation.model, "system_prompt": conversation.system_prompt,
-        "params": conversation.params,
-        "messages": [{k: v for k, v in vars(m).items() if k not in left_out}
-                     for m in conversation.messages],
+        "params": conversation.params, "messages": messages,
         "shown": max(shown, default=None),
     }
     return json.dumps(document, indent=2, ensure_ascii=False)
