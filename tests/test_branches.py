@@ -271,3 +271,29 @@ def test_the_version_rows_are_buttons_with_labels_in_the_pages_language(service)
     filipino = branch_rows(conversation, texts=load_texts("fil"))
     assert 'aria-label="Naunang bersiyon ng Sagot 1"' in filipino
     assert branch_rows(None, texts=load_texts("en")) == ""
+
+
+def test_a_reopened_store_shows_the_branch_last_viewed(service, tmp_path):
+    plan = service.send(asking(), "q1")
+    cid = plan.conversation_id
+    answer(service, plan, "a1")
+    answer(service, service.regenerate(asking(cid)), "a2")
+    service.flip("alice", cid, service.messages("alice", cid)[1].id, 1)
+    service.store.close()
+    reopened = Store(tmp_path)  # what the sidebar opens after a restart
+    try:
+        assert [m.content for m in reopened.get_conversation("alice", cid).messages] == \
+            ["q1", "a1"]
+    finally:
+        reopened.close()
+
+
+def test_a_branch_deeper_than_the_message_limit_is_refused():
+    from chatcore.conversations.tree import check_child, check_tree
+
+    chain = [Node(1, None), Node(2, 1), Node(3, 2)]
+    check_child(chain, 2, 7, max_depth=3)  # a sibling of 3 at depth 3: fine
+    with pytest.raises(TreeError, match="message 3: a branch keeps at most 3 messages"):
+        check_child(chain, 3, 7, max_depth=3)
+    with pytest.raises(TreeError, match="message 3: a branch deeper than 2"):
+        check_tree(chain, max_depth=2)

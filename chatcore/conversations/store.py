@@ -51,7 +51,7 @@ class StoredMessage:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     stopped: bool = False
-    superseded: bool = False
+    superseded: bool = False  # read back: off the branch shown (stored rows keep 0)
     created: float = field(default_factory=time.time)
     id: int | None = None
     # A thinking model's thought, kept apart: shown folded, left out of later prompts.
