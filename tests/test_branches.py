@@ -1,7 +1,8 @@
 """Branches: every regenerated reply and edited question kept as a sibling, a migration that
 turns flat conversations into the trees they were, export and import of the tree, and bad
 trees refused. The tree logic needs no model: a scripted backend answers (the store is the
-real SQLite one); the SIGKILL test in test_branches_app.py runs SmolLM2."""
+real SQLite one); the Inspector's test renders with SmolLM2 (slow), and the SIGKILL test in
+test_branches_app.py runs SmolLM2 on the app."""
 from __future__ import annotations
 
 import json
@@ -297,3 +298,38 @@ def test_a_branch_deeper_than_the_message_limit_is_refused():
         check_child(chain, 3, 7, max_depth=3)
     with pytest.raises(TreeError, match="message 3: a branch deeper than 2"):
         check_tree(chain, max_depth=2)
+
+
+@pytest.mark.slow  # loads SmolLM2
+def test_the_inspector_shows_the_prompt_of_the_branch_shown(smollm2_path, tmp_path):
+    """SmolLM2 renders the prompt; which messages it is given is the branch shown."""
+    from types import SimpleNamespace
+
+    from backends.base import Message
+    from chatcore.generation.factory import make_backend
+    from chatcore.generation.registry import load_registry
+    from chatcore.i18n import english
+    from chatui.chat_handlers import ChatHandlers
+
+    manager = ModelManager(load_registry(SHIPPED_MODELS), make_backend)
+    store = Store(tmp_path)
+    chat = ChatHandlers(manager, store, texts=english())
+    request = SimpleNamespace(session_hash="s", username="")
+    settings = SamplingSettings(temperature=0.0, max_new_tokens=4)
+    try:
+        *_, last = chat.send("Name a colour.", None, False, "smollm2-135m", "", settings,
+                             request=request)
+        cid = last[2]
+        list(chat.send("Name a fruit.", cid, True, "smollm2-135m", "", settings,
+                       request=request))  # an edited first question: a second version
+        first = store.get_conversation("", cid).messages[0]
+        chat.conversations.flip("", cid, first.id, 1)
+        prompt, _ = chat.inspect(cid, request)
+        shown = store.get_conversation("", cid).messages
+        assert [m.content for m in shown][0] == "Name a colour."
+        assert prompt == manager.load("smollm2-135m").render_prompt(
+            [Message("user", "Name a colour.")])
+        assert "fruit" not in prompt
+    finally:
+        manager.unload_all()
+        store.close()
