@@ -17,6 +17,7 @@ from chatcore.conversations.service import (
     PlannedReply,
 )
 from chatcore.conversations.store import NotFound, Store
+from chatcore.conversations.tree import MAX_SIBLINGS, TooManyVersions
 from chatcore.generation.context import with_system
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.generation.replies import progress_bar, thought_title
@@ -66,16 +67,34 @@ class ChatHandlers:
     def model_name(self, model_id: str) -> str:
         return model_name(self.manager.registry, model_id)
 
-    def display(self, user: str, conversation_id: int | None) -> list[Turn]:
-        """The conversation's bubbles, each message's attachments as chips under it."""
-        messages = self.conversations.messages(user, conversation_id)
+    def display(self, user: str, conversation_id: int | None,
+                until: int | None = None) -> list[Turn]:
+        """The bubbles of the branch shown (up to message `until`, when given), each
+        message's attachments as chips under it, "‹ 2/3 ›" in the footer of a reply with
+        versions (every message's versions: the rows under the chat, branch_controls.py)."""
+        conversation = self.conversations.shown(user, conversation_id)
+        messages = conversation.messages if conversation else []
+        if until is not None:
+            messages = messages[:next((i + 1 for i, m in enumerate(messages)
+                                       if m.id == until), len(messages))]
         turns = turns_from(messages, self.model_name, texts=self.texts, cost=self.costs.stored)
-        if conversation_id is not None:
+        if conversation is not None:
             attached = self.attachments.by_message(user, conversation_id)
             for message, turn in zip(messages, turns):
                 if message.id in attached:
                     turn.footer = "  ".join(a.chip(texts=self.texts) for a in attached[message.id])
+                place = conversation.positions.get(message.id)
+                if message.role == "assistant" and place is not None and place.count > 1:
+                    version = f"‹ {place.index}/{place.count} ›"
+                    turn.footer = f"{version} · {turn.footer}" if turn.footer else version
         return turns
+
+    def too_many(self, exc: TooManyVersions, user: str, conversation_id: int | None) -> tuple:
+        """A 33rd version refused: the chat as it was, and why."""
+        gr.Warning(self.texts("branches.too_many", id=str(exc.parent_id or ""),
+                              count=str(MAX_SIBLINGS)))
+        return chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
+            gr.update(), conversation_id, False
 
     # -- actions -------------------------------------------------------------------------
     def send(self, message: str, conversation_id: int | None, editing: bool, model_id: str,
@@ -91,14 +110,22 @@ class ChatHandlers:
                 message, conversation_id, editing
             return
         asking = Asking(user, conversation_id, model_id, system or "", settings)
-        plan = self.conversations.send(asking, message, pending or (), editing)
+        try:
+            plan = self.conversations.send(asking, message, pending or (), editing)
+        except TooManyVersions as exc:
+            yield self.too_many(exc, user, conversation_id)
+            return
         yield from self._reply(plan, session_key(request))
 
     def regenerate(self, conversation_id: int | None, model_id: str, system: str,
                    settings: SamplingSettings, request: gr.Request = None) -> Iterator[tuple]:
-        """A new last reply; the earlier one stays in the store, marked superseded."""
+        """A new version of the last reply, beside the earlier ones (‹ › flips back)."""
         asking = Asking(user_of(request), conversation_id, model_id, system or "", settings)
-        plan = self.conversations.regenerate(asking)
+        try:
+            plan = self.conversations.regenerate(asking)
+        except TooManyVersions as exc:
+            yield self.too_many(exc, asking.user, conversation_id)
+            return
         if plan is None:
             yield [], gr.update(), conversation_id, False
             return
@@ -207,7 +234,10 @@ class ChatHandlers:
     def _reply(self, plan: PlannedReply, key: str) -> Iterator[tuple]:
         user, conversation_id = plan.request.user, plan.conversation_id
         model_id = plan.request.model_id
-        turns = self.display(user, conversation_id)  # with the attachments' chips
+        # The branch up to what the reply answers (a regenerated reply's older versions are
+        # one flip away), with the attachments' chips.
+        turns = self.display(user, conversation_id,
+                             None if plan.continuing is not None else plan.parent_id)
         name = self.model_name(model_id)
         shown = turns.pop() if plan.continuing is not None else None
         outputs = lambda streaming: (  # noqa: E731

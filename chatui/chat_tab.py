@@ -12,6 +12,7 @@ from chatcore.generation.manager import ModelManager, ModelStatus, ModelUnavaila
 from chatcore.conversations.presets import builtin_presets
 from chatcore.conversations.store import Store
 from chatui.attachment_controls import READING, AttachmentControls
+from chatui.branch_controls import BRANCH_CSS, FLIP_JS, BranchControls
 from chatui.chat_handlers import ChatHandlers
 from chatui.conversations import ConversationHandlers
 from chatui.exports import ExportFiles
@@ -114,6 +115,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     chat = ChatHandlers(manager, store, texts=texts, costs=costs)
     files = AttachmentControls(chat.attachments, texts=texts, tokens=chat.attachment_tokens)
     convs = ConversationHandlers(manager, store, chat, exports, texts=texts)
+    branches = BranchControls(chat, texts=texts)
     defaults = manager.entry(initial_model).defaults
     conversation_id = gr.State(None)
     editing = gr.State(False)
@@ -163,6 +165,9 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
             chatbot = gr.Chatbot(label=texts("chat.chat"), height=520, elem_id="chatbot",
                                  sanitize_html=True, render_markdown=True, buttons=["copy"],
                                  feedback_options=None, allow_tags=False)
+            # "‹ 2/3 ›" for each shown message with versions (chatui/branch_controls.py).
+            versions = gr.HTML("", js_on_load=FLIP_JS, css_template=BRANCH_CSS,
+                               elem_id="branches", label=texts("branches.title"))
             with gr.Row():
                 message = gr.Textbox(placeholder=texts("chat.message"),
                                      show_label=False, scale=8, lines=1, max_lines=8,
@@ -230,6 +235,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     for reply in replies:  # then: the list (a new title), earlier versions, the model panel
         reply.then(convs.after_reply, [search, conversation_id], [conversations, title, earlier],
                    api_name=False, queue=False) \
+             .then(branches.rows, [conversation_id], [versions], api_name=False, queue=False) \
              .then(lambda m, *f: (model_info(manager, m, library, texts=texts),
                                   gr.update(choices=model_choices(
                                       manager, texts=texts, only=tag_filter(*f)))),
@@ -249,6 +255,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     new_outputs = [chatbot, conversation_id, editing, message, conversations, title, earlier]
     new_chat.click(convs.new_chat, None, new_outputs, api_name="new_chat", queue=False,
                    cancels=replies) \
+        .then(lambda: "", None, [versions], api_name=False, queue=False) \
         .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
               show_progress="hidden")
     # The chat's trash deletes the conversation, after asking as the sidebar's delete does;
@@ -257,6 +264,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                   [chatbot, confirm_row, sidebar_status, actions], api_name=False, queue=False)
     conversations.input(convs.open, [conversations], open_outputs, api_name="open",
                         queue=False) \
+        .then(branches.rows, [conversation_id], [versions], api_name=False, queue=False) \
         .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
               api_name=False, queue=False) \
         .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
@@ -270,6 +278,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     confirm.click(convs.confirm_delete, [conversation_id, search],
                   [confirm_row, sidebar_status, conversations, chatbot, conversation_id, title],
                   api_name="delete", queue=False) \
+        .then(branches.rows, [conversation_id], [versions], api_name=False, queue=False) \
         .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
               show_progress="hidden")
     keep.click(convs.cancel_delete, None, [confirm_row, sidebar_status], api_name=False,
@@ -280,7 +289,17 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                       [download, sidebar_status], api_name=False)
     upload.upload(convs.import_file, [upload, search], [conversations, sidebar_status],
                   api_name=False) \
-        .then(convs.open, [conversations], open_outputs, api_name=False, queue=False)
+        .then(convs.open, [conversations], open_outputs, api_name=False, queue=False) \
+        .then(branches.rows, [conversation_id], [versions], api_name=False, queue=False)
+    # A flip shows the version asked for; the Inspector and the meter follow the branch.
+    versions.click(branches.flip, [conversation_id], [chatbot, versions], api_name=False,
+                   queue=False) \
+        .then(convs.after_reply, [search, conversation_id], [conversations, title, earlier],
+              api_name=False, queue=False) \
+        .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
+              api_name=False, queue=False) \
+        .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
+              show_progress="hidden")
     preset.input(convs.apply_preset, [preset], [system], api_name=False, queue=False)
     save_preset.click(convs.save_preset, [preset_name, system], [preset, sidebar_status],
                       api_name=False, queue=False)

@@ -178,7 +178,7 @@ class ConversationHandlers:
             document = parse_import(data, path.name)
             conversation_id = self.store.import_conversation(
                 user, document.title, document.model, document.system_prompt,
-                document.params, imported_messages(document))
+                document.params, imported_messages(document), document.shown)
         except ImportRejected as exc:
             return gr.update(), self.texts("conversations.not_imported", detail=str(exc))
         except OSError as exc:

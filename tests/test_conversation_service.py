@@ -80,7 +80,7 @@ def test_send_keeps_the_question_then_the_reply_with_the_settings_it_ran_with(se
     assert conversation.messages[-1].params == SETTINGS.model_dump()
 
 
-def test_regenerate_supersedes_the_last_reply_and_remembers_the_new_settings(service):
+def test_regenerate_adds_a_sibling_and_remembers_the_new_settings(service):
     first = service.send(asking(), "q")
     run(service, first)
     other = SamplingSettings(temperature=1.2, seed=99, think=True, thinking_budget=50)
@@ -93,7 +93,7 @@ def test_regenerate_supersedes_the_last_reply_and_remembers_the_new_settings(ser
     assert service.regenerate(asking(None)) is None  # nothing to answer
 
 
-def test_editing_replaces_the_last_exchange(service):
+def test_editing_adds_a_new_version_of_the_last_question(service):
     plan = service.send(asking(), "Name the capitol of France")
     run(service, plan)
     assert service.last_question("alice", plan.conversation_id) == "Name the capitol of France"
@@ -104,6 +104,10 @@ def test_editing_replaces_the_last_exchange(service):
         ("user", "Name the capital of France."), ("assistant", "Paris is the capital")]
     assert service.backend.asked[-1][0] == [{"role": "user",
                                              "content": "Name the capital of France."}]
+    assert contents(service, plan.conversation_id, superseded=True) == [
+        ("user", "Name the capitol of France", True), ("assistant", "Paris is the capital", True),
+        ("user", "Name the capital of France.", False),
+        ("assistant", "Paris is the capital", False)]
 
 
 def test_continue_extends_only_a_cut_reply(service):

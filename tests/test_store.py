@@ -86,12 +86,11 @@ def test_list_is_newest_first_and_search_looks_at_titles_and_text(store):
     assert store.list_conversations("", "100%") == []
 
 
-def test_superseded_replies_stay_retrievable(store):
+def test_a_regenerated_reply_is_kept_as_an_earlier_sibling(store):
     cid = store.create_conversation("", "t", "m")
-    store.add_message("", cid, StoredMessage("user", "q"))
-    old = store.add_message("", cid, StoredMessage("assistant", "first answer"))
-    store.supersede("", cid, [old])
-    store.add_message("", cid, StoredMessage("assistant", "second answer"))
+    question = store.add_message("", cid, StoredMessage("user", "q"))
+    store.add_message("", cid, StoredMessage("assistant", "first answer"))
+    store.add_message("", cid, StoredMessage("assistant", "second answer"), question)
     assert [m.content for m in store.get_conversation("", cid).messages] == ["q", "second answer"]
     everything = store.get_conversation("", cid, include_superseded=True).messages
     assert [(m.content, m.superseded) for m in everything] == [

@@ -1,1 +1,1 @@
-"""Chat conversations and the one SQLite database: what is stored, when, what supersedes what; attachments, export and import, presets."""
+"""Chat conversations and the one SQLite database: what is stored, when, where in the message tree; attachments, export and import, presets."""

@@ -16,7 +16,7 @@ from chatcore.documents.document import Document, Page, Passage
 from chatcore.documents.reader import passages
 from chatcore.i18n import Texts
 from chatcore.documents.passages import PassageIndex, Selection, fill, rank, render
-from chatcore.conversations.store import Store
+from chatcore.conversations.store import NotFound, Store
 
 
 @dataclass(frozen=True)
@@ -129,13 +129,17 @@ class AttachmentStore:
         return Grounding(documents, ranked) if documents else None
 
     def of_conversation(self, user: str, conversation_id: int) -> list[int]:
-        """Ids of every attachment of the conversation's current messages, oldest first:
+        """Ids of every attachment of the messages on the branch shown, oldest first:
         a follow-up question may be about any of them."""
+        try:
+            shown = {m.id for m in self._store.get_conversation(user, conversation_id).messages}
+        except NotFound:
+            return []
         with self._store.transaction() as db:
             return [row[0] for row in db.execute(
-                "SELECT a.id FROM attachments a JOIN messages m ON m.id = a.message_id"
-                " WHERE a.user = ? AND m.conversation_id = ? AND m.superseded = 0"
-                " ORDER BY a.id", (user, conversation_id))]
+                "SELECT a.id, a.message_id FROM attachments a JOIN messages m"
+                " ON m.id = a.message_id WHERE a.user = ? AND m.conversation_id = ?"
+                " ORDER BY a.id", (user, conversation_id)) if row[1] in shown]
 
     def _rows(self, user: str, where: str, args: list) -> list[Attached]:
         with self._store.transaction() as db:

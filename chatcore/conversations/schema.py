@@ -5,12 +5,35 @@ runs) has its tables created here, so one `PRAGMA user_version` says where a fil
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 
+from chatcore.conversations.tree import FlatMessage, tree_from_flat
 from chatcore.documents.passages import schema as passage_schema
 
+
+def _branches(db: sqlite3.Connection) -> None:
+    """Messages get a parent and remember their shown child: each flat conversation becomes
+    the tree it was (chatcore/conversations/tree.py), no row added or changed in its text."""
+    for statement in (
+            "ALTER TABLE messages ADD COLUMN parent_id INTEGER",
+            "ALTER TABLE messages ADD COLUMN shown_child INTEGER",
+            "ALTER TABLE conversations ADD COLUMN shown_root INTEGER",
+            "CREATE INDEX messages_by_parent ON messages (conversation_id, parent_id)"):
+        db.execute(statement)
+    conversations = [row[0] for row in db.execute("SELECT id FROM conversations")]
+    for conversation_id in conversations:
+        flat = [FlatMessage(i, role, bool(superseded)) for i, role, superseded in db.execute(
+            "SELECT id, role, superseded FROM messages WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,))]
+        nodes, root = tree_from_flat(flat)
+        db.executemany("UPDATE messages SET parent_id = ?, shown_child = ? WHERE id = ?",
+                       [(n.parent, n.shown_child, n.id) for n in nodes])
+        db.execute("UPDATE conversations SET shown_root = ? WHERE id = ?",
+                   (root, conversation_id))
+
 # Each step moves the schema one version up; PRAGMA user_version says where a file stands.
-MIGRATIONS: Sequence[str | tuple[str, ...]] = (
+MIGRATIONS: Sequence[str | tuple[str, ...] | Callable[[sqlite3.Connection], None]] = (
     """
     CREATE TABLE conversations (
         id INTEGER PRIMARY KEY,
@@ -175,4 +198,6 @@ MIGRATIONS: Sequence[str | tuple[str, ...]] = (
         PRIMARY KEY (model, engine, device)
     );
     """,
+    # Branches: every regenerated reply and edited question kept as a sibling.
+    _branches,
 )

@@ -1,11 +1,12 @@
-"""The chat use case: what a conversation stores, when, and what supersedes what.
+"""The chat use case: what a conversation stores, when, and where in its tree.
 
 Every front end (the page today; the next ones: branches, images, tools) asks this service
 to send, regenerate, edit, continue, open or delete, and only turns its results into its
 own components. A reply is planned here (`PlannedReply`: the conversation, the request the
 manager runs, the message it extends), run through `reply()`, and kept by it when it ends
 cleanly: a failed reply leaves no message, a reply stopped before its first word leaves
-none either, and a continued reply extends the message it continues.
+none either, and a continued reply extends the message it continues. Regenerating and
+editing add siblings (chatcore/conversations/tree.py), so every version stays reachable.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from backends.base import GenParams
 from backends.sampling import SamplingSettings, stored
 from chatcore.conversations.attachments import AttachmentStore
-from chatcore.conversations.store import Conversation, NotFound, Store, StoredMessage
+from chatcore.conversations.store import AT_END, Conversation, NotFound, Store, StoredMessage
+from chatcore.conversations.tree import MAX_SIBLINGS, TooManyVersions
 from chatcore.generation.context import title_from, with_system
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.generation.replies import LiveReply, Replies, ReplyRequest
@@ -39,6 +41,8 @@ class PlannedReply:
     conversation_id: int
     request: ReplyRequest
     continuing: StoredMessage | None = None  # the cut reply this one extends
+    # The message the reply answers: a new reply is its child, beside any earlier versions.
+    parent_id: int | None = None
 
 
 class CannotContinue(Exception):
@@ -66,6 +70,21 @@ class ConversationService:
         except NotFound:
             return []
 
+    def shown(self, user: str, conversation_id: int | None) -> Conversation | None:
+        """The conversation's shown branch with each message's place among its versions;
+        None for no conversation or another's."""
+        if conversation_id is None:
+            return None
+        try:
+            return self.store.get_conversation(user, conversation_id)
+        except NotFound:
+            return None
+
+    def flip(self, user: str, conversation_id: int, message_id: int, index: int) -> None:
+        """Show version `index` (from 1) of a message, and the later messages its branch
+        showed last (TreeError naming the message when there is no such version)."""
+        self.store.flip(user, conversation_id, message_id, index)
+
     def open(self, user: str, conversation_id: int) -> tuple[Conversation, SamplingSettings]:
         """A conversation, superseded messages included, with the settings it last used
         (NotFound when it is not the user's)."""
@@ -74,8 +93,8 @@ class ConversationService:
         return conversation, stored(conversation.params)
 
     def last_question(self, user: str, conversation_id: int | None) -> str | None:
-        """The last user message, to edit: sending with `editing` then replaces it and
-        everything after it."""
+        """The last user message shown, to edit: sending with `editing` then adds a new
+        version of it (its answer comes with it)."""
         return next((m.content for m in reversed(self.messages(user, conversation_id))
                      if m.role == "user"), None)
 
@@ -83,11 +102,16 @@ class ConversationService:
     def send(self, asking: Asking, text: str, attachments: Sequence[int] = (),
              editing: bool = False) -> PlannedReply:
         """Keep the user's message (a new conversation titled from it when there is none),
-        with its attachments; `editing` first supersedes the last exchange."""
+        with its attachments; `editing` makes it a new version of the last question shown,
+        beside it (TreeError, nothing stored, past MAX_SIBLINGS versions)."""
         user, conversation_id = asking.user, asking.conversation_id
         settings = asking.settings.model_dump()
+        parent_id: int | None = AT_END
         if conversation_id is not None and editing:
-            self._supersede_last_exchange(user, conversation_id)
+            shown = self.messages(user, conversation_id)
+            last = next((m for m in reversed(shown) if m.role == "user"), None)
+            if last is not None:
+                parent_id = last.parent_id
         if conversation_id is None:
             conversation_id = self.store.create_conversation(
                 user, title_from(text), asking.model_id, asking.system, settings)
@@ -95,21 +119,25 @@ class ConversationService:
             self.store.update_settings(user, conversation_id, asking.model_id, asking.system,
                                        settings)
         message_id = self.store.add_message(user, conversation_id,
-                                            StoredMessage("user", text))
+                                            StoredMessage("user", text), parent_id)
         if attachments:
             self.attachments.attach(user, message_id, attachments)
-        return self._plan(asking, conversation_id)
+        return self._plan(asking, conversation_id, self.messages(user, conversation_id))
 
     def regenerate(self, asking: Asking) -> PlannedReply | None:
-        """A new last reply; the one it replaces stays stored, superseded. None when the
-        conversation has nothing to answer."""
-        messages = self.messages(asking.user, asking.conversation_id)
-        if not messages or asking.conversation_id is None:
+        """A new version of the last reply shown, beside it (the reply answers the same
+        question); None when the conversation has nothing to answer, TreeError when the
+        question already has MAX_SIBLINGS replies, before any is generated."""
+        conversation = self.shown(asking.user, asking.conversation_id)
+        if conversation is None or not conversation.messages:
             return None
+        messages = conversation.messages
         if messages[-1].role == "assistant":
-            self.store.supersede(asking.user, asking.conversation_id, [messages[-1].id])
+            last = messages.pop()
+            if conversation.positions[last.id].count >= MAX_SIBLINGS:
+                raise TooManyVersions(last.parent_id, f"message {last.parent_id}")
         self._remember(asking)
-        return self._plan(asking, asking.conversation_id)
+        return self._plan(asking, conversation.id, messages)
 
     def continue_reply(self, asking: Asking) -> PlannedReply:
         """The cut last reply, extended where it stopped (CannotContinue otherwise)."""
@@ -125,7 +153,7 @@ class ConversationService:
             raise CannotContinue(f"{asking.model_id}'s engine cannot continue a cut reply",
                                  asking.model_id)
         self._remember(asking)
-        return self._plan(asking, asking.conversation_id, continuing=messages[-1])
+        return self._plan(asking, asking.conversation_id, messages, continuing=messages[-1])
 
     def delete(self, user: str, conversation_id: int) -> None:
         self.store.delete(user, conversation_id)
@@ -147,7 +175,8 @@ class ConversationService:
                                       live.text, live.meter.completion_tokens,
                                       live.meter.finish_reason, live.stopped)
         elif live.text or not live.stopped:  # stopped before the first word: nothing to keep
-            self.store.add_message(user, plan.conversation_id, stored_reply(live))
+            self.store.add_message(user, plan.conversation_id, stored_reply(live),
+                                   plan.parent_id)
 
     def grounding(self, user: str, conversation_id: int | None,
                   messages: Sequence[StoredMessage]):
@@ -159,27 +188,22 @@ class ConversationService:
             user, self.attachments.of_conversation(user, conversation_id), question)
 
     # -- inside --------------------------------------------------------------------------
-    def _plan(self, asking: Asking, conversation_id: int,
+    def _plan(self, asking: Asking, conversation_id: int, messages: list[StoredMessage],
               continuing: StoredMessage | None = None) -> PlannedReply:
-        messages = self.messages(asking.user, conversation_id)
+        """A reply to `messages` (the branch up to what it answers, or extends)."""
         params = GenParams(asking.settings, continue_final=continuing is not None)
         request = ReplyRequest(asking.model_id, with_system(asking.system, messages), params,
                                grounding=self.grounding(asking.user, conversation_id,
                                                         messages),
                                user=asking.user)
-        return PlannedReply(conversation_id, request, continuing)
+        parent = continuing.parent_id if continuing else messages[-1].id if messages else None
+        return PlannedReply(conversation_id, request, continuing, parent)
 
     def _remember(self, asking: Asking) -> None:
         """The model, system prompt and settings the conversation last used: a reopened
         conversation shows them."""
         self.store.update_settings(asking.user, asking.conversation_id, asking.model_id,
                                    asking.system, asking.settings.model_dump())
-
-    def _supersede_last_exchange(self, user: str, conversation_id: int) -> None:
-        messages = self.messages(user, conversation_id)
-        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
-        if last_user is not None:
-            self.store.supersede(user, conversation_id, [m.id for m in messages[last_user:]])
 
 
 def stored_reply(live: LiveReply) -> StoredMessage:

@@ -1,8 +1,9 @@
 """Conversations in SQLite: durable, versioned with migrations, scoped per user.
 
 Every write is its own committed transaction (WAL, synchronous=FULL), so a killed process
-loses at most the reply it was generating, never a message that was saved. Replies that are
-regenerated or edited away are kept, marked superseded, so earlier versions stay retrievable.
+loses at most the reply it was generating, never a message that was saved. Messages form a
+tree (chatcore/conversations/tree.py): a regenerated reply or an edited question is a new
+sibling, every earlier version stays, and each message remembers which child was shown last.
 """
 from __future__ import annotations
 
@@ -17,9 +18,21 @@ from pathlib import Path
 
 from chatcore.documents.passages import phrase_query
 from chatcore.conversations.schema import MIGRATIONS
+from chatcore.conversations.tree import (
+    Node,
+    Position,
+    check_child,
+    check_tree,
+    positions,
+    shown_path,
+    version,
+)
 
 DB_NAME = "chats.sqlite3"
-
+# The most messages one conversation keeps (an import's limit), so the deepest branch too.
+MAX_MESSAGES = 5000
+# `add_message`'s default parent: the last message of the branch shown.
+AT_END = -1
 
 
 class NotFound(Exception):
@@ -38,7 +51,7 @@ class StoredMessage:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     stopped: bool = False
-    superseded: bool = False
+    superseded: bool = False  # read back: off the branch shown (stored rows keep 0)
     created: float = field(default_factory=time.time)
     id: int | None = None
     # A thinking model's thought, kept apart: shown folded, left out of later prompts.
@@ -48,6 +61,7 @@ class StoredMessage:
     # Which passages of the attachments the reply was given: JSON (passage_index.Selection
     # .sources), put in words when shown; rows from before hold English words.
     sources: str = ""
+    parent_id: int | None = None  # None: a first message (a first question's versions)
 
 
 @dataclass
@@ -60,6 +74,8 @@ class Conversation:
     created: float
     updated: float
     messages: list[StoredMessage]
+    # Each shown message's place among its versions ("2/3"), by message id.
+    positions: dict[int, Position] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,7 +88,7 @@ class ConversationSummary:
 _MESSAGE_COLUMNS = ("role", "content", "model", "params", "time_to_first_token",
                     "tokens_per_second", "prompt_tokens", "completion_tokens", "finish_reason",
                     "stopped", "superseded", "created", "id", "thought", "thought_seconds",
-                    "thought_tokens", "sources")
+                    "thought_tokens", "sources", "parent_id")
 
 
 class Store:
@@ -102,10 +118,13 @@ class Store:
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    statements = script if isinstance(script, tuple) else \
-                        filter(str.strip, script.split(";"))
-                    for statement in statements:
-                        self._db.execute(statement)
+                    if callable(script):  # a step that reads the rows it reshapes
+                        script(self._db)
+                    else:
+                        statements = script if isinstance(script, tuple) else \
+                            filter(str.strip, script.split(";"))
+                        for statement in statements:
+                            self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {number}")
                     self._db.execute("COMMIT")
                 except sqlite3.Error:
@@ -163,19 +182,26 @@ class Store:
 
     def get_conversation(self, user: str, conversation_id: int,
                          include_superseded: bool = False) -> Conversation:
+        """The branch shown, first message first; with `include_superseded` every message
+        of the tree, oldest first, those off the shown branch marked superseded."""
         with self._lock:
             row = self._db.execute(
                 "SELECT id, title, model, system_prompt, params, created, updated"
                 " FROM conversations WHERE id = ? AND user = ?", (conversation_id, user)).fetchone()
             if row is None:
                 raise NotFound(f"conversation {conversation_id} does not exist")
-            where = "" if include_superseded else " AND superseded = 0"
             rows = self._db.execute(
                 f"SELECT {', '.join(_MESSAGE_COLUMNS)} FROM messages"
-                f" WHERE conversation_id = ?{where} ORDER BY id", (conversation_id,)).fetchall()
-        messages = [_message(r) for r in rows]
+                f" WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
+            nodes = self._nodes(conversation_id)
+            path = shown_path(nodes, self._shown_root(conversation_id))
+        by_id = {m.id: m for m in map(_message, rows)}
+        on_path = set(path)
+        for message in by_id.values():
+            message.superseded = message.id not in on_path
+        messages = list(by_id.values()) if include_superseded else [by_id[i] for i in path]
         return Conversation(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6],
-                            messages)
+                            messages, positions(nodes, path))
 
     def rename(self, user: str, conversation_id: int, title: str) -> None:
         self._update(user, conversation_id, "title = ?", (title.strip() or "Untitled",))
@@ -201,12 +227,23 @@ class Store:
             raise NotFound(f"conversation {conversation_id} does not exist")
 
     # -- messages ------------------------------------------------------------------------
-    def add_message(self, user: str, conversation_id: int, message: StoredMessage) -> int:
+    def add_message(self, user: str, conversation_id: int, message: StoredMessage,
+                    parent_id: int | None = AT_END) -> int:
+        """A message under `parent_id` (None: a first message; AT_END: the shown branch's
+        last), shown from now on; TreeError (nothing stored) for a parent elsewhere, a
+        33rd version or a branch past MAX_MESSAGES."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._require_owner(user, conversation_id)
+                nodes = self._nodes(conversation_id)
+                if parent_id == AT_END:
+                    path = shown_path(nodes, self._shown_root(conversation_id))
+                    parent_id = path[-1] if path else None
+                check_child(nodes, parent_id, conversation_id, MAX_MESSAGES)
+                message.parent_id = parent_id
                 message_id = self._insert_message(conversation_id, message)
+                self._show(conversation_id, nodes + [Node(message_id, parent_id)], message_id)
                 self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?",
                                  (time.time(), conversation_id))
                 self._db.execute("COMMIT")
@@ -227,21 +264,46 @@ class Store:
             "INSERT INTO messages (conversation_id, role, content, model, params,"
             " time_to_first_token, tokens_per_second, prompt_tokens, completion_tokens,"
             " finish_reason, stopped, superseded, created, thought, thought_seconds,"
-            " thought_tokens, sources) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " thought_tokens, sources, parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?)",
             (conversation_id, m.role, m.content, m.model,
              json.dumps(m.params) if m.params is not None else None, m.time_to_first_token,
              m.tokens_per_second, m.prompt_tokens, m.completion_tokens, m.finish_reason,
-             int(m.stopped), int(m.superseded), m.created, m.thought, m.thought_seconds,
-             m.thought_tokens, m.sources))
+             int(m.stopped), m.created, m.thought, m.thought_seconds,
+             m.thought_tokens, m.sources, m.parent_id))
         return int(cursor.lastrowid)
 
-    def supersede(self, user: str, conversation_id: int, message_ids: Sequence[int]) -> None:
-        """Take messages out of the conversation while keeping them retrievable."""
-        with self._lock:
+    # -- branches ------------------------------------------------------------------------
+    def flip(self, user: str, conversation_id: int, message_id: int, index: int) -> int:
+        """Show version `index` (from 1) of `message_id` instead; its id. TreeError naming
+        the message when there is no such version."""
+        with self.transaction():
             self._require_owner(user, conversation_id)
-            self._db.executemany(
-                "UPDATE messages SET superseded = 1 WHERE id = ? AND conversation_id = ?",
-                [(i, conversation_id) for i in message_ids])
+            nodes = self._nodes(conversation_id)
+            chosen = version(nodes, message_id, index, conversation_id)
+            self._show(conversation_id, nodes, chosen)
+        return chosen
+
+    def _nodes(self, conversation_id: int) -> list[Node]:
+        return [Node(*row) for row in self._db.execute(
+            "SELECT id, parent_id, shown_child FROM messages WHERE conversation_id = ?"
+            " ORDER BY id", (conversation_id,))]
+
+    def _shown_root(self, conversation_id: int) -> int | None:
+        return self._db.execute("SELECT shown_root FROM conversations WHERE id = ?",
+                                (conversation_id,)).fetchone()[0]
+
+    def _show(self, conversation_id: int, nodes: list[Node], message_id: int) -> None:
+        """Called in a transaction: every ancestor of `message_id` shows the child on its
+        way, so the shown branch runs through it."""
+        parents = {n.id: n.parent for n in nodes}
+        current, seen = message_id, set()
+        while parents[current] is not None and current not in seen:
+            seen.add(current)
+            self._db.execute("UPDATE messages SET shown_child = ? WHERE id = ?",
+                             (current, parents[current]))
+            current = parents[current]
+        self._db.execute("UPDATE conversations SET shown_root = ? WHERE id = ?",
+                         (current, conversation_id))
 
     def extend_message(self, user: str, conversation_id: int, message_id: int, text: str,
                        completion_tokens: int, finish_reason: str | None, stopped: bool) -> None:
@@ -256,8 +318,16 @@ class Store:
                  conversation_id))
 
     def import_conversation(self, user: str, title: str, model: str, system_prompt: str,
-                            params: dict, messages: Sequence[StoredMessage]) -> int:
-        """All or nothing: a failure part-way leaves no conversation behind."""
+                            params: dict, messages: Sequence[StoredMessage],
+                            shown: int | None = None) -> int:
+        """All or nothing: a failure part-way leaves no conversation behind. `messages`
+        carry the file's ids and parents (TreeError for an orphan or a cycle); `shown`,
+        a file id, is the message whose branch is shown (else the newest message's).
+        Messages without ids are one branch, in their order."""
+        if any(m.id is None for m in messages):
+            for number, message in enumerate(messages, start=1):
+                message.id, message.parent_id = number, number - 1 or None
+        check_tree([Node(m.id, m.parent_id) for m in messages], MAX_MESSAGES)
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -267,8 +337,15 @@ class Store:
                     " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (user, title, model, system_prompt, json.dumps(params), now, now))
                 conversation_id = int(cursor.lastrowid)
-                for message in messages:
-                    self._insert_message(conversation_id, message)
+                local: dict[int | None, int | None] = {None: None}
+                for message in sorted(messages, key=lambda m: m.id):
+                    local[message.id] = self._insert_message(conversation_id, message)
+                self._db.executemany("UPDATE messages SET parent_id = ? WHERE id = ?",
+                                     [(local[m.parent_id], local[m.id]) for m in messages])
+                if messages:
+                    last = local[shown if shown in local and shown is not None
+                                 else max(m.id for m in messages)]
+                    self._show(conversation_id, self._nodes(conversation_id), last)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
