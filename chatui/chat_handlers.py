@@ -242,7 +242,7 @@ class ChatHandlers:
         follow it."""
         user, conversation_id = plan.request.user, plan.conversation_id
         try:
-            run = self.running.start(plan)
+            run = self.running.start(plan, followed=True)
         except Refused as exc:
             yield self._refused(exc, user, conversation_id)
             return
@@ -261,6 +261,7 @@ class ChatHandlers:
             chatbot_messages(turns, streaming, texts=self.texts),
             gr.update() if joining else "", conversation_id, False)
         turns.append(Turn("assistant", shown.content if shown else ""))
+        run.follow(joining)
         self.stops.follow(key, run.cancel)
         live, position, replaying = run.reader(), 0, joining
         try:
@@ -292,6 +293,7 @@ class ChatHandlers:
                     yield outputs(True)
                 news = run.events_after(position, 1.0)
         finally:
+            run.unfollow()
             self.stops.end(key, run.cancel)
         turns[-1] = self._ended(run, turns[-1], name, shown)
         yield outputs(False)

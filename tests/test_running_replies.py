@@ -126,13 +126,18 @@ def test_stop_from_the_same_user_ends_the_computation_another_user_cannot(world)
 
 
 def test_one_reply_per_conversation_and_a_cap_per_user(world):
+    """The cap counts replies no page follows (a reload, a closed tab)."""
     first = world.running.start(plan(world))
     with pytest.raises(Refused, match=f"conversation {first.conversation_id} already has"):
         world.running.admit("alice", first.conversation_id)
-    world.running.start(plan(world, text="another"))
+    followed = world.running.start(plan(world, text="followed"), followed=True)
+    world.running.start(plan(world, text="another"))  # followed does not count
     with pytest.raises(Refused, match="2 replies are running already") as refused:
         world.running.start(plan(world, text="a third"))
     assert refused.value.limit == 2
+    followed.unfollow()  # its page went: it counts now
+    with pytest.raises(Refused, match="2 replies are running already"):
+        world.running.admit("alice", None)
     world.running.start(plan(world, user="bob"))  # bob's cap is his own
     world.running.close()  # the server stops: all of them end
     assert world.backend.cancelled.is_set()

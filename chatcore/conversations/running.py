@@ -6,12 +6,14 @@ tab that asked for it (a reload, a closed tab, a dropped network), and is kept o
 another of the same user's, reads its events from the first (`RunningReply.events_after`:
 a reader that joins late gets the text so far, then the rest) and can stop it; another
 user can neither find nor stop it. The work is bounded: one running reply per conversation,
-and at most `per_user` per user.
+and at most `per_user` per user running detached (no page follows them: without `--auth`
+every page is the same user, and the pages in use are bounded already by the server's queue).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from chatcore.conversations.service import ConversationService, PlannedReply
@@ -19,7 +21,8 @@ from chatcore.generation.replies import LiveReply, StreamEvent
 
 log = logging.getLogger(__name__)
 
-PER_USER = 4  # replies one user may have running at once
+PER_USER = 4  # replies one user may have running with no page following them
+SHUTDOWN_WAIT_S = 30.0
 
 
 class Refused(Exception):
@@ -44,6 +47,7 @@ class RunningReply:
     # Held while the reply is kept, so a page that reads the stored messages sees them
     # either before the reply is kept (and follows it) or after (and shows it stored).
     guard: threading.Lock = field(default_factory=threading.Lock)
+    followers: int = 0  # pages following it now; with none it runs detached
     _events: list = field(default_factory=list)  # every event, for readers that join late
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
@@ -78,6 +82,16 @@ class RunningReply:
                 self._events.append(event)
             self._changed.notify_all()
 
+    def follow(self, joining: bool = True) -> None:
+        """A page follows the reply (`joining`: one more; else the page that started it,
+        counted from the start); call `unfollow` when it stops following."""
+        with self._changed:
+            self.followers += joining
+
+    def unfollow(self) -> None:
+        with self._changed:
+            self.followers -= 1
+
     def stop(self) -> None:
         self.cancel.set()
 
@@ -98,9 +112,10 @@ class RunningReplies:
         with self._lock:
             self._admit(user, conversation_id)
 
-    def start(self, plan: PlannedReply) -> RunningReply:
-        """Run the planned reply on its own thread; Refused over the bounds."""
-        run = RunningReply(plan)
+    def start(self, plan: PlannedReply, followed: bool = False) -> RunningReply:
+        """Run the planned reply on its own thread; Refused over the bounds. `followed`:
+        the caller follows it from the start (and calls `unfollow` when it stops)."""
+        run = RunningReply(plan, followers=int(followed))
         thread = threading.Thread(target=self._run, args=(run,), daemon=True,
                                   name=f"reply-{plan.conversation_id}")
         with self._lock:
@@ -125,15 +140,17 @@ class RunningReplies:
         run.stop()
         return True
 
-    def close(self) -> None:
-        """The server stops: stop every reply, and wait for each to end."""
+    def close(self, wait_s: float = SHUTDOWN_WAIT_S) -> None:
+        """The server stops: stop every reply, and wait for each to end (a model still
+        loading may not end at once: at most `wait_s` seconds in all)."""
         with self._lock:
             self._closed = True
             runs, threads = list(self._runs.values()), list(self._threads)
         for run in runs:
             run.stop()
+        deadline = time.monotonic() + wait_s
         for thread in threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- inside --------------------------------------------------------------------------
     def _admit(self, user: str, conversation_id: int | None) -> None:
@@ -142,8 +159,11 @@ class RunningReplies:
         if conversation_id is not None and (user, conversation_id) in self._runs:
             raise Refused(f"conversation {conversation_id} already has a reply running",
                           conversation=conversation_id)
-        if sum(1 for owner, _ in self._runs if owner == user) >= self._per_user:
-            raise Refused(f"{self._per_user} replies are running already",
+        detached = sum(1 for (owner, _), run in self._runs.items()
+                       if owner == user and run.followers == 0)
+        if detached >= self._per_user:
+            raise Refused(f"{self._per_user} replies are running already with no page "
+                          "following them",
                           limit=self._per_user)
 
     def _run(self, run: RunningReply) -> None:
