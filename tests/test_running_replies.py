@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from backends.base import Chunk
 from backends.sampling import SamplingSettings
 from chatcore.conversations.running import Refused, RunningReplies
 from chatcore.conversations.service import Asking, ConversationService
