@@ -23,6 +23,8 @@ from chatcore.i18n import DEFAULT_LANGUAGE, LANGUAGES, Texts, load_texts
 from chatcore.library.model_library import ModelLibrary
 from chatcore.generation.manager import ModelManager
 from chatcore.api.request_guard import Access, guard
+from chatcore.conversations.running import RunningReplies
+from chatcore.conversations.service import ConversationService
 from chatcore.conversations.store import Store
 from chatcore.costs.book import CostBook
 from chatcore.documents.reader import MAX_FILE_BYTES
@@ -54,18 +56,20 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
 
 def build_app(manager: ModelManager, store: Store, initial_model: str, exports: ExportFiles,
               library: ModelLibrary | None = None,
-              evaluations: EvalRunner | None = None, language: str | None = None) -> gr.Blocks:
+              evaluations: EvalRunner | None = None, language: str | None = None,
+              running: RunningReplies | None = None) -> gr.Blocks:
     """The whole page once per shipped language: `/` in `language` (--language, English
     when not given), every other language at `/<code>`. `evaluations` runs the Evaluate
     tab's runs; serve() passes the one it resumes and closes, and without one the page makes
-    its own."""
+    its own; so does `running`, the chat replies that run on when their tab goes away."""
     evaluations = evaluations or EvalRunner(manager, EvalStore(store))
+    running = running or RunningReplies(ConversationService(store, manager))
     costs = CostBook(store)
     manager.measure_with(costs.record)  # every reply's time per token, whoever asked
     root = language or DEFAULT_LANGUAGE
     pages = PagePaths(root)
     page = PageBuilder(manager, store, initial_model, exports, library, evaluations,
-                       LanguageRule(store, pages, language), costs)
+                       LanguageRule(store, pages, language), costs, running)
     # Gradio deletes what it keeps for this app (an upload no handler read, say) an hour
     # after, as downloads expire, and all of it when the server stops.
     with gr.Blocks(title=load_texts(root)("app.title"), analytics_enabled=False,
@@ -89,10 +93,11 @@ class PageBuilder:
 
     def __init__(self, manager: ModelManager, store: Store, initial_model: str,
                  exports: ExportFiles, library: ModelLibrary | None, evaluations: EvalRunner,
-                 languages: LanguageRule, costs: CostBook) -> None:
+                 languages: LanguageRule, costs: CostBook,
+                 running: RunningReplies) -> None:
         self.manager, self.store, self.initial_model = manager, store, initial_model
         self.exports, self.library, self.evaluations = exports, library, evaluations
-        self.languages, self.costs = languages, costs
+        self.languages, self.costs, self.running = languages, costs, running
 
     def build(self, app: gr.Blocks, texts: Texts) -> None:
         manager, store, initial_model = self.manager, self.store, self.initial_model
@@ -104,7 +109,8 @@ class PageBuilder:
         elsewhere = gr.Textbox(visible=False)  # the page to go to, when not this one
         with gr.Tab(texts("app.chat"), id="chat") as chat_tab:
             chat_model = build_chat_tab(app, manager, store, initial_model, self.exports,
-                                        self.library, texts=texts, costs=self.costs)
+                                        self.library, texts=texts, costs=self.costs,
+                                        running=self.running)
         with gr.Tab(texts("app.compare"), id="compare") as compare_tab:
             pickers = build_compare_tab(app, manager, store, initial_model, self.exports,
                                         texts=texts, costs=self.costs)
@@ -154,12 +160,13 @@ class PageBuilder:
 def build_server(manager: ModelManager, store: Store, initial_model: str,
                  exports: ExportFiles,
                  access: Access, library: ModelLibrary | None = None,
-                 evaluations: EvalRunner | None = None, language: str | None = None):
+                 evaluations: EvalRunner | None = None, language: str | None = None,
+                 running: RunningReplies | None = None):
     """The page at / (and /<language>) and the API at /v1 as one ASGI app, behind the Host
     and Origin guard; a page is sent in the person's language from the first request, and
     compressed."""
     blocks = build_app(manager, store, initial_model, exports, library, evaluations,
-                       language)
+                       language, running)
     blocks.queue(default_concurrency_limit=16)
     server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     server_app.include_router(build_api(manager, access.api_key, access.auth))
@@ -187,8 +194,9 @@ def serve(manager: ModelManager, store: Store, initial_model: str, access: Acces
     _check_port(host, port)
     exports = ExportFiles(Path(gradio_cache_folder()))
     evaluations = EvalRunner(manager, EvalStore(store))
+    running = RunningReplies(ConversationService(store, manager))
     server_app = build_server(manager, store, initial_model, exports, access, library,
-                              evaluations, language)
+                              evaluations, language, running)
     server = uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=5))
     runner = threading.Thread(target=server.run, name="http-server")
@@ -214,6 +222,7 @@ def serve(manager: ModelManager, store: Store, initial_model: str, access: Acces
         server.should_exit = True
         runner.join()
     finally:
+        running.close()  # every chat reply still running stops
         evaluations.close()
         exports.close()
         manager.unload_all()

@@ -16,6 +16,7 @@ from chatcore.conversations.service import (
     ConversationService,
     PlannedReply,
 )
+from chatcore.conversations.running import Refused, RunningReplies, RunningReply
 from chatcore.conversations.store import NotFound, Store
 from chatcore.conversations.tree import MAX_SIBLINGS, TooManyVersions
 from chatcore.generation.context import with_system
@@ -55,13 +56,16 @@ class ChatHandlers:
     """Gradio callbacks for one chat page; the store holds what was said, the manager runs."""
 
     def __init__(self, manager: ModelManager, store: Store, *, texts: Texts,
-                 stops: StopRegistry | None = None, costs: CostBook | None = None) -> None:
+                 stops: StopRegistry | None = None, costs: CostBook | None = None,
+                 running: RunningReplies | None = None) -> None:
+        """`running`: the app's running replies (every page's chat shares them)."""
         self.texts = texts
         self.manager = manager
         self.store = store
         self.conversations = ConversationService(store, manager)
         self.attachments = self.conversations.attachments
         self.stops = stops or StopRegistry()
+        self.running = running or RunningReplies(self.conversations)
         self.costs = CostWords(manager, costs or CostBook(store), texts=texts)
 
     def model_name(self, model_id: str) -> str:
@@ -109,6 +113,9 @@ class ChatHandlers:
             yield chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
                 message, conversation_id, editing
             return
+        if (refusal := self._refusal(user, conversation_id)) is not None:
+            yield refusal
+            return
         asking = Asking(user, conversation_id, model_id, system or "", settings)
         try:
             plan = self.conversations.send(asking, message, pending or (), editing)
@@ -120,6 +127,9 @@ class ChatHandlers:
     def regenerate(self, conversation_id: int | None, model_id: str, system: str,
                    settings: SamplingSettings, request: gr.Request = None) -> Iterator[tuple]:
         """A new version of the last reply, beside the earlier ones (‹ › flips back)."""
+        if (refusal := self._refusal(user_of(request), conversation_id)) is not None:
+            yield refusal
+            return
         asking = Asking(user_of(request), conversation_id, model_id, system or "", settings)
         try:
             plan = self.conversations.regenerate(asking)
@@ -135,6 +145,9 @@ class ChatHandlers:
                        settings: SamplingSettings,
                        request: gr.Request = None) -> Iterator[tuple]:
         user = user_of(request)
+        if (refusal := self._refusal(user, conversation_id)) is not None:
+            yield refusal
+            return
         asking = Asking(user, conversation_id, model_id, system or "", settings)
         try:
             plan = self.conversations.continue_reply(asking)
@@ -155,8 +168,28 @@ class ChatHandlers:
         gr.Info(self.texts("chat.editing"))
         return question, True
 
-    def stop(self, request: gr.Request) -> None:
-        self.stops.stop(session_key(request))
+    def stop(self, conversation_id: int | None = None, request: gr.Request = None) -> None:
+        """End the reply running in the conversation shown (started in any of the user's
+        tabs), else the one this tab started before it knew its conversation."""
+        if not self.running.stop(user_of(request), conversation_id):
+            self.stops.stop(session_key(request))
+
+    def attach(self, conversation_id: int | None,
+               request: gr.Request = None) -> Iterator[tuple]:
+        """Follow the reply still running in the conversation just opened (started before
+        a reload, or in another tab): its text so far, then the rest as it comes."""
+        user = user_of(request)
+        run = self.running.find(user, conversation_id)
+        if run is None:
+            yield gr.update(), gr.update(), gr.update(), gr.update()
+            return
+        with run.guard:  # the reply is either stored already, or not yet and followed
+            if run.finished:
+                yield chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
+                    gr.update(), conversation_id, gr.update()
+                return
+            turns = self._turns(run.plan)
+        yield from self._follow(run, turns, session_key(request), joining=True)
 
     # -- what the model sees -------------------------------------------------------------
     def inspect(self, conversation_id: int | None, request: gr.Request) -> tuple[str, str]:
@@ -232,47 +265,98 @@ class ChatHandlers:
 
     # -- the reply -----------------------------------------------------------------------
     def _reply(self, plan: PlannedReply, key: str) -> Iterator[tuple]:
+        """Start the reply on its own (it runs to its end if this tab goes away) and
+        follow it."""
         user, conversation_id = plan.request.user, plan.conversation_id
-        model_id = plan.request.model_id
-        # The branch up to what the reply answers (a regenerated reply's older versions are
-        # one flip away), with the attachments' chips.
-        turns = self.display(user, conversation_id,
-                             None if plan.continuing is not None else plan.parent_id)
+        try:
+            run = self.running.start(plan, followed=True)
+        except Refused as exc:
+            yield self._refused(exc, user, conversation_id)
+            return
+        yield from self._follow(run, self._turns(plan), key)
+
+    def _turns(self, plan: PlannedReply) -> list[Turn]:
+        """The branch up to what the reply answers (a regenerated reply's older versions
+        are one flip away), with the attachments' chips."""
+        return self.display(plan.request.user, plan.conversation_id,
+                            None if plan.continuing is not None else plan.parent_id)
+
+    def _follow(self, run: RunningReply, turns: list[Turn], key: str,
+                joining: bool = False) -> Iterator[tuple]:
+        """`turns`: the conversation as stored (with the attachments' chips), without the
+        running reply; `joining`: this page joins a reply already running (the message box
+        keeps its draft, and the text so far is shown at once)."""
+        plan = run.plan
+        model_id, conversation_id = plan.request.model_id, plan.conversation_id
         name = self.model_name(model_id)
         shown = turns.pop() if plan.continuing is not None else None
         outputs = lambda streaming: (  # noqa: E731
-            chatbot_messages(turns, streaming, texts=self.texts), "", conversation_id, False)
+            chatbot_messages(turns, streaming, texts=self.texts),
+            gr.update() if joining else "", conversation_id, False)
         turns.append(Turn("assistant", shown.content if shown else ""))
-        cancel = self.stops.begin(key)
+        run.follow(joining)
+        self.stops.follow(key, run.cancel)
+        live, position, replaying = run.reader(), 0, joining
         try:
             # The model starts first; the page hears of the new message with the first words
             # (or FIRST_WORDS_WAIT_S later), so updating it does not slow the prompt's reading.
-            with self.conversations.reply(plan, cancel) as replies:
-                live = replies.live[0]
-                turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
-                if not replies.wait_for_news(FIRST_WORDS_WAIT_S):
-                    yield outputs(True)
-                last_update = time.perf_counter()
-                for _, event in replies:
+            news = run.events_after(0, FIRST_WORDS_WAIT_S)
+            turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
+            if not news:
+                yield outputs(True)
+            last_update = time.perf_counter()
+            while news or not run.finished:
+                for event in news:
+                    position += 1
+                    live.apply(event)
                     first_words = isinstance(event, Chunk) and event.text == live.text != ""
                     now = time.perf_counter()
-                    # The first words go out at once; the interval paces what follows.
-                    if now - last_update >= UPDATE_INTERVAL_S or \
-                            not isinstance(event, Chunk) or first_words:
-                        last_update = now
-                        turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
-                        yield outputs(True)
-            turns[-1] = live_turn(live, name, texts=self.texts, continued=shown,
-                                  cost=self.costs.reply(live))
-        except (UnknownModel, ModelUnavailable, BackendError) as exc:
-            turns[-1] = Turn("assistant", turns[-1].content, error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - never a traceback on the page
-            log.exception("reply from %s failed", model_id)
-            turns[-1] = Turn("assistant", turns[-1].content,
-                             error=self.texts("chat.unexpected_error", detail=str(exc)))
+                    # The first words go out at once (a page that joins a running reply
+                    # shows the text so far, once it has read it); the interval paces what
+                    # follows.
+                    if replaying:
+                        if not run.caught_up(position):
+                            continue
+                        replaying = False
+                    elif not (now - last_update >= UPDATE_INTERVAL_S or first_words or
+                              not isinstance(event, Chunk)):
+                        continue
+                    last_update = now
+                    turns[-1] = live_turn(live, name, texts=self.texts, continued=shown)
+                    yield outputs(True)
+                news = run.events_after(position, 1.0)
         finally:
-            self.stops.end(key, cancel)
+            run.unfollow()
+            self.stops.end(key, run.cancel)
+        turns[-1] = self._ended(run, turns[-1], name, shown)
         yield outputs(False)
+
+    def _ended(self, run: RunningReply, turn: Turn, name: str, shown: Turn | None) -> Turn:
+        """The bubble of a reply that ended: with its figures and cost, or its error."""
+        exc = run.failure
+        if exc is None and run.live is not None:
+            return live_turn(run.live, name, texts=self.texts, continued=shown,
+                             cost=self.costs.reply(run.live))
+        if isinstance(exc, (UnknownModel, ModelUnavailable, BackendError)):
+            return Turn("assistant", turn.content, error=str(exc))
+        log.error("reply from %s failed", run.plan.request.model_id, exc_info=exc)
+        return Turn("assistant", turn.content,
+                    error=self.texts("chat.unexpected_error", detail=str(exc)))
+
+    def _refusal(self, user: str, conversation_id: int | None) -> tuple | None:
+        """What the page shows when no reply may start now, or None when one may."""
+        try:
+            self.running.admit(user, conversation_id)
+        except Refused as exc:
+            return self._refused(exc, user, conversation_id)
+        return None
+
+    def _refused(self, exc: Refused, user: str, conversation_id: int | None) -> tuple:
+        gr.Warning(self.texts("running.busy") if exc.conversation is not None else
+                   self.texts("running.too_many", n=exc.limit) if exc.limit else
+                   self.texts("running.stopping"))
+        return chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
+            gr.update(), conversation_id, False
 
 
 def prompt_hidden(manager: ModelManager, model_id: str,

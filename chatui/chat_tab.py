@@ -10,6 +10,7 @@ from chatcore.library.model_library import ModelLibrary
 from chatcore.library.errors import LibraryError
 from chatcore.generation.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
 from chatcore.conversations.presets import builtin_presets
+from chatcore.conversations.running import RunningReplies
 from chatcore.conversations.store import Store
 from chatui.attachment_controls import READING, AttachmentControls
 from chatui.branch_controls import BRANCH_CSS, FLIP_JS, BranchControls
@@ -109,10 +110,11 @@ def _download(library: ModelLibrary | None, model_id: str, request: gr.Request,
 
 def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
                    exports: ExportFiles, library: ModelLibrary | None = None, *,
-                   texts: Texts, costs: CostBook | None = None) -> gr.Dropdown:
+                   texts: Texts, costs: CostBook | None = None,
+                   running: RunningReplies | None = None) -> gr.Dropdown:
     """Builds the tab in `texts`' language; returns its model picker, whose choices follow
-    the registry."""
-    chat = ChatHandlers(manager, store, texts=texts, costs=costs)
+    the registry. `running`: the app's running replies, which every page follows."""
+    chat = ChatHandlers(manager, store, texts=texts, costs=costs, running=running)
     files = AttachmentControls(chat.attachments, texts=texts, tokens=chat.attachment_tokens)
     convs = ConversationHandlers(manager, store, chat, exports, texts=texts)
     branches = BranchControls(chat, texts=texts)
@@ -250,7 +252,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                    trigger_mode="always_last")
     edit.click(chat.edit_last, [conversation_id], [message, editing], api_name=False,
                queue=False)
-    stop.click(chat.stop, None, None, api_name="stop", queue=False)
+    # Stop ends the reply running in the conversation shown, whichever tab started it.
+    stop.click(chat.stop, [conversation_id], None, api_name="stop", queue=False)
     # A new chat ends the running reply too, so its last update cannot bring the old one back.
     new_outputs = [chatbot, conversation_id, editing, message, conversations, title, earlier]
     new_chat.click(convs.new_chat, None, new_outputs, api_name="new_chat", queue=False,
@@ -262,13 +265,25 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     # until then the chat stays shown.
     chatbot.clear(convs.ask_clear, [conversation_id],
                   [chatbot, confirm_row, sidebar_status, actions], api_name=False, queue=False)
-    conversations.input(convs.open, [conversations], open_outputs, api_name="open",
-                        queue=False) \
-        .then(branches.rows, [conversation_id], [versions], api_name=False, queue=False) \
+    opened = conversations.input(convs.open, [conversations], open_outputs, api_name="open",
+                                 queue=False)
+    opened.then(branches.rows, [conversation_id], [versions], api_name=False, queue=False) \
         .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
               api_name=False, queue=False) \
         .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
               show_progress="hidden")
+    # A reply still running in the opened conversation (started before a reload, or in
+    # another tab) is followed to its end; opening another conversation, or a new chat,
+    # stops following it (it runs on) and any reply this tab shows.
+    following = opened.then(chat.attach, [conversation_id], reply_outputs, api_name=False,
+                            show_progress="hidden")
+    following.then(convs.after_reply, [search, conversation_id],
+                   [conversations, title, earlier], api_name=False, queue=False) \
+        .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
+              api_name=False, queue=False)
+    for leaving in (conversations.input, new_chat.click):
+        leaving(None, None, None, cancels=[following, *replies], api_name=False,
+                queue=False)
     search.change(convs.refresh, [search, conversation_id], [conversations], api_name=False,
                   queue=False)
     rename.click(convs.rename, [conversation_id, title, search], [conversations, sidebar_status],

@@ -24,6 +24,12 @@ class StopRegistry:
             previous.set()
         return event
 
+    def follow(self, key: str, event: threading.Event) -> None:
+        """Stop in tab `key` ends the reply `event` cancels (one that runs on its own, which
+        the tab follows); a reply the tab followed before runs on."""
+        with self._lock:
+            self._events[key] = event
+
     def end(self, key: str, event: threading.Event) -> None:
         with self._lock:
             if self._events.get(key) is event:
