@@ -4,6 +4,7 @@ an app killed with SIGKILL mid-run that resumes where it stopped."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -113,12 +114,16 @@ def test_a_chat_request_during_a_run_is_answered_before_the_runs_next_reply(
 
 
 def test_an_app_killed_mid_run_resumes_and_finishes_without_duplicates(tmp_path, smollm2_path):
-    # Two llama.cpp entries on the same file, and a budget that holds one: the run goes
-    # entry by entry, so exactly one reply is in progress when the app is killed.
+    # Two llama.cpp entries on two copies of one file (entries on the same file would share
+    # its weights, and both fit), and a budget that holds one: the run goes entry by entry,
+    # so exactly one reply is in progress when the app is killed.
     registry = tmp_path / "models.yaml"
+    copies = {name: tmp_path / f"{name}.gguf" for name in ("smol-a", "smol-b")}
+    for copy in copies.values():
+        shutil.copyfile(smollm2_path, copy)
     registry.write_text("models:\n" + "".join(
-        f"  - {{id: {name}, name: {name}, backend: llamacpp, path: '{smollm2_path}',"
-        " context_length: 1024, parallel: 1}\n" for name in ("smol-a", "smol-b")))
+        f"  - {{id: {name}, name: {name}, backend: llamacpp, path: '{path}',"
+        " context_length: 1024, parallel: 1}\n" for name, path in copies.items()))
     data = tmp_path / "data"
     manager = ModelManager(load_registry(registry), make_backend, MemoryBudget.parse("300MB"))
     store = Store(data)
