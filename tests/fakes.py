@@ -79,3 +79,15 @@ def reply_events(manager, model_id: str, messages: Sequence[Message], params: Ge
             if isinstance(event, Exception):
                 raise event
             yield event
+
+
+def one_model_manager(backend: Backend, context_length: int = 256):
+    """A manager whose only entry, "fake", is `backend` (for service and UI logic)."""
+    from chatcore.generation.manager import ModelManager
+    from chatcore.generation.registry import ModelEntry, ModelRegistry
+    from tests.conftest import SHIPPED_MODELS
+
+    entry = ModelEntry(id="fake", name="Fake", backend="llamacpp", path=__file__,
+                       context_length=context_length)
+    return ModelManager(ModelRegistry(path=SHIPPED_MODELS, entries=(entry,), broken=()),
+                        lambda _: backend)

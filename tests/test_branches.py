@@ -19,18 +19,14 @@ from chatcore.conversations.service import Asking, ConversationService
 from chatcore.conversations.store import DB_NAME, NotFound, Store, StoredMessage
 from chatcore.conversations.tree import MAX_SIBLINGS, Node, TreeError, shown_path
 from chatcore.generation.manager import ModelManager
-from chatcore.generation.registry import ModelEntry, ModelRegistry
 from tests.conftest import SHIPPED_MODELS
-from tests.fakes import ScriptedBackend
+from tests.fakes import one_model_manager, ScriptedBackend
 
 
 @pytest.fixture()
 def service(tmp_path):
     backend = ScriptedBackend("first")
-    entry = ModelEntry(id="fake", name="Fake", backend="llamacpp", path=__file__,
-                       context_length=256)
-    manager = ModelManager(ModelRegistry(path=SHIPPED_MODELS, entries=(entry,), broken=()),
-                           lambda _: backend)
+    manager = one_model_manager(backend, context_length=256)
     store = Store(tmp_path)
     service = ConversationService(store, manager)
     service.backend = backend

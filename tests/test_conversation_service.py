@@ -17,10 +17,8 @@ from chatcore.conversations.service import (
     PlannedReply,
 )
 from chatcore.conversations.store import NotFound, Store
-from chatcore.generation.manager import ModelManager
-from chatcore.generation.registry import ModelEntry, ModelRegistry
-from tests.conftest import ROOT, SHIPPED_MODELS
-from tests.fakes import ScriptedBackend
+from tests.conftest import ROOT
+from tests.fakes import one_model_manager, ScriptedBackend
 
 SETTINGS = SamplingSettings(temperature=0.3, min_p=0.1, seed=7, think=False)
 
@@ -38,10 +36,7 @@ class RecordingBackend(ScriptedBackend):
 @pytest.fixture()
 def service(tmp_path):
     backend = RecordingBackend()
-    entry = ModelEntry(id="fake", name="Fake", backend="llamacpp", path=__file__,
-                       context_length=256)
-    manager = ModelManager(ModelRegistry(path=SHIPPED_MODELS, entries=(entry,), broken=()),
-                           lambda _: backend)
+    manager = one_model_manager(backend, context_length=256)
     store = Store(tmp_path)
     service = ConversationService(store, manager)
     service.backend = backend

@@ -15,11 +15,10 @@ from chatcore.conversations.running import Refused, RunningReplies
 from chatcore.conversations.service import Asking, ConversationService
 from chatcore.conversations.store import Store
 from chatcore.generation.manager import ModelManager
-from chatcore.generation.registry import ModelEntry, ModelRegistry
 from chatcore.i18n import load_texts
 from chatui.chat_handlers import ChatHandlers
 from tests.conftest import SAFETY_S, SHIPPED_MODELS, generation_threads, until
-from tests.fakes import ScriptedBackend
+from tests.fakes import one_model_manager, ScriptedBackend
 
 WORDS = " ".join(f"w{i}" for i in range(40))
 ALICE_TAB_1 = SimpleNamespace(session_hash="tab-1", username="alice")
@@ -53,10 +52,7 @@ class GatedBackend(ScriptedBackend):
 @pytest.fixture()
 def world(tmp_path):
     backend = GatedBackend()
-    entry = ModelEntry(id="fake", name="Fake", backend="llamacpp", path=__file__,
-                       context_length=512)
-    manager = ModelManager(ModelRegistry(path=SHIPPED_MODELS, entries=(entry,), broken=()),
-                           lambda _: backend)
+    manager = one_model_manager(backend, context_length=512)
     store = Store(tmp_path)
     service = ConversationService(store, manager)
     running = RunningReplies(service, per_user=2)
