@@ -35,12 +35,14 @@ element.addEventListener('click', (event) => {
 });
 """
 BRANCH_CSS = """
-.branch-row { display: flex; gap: 0.4em; align-items: center; font-size: 0.85em; }
+.branch-row { display: flex; flex-wrap: wrap; gap: 0.4em; align-items: center;
+  font-size: 0.85em; }
+.branch-row span, .branch-row button { white-space: nowrap; }
 .branch-row button { min-width: 2em; border: 1px solid var(--border-color-primary);
   border-radius: var(--radius-sm); background: var(--button-secondary-background-fill); }
 .branch-row button:disabled { opacity: 0.4; }
 .branch-row button:focus-visible { outline: 2px solid var(--color-accent); }
-.branch-row button.branch-prefer { padding: 0 0.5em; }
+.branch-row button.branch-prefer { padding: 0 0.5em; font: inherit; }
 .branch-row button[aria-pressed="true"] { border-color: var(--color-accent); font-weight: 600; }
 """
 # The markup, filled with escaped words from the catalog.

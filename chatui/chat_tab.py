@@ -192,12 +192,12 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                                        elem_id="regenerate")
                 edit = gr.Button(texts("chat.edit"), size="sm", elem_id="edit")
                 continue_ = gr.Button(texts("chat.continue"), size="sm", elem_id="continue")
-            with gr.Row(equal_height=True):  # chatui/answer_controls.py
+            with gr.Row():  # chatui/answer_controls.py
                 answer_model = gr.Dropdown(choices=model_choices(manager, texts=texts),
                                            value=None, label=texts("answer.model"), scale=3,
                                            interactive=True, elem_id="answer-model")
-                answer = gr.Button(texts("answer.button"), size="sm", scale=1,
-                                   elem_id="answer-with")
+                answer = gr.Button(texts("answer.button"), size="sm", scale=1, min_width=120,
+                                   elem_id="answer-with", variant="secondary")
             with gr.Accordion(texts("chat.inspector.title"), open=False, elem_id="inspector"):
                 inspector_prompt = gr.Code(label=texts("chat.inspector.prompt"),
                                            interactive=False, elem_id="inspector-prompt",

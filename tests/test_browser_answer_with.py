@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from gradio_client import Client
 from playwright.sync_api import sync_playwright
 
+from chatcore.conversations.store import Store
 from tests.conftest import start_app
+from tests.test_app_client import send_args
 from tests.test_browser import (
     CHROMIUM_ARGS,
     pick,
@@ -61,20 +64,22 @@ def page(chromium_path, two_model_app):
         browser.close()
 
 
-def open_votes_line(page) -> str:
-    """The Compare tab's line of counts, read after the tab was shown (it counts again)."""
+def counts_say(page, expected: str) -> None:
+    """Show the Compare tab (it counts the votes again) and wait until its line of counts
+    says `expected`."""
     page.get_by_role("tab", name="Compare").click()
-    counts = page.locator("#compare-vote-counts")
-    page.wait_for_function(
-        "() => (document.querySelector('#compare-vote-counts')?.innerText || '')"
-        ".includes('open vote')", timeout=30_000)
-    return counts.inner_text()
+    try:
+        page.wait_for_function(
+            "(e) => (document.querySelector('#compare-vote-counts')?.innerText || '')"
+            ".includes(e)", arg=expected, timeout=30_000)
+    except Exception:
+        raise AssertionError(f"the counts never said {expected!r}: "
+                             f"{page.locator('#compare-vote-counts').inner_text()!r}") from None
 
 
 def test_answer_with_another_model_streams_a_named_sibling_and_preferring_it_counts(
         page, artifacts):
-    before = open_votes_line(page)
-    assert "0 open votes" in before, before
+    counts_say(page, "Counts 0 blind votes and 0 open votes.")
     page.get_by_role("tab", name="Chat").click()
     page.get_by_text("Parameters").click()
     set_number(page, "max-new-tokens", "64")
@@ -110,18 +115,40 @@ def test_answer_with_another_model_streams_a_named_sibling_and_preferring_it_cou
         ".includes('you prefer this reply')", timeout=30_000)
     assert row.get_by_role("button", name="Prefer this one").get_attribute(
         "aria-pressed") == "true"
-    page.locator("#branches").scroll_into_view_if_needed()
-    page.screenshot(path=str(artifacts / "branches.png"), full_page=True)
+    # The README's picture (docs/branches.png): the chat, its versions row, Answer with….
+    page.screenshot(path=str(artifacts / "branches.png"), full_page=True,
+                    clip={"x": 0, "y": 0, "width": 1200, "height": 1290})
     # The first version's row names its own model.
     page.get_by_role("button", name="Previous version of Reply 1", exact=True).click()
     page.locator('#branches [role=group][aria-label="Reply 1: version 1 of 2"]').wait_for(
         timeout=30_000)
     assert FIRST in page.locator("#branches").inner_text()
 
-    after = open_votes_line(page)
-    assert "0 blind votes and 1 open vote" in after, after
+    counts_say(page, "Counts 0 blind votes and 1 open vote.")  # one more open vote
     assert SECOND in page.locator("#compare-leaderboard").inner_text()
     page.get_by_text("Include open votes").click()  # leave them out: the count says so
     page.wait_for_function(
         "() => (document.querySelector('#compare-vote-counts')?.innerText || '')"
         ".includes('leaves out 1 open vote')", timeout=30_000)
+
+
+def test_answer_with_through_the_page_api_keeps_both_versions_with_their_models(
+        two_model_app, tmp_path):
+    """What the README promises scripts: /answer_with takes Regenerate's arguments, the
+    model being the one that answers; the store holds both versions, the new one shown."""
+    client = Client(two_model_app.url, verbose=False)
+    client.predict(*send_args(QUESTION, max_new_tokens=8), api_name="/send")
+    other = ("smollm2-second", *send_args(QUESTION, max_new_tokens=8)[2:])
+    client.predict(*other, api_name="/answer_with")
+    [listed] = client.predict("", api_name="/conversations")
+    shown = client.predict(listed["id"], api_name="/conversation")
+    assert [m["model"] for m in shown["messages"]] == [None, "smollm2-second"]
+    store = Store(tmp_path / "data")  # the app's own file, read beside it
+    try:
+        tree = store.get_conversation("", listed["id"], include_superseded=True).messages
+    finally:
+        store.close()
+    replies = [m for m in tree if m.role == "assistant"]
+    assert [m.model for m in replies] == ["smollm2-135m", "smollm2-second"]
+    assert replies[0].parent_id == replies[1].parent_id == tree[0].id  # siblings
+    assert all(m.content and m.tokens_per_second for m in replies)
