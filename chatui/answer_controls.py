@@ -31,7 +31,7 @@ from chatui.transcript import chatbot_messages
 # message and outcome.
 PREFER_BUTTON = ('<button type="button" class="branch-prefer" data-message="{}" '
                  'data-prefer="{}" aria-pressed="{}">{}</button>')
-MAX_EVENT_TEXT = 200  # of a malformed click's data, quoted in its refusal
+MAX_EVENT_TEXT = 200  # of a malformed click's data or model id, quoted in its refusal
 
 
 class AnswerControls:
@@ -47,6 +47,10 @@ class AnswerControls:
                settings: SamplingSettings, request: gr.Request = None) -> Iterator[tuple]:
         """A new version of the last reply shown, from `model_id`, beside it."""
         user = user_of(request)
+        if not model_id:
+            gr.Info(self.texts("answer.pick"))
+            yield self._unchanged(user, conversation_id)
+            return
         conversation = self.chat.conversations.shown(user, conversation_id)
         last = next((m for m in reversed(conversation.messages) if m.role == "assistant"),
                     None) if conversation is not None else None
@@ -54,7 +58,9 @@ class AnswerControls:
             gr.Info(self.texts("answer.nothing"))
             yield self._unchanged(user, conversation_id)
             return
-        asking = Asking(user, conversation_id, model_id or "", system or "", settings)
+        # A model id is a registry's: a longer one is unknown anyway, and quoted bounded.
+        asking = Asking(user, conversation_id, model_id[:MAX_EVENT_TEXT], system or "",
+                        settings)
         try:
             plan = self.chat.conversations.answer_with(asking, int(last.id or 0))
         except TooManyVersions as exc:

@@ -244,6 +244,9 @@ def test_the_page_answers_with_the_picked_model_names_it_and_prefers(world):
                              request=ALICE))
     cid = outputs[-1][2]
     assert branches.rows(cid, ALICE) == ""  # one version: no row yet
+    list(answers.answer(cid, None, "", settings, request=ALICE))  # no model picked yet
+    list(answers.answer(cid, "m" * 100_000, "", settings, request=ALICE))  # no such model
+    assert len(world.service.messages("alice", cid)) == 2
     outputs = list(answers.answer(cid, "beta", "", settings, request=ALICE))
     bubbles = outputs[-1][0]
     assert bubbles[-1]["content"].startswith("beta says hi")

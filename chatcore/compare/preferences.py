@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from chatcore.compare.comparison import MAX_PANES
 from chatcore.compare.votes import Vote, VotedPane, VoteStore
-from chatcore.conversations.store import NotFound, Store, StoredMessage
+from chatcore.conversations.store import Conversation, NotFound, Store, StoredMessage
 
 PREFER_OUTCOMES = ("prefer", "tie", "bad")  # the preferred reply better, a tie, all bad
 
@@ -42,6 +42,11 @@ class Preferences:
         """Reply `message_id` and its siblings (the replies to the same question), oldest
         first; PreferenceRefused naming the message when it is no reply of the user's
         conversation."""
+        return self._read(user, conversation_id, message_id)[1]
+
+    def _read(self, user: str, conversation_id: int,
+              message_id: int) -> tuple[Conversation, list[StoredMessage]]:
+        """The conversation's whole tree, and the versions of reply `message_id`."""
         try:
             tree = self.store.get_conversation(user, conversation_id, include_superseded=True)
         except NotFound:
@@ -53,8 +58,8 @@ class Preferences:
                                     f"{conversation_id}")
         if target.role != "assistant":
             raise PreferenceRefused(f"message {message_id} is a question, not a reply")
-        return [m for m in tree.messages
-                if m.role == "assistant" and m.parent_id == target.parent_id]
+        return tree, [m for m in tree.messages
+                      if m.role == "assistant" and m.parent_id == target.parent_id]
 
     def can_prefer(self, user: str, conversation_id: int, message_id: int) -> bool:
         """Whether the reply's versions come from at least two models."""
@@ -71,7 +76,7 @@ class Preferences:
         if preference.outcome not in PREFER_OUTCOMES:
             raise PreferenceRefused(f"message {message_id}: {preference.outcome[:40]!r} is "
                                     f"none of {', '.join(PREFER_OUTCOMES)}")
-        versions = self.versions(preference.user, preference.conversation_id, message_id)
+        tree, versions = self._read(preference.user, preference.conversation_id, message_id)
         preferred = next(m for m in versions if m.id == message_id)
         models = _models(versions)
         if len(models) < 2:
@@ -83,13 +88,11 @@ class Preferences:
         others = sorted((newest for model, newest in models.items()
                          if model != preferred.model), key=lambda m: m.id or 0)
         chosen = [preferred] + others[-(MAX_PANES - 1):]
-        question = self.store.get_conversation(preference.user, preference.conversation_id,
-                                               include_superseded=True)
-        asked = next((m for m in question.messages if m.id == preferred.parent_id), None)
+        asked = next((m for m in tree.messages if m.id == preferred.parent_id), None)
         vote = Vote(prompt=asked.content if asked else "",
                     outcome={"prefer": _label(0)}.get(preference.outcome, preference.outcome),
                     panes=[_pane(i, m) for i, m in enumerate(chosen)],
-                    system_prompt=question.system_prompt, blind=False, source="chat",
+                    system_prompt=tree.system_prompt, blind=False, source="chat",
                     conversation_id=preference.conversation_id,
                     question_id=preferred.parent_id, message_ids=[m.id for m in chosen])
         vote.id = self.votes.add(preference.user, vote)
