@@ -113,7 +113,7 @@ class PageBuilder:
                                         running=self.running)
         with gr.Tab(texts("app.compare"), id="compare") as compare_tab:
             pickers = build_compare_tab(app, manager, store, initial_model, self.exports,
-                                        texts=texts, costs=self.costs)
+                                        texts=texts, costs=self.costs, tab=compare_tab)
         with gr.Tab(texts("app.evaluate"), id="evaluate") as evaluate_tab:
             handlers = EvaluateHandlers(manager, self.evaluations.evals, self.evaluations,
                                         self.exports, texts=texts, costs=self.costs)

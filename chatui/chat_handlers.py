@@ -264,6 +264,10 @@ class ChatHandlers:
         return line
 
     # -- the reply -----------------------------------------------------------------------
+    def follow_new(self, plan: PlannedReply, request: gr.Request = None) -> Iterator[tuple]:
+        """Run a reply planned elsewhere (chatui/answer_controls.py) as Send's replies run."""
+        yield from self._reply(plan, session_key(request))
+
     def _reply(self, plan: PlannedReply, key: str) -> Iterator[tuple]:
         """Start the reply on its own (it runs to its end if this tab goes away) and
         follow it."""

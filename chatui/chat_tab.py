@@ -12,6 +12,7 @@ from chatcore.generation.manager import ModelManager, ModelStatus, ModelUnavaila
 from chatcore.conversations.presets import builtin_presets
 from chatcore.conversations.running import RunningReplies
 from chatcore.conversations.store import Store
+from chatui.answer_controls import AnswerControls
 from chatui.attachment_controls import READING, AttachmentControls
 from chatui.branch_controls import BRANCH_CSS, FLIP_JS, BranchControls
 from chatui.chat_handlers import ChatHandlers
@@ -117,7 +118,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     chat = ChatHandlers(manager, store, texts=texts, costs=costs, running=running)
     files = AttachmentControls(chat.attachments, texts=texts, tokens=chat.attachment_tokens)
     convs = ConversationHandlers(manager, store, chat, exports, texts=texts)
-    branches = BranchControls(chat, texts=texts)
+    answers = AnswerControls(chat, texts=texts)
+    branches = BranchControls(chat, texts=texts, answers=answers)
     defaults = manager.entry(initial_model).defaults
     conversation_id = gr.State(None)
     editing = gr.State(False)
@@ -190,6 +192,12 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                                        elem_id="regenerate")
                 edit = gr.Button(texts("chat.edit"), size="sm", elem_id="edit")
                 continue_ = gr.Button(texts("chat.continue"), size="sm", elem_id="continue")
+            with gr.Row():  # chatui/answer_controls.py
+                answer_model = gr.Dropdown(choices=model_choices(manager, texts=texts),
+                                           value=None, label=texts("answer.model"), scale=3,
+                                           interactive=True, elem_id="answer-model")
+                answer = gr.Button(texts("answer.button"), size="sm", scale=1, min_width=120,
+                                   elem_id="answer-with", variant="secondary")
             with gr.Accordion(texts("chat.inspector.title"), open=False, elem_id="inspector"):
                 inspector_prompt = gr.Code(label=texts("chat.inspector.prompt"),
                                            interactive=False, elem_id="inspector-prompt",
@@ -214,11 +222,14 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                                                  system], controls, [pending])
     again_fn, again = with_settings(chat.regenerate, [conversation_id, model, system], controls)
     on_fn, on = with_settings(chat.continue_reply, [conversation_id, model, system], controls)
+    other_fn, other = with_settings(answers.answer, [conversation_id, answer_model, system],
+                                    controls)
     replies = [
         message.submit(send_fn, sending, reply_outputs, api_name="send"),
         send.click(send_fn, sending, reply_outputs, api_name=False),
         regenerate.click(again_fn, again, reply_outputs, api_name="regenerate"),
         continue_.click(on_fn, on, reply_outputs, api_name="continue"),
+        answer.click(other_fn, other, reply_outputs, api_name="answer_with"),
     ]
     open_outputs = [chatbot, conversation_id, editing, title, model, system,
                     *controls.components, earlier]

@@ -244,10 +244,20 @@ class CompareHandlers:
                 self.leaderboard_rows(request))
 
     # -- leaderboard and files -----------------------------------------------------------
-    def standings(self, user: str) -> list[Standing]:
-        return leaderboard(all_battles(self.votes.of(user)))
+    def standings(self, user: str, include_open: bool = True) -> list[Standing]:
+        """The fit over the user's votes: every one, or only those cast blind."""
+        return leaderboard(all_battles(self.votes.of(user, include_open)))
 
-    def leaderboard_rows(self, request: gr.Request) -> list[list]:
+    def board(self, include_open: bool, request: gr.Request) -> tuple[list[list], str]:
+        """The leaderboard with or without the open votes, and how many of each it counts."""
+        counts = self.votes.counts(user_of(request))
+        blind = self.texts("answer.blind_votes", n=counts.blind)
+        open_ = self.texts("answer.open_votes", n=counts.open)
+        line = self.texts("answer.counts" if include_open else "answer.counts_blind_only",
+                          blind=blind, open=open_)
+        return self.leaderboard_rows(request, bool(include_open)), line
+
+    def leaderboard_rows(self, request: gr.Request, include_open: bool = True) -> list[list]:
         texts = self.texts
         return [[rank, self.model_name(s.model), round(s.rating),
                  texts("compare.interval", low=f"{s.low:.0f}", high=f"{s.high:.0f}")
@@ -255,7 +265,8 @@ class CompareHandlers:
                  else texts("compare.needs_votes", n=MIN_GAMES_FOR_INTERVAL),
                  f"{s.win_rate:.0%}", s.wins, s.losses, s.ties, s.games,
                  self.costs.cell(s.model)]
-                for rank, s in enumerate(self.standings(user_of(request)), start=1)]
+                for rank, s in enumerate(self.standings(user_of(request), include_open),
+                                         start=1)]
 
     def api_leaderboard(self, request: gr.Request) -> list[dict]:
         """The caller's leaderboard, best first: model id, rating, interval, counts, and

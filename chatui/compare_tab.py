@@ -18,8 +18,10 @@ from chatui.sampling_controls import SettingsControls, defaults_of, with_setting
 
 def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_model: str,
                       exports: ExportFiles, *, texts: Texts,
-                      costs: CostBook | None = None) -> list[gr.Dropdown]:
-    """Builds the tab; returns the panes' model pickers, whose choices follow the registry."""
+                      costs: CostBook | None = None,
+                      tab: gr.Tab | None = None) -> list[gr.Dropdown]:
+    """Builds the tab; returns the panes' model pickers, whose choices follow the registry.
+    `tab`: the tab it is built in; showing it brings the leaderboard up to date."""
     compare = CompareHandlers(manager, store, exports, texts=texts, costs=costs)
     choices = model_choices(manager, texts=texts)
     # Distinct usable models in the panes to begin with, the chat's model first.
@@ -80,6 +82,10 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
         export_md = gr.Button(texts("compare.export_md"), size="sm", elem_id="compare-export-md")
     with gr.Accordion(texts("compare.leaderboard"), open=True, elem_id="compare-leaderboard-box"):
         gr.Markdown(texts("compare.leaderboard_note"))
+        with gr.Row(equal_height=True):  # open votes: Compare's shown, the chat's preferences
+            include_open = gr.Checkbox(value=True, label=texts("answer.include_open"),
+                                       scale=1, elem_id="compare-include-open")
+            vote_counts = gr.Markdown(elem_id="compare-vote-counts")
         board = gr.Dataframe(headers=[*texts.labels("compare.column", LEADERBOARD_COLUMNS), texts("costs.column")], value=[], interactive=False,
                              elem_id="compare-leaderboard")
         with gr.Row():
@@ -130,11 +136,20 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
         return cast
 
     vote_outputs = [*round_outputs, status, board]
-    for label, button in zip(LABELS, vote_buttons):
-        button.click(voter(label), [comparison], vote_outputs, api_name=f"vote_{label.lower()}",
-                     queue=False)
-    tie.click(voter("tie"), [comparison], vote_outputs, api_name="vote_tie", queue=False)
-    bad.click(voter("bad"), [comparison], vote_outputs, api_name="vote_bad", queue=False)
+    board_outputs = [board, vote_counts]
+    votes_cast = [button.click(voter(label), [comparison], vote_outputs,
+                               api_name=f"vote_{label.lower()}", queue=False)
+                  for label, button in zip(LABELS, vote_buttons)]
+    votes_cast.append(tie.click(voter("tie"), [comparison], vote_outputs, api_name="vote_tie",
+                                queue=False))
+    votes_cast.append(bad.click(voter("bad"), [comparison], vote_outputs, api_name="vote_bad",
+                                queue=False))
+    for cast in votes_cast:  # the board as the checkbox asks, with its counts
+        cast.then(compare.board, [include_open], board_outputs, api_name=False, queue=False)
+    include_open.change(compare.board, [include_open], board_outputs, api_name=False,
+                        queue=False)
+    if tab is not None:  # votes cast in the chat since: the board counts them when shown
+        tab.select(compare.board, [include_open], board_outputs, api_name=False, queue=False)
     save.click(compare.save_conversations, [comparison], [status], api_name="compare_save",
                queue=False)
     export_md.click(compare.export_markdown, [comparison], [download, status], api_name=False)
@@ -146,6 +161,6 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
 
     export_csv.click(exporter("csv"), None, [download, status], api_name=False)
     export_json.click(exporter("json"), None, [download, status], api_name=False)
-    app.load(compare.leaderboard_rows, None, [board], api_name=False)
+    app.load(compare.board, [include_open], board_outputs, api_name=False)
     gr.api(compare.api_leaderboard, api_name="leaderboard")
     return pickers

@@ -137,11 +137,12 @@ def _flat_database(data) -> list[tuple]:
     regenerated reply, an edited question and a regenerated reply under the edit."""
     data.mkdir()
     db = sqlite3.connect(data / DB_NAME)
-    for script in MIGRATIONS[:-1]:
+    upto = next(i for i, step in enumerate(MIGRATIONS) if callable(step))  # the branches step
+    for script in MIGRATIONS[:upto]:
         for statement in script if isinstance(script, tuple) else \
                 filter(str.strip, script.split(";")):
             db.execute(statement)
-    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    db.execute(f"PRAGMA user_version = {upto}")
     rows = [(1, "user", "q1", 0), (1, "assistant", "a1", 1), (1, "assistant", "a1-v2", 0),
             (1, "user", "q2", 1), (1, "assistant", "b1", 1), (1, "assistant", "b1-v2", 1),
             (1, "user", "q2-v2", 0), (1, "assistant", "b2", 0),

@@ -200,4 +200,14 @@ MIGRATIONS: Sequence[str | tuple[str, ...] | Callable[[sqlite3.Connection], None
     """,
     # Branches: every regenerated reply and edited question kept as a sibling.
     _branches,
+    # Votes cast in the chat on a reply's versions from two models (chatcore/compare/
+    # preferences.py): where a vote came from, and which question and replies it judged.
+    # Votes from before are Compare's: they keep every row as it was.
+    (
+        "ALTER TABLE votes ADD COLUMN source TEXT NOT NULL DEFAULT 'compare'",
+        "ALTER TABLE votes ADD COLUMN conversation_id INTEGER",
+        "ALTER TABLE votes ADD COLUMN question_id INTEGER",
+        "ALTER TABLE votes ADD COLUMN message_ids TEXT NOT NULL DEFAULT '[]'",
+        "CREATE INDEX votes_by_question ON votes (user, conversation_id, question_id)",
+    ),
 )

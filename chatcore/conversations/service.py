@@ -19,7 +19,7 @@ from backends.base import GenParams
 from backends.sampling import SamplingSettings, stored
 from chatcore.conversations.attachments import AttachmentStore
 from chatcore.conversations.store import AT_END, Conversation, NotFound, Store, StoredMessage
-from chatcore.conversations.tree import MAX_SIBLINGS, TooManyVersions
+from chatcore.conversations.tree import MAX_SIBLINGS, TooManyVersions, TreeError
 from chatcore.generation.context import title_from, with_system
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.generation.replies import LiveReply, Replies, ReplyRequest
@@ -138,6 +138,25 @@ class ConversationService:
                 raise TooManyVersions(last.parent_id, f"message {last.parent_id}")
         self._remember(asking)
         return self._plan(asking, conversation.id, messages)
+
+    def answer_with(self, asking: Asking, message_id: int) -> PlannedReply:
+        """A new version of reply `message_id` (on the branch shown) from `asking`'s model
+        and settings, beside it: the same question answered by another model. The
+        conversation keeps the model and settings it last used (the next message goes to
+        the page's picker, not to this model). TreeError naming the message when it is not
+        a reply shown in the user's conversation, TooManyVersions past MAX_SIBLINGS,
+        UnknownModel or ModelUnavailable for a model that cannot answer; nothing stored."""
+        conversation = self.shown(asking.user, asking.conversation_id)
+        messages = conversation.messages if conversation is not None else []
+        index = next((i for i, m in enumerate(messages) if m.id == message_id), None)
+        if index is None or messages[index].role != "assistant":
+            raise TreeError(f"message {message_id} is not a reply shown in conversation "
+                            f"{asking.conversation_id}")
+        if conversation.positions[message_id].count >= MAX_SIBLINGS:
+            raise TooManyVersions(messages[index].parent_id,
+                                  f"message {messages[index].parent_id}")
+        self.manager.entry(asking.model_id)
+        return self._plan(asking, conversation.id, messages[:index])
 
     def continue_reply(self, asking: Asking) -> PlannedReply:
         """The cut last reply, extended where it stopped (CannotContinue otherwise)."""
