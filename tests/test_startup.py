@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import ROOT, SHIPPED_MODELS
 
@@ -92,50 +93,52 @@ assert [b.label for b in page.blocks.values() if isinstance(b, gr.Textbox)] == [
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_the_models_tabs_fit_badges_import_no_engine_without_a_cuda_driver(tmp_path):
-    """The Models tab's badges ask each local entry's planned memory and device; every
-    shipped entry, the transformers ones among them, is answered without torch. The child
-    is given a driver library name that cannot load, so a machine with a GPU asserts the
-    driverless path too (with a driver, torch is asked: the test after this one)."""
-    code = f"""
-import sys
-import backends.cuda
-backends.cuda.DRIVER_LIBRARIES = {{sys.platform: "libcuda-absent-for-this-test.so.1"}}
-assert not backends.cuda.driver_present()
-{FIT_BADGES.format(data=str(tmp_path))}
-"""
-    assert imported_after(code) == set()
-
-
-FIT_BADGES = """
+def fit_badges(data_dir: Path) -> str:
+    """Child code: the Models tab's fit badge of every local shipped entry, as it asks."""
+    return f"""
 from pathlib import Path
 from chatcore.generation.factory import make_backend
 from chatcore.generation.manager import ModelManager
 from chatcore.generation.registry import load_layered_registry
 from chatcore.library.model_library import ModelLibrary, personal_registry
-personal = personal_registry(Path({data!r}))
-manager = ModelManager(load_layered_registry(Path(%r), personal),
+personal = personal_registry(Path({str(data_dir)!r}))
+manager = ModelManager(load_layered_registry(Path({str(SHIPPED_MODELS)!r}), personal),
                        lambda entry: make_backend(entry))
-library = ModelLibrary(manager, Path(%r), personal)
+library = ModelLibrary(manager, Path({str(SHIPPED_MODELS)!r}), personal)
 fits = [library.fit_of_entry(entry.id) for entry in manager.registry.entries
         if not entry.is_remote]
 assert any(fit is not None for fit in fits), fits
-""" % (str(SHIPPED_MODELS), str(SHIPPED_MODELS))
+"""
 
 
-def test_with_a_cuda_driver_present_torch_is_asked(tmp_path):
-    """The other path, on every machine: the child's "driver" is a library that loads
-    (the C library), so driver_present() holds and whether CUDA works is torch's answer,
-    asked the same way the badges ask it."""
+def test_the_models_tabs_fit_badges_import_no_engine_without_a_cuda_driver(tmp_path):
+    """The Models tab's badges ask each local entry's planned memory and device; every
+    shipped entry, the transformers ones among them, is answered without torch. The child
+    is given a driver library name that cannot load, so a machine with a GPU asserts the
+    driverless path too (with a driver, torch is asked: the next test)."""
+    code = f"""
+import sys
+import backends.cuda
+backends.cuda.DRIVER_LIBRARIES = {{sys.platform: "libcuda-absent-for-this-test.so.1"}}
+assert not backends.cuda.driver_present()
+{fit_badges(tmp_path)}
+"""
+    assert imported_after(code) == set()
+
+
+def test_with_a_cuda_driver_present_the_badges_ask_torch(tmp_path):
+    """The other path, on every machine, with or without a GPU: the child's "driver" is a
+    library that loads (the C library), so driver_present() holds, the badges ask torch,
+    and whether CUDA works is torch's own answer."""
     code = f"""
 import ctypes.util, sys
 import backends.cuda
 backends.cuda.DRIVER_LIBRARIES = {{sys.platform: ctypes.util.find_library("c") or "msvcrt"}}
 assert backends.cuda.driver_present()
 assert "torch" not in sys.modules
-{FIT_BADGES.format(data=str(tmp_path))}
-answer = backends.cuda.cuda_available()
+{fit_badges(tmp_path)}
+assert "torch" in sys.modules, "with a driver present, the fit badges never asked torch"
 import torch
-assert answer == torch.cuda.is_available(), (answer, torch.cuda.is_available())
+assert backends.cuda.cuda_available() == torch.cuda.is_available()
 """
     assert "torch" in imported_after(code)
