@@ -48,6 +48,7 @@ SWITCH_JS = "(path) => { if (path) window.location.replace(path + window.locatio
 # The page and its config are about a megabyte of JSON-like text; gzip makes it a tenth.
 # Streams (text/event-stream: /v1 and Gradio's queue) are never compressed, so never held.
 GZIP_MIN_BYTES, GZIP_LEVEL = 1024, 6
+PAGE_CONCURRENCY = 16  # the page's handlers running at once, each unless it sets its own
 
 # System fonts only: the default theme would fetch web fonts, and the app works offline.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -72,8 +73,12 @@ def build_app(manager: ModelManager, store: Store, initial_model: str, exports: 
                        LanguageRule(store, pages, language), costs, running)
     # Gradio deletes what it keeps for this app (an upload no handler read, say) an hour
     # after, as downloads expire, and all of it when the server stops.
-    with gr.Blocks(title=load_texts(root)("app.title"), analytics_enabled=False,
-                   delete_cache=(EXPORT_TTL_S, EXPORT_TTL_S)) as app:
+    app = gr.Blocks(title=load_texts(root)("app.title"), analytics_enabled=False,
+                    delete_cache=(EXPORT_TTL_S, EXPORT_TTL_S))
+    # Queued while still empty: queue() builds a throwaway server app from the page as it
+    # is then (about 0.15 s once the page is whole); the limit is read per event anyway.
+    app.queue(default_concurrency_limit=PAGE_CONCURRENCY)
+    with app:
         page.build(app, load_texts(root))
     for code, (_, name) in LANGUAGES.items():
         if code != root:
@@ -167,7 +172,6 @@ def build_server(manager: ModelManager, store: Store, initial_model: str,
     compressed."""
     blocks = build_app(manager, store, initial_model, exports, library, evaluations,
                        language, running)
-    blocks.queue(default_concurrency_limit=16)
     server_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     server_app.include_router(build_api(manager, access.api_key, access.auth))
     rule = LanguageRule(store, PagePaths(language or DEFAULT_LANGUAGE), language)

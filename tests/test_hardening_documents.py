@@ -206,7 +206,7 @@ def test_uploads_are_read_two_at_a_time_across_chat_and_compare(tmp_path):
     from chatcore.generation.factory import make_backend
     from chatcore.generation.manager import ModelManager
     from chatcore.conversations.store import Store
-    from chatui.app import build_app
+    from chatui.app import PAGE_CONCURRENCY, build_app
     from chatui.exports import ExportFiles
 
     store = Store(tmp_path)
@@ -222,3 +222,6 @@ def test_uploads_are_read_two_at_a_time_across_chat_and_compare(tmp_path):
         store.close()
     assert len(reads) == 4  # Chat and Compare, on the English and the Filipino page
     assert {(fn.concurrency_limit, fn.concurrency_id) for fn in reads} == {(2, "read-uploads")}
+    # The rest run up to the page's default at once (set while the page was empty, which
+    # spares the start a throwaway server app; chatui/app.py).
+    assert blocks._queue.default_concurrency_limit == PAGE_CONCURRENCY == 16
