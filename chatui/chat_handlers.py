@@ -1,14 +1,13 @@
 """Replies: send, regenerate, edit the last message, continue a cut reply, stop."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
 
 import gradio as gr
 
-from backends.base import BackendError, Chunk, GenParams, Message, PromptReport
+from backends.base import BackendError, Chunk, GenParams, Message
 from backends.sampling import SamplingSettings, stored
 from chatcore.conversations.service import (
     Asking,
@@ -17,8 +16,8 @@ from chatcore.conversations.service import (
     PlannedReply,
 )
 from chatcore.conversations.running import Refused, RunningReplies, RunningReply
-from chatcore.conversations.store import NotFound, Store
-from chatcore.conversations.tree import MAX_SIBLINGS, TooManyVersions
+from chatcore.conversations.store import MAX_MESSAGE_CHARS, NotFound, Store
+from chatcore.conversations.tree import MAX_SIBLINGS, TooManyVersions, TreeError
 from chatcore.generation.context import with_system
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
 from chatcore.generation.replies import progress_bar, thought_title
@@ -26,6 +25,7 @@ from chatcore.i18n import Texts
 from chatui.stop_registry import StopRegistry
 from chatcore.costs.book import CostBook
 from chatui.cost_controls import CostWords
+from chatui.inspector_text import THOUGHT_FENCE, inspector_details, prompt_hidden
 from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,6 @@ UPDATE_INTERVAL_S = 0.1
 # On a small machine the page's own work competes with the model for the cores; a new
 # message is shown with the reply's first words when they come this quickly.
 FIRST_WORDS_WAIT_S = 0.25
-# Markdown code fences around the Inspector's thought and facts.
-THOUGHT_FENCE = "````"
-CODE_FENCE = "```"
 
 
 def user_of(request: gr.Request | None) -> str:
@@ -101,11 +98,13 @@ class ChatHandlers:
             gr.update(), conversation_id, False
 
     # -- actions -------------------------------------------------------------------------
-    def send(self, message: str, conversation_id: int | None, editing: bool, model_id: str,
+    def send(self, message: str, conversation_id: int | None, editing: int | bool | None,
+             model_id: str,
              system: str, settings: SamplingSettings, pending: list[int] | None = None,
              request: gr.Request = None) -> Iterator[tuple]:
         """`pending`: attachments for this message (they go with it, and stay with the
-        conversation for follow-up questions)."""
+        conversation for follow-up questions); `editing`: the id of the question shown that
+        the message is a new version of (True: the last one), else a new question."""
         user = user_of(request)
         if not (message or "").strip() and pending:
             message = self.texts("chat.attached_prompt")
@@ -121,6 +120,11 @@ class ChatHandlers:
             plan = self.conversations.send(asking, message, pending or (), editing)
         except TooManyVersions as exc:
             yield self.too_many(exc, user, conversation_id)
+            return
+        except TreeError as exc:  # a question no longer shown (another tab flipped it)
+            gr.Warning(self.texts("branches.refused", detail=str(exc)))
+            yield chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
+                message, conversation_id, None
             return
         yield from self._reply(plan, session_key(request))
 
@@ -161,12 +165,31 @@ class ChatHandlers:
         yield from self._reply(plan, session_key(request))
 
     def edit_last(self, conversation_id: int | None, request: gr.Request) -> tuple:
-        """Put the last user message back in the box; Send then replaces it and its reply."""
+        """Put the last question shown back in the box; Send then adds a new version of it
+        (with its own reply) beside the old one."""
         question = self.conversations.last_question(user_of(request), conversation_id)
         if question is None:
-            return gr.update(), False
+            return gr.update(), None
         gr.Info(self.texts("chat.editing"))
-        return question, True
+        return question.content, question.id
+
+    def edit_message(self, history: list[dict], conversation_id: int | None, model_id: str,
+                     system: str, settings: SamplingSettings, edit: gr.EditData,
+                     request: gr.Request = None) -> Iterator[tuple]:
+        """A question edited in place in the chat (any question shown, not only the last):
+        a new version of it beside the old one, answered on a branch of its own."""
+        shown_before = [m for m in (history or [])[:edit.index]
+                        if isinstance(m, dict) and m.get("role") == "user"]
+        questions = [m for m in self.conversations.messages(user_of(request), conversation_id)
+                     if m.role == "user"]
+        text = edit.value if isinstance(edit.value, str) else ""
+        if len(shown_before) >= len(questions) or not text.strip():
+            yield chatbot_messages(self.display(user_of(request), conversation_id),
+                                   texts=self.texts), gr.update(), conversation_id, None
+            return
+        yield from self.send(text[:MAX_MESSAGE_CHARS], conversation_id,
+                             questions[len(shown_before)].id, model_id, system, settings,
+                             request=request)
 
     def stop(self, conversation_id: int | None = None, request: gr.Request = None) -> None:
         """End the reply running in the conversation shown (started in any of the user's
@@ -361,30 +384,3 @@ class ChatHandlers:
                    self.texts("running.stopping"))
         return chatbot_messages(self.display(user, conversation_id), texts=self.texts), \
             gr.update(), conversation_id, False
-
-
-def prompt_hidden(manager: ModelManager, model_id: str,
-                  *, texts: Texts) -> str | None:
-    """Why the Inspector cannot show this model's exact prompt, or None when it can."""
-    try:
-        engine = manager.engine(model_id)
-    except (UnknownModel, ModelUnavailable) as exc:
-        return texts("chat.error", detail=str(exc))
-    if engine.shows_prompt:
-        return None
-    return texts("chat.inspector.hidden", model=model_name(manager.registry, model_id))
-
-
-def inspector_details(model_name: str, report: PromptReport, params: GenParams,
-                      dropped: int, *, texts: Texts) -> str:
-    """Where the chat template came from and how long the prompt is, then the facts as
-    JSON (its keys stay English: they are data)."""
-    facts = {"model": model_name, "template": report.template,
-             "prompt_tokens": report.prompt_tokens, "stop_strings": list(report.stop_strings),
-             "end_of_sequence_ids": list(report.eos_ids), "sampling": params.sampling.model_dump(),
-             "messages_left_out": dropped}
-    summary = texts("chat.inspector.summary", template=report.template,
-                    tokens=str(report.prompt_tokens),
-                    left_out=texts("chat.inspector.left_out", n=str(dropped)) if dropped else "")
-    return (f"{summary}\n\n{CODE_FENCE}json\n{json.dumps(facts, indent=2, ensure_ascii=False)}"
-            f"\n{CODE_FENCE}")

@@ -11,7 +11,7 @@ from chatcore.library.errors import LibraryError
 from chatcore.generation.manager import ModelManager, ModelStatus, ModelUnavailable, UnknownModel
 from chatcore.conversations.presets import builtin_presets
 from chatcore.conversations.running import RunningReplies
-from chatcore.conversations.store import Store
+from chatcore.conversations.store import MAX_MESSAGE_CHARS, Store
 from chatui.answer_controls import AnswerControls
 from chatui.attachment_controls import READING, AttachmentControls
 from chatui.branch_controls import BRANCH_CSS, FLIP_JS, BranchControls
@@ -122,7 +122,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     branches = BranchControls(chat, texts=texts, answers=answers)
     defaults = manager.entry(initial_model).defaults
     conversation_id = gr.State(None)
-    editing = gr.State(False)
+    editing = gr.State(None)  # the id of the question Send makes a new version of
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=220, elem_id="sidebar"):
             new_chat = gr.Button(texts("chat.new_chat"), variant="primary", elem_id="new-chat")
@@ -168,14 +168,16 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                                       visible=bool(library and library.can_download(initial_model)))
             chatbot = gr.Chatbot(label=texts("chat.chat"), height=520, elem_id="chatbot",
                                  sanitize_html=True, render_markdown=True, buttons=["copy"],
-                                 feedback_options=None, allow_tags=False)
+                                 feedback_options=None, allow_tags=False,
+                                 editable="user")  # an edited question: a new version
             # "‹ 2/3 ›" for each shown message with versions (chatui/branch_controls.py).
             versions = gr.HTML("", js_on_load=FLIP_JS, css_template=BRANCH_CSS,
                                elem_id="branches", label=texts("branches.title"))
             with gr.Row():
                 message = gr.Textbox(placeholder=texts("chat.message"),
                                      show_label=False, scale=8, lines=1, max_lines=8,
-                                     elem_id="message", autofocus=True)
+                                     max_length=MAX_MESSAGE_CHARS, elem_id="message",
+                                     autofocus=True)
                 send = gr.Button(texts("chat.send"), variant="primary", scale=1,
                                  elem_id="send")
                 stop = gr.Button(texts("chat.stop"), variant="stop", scale=1, elem_id="stop")
@@ -224,12 +226,20 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     on_fn, on = with_settings(chat.continue_reply, [conversation_id, model, system], controls)
     other_fn, other = with_settings(answers.answer, [conversation_id, answer_model, system],
                                     controls)
+    def edited(request: gr.Request, edit: gr.EditData, history: list, cid: int | None,
+               model_id: str, system_prompt: str, *values: object):
+        """A question edited in the chat (Gradio hands the edit only to a typed argument)."""
+        yield from chat.edit_message(history, cid, model_id, system_prompt,
+                                     controls.read(values), edit, request=request)
+
     replies = [
         message.submit(send_fn, sending, reply_outputs, api_name="send"),
         send.click(send_fn, sending, reply_outputs, api_name=False),
         regenerate.click(again_fn, again, reply_outputs, api_name="regenerate"),
         continue_.click(on_fn, on, reply_outputs, api_name="continue"),
         answer.click(other_fn, other, reply_outputs, api_name="answer_with"),
+        chatbot.edit(edited, [chatbot, conversation_id, model, system, *controls.components],
+                     reply_outputs, api_name=False),
     ]
     open_outputs = [chatbot, conversation_id, editing, title, model, system,
                     *controls.components, earlier]

@@ -20,13 +20,8 @@ from backends.sampling import SamplingSettings
 from chatcore.conversations.store import Store
 from chatcore.compare.votes import VoteStore, all_battles, votes_to_csv, votes_to_json
 from chatcore.conversations.service import stored_reply
-from chatui.chat_handlers import (
-    UPDATE_INTERVAL_S,
-    inspector_details,
-    prompt_hidden,
-    session_key,
-    user_of,
-)
+from chatui.chat_handlers import UPDATE_INTERVAL_S, session_key, user_of
+from chatui.inspector_text import inspector_details, prompt_hidden
 from chatui.conversations import file_slug
 from chatui.exports import ExportFiles
 from chatui.stop_registry import StopRegistry

@@ -97,6 +97,34 @@ def test_search_finds_text_on_any_branch(service):
         [plan.conversation_id]
 
 
+def test_an_earlier_question_edited_gets_a_branch_of_its_own(service):
+    """Editing question 1 of two (or the very first, a root): a new version beside it, on a
+    branch with only its own answer; the old branch, follow-up included, stays reachable."""
+    plan = service.send(asking(), "q1")
+    cid = plan.conversation_id
+    answer(service, plan, "a1")
+    answer(service, service.send(asking(cid), "q2"), "a2")
+    q1 = service.store.get_conversation("alice", cid).messages[0]
+    answer(service, service.send(asking(cid), "q1-v2", editing=q1.id), "a1 to v2")
+    assert shown(service, cid) == [("user", "q1-v2", "2/2"),
+                                   ("assistant", "a1 to v2", "1/1")]
+    service.flip("alice", cid, q1.id, 1)
+    assert [text for _, text, _ in shown(service, cid)] == ["q1", "a1", "q2", "a2"]
+
+
+def test_editing_a_message_that_is_no_question_shown_is_refused_and_stores_nothing(service):
+    plan = service.send(asking(), "q1")
+    cid = plan.conversation_id
+    answer(service, plan, "a1")
+    reply = service.store.get_conversation("alice", cid).messages[1]
+    before = service.store.get_conversation("alice", cid, include_superseded=True).messages
+    for wrong in (reply.id, 10_000):
+        with pytest.raises(TreeError, match=f"message {wrong} is not a question shown"):
+            service.send(asking(cid), "changed", editing=wrong)
+    assert service.store.get_conversation("alice", cid,
+                                          include_superseded=True).messages == before
+
+
 def test_export_then_import_round_trips_the_tree(service):
     plan = service.send(asking(), "q1")
     cid = plan.conversation_id

@@ -1,5 +1,6 @@
 """Branches in chromium, with SmolLM2: regenerate twice and flip ‹ 1/3 › ‹ 3/3 › (the later
-messages follow the branch), edit a question and flip back to the old one."""
+messages follow the branch), edit the last question with Edit and an earlier one in the chat
+itself, and flip back to the old branches."""
 from __future__ import annotations
 
 import pytest
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.slow  # drives the app in chromium
 QUESTION = "Name the capital of France."
 FOLLOW_UP = "And the capital of Italy?"
 EDITED = "And the capital of Spain?"
+FIRST_EDITED = "Name the capital of Japan."
 
 
 def body(text: str) -> str:
@@ -92,3 +94,19 @@ def test_regenerate_twice_flip_between_versions_and_edit_an_earlier_question(pag
         f"() => (document.querySelector('#chatbot')?.innerText || '').includes({FOLLOW_UP!r})")
     assert users(page) == [QUESTION, FOLLOW_UP]  # the old branch is still reachable
     assert page.locator("#chatbot [data-testid='bot']").count() == 2
+
+    # An earlier question edited in the chat itself (its pencil): a version of question 1
+    # of its own; the whole old branch, follow-up included, is one flip away.
+    page.locator("#chatbot [data-testid='user']").first.hover()
+    page.locator("#chatbot").get_by_role("button", name="Edit").first.click()
+    page.locator("#chatbot textarea.edit-textarea").fill(FIRST_EDITED)
+    page.locator("#chatbot").get_by_role("button", name="Submit").click()
+    wait_for_versions(page, "Question 1: version 2 of 2")
+    wait_for_finished_reply(page, 1)
+    assert users(page) == [FIRST_EDITED]
+    page.screenshot(path=str(artifacts / "branches-first-question-edited.png"),
+                    full_page=True)
+    flip(page, "Previous version of Question 1", "Question 1: version 1 of 2")
+    page.wait_for_function(
+        f"() => (document.querySelector('#chatbot')?.innerText || '').includes({FOLLOW_UP!r})")
+    assert users(page) == [QUESTION, FOLLOW_UP]

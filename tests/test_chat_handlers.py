@@ -11,7 +11,8 @@ from chatcore.generation.manager import ModelManager
 from chatcore.conversations.store import Store
 from chatcore.i18n import english
 from chatui.exports import ExportFiles
-from chatui.chat_handlers import ChatHandlers, prompt_hidden
+from chatui.chat_handlers import ChatHandlers
+from chatui.inspector_text import prompt_hidden
 from chatui.chat_tab import model_choices, model_info, select_model
 from chatui.conversations import ConversationHandlers
 from tests.conftest import SHIPPED_MODELS
@@ -112,11 +113,34 @@ def test_regenerate_keeps_the_earlier_reply_retrievable(page):
 def test_edit_last_message_replaces_it_and_its_reply(page):
     conversation_id = send(page, "Name the capitol of France")[-1][2]
     text, editing = page.chat.edit_last(conversation_id, ALICE)
-    assert (text, editing) == ("Name the capitol of France", True)
-    send(page, "Name the capital of France.", conversation_id, editing=True)
+    question = page.store.get_conversation("alice", conversation_id).messages[0]
+    assert (text, editing) == ("Name the capitol of France", question.id)
+    send(page, "Name the capital of France.", conversation_id, editing=editing)
     active = page.store.get_conversation("alice", conversation_id).messages
     assert [m.content for m in active] == ["Name the capital of France.", "Paris is the capital"]
     assert page.backend.prompts[-1] == [{"role": "user", "content": "Name the capital of France."}]
+
+
+def test_a_question_edited_in_the_chat_gets_a_new_version_with_its_own_reply(page):
+    """The chat's own edit (Gradio's edit event on a user message) works on any question:
+    editing the first of two gives it a second version answered on its own branch."""
+    import gradio as gr
+
+    conversation_id = send(page, "Name the capitol of France")[-1][2]
+    history = send(page, "And of Spain?", conversation_id)[-1][0]
+    edit = gr.EditData(None, {"index": 0, "value": "Name the capital of France.",
+                              "previous_value": "Name the capitol of France"})
+    updates = list(page.chat.edit_message(history, conversation_id, "fake", *PARAMS, edit,
+                                          request=ALICE))
+    assert [m["content"] for m in updates[-1][0]][0] == "Name the capital of France."
+    shown = page.store.get_conversation("alice", conversation_id)
+    assert [m.content for m in shown.messages] == ["Name the capital of France.",
+                                                   "Paris is the capital"]
+    assert shown.positions[shown.messages[0].id].count == 2
+    assert page.backend.prompts[-1] == [{"role": "user",
+                                         "content": "Name the capital of France."}]
+    everything = page.store.get_conversation("alice", conversation_id, include_superseded=True)
+    assert "And of Spain?" in [m.content for m in everything.messages]  # the old branch stays
 
 
 def test_continue_extends_a_reply_cut_at_the_token_limit(page):

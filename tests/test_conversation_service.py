@@ -91,9 +91,10 @@ def test_regenerate_adds_a_sibling_and_remembers_the_new_settings(service):
 def test_editing_adds_a_new_version_of_the_last_question(service):
     plan = service.send(asking(), "Name the capitol of France")
     run(service, plan)
-    assert service.last_question("alice", plan.conversation_id) == "Name the capitol of France"
+    question = service.last_question("alice", plan.conversation_id)
+    assert question.content == "Name the capitol of France"
     edited = service.send(asking(plan.conversation_id), "Name the capital of France.",
-                          editing=True)
+                          editing=question.id)
     run(service, edited)
     assert contents(service, plan.conversation_id) == [
         ("user", "Name the capital of France."), ("assistant", "Paris is the capital")]

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatcore.generation.replies import thought_title
 from chatcore.i18n import english
-from chatcore.conversations.store import MAX_MESSAGES, Conversation, StoredMessage
+from chatcore.conversations.store import MAX_MESSAGE_CHARS, MAX_MESSAGES, Conversation, \
+    StoredMessage
 from chatcore.conversations.tree import FlatMessage, Node, TreeError, check_tree, tree_from_flat
 
 FORMAT = "local-chat/conversation"
@@ -32,7 +33,7 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["user", "assistant"]
-    content: str = Field(max_length=1_000_000)
+    content: str = Field(max_length=MAX_MESSAGE_CHARS)
     model: str | None = None
     params: dict | None = None
     time_to_first_token: float | None = None

@@ -92,26 +92,25 @@ class ConversationService:
                                                    include_superseded=True)
         return conversation, stored(conversation.params)
 
-    def last_question(self, user: str, conversation_id: int | None) -> str | None:
-        """The last user message shown, to edit: sending with `editing` then adds a new
-        version of it (its answer comes with it)."""
-        return next((m.content for m in reversed(self.messages(user, conversation_id))
+    def last_question(self, user: str, conversation_id: int | None) -> StoredMessage | None:
+        """The last user message shown, to edit: sending with `editing` set to its id then
+        adds a new version of it (its answer comes with it)."""
+        return next((m for m in reversed(self.messages(user, conversation_id))
                      if m.role == "user"), None)
 
     # -- writing -------------------------------------------------------------------------
     def send(self, asking: Asking, text: str, attachments: Sequence[int] = (),
-             editing: bool = False) -> PlannedReply:
+             editing: int | bool | None = None) -> PlannedReply:
         """Keep the user's message (a new conversation titled from it when there is none),
-        with its attachments; `editing` makes it a new version of the last question shown,
-        beside it (TreeError, nothing stored, past MAX_SIBLINGS versions)."""
+        with its attachments. `editing`, a question's id on the branch shown (True: the last
+        question shown), makes the message a new version of that question, beside it, on a
+        branch of its own; the old one stays reachable. TreeError naming the message when
+        it is no question shown, TooManyVersions past MAX_SIBLINGS; nothing stored then."""
         user, conversation_id = asking.user, asking.conversation_id
         settings = asking.settings.model_dump()
         parent_id: int | None = AT_END
-        if conversation_id is not None and editing:
-            shown = self.messages(user, conversation_id)
-            last = next((m for m in reversed(shown) if m.role == "user"), None)
-            if last is not None:
-                parent_id = last.parent_id
+        if conversation_id is not None and editing is not None and editing is not False:
+            parent_id = self._edited_parent(user, conversation_id, editing)
         if conversation_id is None:
             conversation_id = self.store.create_conversation(
                 user, title_from(text), asking.model_id, asking.system, settings)
@@ -207,6 +206,23 @@ class ConversationService:
             user, self.attachments.of_conversation(user, conversation_id), question)
 
     # -- inside --------------------------------------------------------------------------
+    def _edited_parent(self, user: str, conversation_id: int, editing: int | bool) -> int | None:
+        """The parent a new version of question `editing` goes under (checked first)."""
+        conversation = self.shown(user, conversation_id)
+        questions = [m for m in conversation.messages if m.role == "user"] \
+            if conversation is not None else []
+        if editing is True:
+            if not questions:
+                return AT_END
+            editing = int(questions[-1].id or 0)
+        question = next((m for m in questions if m.id == editing), None)
+        if question is None:
+            raise TreeError(f"message {editing} is not a question shown in conversation "
+                            f"{conversation_id}")
+        if conversation.positions[question.id].count >= MAX_SIBLINGS:
+            raise TooManyVersions(question.parent_id, f"message {question.id}")
+        return question.parent_id
+
     def _plan(self, asking: Asking, conversation_id: int, messages: list[StoredMessage],
               continuing: StoredMessage | None = None) -> PlannedReply:
         """A reply to `messages` (the branch up to what it answers, or extends)."""

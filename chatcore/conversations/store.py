@@ -31,6 +31,7 @@ from chatcore.conversations.tree import (
 DB_NAME = "chats.sqlite3"
 # The most messages one conversation keeps (an import's limit), so the deepest branch too.
 MAX_MESSAGES = 5000
+MAX_MESSAGE_CHARS = 1_000_000  # one message's text: the page's box, an edit, an import
 # `add_message`'s default parent: the last message of the branch shown.
 AT_END = -1
 
