@@ -44,8 +44,10 @@ class AnswerControls:
 
     # -- answer with another model -------------------------------------------------------
     def answer(self, conversation_id: int | None, model_id: str | None, system: str,
-               settings: SamplingSettings, request: gr.Request = None) -> Iterator[tuple]:
-        """A new version of the last reply shown, from `model_id`, beside it."""
+               settings: SamplingSettings, target: int | None = None,
+               request: gr.Request = None) -> Iterator[tuple]:
+        """A new version of reply `target` (a reply shown; None: the last one) from
+        `model_id`, beside it."""
         user = user_of(request)
         if not model_id:
             gr.Info(self.texts("answer.pick"))
@@ -62,12 +64,13 @@ class AnswerControls:
         asking = Asking(user, conversation_id, model_id[:MAX_EVENT_TEXT], system or "",
                         settings)
         try:
-            plan = self.chat.conversations.answer_with(asking, int(last.id or 0))
+            reply_id = int(last.id or 0) if target in (None, "") else int(target)
+            plan = self.chat.conversations.answer_with(asking, reply_id)
         except TooManyVersions as exc:
             yield self.chat.too_many(exc, user, conversation_id)
             return
-        except (TreeError, UnknownModel, ModelUnavailable) as exc:
-            gr.Warning(self.texts("answer.refused", detail=str(exc)))
+        except (TreeError, UnknownModel, ModelUnavailable, TypeError, ValueError) as exc:
+            gr.Warning(self.texts("answer.refused", detail=str(exc)[:MAX_EVENT_TEXT]))
             yield self._unchanged(user, conversation_id)
             return
         yield from self.chat.follow_new(plan, request)

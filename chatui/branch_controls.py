@@ -80,6 +80,15 @@ def branch_rows(conversation: Conversation | None, *, texts: Texts,
     return "\n".join(rows)
 
 
+def answer_targets(conversation: Conversation | None, *, texts: Texts) -> dict:
+    """The replies shown, as "Answer with…" offers them ("Reply 2"), the last one picked."""
+    replies = [m for m in conversation.messages if m.role == "assistant"] \
+        if conversation is not None else []
+    choices = [(texts("branches.reply", number=str(number)), int(m.id or 0))
+               for number, m in enumerate(replies, 1)]
+    return gr.update(choices=choices, value=choices[-1][1] if choices else None)
+
+
 class BranchControls:
     """Gradio callbacks for the rows: what they show, and a flip."""
 
@@ -89,11 +98,13 @@ class BranchControls:
         self.texts = texts
         self.answers = answers
 
-    def rows(self, conversation_id: int | None, request: gr.Request) -> str:
+    def rows(self, conversation_id: int | None, request: gr.Request) -> tuple[str, dict]:
+        """The rows, and the replies "Answer with…" can answer again (the last one picked)."""
         user = user_of(request)
+        conversation = self.chat.conversations.shown(user, conversation_id)
         extra = self.answers.row_extra(user, conversation_id) if self.answers else None
-        return branch_rows(self.chat.conversations.shown(user, conversation_id),
-                           texts=self.texts, extra=extra)
+        return (branch_rows(conversation, texts=self.texts, extra=extra),
+                answer_targets(conversation, texts=self.texts))
 
     def flip(self, conversation_id: int | None, event: gr.EventData,
              request: gr.Request) -> tuple:
@@ -102,11 +113,11 @@ class BranchControls:
         user = user_of(request)
         data = getattr(event, "_data", None) or {}
         if conversation_id is None:  # a row left from a chat since closed: nothing to flip
-            return [], ""
+            return [], "", answer_targets(None, texts=self.texts)
         if data.get("prefer") and self.answers is not None:  # a preference, not a flip
             self.answers.prefer(conversation_id, data, user)
             return (chatbot_messages(self.chat.display(user, conversation_id),
-                                     texts=self.texts), self.rows(conversation_id, request))
+                                     texts=self.texts), *self.rows(conversation_id, request))
         try:
             message, index = int(data.get("message")), int(data.get("index"))
             self.chat.conversations.flip(user, conversation_id, message, index)
@@ -115,4 +126,4 @@ class BranchControls:
         except (TreeError, NotFound) as exc:
             gr.Warning(self.texts("branches.refused", detail=str(exc)))
         return (chatbot_messages(self.chat.display(user, conversation_id), texts=self.texts),
-                self.rows(conversation_id, request))
+                *self.rows(conversation_id, request))

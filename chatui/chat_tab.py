@@ -198,6 +198,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                 answer_model = gr.Dropdown(choices=model_choices(manager, texts=texts),
                                            value=None, label=texts("answer.model"), scale=3,
                                            interactive=True, elem_id="answer-model")
+                answer_target = gr.Dropdown(choices=[], value=None, label=texts("answer.which"),
+                                            scale=1, interactive=True, elem_id="answer-target")
                 answer = gr.Button(texts("answer.button"), size="sm", scale=1, min_width=120,
                                    elem_id="answer-with", variant="secondary")
             with gr.Accordion(texts("chat.inspector.title"), open=False, elem_id="inspector"):
@@ -225,7 +227,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     again_fn, again = with_settings(chat.regenerate, [conversation_id, model, system], controls)
     on_fn, on = with_settings(chat.continue_reply, [conversation_id, model, system], controls)
     other_fn, other = with_settings(answers.answer, [conversation_id, answer_model, system],
-                                    controls)
+                                    controls, [answer_target])
+    shown_rows = [versions, answer_target]  # the "‹ 2/3 ›" rows, the replies to answer again
     def edited(request: gr.Request, edit: gr.EditData, history: list, cid: int | None,
                model_id: str, system_prompt: str, *values: object):
         """A question edited in the chat (Gradio hands the edit only to a typed argument)."""
@@ -258,7 +261,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     for reply in replies:  # then: the list (a new title), earlier versions, the model panel
         reply.then(convs.after_reply, [search, conversation_id], [conversations, title, earlier],
                    api_name=False, queue=False) \
-             .then(branches.rows, [conversation_id], [versions], api_name=False, queue=False) \
+             .then(branches.rows, [conversation_id], shown_rows, api_name=False, queue=False) \
              .then(lambda m, *f: (model_info(manager, m, library, texts=texts),
                                   gr.update(choices=model_choices(
                                       manager, texts=texts, only=tag_filter(*f)))),
@@ -279,7 +282,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     new_outputs = [chatbot, conversation_id, editing, message, conversations, title, earlier]
     new_chat.click(convs.new_chat, None, new_outputs, api_name="new_chat", queue=False,
                    cancels=replies) \
-        .then(lambda: "", None, [versions], api_name=False, queue=False) \
+        .then(lambda: ("", gr.update(choices=[], value=None)), None, shown_rows,
+              api_name=False, queue=False) \
         .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
               show_progress="hidden")
     # The chat's trash deletes the conversation, after asking as the sidebar's delete does;
@@ -288,7 +292,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                   [chatbot, confirm_row, sidebar_status, actions], api_name=False, queue=False)
     opened = conversations.input(convs.open, [conversations], open_outputs, api_name="open",
                                  queue=False)
-    opened.then(branches.rows, [conversation_id], [versions], api_name=False, queue=False) \
+    opened.then(branches.rows, [conversation_id], shown_rows, api_name=False, queue=False) \
         .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
               api_name=False, queue=False) \
         .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
@@ -314,7 +318,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     confirm.click(convs.confirm_delete, [conversation_id, search],
                   [confirm_row, sidebar_status, conversations, chatbot, conversation_id, title],
                   api_name="delete", queue=False) \
-        .then(branches.rows, [conversation_id], [versions], api_name=False, queue=False) \
+        .then(branches.rows, [conversation_id], shown_rows, api_name=False, queue=False) \
         .then(chat.meter, meter_inputs, [meter], api_name=False, queue=False,
               show_progress="hidden")
     keep.click(convs.cancel_delete, None, [confirm_row, sidebar_status], api_name=False,
@@ -326,9 +330,9 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     upload.upload(convs.import_file, [upload, search], [conversations, sidebar_status],
                   api_name=False) \
         .then(convs.open, [conversations], open_outputs, api_name=False, queue=False) \
-        .then(branches.rows, [conversation_id], [versions], api_name=False, queue=False)
+        .then(branches.rows, [conversation_id], shown_rows, api_name=False, queue=False)
     # A flip shows the version asked for; the Inspector and the meter follow the branch.
-    versions.click(branches.flip, [conversation_id], [chatbot, versions], api_name=False,
+    versions.click(branches.flip, [conversation_id], [chatbot, *shown_rows], api_name=False,
                    queue=False) \
         .then(convs.after_reply, [search, conversation_id], [conversations, title, earlier],
               api_name=False, queue=False) \

@@ -243,7 +243,10 @@ def test_the_page_answers_with_the_picked_model_names_it_and_prefers(world):
     outputs = list(chat.send("Name a colour.", None, False, "alpha", "", settings,
                              request=ALICE))
     cid = outputs[-1][2]
-    assert branches.rows(cid, ALICE) == ""  # one version: no row yet
+    rows, targets = branches.rows(cid, ALICE)
+    assert rows == ""  # one version: no row yet
+    first_reply = world.service.messages("alice", cid)[-1].id
+    assert targets["choices"] == [("Reply 1", first_reply)] and targets["value"] == first_reply
     list(answers.answer(cid, None, "", settings, request=ALICE))  # no model picked yet
     list(answers.answer(cid, "m" * 100_000, "", settings, request=ALICE))  # no such model
     assert len(world.service.messages("alice", cid)) == 2
@@ -252,13 +255,13 @@ def test_the_page_answers_with_the_picked_model_names_it_and_prefers(world):
     assert bubbles[-1]["content"].startswith("beta says hi")
     assert "Beta Model" in bubbles[-1]["content"].split("<sub>")[1]  # its footer
     assert until(lambda: chat.running.find("alice", cid) is None)
-    rows = branches.rows(cid, ALICE)
+    rows = branches.rows(cid, ALICE)[0]
     assert "Reply 1" in rows and "· Beta Model" in rows and "Prefer this one" in rows
     shown = world.service.messages("alice", cid)[-1].id
     branches.flip(cid, SimpleNamespace(_data={"message": shown, "prefer": "prefer"}), ALICE)
     [vote] = VoteStore(world.store).of("alice")
     assert vote.source == "chat" and not vote.blind and vote.message_ids[0] == shown
-    rows = branches.rows(cid, ALICE)
+    rows = branches.rows(cid, ALICE)[0]
     assert 'data-prefer="prefer" aria-pressed="true"' in rows
     assert "you prefer this reply" in rows
     # Bob can neither answer in Alice's conversation nor vote on it.
@@ -270,3 +273,33 @@ def test_the_page_answers_with_the_picked_model_names_it_and_prefers(world):
     # A malformed click changes nothing.
     branches.flip(cid, SimpleNamespace(_data={"message": "x", "prefer": "prefer"}), ALICE)
     assert len(VoteStore(world.store).of("alice")) == 1
+
+
+def test_the_page_answers_an_earlier_reply_again_on_a_branch_of_its_own(world):
+    """"Answer with…" offers every reply shown; picking the first of two answers its
+    question again: the new version's branch ends there, the old one keeps the follow-up."""
+    chat = ChatHandlers(world.manager, world.store, texts=english())
+    answers = AnswerControls(chat, texts=english())
+    branches = BranchControls(chat, texts=english(), answers=answers)
+    settings = SamplingSettings(temperature=0.0)
+    cid = list(chat.send("Name a colour.", None, False, "alpha", "", settings,
+                         request=ALICE))[-1][2]
+    assert until(lambda: chat.running.find("alice", cid) is None)
+    list(chat.send("And another?", cid, False, "alpha", "", settings, request=ALICE))
+    assert until(lambda: chat.running.find("alice", cid) is None)
+    _, targets = branches.rows(cid, ALICE)
+    first, second = (choice[1] for choice in targets["choices"])
+    assert [label for label, _ in targets["choices"]] == ["Reply 1", "Reply 2"]
+    assert targets["value"] == second
+    list(answers.answer(cid, "beta", "", settings, first, request=ALICE))
+    assert until(lambda: chat.running.find("alice", cid) is None)
+    shown = world.service.messages("alice", cid)
+    assert [m.role for m in shown] == ["user", "assistant"] and shown[1].model == "beta"
+    assert shown[1].parent_id == shown[0].id
+    world.service.flip("alice", cid, shown[1].id, 1)
+    assert [m.content for m in world.service.messages("alice", cid)][2] == "And another?"
+    # A reply no longer shown (a stale pick) is refused; nothing is stored.
+    before = len(world.store.get_conversation("alice", cid, include_superseded=True).messages)
+    list(answers.answer(cid, "beta", "", settings, 10_000, request=ALICE))
+    assert len(world.store.get_conversation("alice", cid,
+                                            include_superseded=True).messages) == before

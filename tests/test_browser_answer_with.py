@@ -135,10 +135,11 @@ def test_answer_with_another_model_streams_a_named_sibling_and_preferring_it_cou
 def test_answer_with_through_the_page_api_keeps_both_versions_with_their_models(
         two_model_app, tmp_path):
     """What the README promises scripts: /answer_with takes Regenerate's arguments, the
-    model being the one that answers; the store holds both versions, the new one shown."""
+    model being the one that answers, then the reply to answer again (None: the last); the
+    store holds both versions, the new one shown."""
     client = Client(two_model_app.url, verbose=False)
     client.predict(*send_args(QUESTION, max_new_tokens=8), api_name="/send")
-    other = ("smollm2-second", *send_args(QUESTION, max_new_tokens=8)[2:])
+    other = ("smollm2-second", *send_args(QUESTION, max_new_tokens=8)[2:], None)
     client.predict(*other, api_name="/answer_with")
     [listed] = client.predict("", api_name="/conversations")
     shown = client.predict(listed["id"], api_name="/conversation")
