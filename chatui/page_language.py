@@ -38,8 +38,12 @@ HEAD = b"<head>"
 TEMPLATE_LANG = re.compile(rb'(<html\s+lang=")[^"]*(")')
 # The config embedded in the page, when no gr.I18n is given (none is: see gradio_words).
 NO_TRANSLATIONS = b'"i18n_translations":null'
-# Gradio's frontend keys that its own catalogs lack -> our catalog's key for the same word.
-GRADIO_KEYS = {"common.complete": "app.done"}
+# Gradio's frontend keys shown on the page -> our catalog's key for the same word (Gradio has
+# no Filipino catalog, and one it lacks, common.complete, shows as the bare key).
+GRADIO_KEYS = {"common.complete": "app.done", "chatbot.edit": "gradio.edit",
+               "chatbot.submit": "gradio.submit", "chatbot.cancel": "gradio.cancel",
+               "chatbot.copy_message": "gradio.copy", "chatbot.copied_message": "gradio.copied",
+               "chatbot.clear": "gradio.clear"}
 
 
 class PagePaths:

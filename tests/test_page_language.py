@@ -12,7 +12,13 @@ from starlette.testclient import TestClient
 
 from chatcore.conversations.store import Store
 from chatcore.i18n import load_texts
-from chatui.page_language import ArriveInLanguage, LanguageRule, PagePaths, gradio_user
+from chatui.page_language import (
+    GRADIO_KEYS,
+    ArriveInLanguage,
+    LanguageRule,
+    PagePaths,
+    gradio_user,
+)
 
 TEMPLATE = '<!doctype html>\n<html\n\tlang="en"\n>\n<head><script>window.gradio_config = ' \
            '{"title":"x","i18n_translations":null};</script></head>'
@@ -42,8 +48,11 @@ def test_a_filipino_browser_is_sent_to_the_filipino_page_before_any_page(store):
     assert '<html\n\tlang="fil"' in page.text
     assert "<head><script>(() => { const html" in page.text and "!== 'fil'" in page.text
     assert int(page.headers["content-length"]) == len(page.content)
-    done = load_texts("fil")("app.done")
-    assert f'"i18n_translations":{{"en": {{"common.complete": "{done}"}}}}' in page.text
+    filipino = load_texts("fil")
+    assert f'"i18n_translations":{{"en": {{"common.complete": "{filipino("app.done")}"' \
+        in page.text
+    for key, ours in GRADIO_KEYS.items():  # Gradio's buttons on a message, in Filipino
+        assert f'"{key}": "{filipino(ours)}"' in page.text
     english = browser.get("/", headers={"Accept-Language": "en-US"})
     assert english.status_code == 200 and 'lang="en"' in english.text
     assert '"common.complete": "Done"' in english.text
