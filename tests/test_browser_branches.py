@@ -88,7 +88,7 @@ def test_regenerate_twice_flip_between_versions_and_edit_an_earlier_question(pag
     box.press("Enter")
     wait_for_versions(page, "Question 2: version 2 of 2")
     assert users(page) == [QUESTION, EDITED]
-    page.screenshot(path=str(artifacts / "branches.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "branches-edited.png"), full_page=True)
     flip(page, "Previous version of Question 2", "Question 2: version 1 of 2")
     page.wait_for_function(
         f"() => (document.querySelector('#chatbot')?.innerText || '').includes({FOLLOW_UP!r})")
