@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterator
 import gradio as gr
 
 from backends.sampling import SamplingSettings
-from chatcore.compare.preferences import PREFER_OUTCOMES, Preference, PreferenceRefused, \
-    Preferences
+from chatcore.compare.preferences import PREFER_OUTCOMES, Preference, PreferenceRefused
 from chatcore.compare.votes import Vote
 from chatcore.conversations.service import Asking
 from chatcore.conversations.store import StoredMessage
@@ -40,7 +39,7 @@ class AnswerControls:
     def __init__(self, chat: ChatHandlers, *, texts: Texts) -> None:
         self.chat = chat
         self.texts = texts
-        self.preferences = Preferences(chat.store)
+        self.preferences = chat.preferences
 
     # -- answer with another model -------------------------------------------------------
     def answer(self, conversation_id: int | None, model_id: str | None, system: str,
@@ -98,11 +97,16 @@ class AnswerControls:
     def row_extra(self, user: str, conversation_id: int | None) -> Callable[[StoredMessage], str]:
         """What a reply's "‹ 2/3 ›" row adds: the model's name and, when its versions come
         from two models, the preference buttons and the vote already cast."""
+        hidden = self.preferences.hidden(user, conversation_id)  # blind mode
+
         def extra(message: StoredMessage) -> str:
             if message.role != "assistant" or message.id is None or conversation_id is None:
                 return ""
             parts = []
-            if message.model:
+            if message.id in hidden:
+                parts.append(f'<span class="branch-model">· '
+                             f'{html.escape(self.texts("answer.hidden_model"))}</span>')
+            elif message.model:
                 parts.append(f'<span class="branch-model">· '
                              f'{html.escape(self.chat.model_name(message.model))}</span>')
             if not self.preferences.can_prefer(user, conversation_id, message.id):
@@ -118,6 +122,18 @@ class AnswerControls:
                              f'{html.escape(self._said(vote, message.id))}</span>')
             return "".join(parts)
         return extra
+
+    # -- blind mode ----------------------------------------------------------------------
+    def blind_now(self, request: gr.Request = None) -> bool:
+        """The user's blind mode, for the checkbox when the page opens."""
+        return self.preferences.blind(user_of(request))
+
+    def set_blind(self, on: bool, conversation_id: int | None,
+                  request: gr.Request = None) -> tuple:
+        """Keep the choice, and show the chat and its rows with the names hidden or back."""
+        user = user_of(request)
+        self.preferences.set_blind(user, bool(on))
+        return self._unchanged(user, conversation_id)[0]
 
     def _said(self, vote: Vote, message_id: int) -> str:
         """The vote in words, from the point of view of reply `message_id`."""

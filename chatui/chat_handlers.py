@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from collections.abc import Iterator
 
 import gradio as gr
 
-from backends.base import BackendError, Chunk, GenParams, Message
-from backends.sampling import SamplingSettings, stored
+from backends.base import BackendError, Chunk, Message
+from backends.sampling import SamplingSettings
+from chatcore.compare.preferences import Preferences
 from chatcore.conversations.service import (
     Asking,
     CannotContinue,
@@ -16,19 +18,20 @@ from chatcore.conversations.service import (
     PlannedReply,
 )
 from chatcore.conversations.running import Refused, RunningReplies, RunningReply
-from chatcore.conversations.store import MAX_MESSAGE_CHARS, NotFound, Store
+from chatcore.conversations.store import MAX_MESSAGE_CHARS, Store
 from chatcore.conversations.tree import MAX_SIBLINGS, TooManyVersions, TreeError
-from chatcore.generation.context import with_system
 from chatcore.generation.manager import ModelManager, ModelUnavailable, UnknownModel
-from chatcore.generation.replies import progress_bar, thought_title
+from chatcore.generation.replies import progress_bar
 from chatcore.i18n import Texts
 from chatui.stop_registry import StopRegistry
 from chatcore.costs.book import CostBook
 from chatui.cost_controls import CostWords
-from chatui.inspector_text import THOUGHT_FENCE, inspector_details, prompt_hidden
+from chatui.inspector_text import last_reply_prompt
 from chatui.transcript import Turn, chatbot_messages, live_turn, model_name, turns_from
 
 log = logging.getLogger(__name__)
+
+HIDDEN_MODEL = ":hidden:"  # stands for the model of a reply blind mode hides (no real id)
 
 # Re-rendering a long reply on every token is what makes browsers fall behind: send the
 # page at most one update per interval (10 a second), whatever the token rate: on a small
@@ -64,9 +67,15 @@ class ChatHandlers:
         self.stops = stops or StopRegistry()
         self.running = running or RunningReplies(self.conversations)
         self.costs = CostWords(manager, costs or CostBook(store), texts=texts)
+        self.preferences = Preferences(store)  # votes on a reply's versions; blind mode
 
     def model_name(self, model_id: str) -> str:
         return model_name(self.manager.registry, model_id)
+
+    def hidden_name(self, model_id: str) -> str:
+        """A model's name, or "model hidden" for a reply blind mode hides."""
+        return self.texts("answer.hidden_model") if model_id == HIDDEN_MODEL \
+            else self.model_name(model_id)
 
     def display(self, user: str, conversation_id: int | None,
                 until: int | None = None) -> list[Turn]:
@@ -78,7 +87,11 @@ class ChatHandlers:
         if until is not None:
             messages = messages[:next((i + 1 for i, m in enumerate(messages)
                                        if m.id == until), len(messages))]
-        turns = turns_from(messages, self.model_name, texts=self.texts, cost=self.costs.stored)
+        if hidden := self.preferences.hidden(user, conversation_id):  # blind mode
+            messages = [replace(m, model=HIDDEN_MODEL) if m.id in hidden else m
+                        for m in messages]
+        turns = turns_from(messages, self.hidden_name, texts=self.texts,
+                           cost=self.costs.stored)
         if conversation is not None:
             attached = self.attachments.by_message(user, conversation_id)
             for message, turn in zip(messages, turns):
@@ -217,33 +230,7 @@ class ChatHandlers:
     # -- what the model sees -------------------------------------------------------------
     def inspect(self, conversation_id: int | None, request: gr.Request) -> tuple[str, str]:
         """The prompt the last reply was generated from, exactly, with what ended it."""
-        try:
-            conversation = self.store.get_conversation(user_of(request), conversation_id)
-        except (NotFound, TypeError):
-            return "", self.texts("chat.inspector.empty")
-        replies = [i for i, m in enumerate(conversation.messages) if m.role == "assistant"]
-        if not replies:
-            return "", self.texts("chat.inspector.empty")
-        reply = conversation.messages[replies[-1]]
-        prompt = with_system(conversation.system_prompt, conversation.messages[:replies[-1]])
-        params = GenParams(stored(reply.params))
-        if (hidden := prompt_hidden(self.manager, reply.model or "",
-                                    texts=self.texts)) is not None:
-            return "", hidden
-        grounding = self.conversations.grounding(user_of(request), conversation_id,
-                                    conversation.messages[:replies[-1]])
-        try:
-            report, dropped = self.manager.inspect(reply.model or "", prompt, params, grounding)
-        except (UnknownModel, ModelUnavailable, BackendError) as exc:
-            return "", self.texts("chat.error", detail=str(exc))
-        details = inspector_details(self.model_name(reply.model or ""), report, params,
-                                    dropped, texts=self.texts)
-        if reply.thought:
-            title = thought_title(reply.thought_seconds, reply.thought_tokens, texts=self.texts)
-            lead = self.texts("chat.inspector.thought", title=title.lower())
-            details += (f"\n\n{lead}\n\n{THOUGHT_FENCE}text\n{reply.thought}\n"
-                        f"{THOUGHT_FENCE}")
-        return report.prompt, details
+        return last_reply_prompt(self, user_of(request), conversation_id)
 
     def attachment_tokens(self, user: str, model_id: str, ids: list[int]) -> dict[int, int]:
         """Each attachment's tokens, whole, in the model's tokenizer: what its chip shows and
@@ -315,7 +302,9 @@ class ChatHandlers:
         keeps its draft, and the text so far is shown at once)."""
         plan = run.plan
         model_id, conversation_id = plan.request.model_id, plan.conversation_id
-        name = self.model_name(model_id)
+        blind = plan.continuing is None and self.preferences.hides_new(
+            plan.request.user, conversation_id, plan.parent_id, model_id)
+        name = self.hidden_name(HIDDEN_MODEL if blind else model_id)
         shown = turns.pop() if plan.continuing is not None else None
         outputs = lambda streaming: (  # noqa: E731
             chatbot_messages(turns, streaming, texts=self.texts),
@@ -355,15 +344,17 @@ class ChatHandlers:
         finally:
             run.unfollow()
             self.stops.end(key, run.cancel)
-        turns[-1] = self._ended(run, turns[-1], name, shown)
+        turns[-1] = self._ended(run, turns[-1], name, shown, blind)
         yield outputs(False)
 
-    def _ended(self, run: RunningReply, turn: Turn, name: str, shown: Turn | None) -> Turn:
-        """The bubble of a reply that ended: with its figures and cost, or its error."""
+    def _ended(self, run: RunningReply, turn: Turn, name: str, shown: Turn | None,
+               blind: bool = False) -> Turn:
+        """The bubble of a reply that ended: with its figures and cost (none in blind mode:
+        a price could name the model), or its error."""
         exc = run.failure
         if exc is None and run.live is not None:
             return live_turn(run.live, name, texts=self.texts, continued=shown,
-                             cost=self.costs.reply(run.live))
+                             cost="" if blind else self.costs.reply(run.live))
         if isinstance(exc, (UnknownModel, ModelUnavailable, BackendError)):
             return Turn("assistant", turn.content, error=str(exc))
         log.error("reply from %s failed", run.plan.request.model_id, exc_info=exc)

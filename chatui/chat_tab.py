@@ -200,8 +200,11 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
                                            interactive=True, elem_id="answer-model")
                 answer_target = gr.Dropdown(choices=[], value=None, label=texts("answer.which"),
                                             scale=1, interactive=True, elem_id="answer-target")
-                answer = gr.Button(texts("answer.button"), size="sm", scale=1, min_width=120,
-                                   elem_id="answer-with", variant="secondary")
+                with gr.Column(scale=1, min_width=120):
+                    answer = gr.Button(texts("answer.button"), size="sm",
+                                       elem_id="answer-with", variant="secondary")
+                    answer_blind = gr.Checkbox(label=texts("answer.blind"), value=False,
+                                               elem_id="answer-blind")
             with gr.Accordion(texts("chat.inspector.title"), open=False, elem_id="inspector"):
                 inspector_prompt = gr.Code(label=texts("chat.inspector.prompt"),
                                            interactive=False, elem_id="inspector-prompt",
@@ -362,6 +365,13 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
         event(lambda t, lang, o, m: filtered_models(manager, t, lang, o, m, texts=texts),
               [*filters.components, model], [model], api_name=False, queue=False)
     app.load(convs.on_page_load, None, [conversations, preset], api_name=False)
+    app.load(answers.blind_now, None, [answer_blind], api_name=False, queue=False)
+    # Blind mode hides the models of a question's replies from two models until you judge.
+    answer_blind.input(answers.set_blind, [answer_blind, conversation_id], [chatbot],
+                       api_name=False, queue=False) \
+        .then(branches.rows, [conversation_id], shown_rows, api_name=False, queue=False) \
+        .then(chat.inspect, [conversation_id], [inspector_prompt, inspector_details],
+              api_name=False, queue=False)
     gr.api(convs.api_list, api_name="conversations")
     gr.api(convs.api_get, api_name="conversation")
     return model

@@ -303,3 +303,38 @@ def test_the_page_answers_an_earlier_reply_again_on_a_branch_of_its_own(world):
     list(answers.answer(cid, "beta", "", settings, 10_000, request=ALICE))
     assert len(world.store.get_conversation("alice", cid,
                                             include_superseded=True).messages) == before
+
+
+def test_blind_mode_hides_which_model_gave_each_version_until_the_user_judges(world):
+    """With blind mode on, a question's replies from two models say "model hidden" in their
+    footers, rows and the Inspector (also while the second streams), cost included; the
+    preference brings the names back. Another user's choice is their own."""
+    chat = ChatHandlers(world.manager, world.store, texts=english())
+    answers = AnswerControls(chat, texts=english())
+    branches = BranchControls(chat, texts=english(), answers=answers)
+    settings = SamplingSettings(temperature=0.0)
+    assert answers.blind_now(ALICE) is False
+    cid = list(chat.send("Name a colour.", None, False, "alpha", "", settings,
+                         request=ALICE))[-1][2]
+    assert until(lambda: chat.running.find("alice", cid) is None)
+    answers.set_blind(True, cid, ALICE)
+    assert answers.blind_now(ALICE) is True and answers.blind_now(BOB) is False
+    bubbles = list(chat.display("alice", cid))
+    assert "Alpha Model" in bubbles[-1].footer  # one model so far: nothing to hide
+    streamed = list(answers.answer(cid, "beta", "", settings, request=ALICE))
+    footers = [update[0][-1]["content"].split("<sub>")[-1] for update in streamed]
+    assert all("Beta Model" not in f for f in footers), footers
+    assert "model hidden" in footers[-1] and "tokens/s" in footers[-1]
+    assert until(lambda: chat.running.find("alice", cid) is None)
+    rows, _ = branches.rows(cid, ALICE)
+    assert "model hidden" in rows and "Beta Model" not in rows and "Alpha Model" not in rows
+    _, details = chat.inspect(cid, ALICE)
+    assert "model hidden" in details and "Beta Model" not in details
+    first = world.service.messages("alice", cid)[-1].id
+    world.service.flip("alice", cid, first, 1)
+    assert "model hidden" in chat.display("alice", cid)[-1].footer
+    branches.flip(cid, SimpleNamespace(_data={"message": first, "prefer": "tie"}), ALICE)
+    rows, _ = branches.rows(cid, ALICE)
+    assert "Alpha Model" in chat.display("alice", cid)[-1].footer and "Alpha Model" in rows
+    answers.set_blind(False, cid, ALICE)
+    assert answers.blind_now(ALICE) is False

@@ -117,7 +117,7 @@ def test_answer_with_another_model_streams_a_named_sibling_and_preferring_it_cou
         "aria-pressed") == "true"
     # The README's picture (docs/branches.png): the chat, its versions row, Answer with….
     page.screenshot(path=str(artifacts / "branches.png"), full_page=True,
-                    clip={"x": 0, "y": 0, "width": 1200, "height": 1290})
+                    clip={"x": 0, "y": 0, "width": 1200, "height": 1400})
     # The first version's row names its own model.
     page.get_by_role("button", name="Previous version of Reply 1", exact=True).click()
     page.locator('#branches [role=group][aria-label="Reply 1: version 1 of 2"]').wait_for(
@@ -153,3 +153,34 @@ def test_answer_with_through_the_page_api_keeps_both_versions_with_their_models(
     assert [m.model for m in replies] == ["smollm2-135m", "smollm2-second"]
     assert replies[0].parent_id == replies[1].parent_id == tree[0].id  # siblings
     assert all(m.content and m.tokens_per_second for m in replies)
+
+
+def test_blind_mode_hides_which_model_answered_until_one_is_preferred(page):
+    """Blind on: the second model's version streams and ends as "model hidden" (footer and
+    row), and so does the first's; preferring one brings both names back."""
+    page.get_by_text("Parameters").click()
+    set_number(page, "max-new-tokens", "16")
+    set_seed(page, "1")
+    page.locator("#answer-blind input").check()
+    box = page.locator("#message textarea")
+    box.fill(QUESTION)
+    box.press("Enter")
+    assert FIRST in wait_for_finished_reply(page, 1)  # one model so far: named
+    pick(page, "answer-model", SECOND)
+    page.locator("#answer-with").click()
+    row = page.locator('#branches [role=group][aria-label="Reply 1: version 2 of 2"]')
+    row.wait_for(timeout=120_000)
+    bots = page.locator("#chatbot [data-testid='bot']")
+    footer = bots.last.inner_text()
+    assert "model hidden" in footer and SECOND not in footer, footer
+    assert "model hidden" in row.inner_text() and SECOND not in row.inner_text()
+    page.get_by_role("button", name="Previous version of Reply 1", exact=True).click()
+    first = page.locator('#branches [role=group][aria-label="Reply 1: version 1 of 2"]')
+    first.wait_for(timeout=30_000)
+    assert "model hidden" in bots.last.inner_text() and FIRST not in bots.last.inner_text()
+    first.get_by_role("button", name="Prefer this one").click()
+    page.wait_for_function(
+        "(name) => (document.querySelector('#branches')?.innerText || '').includes(name)",
+        arg=FIRST, timeout=30_000)
+    assert FIRST in bots.last.inner_text()  # judged: the names are back
+    page.locator("#answer-blind input").uncheck()

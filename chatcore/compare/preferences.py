@@ -7,6 +7,10 @@ are bad is a comparison the person made with the names shown: it is stored in th
 VoteStore as Compare's votes, open (not blind), `source` "chat", with the conversation,
 the question and the replies it judged. One preference per question: a second replaces the
 first. Every front end (the page, later the API) asks this class, never the store.
+
+Blind mode (a person's choice, kept in the store) hides the models' names on a question's
+replies from two models or more until the person has said which is better: the page shows
+"model hidden" in their footers and rows, also while a new one streams.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from chatcore.compare.votes import Vote, VotedPane, VoteStore
 from chatcore.conversations.store import Conversation, NotFound, Store, StoredMessage
 
 PREFER_OUTCOMES = ("prefer", "tie", "bad")  # the preferred reply better, a tie, all bad
+BLIND_PREFERENCE = "versions_blind"  # the store's preference name: "on" or "off"
 
 
 class PreferenceRefused(Exception):
@@ -97,6 +102,47 @@ class Preferences:
                     question_id=preferred.parent_id, message_ids=[m.id for m in chosen])
         vote.id = self.votes.add(preference.user, vote)
         return vote
+
+    # -- blind mode ----------------------------------------------------------------------
+    def blind(self, user: str) -> bool:
+        return self.store.preference(user, BLIND_PREFERENCE) == "on"
+
+    def set_blind(self, user: str, on: bool) -> None:
+        self.store.set_preference(user, BLIND_PREFERENCE, "on" if on else "off")
+
+    def hidden(self, user: str, conversation_id: int | None) -> set[int]:
+        """The replies whose model blind mode hides: every reply to a question answered by
+        two models or more that the user has not judged yet (none with blind mode off)."""
+        if conversation_id is None or not self.blind(user):
+            return set()
+        try:
+            tree = self.store.get_conversation(user, conversation_id, include_superseded=True)
+        except NotFound:
+            return set()
+        replies: dict[int | None, list[StoredMessage]] = {}
+        for message in tree.messages:
+            if message.role == "assistant":
+                replies.setdefault(message.parent_id, []).append(message)
+        return {int(m.id or 0) for question, versions in replies.items()
+                if len(_models(versions)) >= 2
+                and self.votes.on_question(user, conversation_id, question) is None
+                for m in versions}
+
+    def hides_new(self, user: str, conversation_id: int, question_id: int | None,
+                  model_id: str) -> bool:
+        """Whether a new reply from `model_id` to question `question_id` streams with its
+        model hidden: blind mode is on, another model answered that question, and the user
+        has not judged its replies yet."""
+        if question_id is None or not self.blind(user):
+            return False
+        try:
+            tree = self.store.get_conversation(user, conversation_id, include_superseded=True)
+        except NotFound:
+            return False
+        models = {m.model for m in tree.messages
+                  if m.role == "assistant" and m.parent_id == question_id and m.model}
+        return bool(models - {model_id}) and \
+            self.votes.on_question(user, conversation_id, question_id) is None
 
     def current(self, user: str, conversation_id: int, message_id: int) -> Vote | None:
         """The user's vote on the question reply `message_id` answers, if any."""
