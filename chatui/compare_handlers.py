@@ -217,7 +217,9 @@ class CompareHandlers:
         self.stops.stop(compare_key(request))
         return (*self._outputs(None, None, "", streaming=False), "")
 
-    def vote(self, outcome: str, comparison: Comparison | None, request: gr.Request) -> tuple:
+    def vote(self, outcome: str, comparison: Comparison | None, request: gr.Request,
+             include_open: bool = True) -> tuple:
+        """Keep the vote; the leaderboard comes back as the page asks (open votes or not)."""
         if comparison is None or not comparison.can_vote:
             return (*self._outputs(comparison, None, gr.update(), streaming=False),
                     self.texts("compare.vote_needs_round"), gr.update())
@@ -236,7 +238,7 @@ class CompareHandlers:
         status = texts("compare.vote_saved_blind", said=said, names=names) if vote.blind \
             else texts("compare.vote_saved", said=said)
         return (*self._outputs(comparison, None, gr.update(), streaming=False), status,
-                self.leaderboard_rows(request))
+                self.leaderboard_rows(request, bool(include_open)))
 
     # -- leaderboard and files -----------------------------------------------------------
     def standings(self, user: str, include_open: bool = True) -> list[Standing]:

@@ -131,20 +131,20 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
     blind.change(layout, [count], layout_outputs, api_name=False, queue=False, cancels=rounds)
 
     def voter(outcome: str):
-        def cast(state, request: gr.Request):
-            return compare.vote(outcome, state, request)
+        def cast(state, include: bool, request: gr.Request):
+            return compare.vote(outcome, state, request, include)
         return cast
 
     vote_outputs = [*round_outputs, status, board]
     board_outputs = [board, vote_counts]
-    votes_cast = [button.click(voter(label), [comparison], vote_outputs,
+    votes_cast = [button.click(voter(label), [comparison, include_open], vote_outputs,
                                api_name=f"vote_{label.lower()}", queue=False)
                   for label, button in zip(LABELS, vote_buttons)]
-    votes_cast.append(tie.click(voter("tie"), [comparison], vote_outputs, api_name="vote_tie",
-                                queue=False))
-    votes_cast.append(bad.click(voter("bad"), [comparison], vote_outputs, api_name="vote_bad",
-                                queue=False))
-    for cast in votes_cast:  # the board as the checkbox asks, with its counts
+    votes_cast.append(tie.click(voter("tie"), [comparison, include_open], vote_outputs,
+                                api_name="vote_tie", queue=False))
+    votes_cast.append(bad.click(voter("bad"), [comparison, include_open], vote_outputs,
+                                api_name="vote_bad", queue=False))
+    for cast in votes_cast:  # and its counts
         cast.then(compare.board, [include_open], board_outputs, api_name=False, queue=False)
     include_open.change(compare.board, [include_open], board_outputs, api_name=False,
                         queue=False)

@@ -219,6 +219,20 @@ def test_the_leaderboard_follows_the_votes(page):
     assert page.compare.api_leaderboard(BOB)[0]["model"] == "alpha"
 
 
+def test_a_vote_answers_with_the_board_the_page_asked_for(page):
+    """With open votes left out, the board a vote sends back counts only blind ones (no
+    moment where every vote shows)."""
+    open_round = send(page, "hello")[-1][4]
+    page.compare.vote("A", open_round, BOB)
+    blind_round = send(page, "hello", blind=True)[-1][4]
+    *_, board = page.compare.vote("B", blind_round, BOB, include_open=False)
+    loser = blind_round.panes[0].model_id.title()
+    assert [(row[1], row[5], row[6]) for row in board] == [
+        (blind_round.panes[1].model_id.title(), 1, 0), (loser, 0, 1)]
+    rows, counts = page.compare.board(False, BOB)
+    assert rows == board and counts == "Counts 1 blind vote; leaves out 1 open vote."
+
+
 def test_save_as_conversations_and_export_markdown(page):
     comparison = send(page, "hello", blind=True)[-1][4]
     assert page.compare.save_conversations(comparison, BOB).startswith("Vote first")
