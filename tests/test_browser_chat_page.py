@@ -83,7 +83,7 @@ def test_the_chat_trash_deletes_the_conversation_after_asking(page, running_app)
     send(page, question, 1)
     sidebar = page.locator("#conversations")
     sidebar.get_by_text("Trash test", exact=False).wait_for(timeout=30_000)
-    trash = page.locator("#chatbot").get_by_label("Clear")
+    trash = page.locator("#chatbot").get_by_label("Delete this conversation")  # its catalog words
 
     trash.click()
     page.locator("#confirm-delete-no").click()  # Keep: nothing is lost, the chat stays
