@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 
+from collections.abc import Sequence
+
 import gradio as gr
 
 from chatcore.costs.book import CostBook
@@ -33,13 +35,33 @@ def model_choices(manager: ModelManager, *, texts: Texts,
 
 
 def filtered_models(manager: ModelManager, task: str, language: str, openness: str,
-                    chosen: str | None, *, texts: Texts) -> dict:
+                    chosen: str | None, *, texts: Texts, optional: bool = False) -> dict:
     """The picker after the filter changed: the chosen model stays if it matches, else
-    the first that does."""
+    the first that does (an `optional` picker left empty stays empty)."""
     choices = model_choices(manager, texts=texts, only=tag_filter(task, language, openness))
     ids = [model_id for _, model_id in choices]
-    return gr.update(choices=choices,
-                     value=chosen if chosen in ids else (ids[0] if ids else None))
+    if chosen in ids or (optional and not chosen):
+        return gr.update(choices=choices, value=chosen)
+    return gr.update(choices=choices, value=ids[0] if ids else None)
+
+
+def filter_pickers(filters: FilterControls, pickers: Sequence[gr.Dropdown],
+                   manager: ModelManager, *, texts: Texts, optional_from: int | None = None
+                   ) -> None:
+    """Narrow model pickers (Chat's, Compare's panes, Evaluate's candidates) to what the
+    filter lets through, when it changes and again when a picker is opened (a tab switch
+    or a registry change reads the whole list back into it). Pickers from `optional_from`
+    on may stay empty."""
+    for index, picker in enumerate(pickers):
+        optional = optional_from is not None and index >= optional_from
+
+        def narrow(task: str, language: str, openness: str, chosen: str | None,
+                   optional: bool = optional) -> dict:
+            return filtered_models(manager, task, language, openness, chosen, texts=texts,
+                                   optional=optional)
+        for event in (*(control.change for control in filters.components), picker.focus):
+            event(narrow, [*filters.components, picker], [picker], api_name=False,
+                  queue=False)
 
 
 def _choice_label(manager: ModelManager, status: ModelStatus, texts: Texts) -> str:
@@ -359,11 +381,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
         return _download(library, model_id, request, texts=texts)  # typed: Gradio passes it
 
     fetch.click(fetch_model, [model], [info], api_name=False)
-    # The filter narrows the picker when it changes, and again when the picker is opened
-    # (a tab switch or a registry change reads the whole list back into it).
-    for event in (*(control.change for control in filters.components), model.focus):
-        event(lambda t, lang, o, m: filtered_models(manager, t, lang, o, m, texts=texts),
-              [*filters.components, model], [model], api_name=False, queue=False)
+    filter_pickers(filters, [model], manager, texts=texts)
     app.load(convs.on_page_load, None, [conversations, preset], api_name=False)
     app.load(answers.blind_now, None, [answer_blind], api_name=False, queue=False)
     # Blind mode hides the models of a question's replies from two models until you judge.

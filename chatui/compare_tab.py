@@ -10,7 +10,8 @@ from chatcore.i18n import Texts
 from chatcore.generation.manager import ModelManager
 from chatcore.conversations.store import Store
 from chatui.attachment_controls import READING, AttachmentControls
-from chatui.chat_tab import model_choices
+from chatui.chat_tab import filter_pickers, model_choices
+from chatui.model_filters import FilterControls
 from chatui.compare_handlers import LEADERBOARD_COLUMNS, CompareHandlers
 from chatui.exports import ExportFiles
 from chatui.sampling_controls import SettingsControls, defaults_of, with_settings
@@ -36,6 +37,9 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
         new_round = gr.Button(texts("compare.new"), size="sm", elem_id="compare-new", scale=1)
     system = gr.Textbox(label=texts("compare.system"), lines=1, elem_id="compare-system",
                         placeholder=texts("compare.system_placeholder"))
+    with gr.Accordion(texts("tags.filter.title"), open=False, elem_id="compare-filter"):
+        with gr.Row():
+            filters = FilterControls(texts, "compare-filter")
     columns, pickers, controls, panes = [], [], [], []
     with gr.Row(equal_height=False):
         for index in range(MAX_PANES):
@@ -162,5 +166,6 @@ def build_compare_tab(app: gr.Blocks, manager: ModelManager, store: Store, initi
     export_csv.click(exporter("csv"), None, [download, status], api_name=False)
     export_json.click(exporter("json"), None, [download, status], api_name=False)
     app.load(compare.board, [include_open], board_outputs, api_name=False)
+    filter_pickers(filters, pickers, manager, texts=texts)
     gr.api(compare.api_leaderboard, api_name="leaderboard")
     return pickers

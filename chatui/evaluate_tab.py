@@ -10,7 +10,8 @@ from chatcore.evaluate.rubric import RUBRIC
 from chatcore.generation.manager import ModelManager
 from chatcore.evaluate.prompt_sets import MAX_IMPORT_BYTES
 from chatui.chat_handlers import user_of
-from chatui.chat_tab import model_choices
+from chatui.chat_tab import filter_pickers, model_choices
+from chatui.model_filters import FilterControls
 from chatui.evaluate_handlers import (
     CHOICE_COLUMNS,
     RATING_COLUMNS,
@@ -95,6 +96,9 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
         set_status = gr.Markdown(elem_id="eval-set-status")
 
     with gr.Accordion(texts("evaluate.run.box"), open=True, elem_id="eval-run-box"):
+        with gr.Accordion(texts("tags.filter.title"), open=False, elem_id="eval-filter"):
+            with gr.Row():
+                filters = FilterControls(texts, "eval-filter")
         pickers, controls = [], []
         with gr.Row(equal_height=False):
             for index in range(MAX_CANDIDATES):
@@ -294,4 +298,5 @@ def build_evaluate_tab(app: gr.Blocks, manager: ModelManager, handlers: Evaluate
                 gr.update(choices=runs, value=runs[0][1] if runs else None))
 
     app.load(landing, None, [set_picker, run_picker], api_name=False)
+    filter_pickers(filters, pickers, manager, texts=texts, optional_from=MIN_CANDIDATES)
     return [*pickers, judge], timer, first_view, [set_picker, run_picker]

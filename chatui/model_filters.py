@@ -1,6 +1,6 @@
 """The task / language / licence filter over model lists: the Models tab's table and
-picker, the Chat picker and the Hub search use the same controls and the same test
-(`backends.model_tags.TagFilter`)."""
+picker, the Chat, Compare and Evaluate pickers (chatui/chat_tab.py filter_pickers) and the
+Hub search use the same controls and the same test (`backends.model_tags.TagFilter`)."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -151,6 +151,45 @@ def test_chat_picker_filtered_by_task_keeps_the_chosen_model_when_it_matches():
     assert tag_filter("nonsense", "xx", "free") == TagFilter()
 
 
+def test_an_optional_picker_left_empty_stays_empty_when_the_filter_changes():
+    """Evaluate's third and fourth candidates are optional: the filter narrows their lists
+    but does not fill them; a chosen model that no longer matches moves to one that does."""
+    manager = tagged_manager()
+    empty = filtered_models(manager, "code", "", "", None, texts=english(), optional=True)
+    assert [i for _, i in empty["choices"]] == ["coder"] and empty["value"] is None
+    moved = filtered_models(manager, "code", "", "", "talker", texts=english(), optional=True)
+    assert moved["value"] == "coder"
+
+
+def test_every_model_picker_of_chat_compare_and_evaluate_follows_its_tabs_filter(tmp_path):
+    """One way to narrow a model list: each picker of each page is an output of its own
+    tab's task / language / licence controls and of its own opening (focus)."""
+    from chatcore.conversations.store import Store
+    from chatui.app import build_app
+    from chatui.exports import ExportFiles
+
+    store = Store(tmp_path)
+    try:
+        blocks = build_app(tagged_manager(), store, "coder", ExportFiles(tmp_path / "exports"))
+        by_id: dict[str, list[int]] = {}
+        for block in blocks.blocks.values():
+            if getattr(block, "elem_id", None):
+                by_id.setdefault(block.elem_id, []).append(block._id)
+        for prefix, pickers in (("chat-filter", ["model"]),
+                                ("compare-filter", [f"compare-model-{i}" for i in range(4)]),
+                                ("eval-filter", [f"eval-model-{i}" for i in range(4)])):
+            for name in pickers:
+                for page, picker in enumerate(by_id[name]):  # English, then Filipino
+                    fed_by = [{i._id for i in fn.inputs} for fn in blocks.fns.values()
+                              if [o._id for o in fn.outputs] == [picker]]
+                    for control in ("task", "language", "openness"):
+                        source = by_id[f"{prefix}-{control}"][page]
+                        assert any(source in inputs for inputs in fed_by), \
+                            f"{name} (page {page}) does not follow {prefix}-{control}"
+    finally:
+        store.close()
+
+
 def test_the_filipino_page_lists_tagalog_and_filipino_first():
     assert language_codes(load_texts("fil"))[:2] == ["tl", "fil"]
     assert language_codes(english())[0] == "en"
