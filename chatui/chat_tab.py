@@ -254,6 +254,7 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
     other_fn, other = with_settings(answers.answer, [conversation_id, answer_model, system],
                                     controls, [answer_target])
     shown_rows = [versions, answer_target]  # the "‹ 2/3 ›" rows, the replies to answer again
+
     def edited(request: gr.Request, edit: gr.EditData, history: list, cid: int | None,
                model_id: str, system_prompt: str, *values: object):
         """A question edited in the chat (Gradio hands the edit only to a typed argument)."""
@@ -381,7 +382,8 @@ def build_chat_tab(app: gr.Blocks, manager: ModelManager, store: Store, initial_
         return _download(library, model_id, request, texts=texts)  # typed: Gradio passes it
 
     fetch.click(fetch_model, [model], [info], api_name=False)
-    filter_pickers(filters, [model], manager, texts=texts)
+    # "Answer with…"'s picker too: it may stay empty, and reads the registry when opened.
+    filter_pickers(filters, [model, answer_model], manager, texts=texts, optional_from=1)
     app.load(convs.on_page_load, None, [conversations, preset], api_name=False)
     app.load(answers.blind_now, None, [answer_blind], api_name=False, queue=False)
     # Blind mode hides the models of a question's replies from two models until you judge.

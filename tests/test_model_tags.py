@@ -175,7 +175,7 @@ def test_every_model_picker_of_chat_compare_and_evaluate_follows_its_tabs_filter
         for block in blocks.blocks.values():
             if getattr(block, "elem_id", None):
                 by_id.setdefault(block.elem_id, []).append(block._id)
-        for prefix, pickers in (("chat-filter", ["model"]),
+        for prefix, pickers in (("chat-filter", ["model", "answer-model"]),
                                 ("compare-filter", [f"compare-model-{i}" for i in range(4)]),
                                 ("eval-filter", [f"eval-model-{i}" for i in range(4)])):
             for name in pickers:
