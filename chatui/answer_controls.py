@@ -97,7 +97,8 @@ class AnswerControls:
     def row_extra(self, user: str, conversation_id: int | None) -> Callable[[StoredMessage], str]:
         """What a reply's "‹ 2/3 ›" row adds: the model's name and, when its versions come
         from two models, the preference buttons and the vote already cast."""
-        hidden = self.preferences.hidden(user, conversation_id)  # blind mode
+        judging = self.preferences.judging(user, conversation_id)  # one read of the tree
+        hidden = self.preferences.hidden(user, conversation_id, judging)  # blind mode
 
         def extra(message: StoredMessage) -> str:
             if message.role != "assistant" or message.id is None or conversation_id is None:
@@ -109,9 +110,10 @@ class AnswerControls:
             elif message.model:
                 parts.append(f'<span class="branch-model">· '
                              f'{html.escape(self.chat.model_name(message.model))}</span>')
-            if not self.preferences.can_prefer(user, conversation_id, message.id):
+            judged = judging.get(message.parent_id)
+            if judged is None or not judged.can_prefer:
                 return "".join(parts)
-            vote = self.preferences.current(user, conversation_id, message.id)
+            vote = judged.vote
             chosen = _chosen(vote, message.id)
             for outcome in PREFER_OUTCOMES:
                 parts.append(PREFER_BUTTON.format(

@@ -38,6 +38,20 @@ class Preference:
     outcome: str  # one of PREFER_OUTCOMES
 
 
+@dataclass(frozen=True)
+class Judging:
+    """One question's replies as preferring sees them: the models that gave them, and the
+    user's vote on them (None when not judged, or when one model gave them all)."""
+
+    replies: tuple[StoredMessage, ...]
+    models: set[str]
+    vote: Vote | None
+
+    @property
+    def can_prefer(self) -> bool:
+        return len(self.models) >= 2
+
+
 class Preferences:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -65,13 +79,6 @@ class Preferences:
             raise PreferenceRefused(f"message {message_id} is a question, not a reply")
         return tree, [m for m in tree.messages
                       if m.role == "assistant" and m.parent_id == target.parent_id]
-
-    def can_prefer(self, user: str, conversation_id: int, message_id: int) -> bool:
-        """Whether the reply's versions come from at least two models."""
-        try:
-            return len(_models(self.versions(user, conversation_id, message_id))) >= 2
-        except PreferenceRefused:
-            return False
 
     def prefer(self, preference: Preference) -> Vote:
         """Store the preference as an open vote (replacing the user's earlier one on the
@@ -110,23 +117,35 @@ class Preferences:
     def set_blind(self, user: str, on: bool) -> None:
         self.store.set_preference(user, BLIND_PREFERENCE, "on" if on else "off")
 
-    def hidden(self, user: str, conversation_id: int | None) -> set[int]:
-        """The replies whose model blind mode hides: every reply to a question answered by
-        two models or more that the user has not judged yet (none with blind mode off)."""
-        if conversation_id is None or not self.blind(user):
-            return set()
+    def judging(self, user: str, conversation_id: int | None) -> dict[int | None, Judging]:
+        """Each question of the conversation (every branch), by id, with its replies and,
+        when they come from two models or more, the user's vote on them: one read of the
+        tree for a whole page of rows."""
+        if conversation_id is None:
+            return {}
         try:
             tree = self.store.get_conversation(user, conversation_id, include_superseded=True)
         except NotFound:
-            return set()
+            return {}
         replies: dict[int | None, list[StoredMessage]] = {}
         for message in tree.messages:
             if message.role == "assistant":
                 replies.setdefault(message.parent_id, []).append(message)
-        return {int(m.id or 0) for question, versions in replies.items()
-                if len(_models(versions)) >= 2
-                and self.votes.on_question(user, conversation_id, question) is None
-                for m in versions}
+        return {question: Judging(tuple(versions), set(_models(versions)),
+                                  self.votes.on_question(user, conversation_id, question)
+                                  if len(_models(versions)) >= 2 else None)
+                for question, versions in replies.items()}
+
+    def hidden(self, user: str, conversation_id: int | None,
+               judging: dict[int | None, Judging] | None = None) -> set[int]:
+        """The replies whose model blind mode hides: every reply to a question answered by
+        two models or more that the user has not judged yet (none with blind mode off).
+        `judging`: the conversation's, when the caller has read it already."""
+        if conversation_id is None or not self.blind(user):
+            return set()
+        judging = self.judging(user, conversation_id) if judging is None else judging
+        return {int(m.id or 0) for judged in judging.values()
+                if judged.can_prefer and judged.vote is None for m in judged.replies}
 
     def hides_new(self, user: str, conversation_id: int, question_id: int | None,
                   model_id: str) -> bool:
